@@ -1,0 +1,316 @@
+/*
+ * rtwctl.c: the admin command line: schema migrations, the widget
+ * registry, token minting and a look at what is stored. Blocking libpq;
+ * every statement parameterized. Prints results on stdout, errors on
+ * stderr, exits 0 on success, 1 on failure, 2 on bad usage.
+ */
+#include "config.h"
+#include "cfg.h"
+#include "msg.h"
+#include "pgutil.h"
+#include "token.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char usage[] =
+	"usage: rtwctl [--config FILE] COMMAND ...\n"
+	"\n"
+	"  migrate [--sql-dir DIR]          apply pending schema migrations\n"
+	"  widget add NAME [--key UUID] [--origins O,O] [--webhook-hosts H,H]\n"
+	"                                   register a widget, print its key\n"
+	"  widget list                      list registered widgets\n"
+	"  widget enable KEY | disable KEY  switch a widget on or off\n"
+	"  widget set KEY [--name N] [--origins O,O] [--webhook-hosts H,H]\n"
+	"  token --user ID [--ttl S] [--stream S] [--admin]\n"
+	"                                   mint an HS256 token (auth.secret)\n"
+	"  stats                            counts of messages and webhook jobs\n";
+
+struct ctl {
+	struct rtw_cfg cfg;
+	PGconn *conn;
+};
+
+static int ctl__fail(const char *what, const char *detail)
+{
+	fprintf(stderr, "rtwctl: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+	return 1;
+}
+
+static int ctl__connect(struct ctl *c)
+{
+	char err[512];
+	if (!(c->conn = pgu_connect(c->cfg.pgdsn, "rtwctl", err, sizeof(err))))
+		return ctl__fail(err, NULL);
+	return 0;
+}
+
+/* Runs one parameterized statement and prints its rows tab-separated. */
+static int ctl__query(struct ctl *c, const char *sql, int n, const char *const *params, bool header)
+{
+	PGresult *res = PQexecParams(c->conn, sql, n, NULL, params, NULL, NULL, 0);
+	ExecStatusType st = PQresultStatus(res);
+	int rc = 0;
+
+	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+		rc = ctl__fail(PQresultErrorMessage(res), NULL);
+	} else if (st == PGRES_TUPLES_OK) {
+		int cols = PQnfields(res);
+		for (int f = 0; header && f < cols; f++)
+			printf("%s%s", PQfname(res, f), f + 1 < cols ? "\t" : "\n");
+		for (int r = 0; r < PQntuples(res); r++)
+			for (int f = 0; f < cols; f++)
+				printf("%s%s", PQgetvalue(res, r, f), f + 1 < cols ? "\t" : "\n");
+		if (!header && PQntuples(res) == 0)
+			rc = ctl__fail("no such widget", NULL);
+	} else if (strcmp(PQcmdTuples(res), "0") == 0) {
+		rc = ctl__fail("no such widget", NULL);
+	}
+	PQclear(res);
+	return rc;
+}
+
+static int cmd_migrate(struct ctl *c, int argc, char **argv)
+{
+	const char *dir = getenv("RTW_SQL_DIR") ? getenv("RTW_SQL_DIR") : RTW_SQL_DIR;
+	char err[1024];
+	int applied;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--sql-dir") == 0 && i + 1 < argc)
+			dir = argv[++i];
+		else
+			return fprintf(stderr, "%s", usage), 2;
+	}
+	if (ctl__connect(c))
+		return 1;
+	if (pgu_migrate(c->conn, dir, &applied, err, sizeof(err)) != RTW_OK)
+		return ctl__fail("migration failed", err);
+	printf("%d migration(s) applied\n", applied);
+	return 0;
+}
+
+/* "a,b" -> "{a,b}" with each element double-quoted for an array literal;
+ * elements may not hold quotes, braces or backslashes. */
+static char *ctl__array_literal(const char *list)
+{
+	size_t n = strlen(list);
+	char *out = malloc(3 * n + 3), *o = out;
+	if (!out)
+		return NULL;
+	if (strpbrk(list, "\"{}\\")) {
+		free(out);
+		return NULL;
+	}
+	*o++ = '{';
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ",");
+		if (len) {
+			if (o[-1] != '{')
+				*o++ = ',';
+			*o++ = '"';
+			memcpy(o, p, len);
+			o += len;
+			*o++ = '"';
+		}
+		p += len + (p[len] == ',');
+	}
+	*o++ = '}';
+	*o = '\0';
+	return out;
+}
+
+static int cmd_widget(struct ctl *c, int argc, char **argv)
+{
+	static const struct option opts[] = {{"key", required_argument, NULL, 'k'},
+					     {"name", required_argument, NULL, 'n'},
+					     {"origins", required_argument, NULL, 'o'},
+					     {"webhook-hosts", required_argument, NULL, 'w'},
+					     {NULL, 0, NULL, 0}};
+	const char *key = NULL, *name = NULL, *origins = NULL, *hosts = NULL;
+	char keybuf[MSG_UUID_LEN + 1];
+	char *origins_lit = NULL, *hosts_lit = NULL;
+	int opt, rc = 2;
+
+	if (argc < 2)
+		goto usage;
+	const char *sub = argv[1];
+	optind = 2;
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'k': key = optarg; break;
+		case 'n': name = optarg; break;
+		case 'o': origins = optarg; break;
+		case 'w': hosts = optarg; break;
+		default: goto usage;
+		}
+	}
+	if ((origins && !(origins_lit = ctl__array_literal(origins))) ||
+	    (hosts && !(hosts_lit = ctl__array_literal(hosts)))) {
+		rc = ctl__fail("invalid list", "origins and hosts may not contain quotes, braces or backslashes");
+		goto out;
+	}
+	if (strcmp(sub, "list") == 0) {
+		if (optind != argc)
+			goto usage;
+		if ((rc = ctl__connect(c)) == 0)
+			rc = ctl__query(c,
+					"SELECT widget_key, name, enabled, allowed_origins, webhook_hosts "
+					"FROM rtw_widgets ORDER BY created_at, name",
+					0, NULL, true);
+		goto out;
+	}
+	if (strcmp(sub, "add") == 0) {
+		if (optind + 1 != argc)
+			goto usage;
+		name = argv[optind];
+		if (!key) {
+			unsigned char r[16];
+			if (rtw_random(r, sizeof(r)) != RTW_OK) {
+				rc = ctl__fail("could not generate a widget key", NULL);
+				goto out;
+			}
+			r[6] = (r[6] & 0x0f) | 0x40; /* version 4 */
+			r[8] = (r[8] & 0x3f) | 0x80; /* RFC 4122 variant */
+			snprintf(keybuf, sizeof(keybuf),
+				 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2],
+				 r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
+		} else if (!msg_valid_uuid(key, keybuf)) {
+			rc = ctl__fail("invalid widget key", "expected a UUID");
+			goto out;
+		}
+		const char *params[] = {keybuf, name, origins_lit ? origins_lit : "{}", hosts_lit ? hosts_lit : "{}"};
+		if ((rc = ctl__connect(c)) == 0)
+			rc = ctl__query(c,
+					"INSERT INTO rtw_widgets (widget_key, name, allowed_origins, webhook_hosts) "
+					"VALUES ($1, $2, $3, $4) ON CONFLICT (widget_key) DO UPDATE SET name = EXCLUDED.name, "
+					"updated_at = now() RETURNING widget_key",
+					4, params, false);
+		goto out;
+	}
+	if (optind + 1 != argc)
+		goto usage;
+	if (!msg_valid_uuid(argv[optind], keybuf)) {
+		rc = ctl__fail("invalid widget key", "expected a UUID");
+		goto out;
+	}
+	if (strcmp(sub, "enable") == 0 || strcmp(sub, "disable") == 0) {
+		const char *params[] = {keybuf, sub[0] == 'e' ? "true" : "false"};
+		if ((rc = ctl__connect(c)) == 0)
+			rc = ctl__query(c, "UPDATE rtw_widgets SET enabled = $2, updated_at = now() WHERE widget_key = $1",
+					2, params, false);
+	} else if (strcmp(sub, "set") == 0) {
+		const char *params[] = {keybuf, name, origins_lit, hosts_lit};
+		if ((rc = ctl__connect(c)) == 0)
+			rc = ctl__query(c,
+					"UPDATE rtw_widgets SET name = coalesce($2, name), "
+					"allowed_origins = coalesce($3::text[], allowed_origins), "
+					"webhook_hosts = coalesce($4::text[], webhook_hosts), updated_at = now() "
+					"WHERE widget_key = $1",
+					4, params, false);
+	} else {
+		goto usage;
+	}
+	goto out;
+usage:
+	fprintf(stderr, "%s", usage);
+	rc = 2;
+out:
+	free(origins_lit);
+	free(hosts_lit);
+	return rc;
+}
+
+static int cmd_token(struct ctl *c, int argc, char **argv)
+{
+	static const struct option opts[] = {{"user", required_argument, NULL, 'u'},
+					     {"ttl", required_argument, NULL, 't'},
+					     {"stream", required_argument, NULL, 's'},
+					     {"admin", no_argument, NULL, 'a'},
+					     {NULL, 0, NULL, 0}};
+	const char *user = NULL, *stream = NULL;
+	long ttl = 3600;
+	bool admin = false;
+	int opt;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'u': user = optarg; break;
+		case 't': ttl = strtol(optarg, NULL, 10); break;
+		case 's': stream = optarg; break;
+		case 'a': admin = true; break;
+		default: return fprintf(stderr, "%s", usage), 2;
+		}
+	}
+	if (!user || optind != argc || ttl < 0)
+		return fprintf(stderr, "%s", usage), 2;
+	if (!msg_valid_user_id(user))
+		return ctl__fail("invalid user id", NULL);
+	if (stream && !msg_valid_stream_id(stream))
+		return ctl__fail("invalid stream id", NULL);
+	if (!c->cfg.auth_secret[0])
+		return ctl__fail("auth.secret is not set", "set RTW_AUTH_SECRET or auth.secret in the config file");
+	char *tok = tok_mint(c->cfg.auth_secret, strlen(c->cfg.auth_secret), user, ttl ? (int64_t)time(NULL) + ttl : 0,
+			     stream, admin);
+	if (!tok)
+		return ctl__fail("could not mint a token", NULL);
+	printf("%s\n", tok);
+	free(tok);
+	return 0;
+}
+
+static int cmd_stats(struct ctl *c, int argc, char **argv)
+{
+	if (argc != 1)
+		return fprintf(stderr, "%s", usage), 2;
+	if (ctl__connect(c))
+		return 1;
+	return ctl__query(c,
+			  "SELECT 'messages.' || type AS what, count(*) FROM rtw_messages GROUP BY type "
+			  "UNION ALL SELECT 'webhook_jobs.' || status, count(*) FROM rtw_webhook_jobs GROUP BY status "
+			  "UNION ALL SELECT 'widgets', count(*) FROM rtw_widgets ORDER BY 1",
+			  0, NULL, true);
+}
+
+int main(int argc, char **argv)
+{
+	struct ctl c = {0};
+	char err[512];
+	int i = 1, rc;
+
+	/* Global options come before the command. */
+	while (i < argc && argv[i][0] == '-') {
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			i += 2;
+		else if (strncmp(argv[i], "--config=", 9) == 0)
+			i++;
+		else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+			return printf("%s", usage), 0;
+		else
+			return fprintf(stderr, "%s", usage), 2;
+	}
+	if (i >= argc)
+		return fprintf(stderr, "%s", usage), 2;
+	if (cfg_load(&c.cfg, cfg_path_from_args(i, argv), err, sizeof(err)) != RTW_OK)
+		return ctl__fail(err, NULL);
+
+	const char *cmd = argv[i];
+	if (strcmp(cmd, "migrate") == 0)
+		rc = cmd_migrate(&c, argc - i, argv + i);
+	else if (strcmp(cmd, "widget") == 0)
+		rc = cmd_widget(&c, argc - i, argv + i);
+	else if (strcmp(cmd, "token") == 0)
+		rc = cmd_token(&c, argc - i, argv + i);
+	else if (strcmp(cmd, "stats") == 0)
+		rc = cmd_stats(&c, argc - i, argv + i);
+	else
+		rc = (fprintf(stderr, "%s", usage), 2);
+	if (c.conn)
+		PQfinish(c.conn);
+	cfg_free(&c.cfg);
+	return rc;
+}

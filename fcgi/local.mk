@@ -1,0 +1,1 @@
+# fcgi/: (filled in by its component)

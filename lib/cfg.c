@@ -1,0 +1,221 @@
+/*
+ * cfg.c: owns the option table and the loading of struct rtw_cfg from
+ * defaults, an INI file (parsed by inih) and RTW_* environment variables.
+ * Called once at start-up, before any thread or loop runs.
+ */
+#include "config.h"
+#include "cfg.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OPT(n, t, field, d, h) {n, t, offsetof(struct rtw_cfg, field), d, false, h}
+#define SECRET(n, field, h) {n, CFG_STR, offsetof(struct rtw_cfg, field), "", true, h}
+
+const struct cfg_option cfg_options[] = {
+	OPT("pgdsn", CFG_STR, pgdsn, "dbname=rtw", "libpq connection string of the rtw database"),
+	OPT("log_level", CFG_STR, log_level, "info", "minimum log level: debug, info, warn, error"),
+	OPT("log_file", CFG_STR, log_file, "", "log file path; empty for stderr; reopened on SIGHUP"),
+
+	OPT("auth.mode", CFG_STR, auth_mode, "token", "token (HS256 JWTs required) or open (ids taken as given; experiments only)"),
+	SECRET("auth.secret", auth_secret, "HS256 signing key for tokens, raw bytes as written"),
+	OPT("auth.anon_ttl_s", CFG_INT, auth_anon_ttl_s, "86400", "lifetime of tokens minted for anonymous SSE subscribers, seconds"),
+
+	OPT("http.cors_origins", CFG_STR, http_cors_origins, "", "origins allowed for every widget (comma list; * for any), besides each widget's own"),
+	OPT("http.max_body", CFG_INT, http_max_body, "65536", "largest accepted request body, bytes (413 payload_too_large above)"),
+
+	OPT("fcgi.socket", CFG_STR, fcgi_socket, "127.0.0.1:9000", "FastCGI listen address: host:port, :port or a unix socket path; empty to use the inherited socket (fd 0)"),
+	OPT("fcgi.workers", CFG_INT, fcgi_workers, "8", "worker threads, each with its own PostgreSQL connection"),
+	OPT("fcgi.backlog", CFG_INT, fcgi_backlog, "1024", "listen backlog of the FastCGI socket"),
+	OPT("fcgi.group_commit_max", CFG_INT, fcgi_group_commit_max, "64", "most messages written in one shared transaction (1 disables group commit)"),
+
+	OPT("history.default_limit", CFG_INT, history_default_limit, "100", "messages per history page when the request sets no limit"),
+	OPT("history.max_limit", CFG_INT, history_max_limit, "1000", "largest history page a request may ask for"),
+
+	OPT("sse.listen", CFG_STR, sse_listen, "127.0.0.1:8081", "rtw-sse listen address host:port (SO_REUSEPORT: several processes may share it)"),
+	OPT("sse.max_connections", CFG_INT, sse_max_connections, "10000", "most client connections per rtw-sse process"),
+	OPT("sse.max_per_ip", CFG_INT, sse_max_per_ip, "1000", "most connections from one client address per process"),
+	OPT("sse.max_header_bytes", CFG_INT, sse_max_header_bytes, "8192", "largest request head (request line and headers), bytes"),
+	OPT("sse.header_timeout_ms", CFG_INT, sse_header_timeout_ms, "10000", "time allowed to send the whole request head (slowloris guard)"),
+	OPT("sse.heartbeat_s", CFG_INT, sse_heartbeat_s, "15", "seconds between heartbeat comments on idle streams"),
+	OPT("sse.retry_ms", CFG_INT, sse_retry_ms, "2000", "reconnect delay sent to clients in the retry: field"),
+	OPT("sse.outbuf_max", CFG_INT, sse_outbuf_max, "262144", "most unsent bytes queued per connection before it is caught up from PostgreSQL instead"),
+	OPT("sse.poll_interval_ms", CFG_INT, sse_poll_interval_ms, "1000", "safety poll of the messages table when no NOTIFY arrives"),
+	OPT("sse.batch_rows", CFG_INT, sse_batch_rows, "1000", "most rows fetched per query when catching up"),
+
+	SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),
+	OPT("webhook.allow_hosts", CFG_STR, webhook_allow_hosts, "", "hosts allowed as webhook targets even when they resolve to internal addresses (comma list)"),
+	OPT("webhook.concurrency", CFG_INT, webhook_concurrency, "32", "webhook calls in flight per worker"),
+	OPT("webhook.connect_timeout_ms", CFG_INT, webhook_connect_timeout_ms, "5000", "connect timeout of a webhook call"),
+	OPT("webhook.timeout_ms", CFG_INT, webhook_timeout_ms, "15000", "total timeout of a webhook call"),
+	OPT("webhook.max_response", CFG_INT, webhook_max_response, "1048576", "largest response body read; larger responses fail the attempt"),
+	OPT("webhook.result_body_max", CFG_INT, webhook_result_body_max, "4096", "response bytes kept in the result message and the job row"),
+	OPT("webhook.max_attempts", CFG_INT, webhook_max_attempts, "5", "attempts before a retryable failure becomes final"),
+	OPT("webhook.backoff_base_ms", CFG_INT, webhook_backoff_base_ms, "1000", "first retry delay; doubles each attempt, with jitter"),
+	OPT("webhook.backoff_max_ms", CFG_INT, webhook_backoff_max_ms, "300000", "longest retry delay"),
+	OPT("webhook.lease_s", CFG_INT, webhook_lease_s, "60", "how long a claimed job belongs to its worker before another may retry it"),
+	OPT("webhook.poll_interval_ms", CFG_INT, webhook_poll_interval_ms, "1000", "how often the worker looks for due retries and runs maintenance"),
+	OPT("webhook.health_listen", CFG_STR, webhook_health_listen, "127.0.0.1:8082", "rtw-webhookd address for /healthz and /metrics; empty to disable"),
+
+	OPT("retention.messages_days", CFG_INT, retention_messages_days, "0", "delete stored messages older than this many days (0 keeps them)"),
+	OPT("retention.jobs_days", CFG_INT, retention_jobs_days, "30", "delete finished webhook jobs older than this many days (0 keeps them)"),
+	{NULL, CFG_STR, 0, NULL, false, NULL},
+};
+
+static const struct cfg_option *cfg__find(const char *name)
+{
+	for (const struct cfg_option *o = cfg_options; o->name; o++)
+		if (strcmp(o->name, name) == 0)
+			return o;
+	return NULL;
+}
+
+static int cfg__parse_bool(const char *v, bool *out)
+{
+	if (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"))
+		*out = true;
+	else if (!strcmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off"))
+		*out = false;
+	else
+		return RTW_ERROR;
+	return RTW_OK;
+}
+
+int cfg_set(struct rtw_cfg *cfg, const char *name, const char *value, char *err, size_t errlen)
+{
+	const struct cfg_option *o = cfg__find(name);
+	char *base = (char *)cfg;
+
+	if (!o) {
+		snprintf(err, errlen, "unknown configuration option \"%s\"", name);
+		return RTW_ERROR;
+	}
+	switch (o->type) {
+	case CFG_STR: {
+		char **slot = (char **)(base + o->offset);
+		char *copy = strdup(value);
+		if (!copy) {
+			snprintf(err, errlen, "out of memory");
+			return RTW_ERROR;
+		}
+		free(*slot);
+		*slot = copy;
+		break;
+	}
+	case CFG_INT: {
+		char *end;
+		errno = 0;
+		long v = strtol(value, &end, 10);
+		if (errno || end == value || *end != '\0' || v < 0 || v > INT_MAX) {
+			snprintf(err, errlen, "invalid value for \"%s\": expected a non-negative integer", name);
+			return RTW_ERROR;
+		}
+		*(int *)(base + o->offset) = (int)v;
+		break;
+	}
+	case CFG_BOOL: {
+		bool b;
+		if (cfg__parse_bool(value, &b) != RTW_OK) {
+			snprintf(err, errlen, "invalid value for \"%s\": expected true or false", name);
+			return RTW_ERROR;
+		}
+		*(bool *)(base + o->offset) = b;
+		break;
+	}
+	}
+	return RTW_OK;
+}
+
+void cfg_env_name(const char *name, char *out, size_t outlen)
+{
+	size_t n = (size_t)snprintf(out, outlen, "RTW_");
+	for (const char *p = name; *p && n + 1 < outlen; p++)
+		out[n++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+	out[n] = '\0';
+}
+
+struct cfg__ini_ctx {
+	struct rtw_cfg *cfg;
+	char *err;
+	size_t errlen;
+	bool failed;
+};
+
+static int cfg__ini_handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct cfg__ini_ctx *ctx = user;
+	char full[256];
+
+	if (ctx->failed)
+		return 0;
+	if (section[0])
+		snprintf(full, sizeof(full), "%s.%s", section, name);
+	else
+		snprintf(full, sizeof(full), "%s", name);
+	if (cfg_set(ctx->cfg, full, value, ctx->err, ctx->errlen) != RTW_OK) {
+		ctx->failed = true;
+		return 0;
+	}
+	return 1;
+}
+
+int cfg_load(struct rtw_cfg *cfg, const char *path, char *err, size_t errlen)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	for (const struct cfg_option *o = cfg_options; o->name; o++)
+		if (cfg_set(cfg, o->name, o->def, err, errlen) != RTW_OK)
+			return RTW_ERROR;
+	if (path && path[0]) {
+		struct cfg__ini_ctx ctx = {cfg, err, errlen, false};
+		int rc = ini_parse(path, cfg__ini_handler, &ctx);
+		if (ctx.failed)
+			return RTW_ERROR;
+		if (rc < 0) {
+			snprintf(err, errlen, "could not open configuration file \"%s\"", path);
+			return RTW_ERROR;
+		}
+		if (rc > 0) {
+			snprintf(err, errlen, "syntax error in \"%s\" at line %d", path, rc);
+			return RTW_ERROR;
+		}
+	}
+	for (const struct cfg_option *o = cfg_options; o->name; o++) {
+		char env[128];
+		cfg_env_name(o->name, env, sizeof(env));
+		const char *v = getenv(env);
+		if (v && cfg_set(cfg, o->name, v, err, errlen) != RTW_OK)
+			return RTW_ERROR;
+	}
+	if (strcmp(cfg->auth_mode, "token") != 0 && strcmp(cfg->auth_mode, "open") != 0) {
+		snprintf(err, errlen, "invalid value for \"auth.mode\": expected token or open");
+		return RTW_ERROR;
+	}
+	return RTW_OK;
+}
+
+void cfg_free(struct rtw_cfg *cfg)
+{
+	char *base = (char *)cfg;
+	for (const struct cfg_option *o = cfg_options; o->name; o++)
+		if (o->type == CFG_STR) {
+			char **slot = (char **)(base + o->offset);
+			free(*slot);
+			*slot = NULL;
+		}
+}
+
+const char *cfg_path_from_args(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			return argv[i + 1];
+		if (strncmp(argv[i], "--config=", 9) == 0)
+			return argv[i] + 9;
+	}
+	return getenv("RTW_CONFIG");
+}

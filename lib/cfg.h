@@ -1,0 +1,98 @@
+/*
+ * cfg.h: the deployment's configuration: one table of every option (name,
+ * type, default, help), read from an INI file (inih) and overridden by
+ * RTW_* environment variables. The table is the only global mutable state
+ * besides logging; doc/config.md is checked against it by a unit test.
+ *
+ * Option names are "section.name" ("sse.listen"); options without a
+ * section are top-level ("pgdsn"). The environment override of
+ * "section.name" is RTW_SECTION_NAME, of "name" RTW_NAME.
+ */
+#ifndef RTW_CFG_H
+#define RTW_CFG_H
+
+#include "rtw.h"
+
+struct rtw_cfg {
+	/* top level */
+	char *pgdsn;
+	char *log_level;
+	char *log_file;
+	/* [auth] */
+	char *auth_mode; /* "token" or "open" */
+	char *auth_secret;
+	int auth_anon_ttl_s;
+	/* [http] shared by rtw-fcgi and rtw-sse */
+	char *http_cors_origins; /* deployment-wide allowed origins, comma list, "*" for any */
+	int http_max_body;
+	/* [fcgi] */
+	char *fcgi_socket;
+	int fcgi_workers;
+	int fcgi_backlog;
+	int fcgi_group_commit_max;
+	/* [history] */
+	int history_default_limit;
+	int history_max_limit;
+	/* [sse] */
+	char *sse_listen;
+	int sse_max_connections;
+	int sse_max_per_ip;
+	int sse_max_header_bytes;
+	int sse_header_timeout_ms;
+	int sse_heartbeat_s;
+	int sse_retry_ms;
+	int sse_outbuf_max;
+	int sse_poll_interval_ms;
+	int sse_batch_rows;
+	/* [webhook] */
+	char *webhook_secret;
+	char *webhook_allow_hosts; /* comma list of hosts allowed even if internal */
+	int webhook_concurrency;
+	int webhook_connect_timeout_ms;
+	int webhook_timeout_ms;
+	int webhook_max_response;
+	int webhook_result_body_max;
+	int webhook_max_attempts;
+	int webhook_backoff_base_ms;
+	int webhook_backoff_max_ms;
+	int webhook_lease_s;
+	int webhook_poll_interval_ms;
+	char *webhook_health_listen;
+	/* [retention] */
+	int retention_messages_days;
+	int retention_jobs_days;
+};
+
+enum cfg_type { CFG_STR, CFG_INT, CFG_BOOL };
+
+struct cfg_option {
+	const char *name; /* "section.name" or "name" */
+	enum cfg_type type;
+	size_t offset; /* into struct rtw_cfg */
+	const char *def;
+	bool secret; /* never logged or dumped */
+	const char *help;
+};
+
+/* The table of every option, terminated by an entry with name == NULL. */
+extern const struct cfg_option cfg_options[];
+
+/* Loads defaults, then the INI file at path (NULL: none), then RTW_*
+ * overrides. On failure writes a message into err and returns RTW_ERROR.
+ * The strings in *cfg are owned by it; release with cfg_free(). */
+int cfg_load(struct rtw_cfg *cfg, const char *path, char *err, size_t errlen) RTW_WUR;
+
+/* Sets one option from its textual value; RTW_ERROR on unknown name or
+ * bad value (message in err). */
+int cfg_set(struct rtw_cfg *cfg, const char *name, const char *value, char *err, size_t errlen) RTW_WUR;
+
+void cfg_free(struct rtw_cfg *cfg);
+
+/* "RTW_SSE_LISTEN" for "sse.listen"; out needs strlen(name) + 5 bytes. */
+void cfg_env_name(const char *name, char *out, size_t outlen);
+
+/* Finds "--config PATH" / "--config=PATH" in argv; NULL when absent.
+ * Also honours RTW_CONFIG. */
+const char *cfg_path_from_args(int argc, char **argv);
+
+#endif

@@ -1,0 +1,17 @@
+# lib/: code every rtw program shares (message model, config, logging,
+# tokens, PostgreSQL helpers).
+noinst_LIBRARIES += lib/librtw.a
+lib_librtw_a_SOURCES = \
+	lib/rtw.h lib/util.c \
+	lib/log.h lib/log.c \
+	lib/cfg.h lib/cfg.c \
+	lib/token.h lib/token.c \
+	lib/msg.h lib/msg.c \
+	lib/pgutil.h lib/pgutil.c
+lib_librtw_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(INIH_CFLAGS) $(OPENSSL_CFLAGS)
+
+# What a program linking librtw needs.
+RTW_LIBS = lib/librtw.a $(JANSSON_LIBS) $(LIBPQ_LIBS) $(INIH_LIBS) $(OPENSSL_LIBS) $(PTHREAD_LIBS)
+RTW_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(INIH_CFLAGS) $(OPENSSL_CFLAGS)
+
+dist_sql_DATA += sql/001_init.sql

@@ -1,0 +1,30 @@
+/*
+ * log.h: leveled logging to stderr or a log file, reopened on SIGHUP.
+ * Messages follow PostgreSQL's style: short, factual, lowercase.
+ * Never pass a secret or a private message's payload to these functions.
+ */
+#ifndef RTW_LOG_H
+#define RTW_LOG_H
+
+#include "rtw.h"
+
+enum log_level { LOG_LVL_DEBUG, LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_ERROR };
+
+/* Sets the program name shown in every line, the minimum level ("debug",
+ * "info", "warn", "error") and the file ("" or "-" for stderr).
+ * Returns RTW_ERROR when the level is unknown or the file cannot be opened. */
+int log_init(const char *prog, const char *level, const char *path) RTW_WUR;
+
+/* Reopens the log file (after rotation); safe to call from the loop after
+ * a SIGHUP was noted, never from a signal handler. */
+void log_reopen(void);
+
+bool log_enabled(enum log_level lvl);
+void log_write(enum log_level lvl, const char *fmt, ...) RTW_PRINTF(2, 3);
+
+#define log_debug(...) do { if (log_enabled(LOG_LVL_DEBUG)) log_write(LOG_LVL_DEBUG, __VA_ARGS__); } while (0)
+#define log_info(...) log_write(LOG_LVL_INFO, __VA_ARGS__)
+#define log_warn(...) log_write(LOG_LVL_WARN, __VA_ARGS__)
+#define log_error(...) log_write(LOG_LVL_ERROR, __VA_ARGS__)
+
+#endif

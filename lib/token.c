@@ -1,0 +1,253 @@
+/*
+ * token.c: owns HS256 JWT encoding and verification. The signature is
+ * compared with CRYPTO_memcmp so timing tells an attacker nothing. Claims
+ * are decoded with jansson (duplicate keys rejected).
+ */
+#include "config.h"
+#include "token.h"
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* Encodes n bytes as unpadded base64url into out (needs 4*ceil(n/3)+1). */
+static size_t tok__b64_encode(const unsigned char *in, size_t n, char *out)
+{
+	size_t o = 0, i = 0;
+	for (; i + 2 < n; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+		out[o++] = b64url[v >> 18 & 63];
+		out[o++] = b64url[v >> 12 & 63];
+		out[o++] = b64url[v >> 6 & 63];
+		out[o++] = b64url[v & 63];
+	}
+	if (n - i == 1) {
+		uint32_t v = (uint32_t)in[i] << 16;
+		out[o++] = b64url[v >> 18 & 63];
+		out[o++] = b64url[v >> 12 & 63];
+	} else if (n - i == 2) {
+		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+		out[o++] = b64url[v >> 18 & 63];
+		out[o++] = b64url[v >> 12 & 63];
+		out[o++] = b64url[v >> 6 & 63];
+	}
+	out[o] = '\0';
+	return o;
+}
+
+static int tok__b64_val(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '-')
+		return 62;
+	if (c == '_')
+		return 63;
+	return -1;
+}
+
+/* Decodes unpadded base64url; returns the byte count or -1. out needs
+ * 3*n/4+1 bytes. */
+static long tok__b64_decode(const char *in, size_t n, unsigned char *out)
+{
+	size_t o = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+	if (n % 4 == 1)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		int v = tok__b64_val(in[i]);
+		if (v < 0)
+			return -1;
+		acc = acc << 6 | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (unsigned char)(acc >> bits);
+		}
+	}
+	return (long)o;
+}
+
+void tok_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len, unsigned char out[32])
+{
+	unsigned int outlen = 32;
+	HMAC(EVP_sha256(), key, (int)keylen, data, len, out, &outlen);
+}
+
+void tok_claims_free(struct tok_claims *c)
+{
+	for (size_t i = 0; i < c->n_streams; i++)
+		free(c->streams[i]);
+	free(c->streams);
+	c->streams = NULL;
+	c->n_streams = 0;
+}
+
+bool tok_allows_stream(const struct tok_claims *c, const char *stream_id)
+{
+	if (c->streams_any)
+		return true;
+	for (size_t i = 0; i < c->n_streams; i++)
+		if (strcmp(c->streams[i], stream_id) == 0)
+			return true;
+	return false;
+}
+
+#define TOK_MAX_LEN 8192
+
+static int tok__claims_from_json(json_t *payload, int64_t now, struct tok_claims *out, const char **why)
+{
+	json_t *sub = json_object_get(payload, "sub");
+	json_t *exp = json_object_get(payload, "exp");
+	json_t *admin = json_object_get(payload, "admin");
+	json_t *streams = json_object_get(payload, "streams");
+
+	if (!json_is_string(sub) || json_string_length(sub) == 0 || json_string_length(sub) > TOK_SUB_MAX) {
+		*why = "token has no valid sub claim";
+		return RTW_ERROR;
+	}
+	memcpy(out->sub, json_string_value(sub), json_string_length(sub) + 1);
+	if (strlen(out->sub) != json_string_length(sub)) {
+		*why = "token has no valid sub claim";
+		return RTW_ERROR;
+	}
+	if (exp) {
+		if (!json_is_number(exp)) {
+			*why = "token exp claim is not a number";
+			return RTW_ERROR;
+		}
+		out->exp = (int64_t)json_number_value(exp);
+		if (out->exp <= now) {
+			*why = "token has expired";
+			return RTW_ERROR;
+		}
+	}
+	if (admin) {
+		if (!json_is_boolean(admin)) {
+			*why = "token admin claim is not a boolean";
+			return RTW_ERROR;
+		}
+		out->admin = json_is_true(admin);
+	}
+	if (!streams || (json_is_string(streams) && strcmp(json_string_value(streams), "*") == 0)) {
+		out->streams_any = true;
+	} else if (json_is_array(streams)) {
+		size_t n = json_array_size(streams);
+		out->streams = calloc(n ? n : 1, sizeof(char *));
+		if (!out->streams) {
+			*why = "out of memory";
+			return RTW_ERROR;
+		}
+		for (size_t i = 0; i < n; i++) {
+			json_t *s = json_array_get(streams, i);
+			if (!json_is_string(s)) {
+				*why = "token streams claim holds a non-string";
+				return RTW_ERROR;
+			}
+			out->streams[i] = strdup(json_string_value(s));
+			if (!out->streams[i]) {
+				*why = "out of memory";
+				return RTW_ERROR;
+			}
+			out->n_streams = i + 1;
+		}
+	} else {
+		*why = "token streams claim is neither a list nor \"*\"";
+		return RTW_ERROR;
+	}
+	return RTW_OK;
+}
+
+int tok_verify(const char *secret, size_t secret_len, const char *token, int64_t now, struct tok_claims *out,
+	       const char **why)
+{
+	unsigned char mac[32], sig[48], buf[TOK_MAX_LEN];
+	const char *dot1, *dot2;
+	json_t *hdr = NULL, *payload = NULL;
+	json_error_t jerr;
+	int rc = RTW_ERROR;
+	size_t len = strlen(token);
+
+	memset(out, 0, sizeof(*out));
+	*why = "malformed token";
+	if (len == 0 || len >= TOK_MAX_LEN)
+		goto out;
+	dot1 = strchr(token, '.');
+	dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+	if (!dot1 || !dot2 || strchr(dot2 + 1, '.'))
+		goto out;
+
+	/* Signature first: nothing of an unsigned token is parsed. */
+	if (strlen(dot2 + 1) != 43 || tok__b64_decode(dot2 + 1, 43, sig) != 32)
+		goto out;
+	tok_hmac_sha256(secret, secret_len, token, (size_t)(dot2 - token), mac);
+	if (CRYPTO_memcmp(mac, sig, 32) != 0) {
+		*why = "bad token signature";
+		goto out;
+	}
+
+	long n = tok__b64_decode(token, (size_t)(dot1 - token), buf);
+	if (n < 0 || !(hdr = json_loadb((char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, &jerr)))
+		goto out;
+	json_t *alg = json_object_get(hdr, "alg");
+	if (!json_is_string(alg) || strcmp(json_string_value(alg), "HS256") != 0) {
+		*why = "token algorithm is not HS256";
+		goto out;
+	}
+	n = tok__b64_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), buf);
+	if (n < 0 || !(payload = json_loadb((char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, &jerr)) ||
+	    !json_is_object(payload))
+		goto out;
+	rc = tok__claims_from_json(payload, now, out, why);
+out:
+	if (rc != RTW_OK)
+		tok_claims_free(out);
+	json_decref(hdr);
+	json_decref(payload);
+	return rc;
+}
+
+char *tok_mint(const char *secret, size_t secret_len, const char *sub, int64_t exp, const char *stream, bool admin)
+{
+	static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+	json_t *payload = json_pack("{s:s}", "sub", sub);
+	char *claims = NULL, *out = NULL;
+	unsigned char mac[32];
+
+	if (!payload)
+		return NULL;
+	if (exp)
+		json_object_set_new(payload, "exp", json_integer(exp));
+	if (stream)
+		json_object_set_new(payload, "streams", json_pack("[s]", stream));
+	if (admin)
+		json_object_set_new(payload, "admin", json_true());
+	claims = json_dumps(payload, JSON_COMPACT);
+	if (!claims)
+		goto done;
+	size_t hl = strlen(header), cl = strlen(claims);
+	size_t cap = (hl + 2) / 3 * 4 + (cl + 2) / 3 * 4 + 48;
+	out = malloc(cap);
+	if (!out)
+		goto done;
+	size_t n = tok__b64_encode((const unsigned char *)header, hl, out);
+	out[n++] = '.';
+	n += tok__b64_encode((const unsigned char *)claims, cl, out + n);
+	tok_hmac_sha256(secret, secret_len, out, n, mac);
+	out[n++] = '.';
+	tok__b64_encode(mac, 32, out + n);
+done:
+	free(claims);
+	json_decref(payload);
+	return out;
+}

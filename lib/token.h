@@ -1,0 +1,42 @@
+/*
+ * token.h: HS256 JSON Web Tokens: verification (constant-time signature
+ * comparison), minting, and the HMAC-SHA256 primitive the webhook
+ * signature shares. Pure code over OpenSSL; no I/O, thread-safe.
+ */
+#ifndef RTW_TOKEN_H
+#define RTW_TOKEN_H
+
+#include "rtw.h"
+
+#define TOK_SUB_MAX 128
+
+struct tok_claims {
+	char sub[TOK_SUB_MAX + 1];
+	int64_t exp;       /* 0 when the token has no exp */
+	bool admin;
+	bool streams_any;  /* no "streams" claim, or "streams": "*" */
+	char **streams;    /* owned; NULL unless a list was given */
+	size_t n_streams;
+};
+
+/* Verifies token (compact JWS, alg HS256) against the raw key bytes and
+ * the clock now (unix seconds). On success fills *out (release with
+ * tok_claims_free) and returns RTW_OK; otherwise RTW_ERROR with a short
+ * lowercase reason in *why (a static string, never containing the token). */
+int tok_verify(const char *secret, size_t secret_len, const char *token, int64_t now, struct tok_claims *out,
+	       const char **why) RTW_WUR;
+
+void tok_claims_free(struct tok_claims *c);
+
+/* True when the claims allow the stream. */
+bool tok_allows_stream(const struct tok_claims *c, const char *stream_id);
+
+/* Mints a token for sub; exp 0 leaves it out; stream NULL leaves "streams"
+ * out. Returns a malloc'd string (caller frees) or NULL. */
+char *tok_mint(const char *secret, size_t secret_len, const char *sub, int64_t exp, const char *stream,
+	       bool admin) RTW_WUR;
+
+/* HMAC-SHA256 of data under key; out receives 32 bytes. */
+void tok_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len, unsigned char out[32]);
+
+#endif

@@ -1,0 +1,166 @@
+/*
+ * test_cfg.c: unit tests of the configuration table and loader, and the
+ * check that doc/config.md documents every option (PgBouncer's rule).
+ */
+#include "config.h"
+#include "cfg.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include <cmocka.h>
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *buf = malloc((size_t)n + 1);
+	if (fread(buf, 1, (size_t)n, f) != (size_t)n)
+		n = 0;
+	buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+static void test_defaults(void **state)
+{
+	struct rtw_cfg cfg;
+	char err[256];
+	unsetenv("RTW_SSE_LISTEN");
+	assert_int_equal(cfg_load(&cfg, NULL, err, sizeof(err)), RTW_OK);
+	assert_string_equal(cfg.sse_listen, "127.0.0.1:8081");
+	assert_int_equal(cfg.http_max_body, 65536);
+	assert_string_equal(cfg.auth_mode, "token");
+	cfg_free(&cfg);
+}
+
+static void test_env_override(void **state)
+{
+	struct rtw_cfg cfg;
+	char err[256];
+	setenv("RTW_SSE_HEARTBEAT_S", "3", 1);
+	setenv("RTW_PGDSN", "dbname=x", 1);
+	assert_int_equal(cfg_load(&cfg, NULL, err, sizeof(err)), RTW_OK);
+	assert_int_equal(cfg.sse_heartbeat_s, 3);
+	assert_string_equal(cfg.pgdsn, "dbname=x");
+	cfg_free(&cfg);
+	setenv("RTW_SSE_HEARTBEAT_S", "-1", 1);
+	assert_int_equal(cfg_load(&cfg, NULL, err, sizeof(err)), RTW_ERROR);
+	assert_non_null(strstr(err, "sse.heartbeat_s"));
+	cfg_free(&cfg);
+	unsetenv("RTW_SSE_HEARTBEAT_S");
+	unsetenv("RTW_PGDSN");
+}
+
+static void test_ini_file(void **state)
+{
+	char path[] = "/tmp/rtw-cfg-XXXXXX";
+	int fd = mkstemp(path);
+	const char ini[] = "pgdsn = dbname=fromfile\n[sse]\nmax_connections = 77\n[auth]\nmode = open\n";
+	struct rtw_cfg cfg;
+	char err[256];
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, ini, sizeof(ini) - 1), (int)sizeof(ini) - 1);
+	close(fd);
+	assert_int_equal(cfg_load(&cfg, path, err, sizeof(err)), RTW_OK);
+	assert_string_equal(cfg.pgdsn, "dbname=fromfile");
+	assert_int_equal(cfg.sse_max_connections, 77);
+	assert_string_equal(cfg.auth_mode, "open");
+	cfg_free(&cfg);
+
+	/* an unknown option is an error, not silently ignored */
+	const char bad[] = "[sse]\nmax_conections = 5\n";
+	fd = open(path, O_WRONLY | O_TRUNC);
+	assert_int_equal(write(fd, bad, sizeof(bad) - 1), (int)sizeof(bad) - 1);
+	close(fd);
+	assert_int_equal(cfg_load(&cfg, path, err, sizeof(err)), RTW_ERROR);
+	assert_non_null(strstr(err, "sse.max_conections"));
+	cfg_free(&cfg);
+	unlink(path);
+}
+
+static void test_bad_values(void **state)
+{
+	struct rtw_cfg cfg;
+	char err[256];
+	assert_int_equal(cfg_load(&cfg, NULL, err, sizeof(err)), RTW_OK);
+	assert_int_equal(cfg_set(&cfg, "http.max_body", "12k", err, sizeof(err)), RTW_ERROR);
+	assert_int_equal(cfg_set(&cfg, "no.such", "1", err, sizeof(err)), RTW_ERROR);
+	assert_int_equal(cfg_set(&cfg, "http.max_body", "1024", err, sizeof(err)), RTW_OK);
+	assert_int_equal(cfg.http_max_body, 1024);
+	cfg_free(&cfg);
+	setenv("RTW_AUTH_MODE", "maybe", 1);
+	assert_int_equal(cfg_load(&cfg, NULL, err, sizeof(err)), RTW_ERROR);
+	cfg_free(&cfg);
+	unsetenv("RTW_AUTH_MODE");
+}
+
+static void test_env_names(void **state)
+{
+	char out[64];
+	cfg_env_name("auth.secret", out, sizeof(out));
+	assert_string_equal(out, "RTW_AUTH_SECRET");
+	cfg_env_name("webhook.secret", out, sizeof(out));
+	assert_string_equal(out, "RTW_WEBHOOK_SECRET");
+	cfg_env_name("pgdsn", out, sizeof(out));
+	assert_string_equal(out, "RTW_PGDSN");
+}
+
+/* Every option in the table has a row in doc/config.md, with its default. */
+static void test_every_option_documented(void **state)
+{
+	char path[1024];
+	const char *src = getenv("RTW_SRCDIR");
+	snprintf(path, sizeof(path), "%s/doc/config.md", src ? src : ".");
+	char *doc = slurp(path);
+	int missing = 0;
+
+	assert_non_null(doc);
+	for (const struct cfg_option *o = cfg_options; o->name; o++) {
+		char row[256], env[128];
+		snprintf(row, sizeof(row), "| `%s` |", o->name);
+		cfg_env_name(o->name, env, sizeof(env));
+		char *at = strstr(doc, row);
+		if (!at) {
+			fprintf(stderr, "doc/config.md has no row for option %s\n", o->name);
+			missing++;
+			continue;
+		}
+		char *eol = strchr(at, '\n');
+		char line[1024];
+		snprintf(line, sizeof(line), "%.*s", eol ? (int)(eol - at) : (int)strlen(at), at);
+		char def[256];
+		snprintf(def, sizeof(def), "`%s`", o->def);
+		if (o->def[0] && !strstr(line, def)) {
+			fprintf(stderr, "doc/config.md row of %s does not give its default %s\n", o->name, def);
+			missing++;
+		}
+		if (!strstr(line, env)) {
+			fprintf(stderr, "doc/config.md row of %s does not name %s\n", o->name, env);
+			missing++;
+		}
+	}
+	free(doc);
+	assert_int_equal(missing, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),	cmocka_unit_test(test_env_override),
+		cmocka_unit_test(test_ini_file),	cmocka_unit_test(test_bad_values),
+		cmocka_unit_test(test_env_names),	cmocka_unit_test(test_every_option_documented),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,193 @@
+/*
+ * test_token.c: unit tests of HS256 minting and verification, including
+ * tampering, expiry, algorithm confusion and the streams claim.
+ */
+#include "config.h"
+#include "token.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define SECRET "s3cret"
+#define NOW 1800000000
+
+static void test_roundtrip(void **state)
+{
+	struct tok_claims c;
+	const char *why;
+	char *t = tok_mint(SECRET, strlen(SECRET), "user-7", NOW + 60, "live-1", true);
+	assert_non_null(t);
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), t, NOW, &c, &why), RTW_OK);
+	assert_string_equal(c.sub, "user-7");
+	assert_int_equal(c.exp, NOW + 60);
+	assert_true(c.admin);
+	assert_false(c.streams_any);
+	assert_true(tok_allows_stream(&c, "live-1"));
+	assert_false(tok_allows_stream(&c, "live-2"));
+	tok_claims_free(&c);
+	free(t);
+}
+
+static void test_no_streams_means_any(void **state)
+{
+	struct tok_claims c;
+	const char *why;
+	char *t = tok_mint(SECRET, strlen(SECRET), "u", 0, NULL, false);
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), t, NOW, &c, &why), RTW_OK);
+	assert_true(c.streams_any);
+	assert_int_equal(c.exp, 0);
+	assert_false(c.admin);
+	assert_true(tok_allows_stream(&c, "whatever"));
+	tok_claims_free(&c);
+	free(t);
+}
+
+static void test_expired(void **state)
+{
+	struct tok_claims c;
+	const char *why;
+	char *t = tok_mint(SECRET, strlen(SECRET), "u", NOW - 1, NULL, false);
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), t, NOW, &c, &why), RTW_ERROR);
+	assert_string_equal(why, "token has expired");
+	free(t);
+}
+
+static void test_wrong_secret_and_tamper(void **state)
+{
+	struct tok_claims c;
+	const char *why;
+	char *t = tok_mint(SECRET, strlen(SECRET), "u", NOW + 60, NULL, false);
+	assert_int_equal(tok_verify("other", 5, t, NOW, &c, &why), RTW_ERROR);
+	assert_string_equal(why, "bad token signature");
+	/* flip one character of the payload */
+	char *dot = strchr(t, '.');
+	dot[2] = dot[2] == 'A' ? 'B' : 'A';
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), t, NOW, &c, &why), RTW_ERROR);
+	free(t);
+}
+
+static void test_malformed(void **state)
+{
+	static const char *bad[] = {"", "abc", "a.b", "a.b.c.d", "..", "a.b.!!!", "eyJhbGciOiJIUzI1NiJ9..x"};
+	struct tok_claims c;
+	const char *why;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(tok_verify(SECRET, strlen(SECRET), bad[i], NOW, &c, &why), RTW_ERROR);
+}
+
+/* A token with alg "none" or another alg is refused even when the HMAC
+ * over it happens to verify (it is signed here with the right key). */
+static void sign(const char *head_b64, const char *payload_b64, char *out, size_t outlen);
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static void b64url(const char *in, char *out)
+{
+	size_t n = strlen(in), o = 0, i;
+	const unsigned char *s = (const unsigned char *)in;
+	for (i = 0; i + 2 < n; i += 3) {
+		unsigned v = s[i] << 16 | s[i + 1] << 8 | s[i + 2];
+		out[o++] = b64[v >> 18 & 63], out[o++] = b64[v >> 12 & 63], out[o++] = b64[v >> 6 & 63],
+		out[o++] = b64[v & 63];
+	}
+	if (n - i == 1) {
+		unsigned v = s[i] << 16;
+		out[o++] = b64[v >> 18 & 63], out[o++] = b64[v >> 12 & 63];
+	} else if (n - i == 2) {
+		unsigned v = s[i] << 16 | s[i + 1] << 8;
+		out[o++] = b64[v >> 18 & 63], out[o++] = b64[v >> 12 & 63], out[o++] = b64[v >> 6 & 63];
+	}
+	out[o] = '\0';
+}
+
+static void sign(const char *head_b64, const char *payload_b64, char *out, size_t outlen)
+{
+	unsigned char mac[32];
+	char raw[33], sig[64];
+	snprintf(out, outlen, "%s.%s", head_b64, payload_b64);
+	tok_hmac_sha256(SECRET, strlen(SECRET), out, strlen(out), mac);
+	memcpy(raw, mac, 32);
+	/* encode 32 raw bytes: b64url() takes a C string, so do it by hand */
+	size_t o = 0, i;
+	for (i = 0; i + 2 < 32; i += 3) {
+		unsigned v = mac[i] << 16 | mac[i + 1] << 8 | mac[i + 2];
+		sig[o++] = b64[v >> 18 & 63], sig[o++] = b64[v >> 12 & 63], sig[o++] = b64[v >> 6 & 63],
+		sig[o++] = b64[v & 63];
+	}
+	unsigned v = mac[30] << 16 | mac[31] << 8;
+	sig[o++] = b64[v >> 18 & 63], sig[o++] = b64[v >> 12 & 63], sig[o++] = b64[v >> 6 & 63];
+	sig[o] = '\0';
+	(void)raw;
+	size_t len = strlen(out);
+	snprintf(out + len, outlen - len, ".%s", sig);
+}
+
+static void test_alg_and_claims(void **state)
+{
+	char head[128], payload[256], tok[1024];
+	struct tok_claims c;
+	const char *why;
+
+	b64url("{\"alg\":\"none\"}", head);
+	b64url("{\"sub\":\"u\"}", payload);
+	sign(head, payload, tok, sizeof(tok));
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
+	assert_string_equal(why, "token algorithm is not HS256");
+
+	b64url("{\"alg\":\"HS256\"}", head);
+	b64url("{\"exp\":1900000000}", payload); /* no sub */
+	sign(head, payload, tok, sizeof(tok));
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
+
+	b64url("{\"sub\":\"u\",\"sub\":\"v\"}", payload); /* duplicate key */
+	sign(head, payload, tok, sizeof(tok));
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
+
+	b64url("{\"sub\":\"u\",\"streams\":\"*\"}", payload);
+	sign(head, payload, tok, sizeof(tok));
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_OK);
+	assert_true(c.streams_any);
+	tok_claims_free(&c);
+
+	b64url("{\"sub\":\"u\",\"streams\":[\"a\",\"b\"]}", payload);
+	sign(head, payload, tok, sizeof(tok));
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_OK);
+	assert_true(tok_allows_stream(&c, "b"));
+	assert_false(tok_allows_stream(&c, "c"));
+	tok_claims_free(&c);
+
+	b64url("{\"sub\":\"u\",\"streams\":[1]}", payload);
+	sign(head, payload, tok, sizeof(tok));
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
+
+	b64url("{\"sub\":\"u\",\"admin\":\"yes\"}", payload);
+	sign(head, payload, tok, sizeof(tok));
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
+}
+
+/* RFC 4231 test case 2 for HMAC-SHA256. */
+static void test_hmac_vector(void **state)
+{
+	unsigned char mac[32];
+	char hex[65];
+	tok_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac);
+	rtw_hex(mac, 32, hex);
+	assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_roundtrip),     cmocka_unit_test(test_no_streams_means_any),
+		cmocka_unit_test(test_expired),	      cmocka_unit_test(test_wrong_secret_and_tamper),
+		cmocka_unit_test(test_malformed),     cmocka_unit_test(test_alg_and_claims),
+		cmocka_unit_test(test_hmac_vector),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

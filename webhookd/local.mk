@@ -1,0 +1,1 @@
+# webhookd/: (filled in by its component)
