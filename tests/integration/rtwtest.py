@@ -256,6 +256,7 @@ class Stack:
         if extra_env:
             self.env.update(extra_env)
         self.daemons = {}
+        _stacks.append(self)
         self.fcgi_port = self.sse_port = self.http_port = self.webhookd_port = None
         self.ctl("migrate")
         self.widget_key = self.add_widget("demo")
@@ -516,6 +517,24 @@ class SSEClient:
 # ---- the runner ----------------------------------------------------------
 
 _tests = []
+_stacks = []
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "WARNING: ThreadSanitizer")
+
+
+def sanitizer_reports():
+    """Stops every stack's daemons (so leak checks run at exit) and returns
+    [(daemon, excerpt)] for each log holding a sanitizer report."""
+    found = []
+    for st in _stacks:
+        st.stop_all()
+        for d in st.daemons.values():
+            text = d.log_text()
+            for mark in SANITIZER_MARKS:
+                i = text.find(mark)
+                if i >= 0:
+                    found.append((d.name, text[max(0, i - 200):i + 2500]))
+                    break
+    return found
 
 
 def test(fn):
@@ -540,5 +559,8 @@ def main():
             failed += 1
             print("FAIL %s (%.2fs)" % (fn.__name__, time.time() - t0), flush=True)
             traceback.print_exc()
+    for name, excerpt in sanitizer_reports():
+        failed += 1
+        print("FAIL sanitizer report from %s:\n%s" % (name, excerpt), flush=True)
     print("%d passed, %d failed" % (passed, failed), flush=True)
     sys.exit(1 if failed or not passed else 0)
