@@ -1,1 +1,6 @@
-# bench/: (filled in by its component)
+# bench/local.mk: the load tool of bench/ (rtw-bench, plain C, libc only).
+# bench/run drives it against rtw and Nchan; see doc/performance.md.
+noinst_PROGRAMS += bench/rtw-bench
+bench_rtw_bench_SOURCES = bench/rtw-bench.c
+bench_rtw_bench_CFLAGS = $(AM_CFLAGS) -O2
+EXTRA_DIST += bench/run bench/stack.py bench/nchan.conf bench/post.lua
