@@ -1,1 +1,13 @@
-# fcgi/: (filled in by its component)
+# fcgi/: rtw-fcgi, the FastCGI application (ingest, history, webhook
+# status). One worker thread per request in flight, each with its own
+# PostgreSQL connection; see doc/fcgi.md.
+bin_PROGRAMS += fcgi/rtw-fcgi
+fcgi_rtw_fcgi_SOURCES = \
+	fcgi/fcgi.h \
+	fcgi/main.c \
+	fcgi/http.c \
+	fcgi/handlers.c \
+	fcgi/db.c \
+	fcgi/commit.c
+fcgi_rtw_fcgi_CFLAGS = $(RTW_CFLAGS)
+fcgi_rtw_fcgi_LDADD = $(RTW_LIBS) $(FCGI_LIBS)

@@ -1,0 +1,184 @@
+/*
+ * commit.c: owns the writing of broadcasts and privates: one message in
+ * its own statement, or many in one shared transaction (group commit).
+ *
+ * Group commit, leader/follower: a worker queues its validated message;
+ * if no batch is being written it becomes the leader, takes up to
+ * fcgi.group_commit_max queued messages and writes them with one INSERT
+ * (one transaction, one commit, one NOTIFY) on its own connection, then
+ * hands every waiter its result and wakes the next queued worker to lead.
+ * Otherwise it sleeps until its message is done. A worker gets its answer
+ * only after the commit that holds its row. The queue is the one piece of
+ * state shared by the worker threads; its mutex guards it.
+ */
+#include "config.h"
+#include "fcgi.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fcg_gc {
+	pthread_mutex_t mu;
+	struct fcg_gc_item *head, *tail;
+	bool leading; /* a batch is being written */
+	int max;
+};
+
+struct fcg_gc *fcg_gc_new(int max)
+{
+	struct fcg_gc *gc = calloc(1, sizeof(*gc));
+	if (!gc)
+		return NULL;
+	pthread_mutex_init(&gc->mu, NULL);
+	gc->max = max < 1 ? 1 : max;
+	return gc;
+}
+
+void fcg_gc_free(struct fcg_gc *gc)
+{
+	if (!gc)
+		return;
+	pthread_mutex_destroy(&gc->mu);
+	free(gc);
+}
+
+void fcg_gc_item_clear(struct fcg_gc_item *it)
+{
+	free(it->id);
+	free(it->created_at);
+	free(it->ts);
+	free(it->message);
+	it->id = it->created_at = it->ts = it->message = NULL;
+}
+
+static void fcg__fill(struct fcg_gc_item *it, PGresult *res, int row)
+{
+	it->id = strdup(PQgetvalue(res, row, 0));
+	it->created_at = strdup(PQgetvalue(res, row, 1));
+	it->ts = strdup(PQgetvalue(res, row, 2));
+	it->message = strdup(PQgetvalue(res, row, 3));
+	it->rc = (it->id && it->created_at && it->ts && it->message) ? RTW_OK : RTW_ERROR;
+}
+
+void fcg_insert_one(struct fcg_db *db, struct fcg_gc_item *it)
+{
+	const struct msg_in *m = it->m;
+	char ts[32];
+	snprintf(ts, sizeof(ts), "%.17g", m->timestamp);
+	const char *params[7] = {m->stream_id,	      msg_type_name(m->type), m->widget_key,
+				 it->author,	      m->has_to_user ? m->to_user_id : NULL,
+				 it->message_json, ts};
+	PGresult *res = fcg_db_run(db, "ins_one", 7, params, PGRES_TUPLES_OK, NULL);
+
+	if (!res || PQntuples(res) != 1) {
+		it->rc = RTW_AGAIN;
+	} else {
+		fcg__fill(it, res, 0);
+	}
+	PQclear(res);
+}
+
+/* One row of the batch as the JSON object jsonb_to_recordset reads. */
+static json_t *fcg__row(const struct fcg_gc_item *it)
+{
+	const struct msg_in *m = it->m;
+	json_t *msg = json_loads(it->message_json, JSON_DECODE_ANY, NULL);
+	if (!msg)
+		return NULL;
+	return json_pack("{s:s,s:s,s:s,s:s,s:o,s:o,s:f}", "stream_id", m->stream_id, "type", msg_type_name(m->type),
+			 "widget_key", m->widget_key, "author_id", it->author, "to_user_id",
+			 m->has_to_user ? json_string(m->to_user_id) : json_null(), "message", msg, "ts", m->timestamp);
+}
+
+/* Writes batch (n items) in one statement; on a statement error (not a
+ * lost connection) falls back to one statement per item, so one bad row
+ * cannot fail the others. */
+static void fcg__write_batch(struct fcg_db *db, struct fcg_gc_item **batch, int n)
+{
+	json_t *rows;
+	char *text = NULL, sqlstate[6];
+	PGresult *res = NULL;
+
+	if (n == 1) {
+		fcg_insert_one(db, batch[0]);
+		return;
+	}
+	rows = json_array();
+	for (int i = 0; rows && i < n; i++) {
+		json_t *row = fcg__row(batch[i]);
+		if (!row || json_array_append_new(rows, row) != 0) {
+			json_decref(rows);
+			rows = NULL;
+		}
+	}
+	if (rows)
+		text = json_dumps(rows, JSON_COMPACT);
+	json_decref(rows);
+	if (text) {
+		const char *params[1] = {text};
+		res = fcg_db_run(db, "ins_many", 1, params, PGRES_TUPLES_OK, sqlstate);
+		free(text);
+	}
+	if (res && PQntuples(res) == n) {
+		for (int i = 0; i < n; i++)
+			fcg__fill(batch[i], res, i);
+		PQclear(res);
+		return;
+	}
+	PQclear(res);
+	if (res || db->state != FCG_DB_READY) {
+		for (int i = 0; i < n; i++)
+			batch[i]->rc = RTW_AGAIN;
+		return;
+	}
+	log_warn("worker %d: batch of %d failed; writing one by one", db->worker_id, n);
+	for (int i = 0; i < n; i++)
+		fcg_insert_one(db, batch[i]);
+}
+
+void fcg_gc_submit(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item *item)
+{
+	struct fcg_gc_item *batch[256];
+
+	item->done = false;
+	item->next = NULL;
+	item->rc = RTW_AGAIN;
+	pthread_mutex_lock(&gc->mu);
+	if (gc->tail)
+		gc->tail->next = item;
+	else
+		gc->head = item;
+	gc->tail = item;
+	while (!item->done) {
+		if (gc->leading) {
+			pthread_cond_wait(item->cv, &gc->mu);
+			continue;
+		}
+		/* Lead: take up to max items from the head of the queue. */
+		int n = 0, max = gc->max < (int)RTW_ARRAY_LEN(batch) ? gc->max : (int)RTW_ARRAY_LEN(batch);
+		while (gc->head && n < max) {
+			batch[n++] = gc->head;
+			gc->head = gc->head->next;
+		}
+		if (!gc->head)
+			gc->tail = NULL;
+		gc->leading = true;
+		pthread_mutex_unlock(&gc->mu);
+
+		fcg__write_batch(db, batch, n);
+
+		pthread_mutex_lock(&gc->mu);
+		gc->leading = false;
+		for (int i = 0; i < n; i++) {
+			batch[i]->done = true;
+			if (batch[i] != item)
+				pthread_cond_signal(batch[i]->cv);
+		}
+		/* the next queued worker leads the next batch */
+		if (gc->head)
+			pthread_cond_signal(gc->head->cv);
+	}
+	pthread_mutex_unlock(&gc->mu);
+}

@@ -1,0 +1,193 @@
+/*
+ * db.c: owns a worker's PostgreSQL connection: connecting with bounded
+ * timeouts, preparing every statement rtw-fcgi runs, running them and
+ * noticing when the server went away (the connection goes DOWN and the next
+ * request reconnects; callers answer 503 meanwhile). Blocking libpq, run on
+ * the worker thread that owns the struct fcg_db; never shared.
+ */
+#include "config.h"
+#include "fcgi.h"
+#include "log.h"
+#include "pgutil.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Least time between two connect attempts of one worker. */
+#define FCG_DB_RETRY_MS 500
+
+#define FCG_HIST_COLS                                                                                      \
+	"SELECT id::text, author_id, message::text, ts::text, rtw_rfc3339(created_at) FROM rtw_messages " \
+	"WHERE stream_id = $1 AND widget_key = $2::uuid AND type = 'broadcast' AND xid < rtw_horizon() "   \
+	"AND ts >= $3::float8 AND ts <= $4::float8 "
+
+static const struct {
+	const char *name;
+	const char *sql;
+} fcg_db__stmts[] = {
+	{"widget",
+	 "SELECT enabled, array_to_json(allowed_origins)::text, array_to_json(webhook_hosts)::text "
+	 "FROM rtw_widgets WHERE widget_key = $1::uuid"},
+	{"origins_all",
+	 "SELECT coalesce(json_agg(DISTINCT o), '[]')::text FROM rtw_widgets, unnest(allowed_origins) AS o "
+	 "WHERE enabled"},
+	{"ins_one",
+	 "INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
+	 "VALUES ($1, $2, $3::uuid, $4, $5, $6::jsonb, $7::float8) "
+	 "RETURNING id::text, rtw_rfc3339(created_at), ts::text, message::text"},
+	/* Group commit: one statement (one transaction, one NOTIFY) for many
+	 * rows. Identity values are drawn in the order the rows are read from
+	 * the recordset, so ORDER BY id gives back the input order. */
+	{"ins_many",
+	 "WITH ins AS (INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
+	 "SELECT r.stream_id, r.type, r.widget_key, r.author_id, r.to_user_id, r.message, r.ts "
+	 "FROM jsonb_to_recordset($1::jsonb) AS r(stream_id text, type text, widget_key uuid, author_id text, "
+	 "to_user_id text, message jsonb, ts float8) "
+	 "RETURNING id, created_at, ts, message) "
+	 "SELECT id::text, rtw_rfc3339(created_at), ts::text, message::text FROM ins ORDER BY id"},
+	{"idem_claim",
+	 "INSERT INTO rtw_idempotency (stream_id, author_id, key, request_hash, status, response) "
+	 "VALUES ($1, $2, $3, decode($4, 'hex'), 0, '') ON CONFLICT DO NOTHING RETURNING 1"},
+	{"idem_get",
+	 "SELECT encode(request_hash, 'hex'), status, response FROM rtw_idempotency "
+	 "WHERE stream_id = $1 AND author_id = $2 AND key = $3"},
+	{"idem_set",
+	 "UPDATE rtw_idempotency SET status = $4::smallint, response = $5 "
+	 "WHERE stream_id = $1 AND author_id = $2 AND key = $3"},
+	{"job_ins",
+	 "INSERT INTO rtw_webhook_jobs (stream_id, widget_key, author_id, url, method, headers, body, ts) "
+	 "VALUES ($1, $2::uuid, $3, $4, $5, coalesce($6::jsonb, '{}'), $7::jsonb, $8::float8) "
+	 "RETURNING id::text, rtw_rfc3339(created_at)"},
+	{"job_get",
+	 "SELECT id::text, status, attempts, last_http_status, last_error, author_id, stream_id, widget_key::text, "
+	 "url, method, rtw_rfc3339(created_at), rtw_rfc3339(started_at), rtw_rfc3339(finished_at), "
+	 "rtw_rfc3339(updated_at), rtw_rfc3339(run_at), response_excerpt, result_message_id::text "
+	 "FROM rtw_webhook_jobs WHERE id = $1::bigint"},
+	{"hist_pos",
+	 "SELECT xid::text FROM rtw_messages WHERE id = $1::bigint AND stream_id = $2 AND type = 'broadcast'"},
+	{"hist_first", FCG_HIST_COLS "ORDER BY xid, id LIMIT $5::int"},
+	{"hist_after", FCG_HIST_COLS "AND (xid, id) > ($6::xid8, $7::bigint) ORDER BY xid, id LIMIT $5::int"},
+};
+
+static void fcg_db__down(struct fcg_db *db)
+{
+	if (db->conn)
+		PQfinish(db->conn);
+	db->conn = NULL;
+	db->state = FCG_DB_DOWN;
+	db->next_try_ms = rtw_now_ms() + FCG_DB_RETRY_MS;
+}
+
+static void fcg_db__oneline(const char *in, char *out, size_t outlen)
+{
+	size_t i = 0;
+	for (; in && *in && i + 1 < outlen; in++)
+		out[i++] = (*in == '\n') ? ' ' : *in;
+	while (i && out[i - 1] == ' ')
+		i--;
+	out[i] = '\0';
+}
+
+static int fcg_db__connect(struct fcg_db *db)
+{
+	char app[32], msg[512];
+	snprintf(app, sizeof(app), "rtw-fcgi/%d", db->worker_id);
+	/* Later keys override what the DSN (expanded from dbname) says: the
+	 * timeouts keep a dead or stuck server from hanging a request. */
+	const char *keys[] = {"dbname", "application_name", "connect_timeout", "tcp_user_timeout", "keepalives",
+			      "keepalives_idle", "options", NULL};
+	const char *vals[] = {db->cfg->pgdsn, app, "3", "5000", "1", "10",
+			      "-c statement_timeout=10000 -c idle_in_transaction_session_timeout=20000", NULL};
+
+	db->conn = PQconnectdbParams(keys, vals, 1);
+	if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
+		fcg_db__oneline(db->conn ? PQerrorMessage(db->conn) : "out of memory", msg, sizeof(msg));
+		log_warn("worker %d: could not connect to database: %s", db->worker_id, msg);
+		fcg_db__down(db);
+		return RTW_AGAIN;
+	}
+	for (size_t i = 0; i < RTW_ARRAY_LEN(fcg_db__stmts); i++) {
+		PGresult *res = PQprepare(db->conn, fcg_db__stmts[i].name, fcg_db__stmts[i].sql, 0, NULL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			fcg_db__oneline(PQerrorMessage(db->conn), msg, sizeof(msg));
+			log_error("worker %d: could not prepare statement \"%s\": %s", db->worker_id,
+				  fcg_db__stmts[i].name, msg);
+			PQclear(res);
+			fcg_db__down(db);
+			return RTW_AGAIN;
+		}
+		PQclear(res);
+	}
+	db->state = FCG_DB_READY;
+	log_debug("worker %d: connected to database", db->worker_id);
+	return RTW_OK;
+}
+
+int fcg_db_ready(struct fcg_db *db)
+{
+	if (db->state == FCG_DB_READY && PQstatus(db->conn) == CONNECTION_OK)
+		return RTW_OK;
+	if (db->state == FCG_DB_READY)
+		fcg_db__down(db);
+	if (rtw_now_ms() < db->next_try_ms)
+		return RTW_AGAIN;
+	return fcg_db__connect(db);
+}
+
+PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *const *params,
+		     ExecStatusType expected, char sqlstate[6])
+{
+	PGresult *res;
+	char msg[512];
+
+	if (sqlstate)
+		sqlstate[0] = '\0';
+	if (fcg_db_ready(db) != RTW_OK)
+		return NULL;
+	res = PQexecPrepared(db->conn, name, n, params, NULL, NULL, 0);
+	if (PQresultStatus(res) == expected)
+		return res;
+	if (sqlstate)
+		snprintf(sqlstate, 6, "%s", pgu_sqlstate(res));
+	if (pgu_connection_lost(db->conn, res)) {
+		log_warn("worker %d: lost the database connection", db->worker_id);
+		PQclear(res);
+		fcg_db__down(db);
+		return NULL;
+	}
+	/* The primary message only: details may quote row values. */
+	fcg_db__oneline(res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "no result", msg, sizeof(msg));
+	log_error("worker %d: statement \"%s\" failed: %s (SQLSTATE %s)", db->worker_id, name, msg,
+		  pgu_sqlstate(res));
+	PQclear(res);
+	return NULL;
+}
+
+int fcg_db_cmd(struct fcg_db *db, const char *sql)
+{
+	PGresult *res;
+	int rc;
+
+	if (fcg_db_ready(db) != RTW_OK)
+		return RTW_AGAIN;
+	res = PQexec(db->conn, sql);
+	if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+		rc = RTW_OK;
+	} else if (pgu_connection_lost(db->conn, res)) {
+		log_warn("worker %d: lost the database connection", db->worker_id);
+		fcg_db__down(db);
+		rc = RTW_AGAIN;
+	} else {
+		rc = RTW_ERROR;
+	}
+	PQclear(res);
+	return rc;
+}
+
+void fcg_db_close(struct fcg_db *db)
+{
+	if (db->conn)
+		PQfinish(db->conn);
+	db->conn = NULL;
+	db->state = FCG_DB_DOWN;
+}

@@ -1,0 +1,179 @@
+/*
+ * fcgi.h: the internals of rtw-fcgi shared by its files: the per-worker
+ * context (one thread, one FastCGI request at a time, one PostgreSQL
+ * connection), the per-request context, the response writer, the database
+ * layer and the group committer. Nothing here is used outside fcgi/.
+ *
+ * Threads: main.c starts fcgi.workers worker threads; each owns a struct
+ * fcg_worker for its whole life and touches no other worker's state. The
+ * only shared mutable object is the group committer (commit.c), guarded by
+ * its mutex, and the read-only config.
+ */
+#ifndef RTW_FCGI_H
+#define RTW_FCGI_H
+
+#include "rtw.h"
+#include "cfg.h"
+#include "msg.h"
+#include "token.h"
+
+#include <fcgiapp.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+
+/* ---- growable byte buffer with a hard maximum (http.c) ---- */
+
+struct fcg_buf {
+	char *p;
+	size_t len, cap, max;
+};
+
+int fcg_buf_add(struct fcg_buf *b, const void *data, size_t n) RTW_WUR;
+int fcg_buf_str(struct fcg_buf *b, const char *s) RTW_WUR;
+int fcg_buf_printf(struct fcg_buf *b, const char *fmt, ...) RTW_PRINTF(2, 3) RTW_WUR;
+/* Appends s as a JSON string literal (with quotes). */
+int fcg_buf_json_str(struct fcg_buf *b, const char *s) RTW_WUR;
+void fcg_buf_free(struct fcg_buf *b);
+
+/* ---- database layer (db.c) ---- */
+
+enum fcg_db_state { FCG_DB_DOWN, FCG_DB_READY };
+
+/* A worker's connection: DOWN until a connect succeeds; back to DOWN when
+ * the server goes away (the next request reconnects, at most once per
+ * retry interval, answering 503 meanwhile). */
+struct fcg_db {
+	enum fcg_db_state state;
+	PGconn *conn;
+	uint64_t next_try_ms;
+	const struct rtw_cfg *cfg;
+	int worker_id;
+};
+
+/* One cached row of rtw_widgets (see fcg_db_widget). */
+#define FCG_WIDGET_CACHE 32
+#define FCG_WIDGET_TTL_MS 1000
+struct fcg_widget {
+	char key[MSG_UUID_LEN + 1];
+	bool exists, enabled;
+	json_t *origins; /* owned array of strings */
+	json_t *hosts;   /* owned array of strings (webhook_hosts) */
+	uint64_t fetched_ms;
+};
+
+/* Connects when needed. RTW_OK: ready; RTW_AGAIN: unavailable (answer 503). */
+int fcg_db_ready(struct fcg_db *db) RTW_WUR;
+
+/* Runs prepared statement name with text params. Returns the result (caller
+ * PQclear's) when its status is expected; otherwise NULL, after marking the
+ * connection DOWN when it was lost. *sqlstate (may be NULL) receives the
+ * SQLSTATE of a failed statement ("" for a lost connection). */
+PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *const *params,
+		     ExecStatusType expected, char sqlstate[6]) RTW_WUR;
+
+/* Plain command (BEGIN, COMMIT, ROLLBACK); RTW_OK or RTW_AGAIN/RTW_ERROR. */
+int fcg_db_cmd(struct fcg_db *db, const char *sql) RTW_WUR;
+
+void fcg_db_close(struct fcg_db *db);
+
+/* ---- worker and request (main.c, http.c) ---- */
+
+struct fcg_gc;
+
+struct fcg_worker {
+	int id;
+	const struct rtw_cfg *cfg;
+	int listen_fd;
+	FCGX_Request fx;
+	struct fcg_db db;
+	struct fcg_gc *gc;
+	struct fcg_widget widgets[FCG_WIDGET_CACHE];
+	/* union of every enabled widget's origins, for preflights */
+	json_t *all_origins;
+	uint64_t all_origins_ms;
+	struct fcg_buf body; /* request body, max http.max_body */
+	struct fcg_buf out;  /* response body */
+	struct fcg_buf head; /* response head */
+	pthread_cond_t gc_cv; /* this worker's wait in the group committer */
+};
+
+enum fcg_route { FCG_ROUTE_NONE, FCG_ROUTE_MESSAGES, FCG_ROUTE_WEBHOOK };
+
+struct fcg_req {
+	struct fcg_worker *w;
+	const char *method;
+	const char *query;  /* after '?', "" when none */
+	const char *origin; /* NULL when absent */
+	const char *content_type;
+	const char *authorization;
+	const char *idem_key;
+	long long content_length; /* -1 when absent */
+	char path[512];           /* percent-decoded, without the query */
+	enum fcg_route route;
+	char stream_id[MSG_ID_MAX + 1];
+	char job_id[24];
+	/* identity */
+	bool has_claims;
+	struct tok_claims claims;
+	/* CORS: the widget whose origins apply, once known (borrowed from the cache) */
+	const struct fcg_widget *widget;
+	int retry_after; /* seconds, 0: none */
+	const char *allow;
+};
+
+/* Sends status + JSON body (len bytes) with the CORS, Allow and
+ * Retry-After headers the request calls for. */
+void fcg_send(struct fcg_req *r, int status, const char *body, size_t len);
+/* Sends the contract's error shape for err (Retry-After on 429/503). */
+void fcg_send_error(struct fcg_req *r, const struct msg_error *err);
+/* Shorthand: builds the error and sends it. */
+void fcg_fail(struct fcg_req *r, int status, const char *code, const char *field, const char *fmt, ...)
+	RTW_PRINTF(5, 6);
+void fcg_unavailable(struct fcg_req *r);
+
+/* Serves one accepted request (http.c). */
+void fcg_serve(struct fcg_worker *w);
+
+/* Widget lookup through the worker's cache; NULL when the database is
+ * unavailable (*lost set). The entry is borrowed until the next lookup. */
+const struct fcg_widget *fcg_widget_get(struct fcg_worker *w, const char *key, bool *lost);
+/* True when origin is allowed for every widget (http.cors_origins or the
+ * union of enabled widgets' origins); used by preflights. */
+bool fcg_origin_any_widget(struct fcg_worker *w, const char *origin);
+
+/* ---- handlers (handlers.c) ---- */
+
+void fcg_handle_post(struct fcg_req *r);
+void fcg_handle_get_messages(struct fcg_req *r);
+void fcg_handle_get_webhook(struct fcg_req *r);
+
+/* ---- group commit (commit.c) ---- */
+
+/* A validated broadcast or private waiting to be written. */
+struct fcg_gc_item {
+	/* in */
+	const struct msg_in *m;
+	const char *author;
+	const char *message_json;
+	/* out: RTW_OK with the columns below (owned, free with fcg_gc_item_clear),
+	 * RTW_AGAIN (unavailable) or RTW_ERROR */
+	int rc;
+	char *id, *created_at, *ts, *message;
+	/* queue */
+	struct fcg_gc_item *next;
+	bool done;
+	pthread_cond_t *cv;
+};
+
+struct fcg_gc *fcg_gc_new(int max);
+void fcg_gc_free(struct fcg_gc *gc);
+/* Writes item (in a shared transaction when others are waiting), using
+ * db when this thread leads the batch. Returns when the item is done. */
+void fcg_gc_submit(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item *item);
+void fcg_gc_item_clear(struct fcg_gc_item *item);
+
+/* Writes one message in its own statement (the path without group commit). */
+void fcg_insert_one(struct fcg_db *db, struct fcg_gc_item *item);
+
+#endif

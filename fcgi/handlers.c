@@ -1,0 +1,611 @@
+/*
+ * handlers.c: owns what rtw-fcgi does with a routed request: identity
+ * (token or open mode), the widget registry check, writing broadcasts and
+ * privates (through the group committer or alone), queueing webhook jobs,
+ * Idempotency-Key records, history pages (request and its GET alias) and
+ * webhook job status. Runs on the worker thread; every write is one
+ * transaction, so a failure leaves nothing behind.
+ */
+#include "config.h"
+#include "fcgi.h"
+#include "log.h"
+
+#include <math.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+int fcg_urldecode(const char *in, size_t n, char *out, size_t outlen, bool plus);
+
+/* ---- identity ---- */
+
+/* Token mode: verifies the Bearer token (401) and, when stream is given,
+ * the streams claim (403 forbidden). Open mode: nothing to check. Sends
+ * the error itself and returns RTW_ERROR on failure. */
+static int fcg__auth(struct fcg_req *r, const char *stream)
+{
+	const struct rtw_cfg *cfg = r->w->cfg;
+	const char *why = NULL, *tok;
+
+	if (strcmp(cfg->auth_mode, "open") == 0)
+		return RTW_OK;
+	tok = r->authorization;
+	if (!tok || strncasecmp(tok, "Bearer ", 7) != 0) {
+		fcg_fail(r, 401, "unauthorized", NULL, "a bearer token is required");
+		return RTW_ERROR;
+	}
+	tok += 7;
+	while (*tok == ' ')
+		tok++;
+	if (tok_verify(cfg->auth_secret, strlen(cfg->auth_secret), tok, (int64_t)time(NULL), &r->claims, &why) !=
+	    RTW_OK) {
+		fcg_fail(r, 401, "unauthorized", NULL, "invalid token: %s", why ? why : "rejected");
+		return RTW_ERROR;
+	}
+	r->has_claims = true;
+	if (stream && !tok_allows_stream(&r->claims, stream)) {
+		fcg_fail(r, 403, "forbidden", NULL, "the token does not allow stream %s", stream);
+		return RTW_ERROR;
+	}
+	return RTW_OK;
+}
+
+/* The author of a request: the token's sub (a different client value is
+ * 403 author_mismatch), or in open mode the client's value or a fresh
+ * anonymous id. */
+static int fcg__author(struct fcg_req *r, const char *client, char out[MSG_ID_MAX + 1])
+{
+	if (r->has_claims) {
+		if (client && strcmp(client, r->claims.sub) != 0) {
+			fcg_fail(r, 403, "author_mismatch", "author_id", "author_id must equal the token's subject");
+			return RTW_ERROR;
+		}
+		snprintf(out, MSG_ID_MAX + 1, "%s", r->claims.sub);
+		return RTW_OK;
+	}
+	if (client) {
+		snprintf(out, MSG_ID_MAX + 1, "%s", client);
+		return RTW_OK;
+	}
+	unsigned char rnd[8];
+	char hex[17];
+	if (rtw_random(rnd, sizeof(rnd)) != RTW_OK) {
+		fcg_unavailable(r);
+		return RTW_ERROR;
+	}
+	rtw_hex(rnd, sizeof(rnd), hex);
+	snprintf(out, MSG_ID_MAX + 1, "anon-%s", hex);
+	return RTW_OK;
+}
+
+/* Registered and enabled, or 403 unknown_widget (503 when the database is
+ * away). Sets r->widget, which also decides CORS from here on. */
+static int fcg__widget(struct fcg_req *r, const char *key)
+{
+	bool lost;
+	const struct fcg_widget *wd = fcg_widget_get(r->w, key, &lost);
+	if (!wd) {
+		fcg_unavailable(r);
+		return RTW_ERROR;
+	}
+	r->widget = wd;
+	if (!wd->exists || !wd->enabled) {
+		fcg_fail(r, 403, "unknown_widget", "widget_key", "widget_key is not a registered, enabled widget");
+		return RTW_ERROR;
+	}
+	return RTW_OK;
+}
+
+/* ---- history (request and GET) ---- */
+
+static void fcg__fmt_double(double d, char out[32])
+{
+	snprintf(out, 32, "%.17g", d);
+}
+
+static void fcg__history(struct fcg_req *r, const char *widget_key, const char *author, const json_t *filters)
+{
+	const struct rtw_cfg *cfg = r->w->cfg;
+	struct fcg_buf *o = &r->w->out;
+	struct msg_filter f;
+	struct msg_error err;
+	PGresult *pos = NULL, *res = NULL;
+	char from[32] = "0", to[32] = "Infinity", lim[16], xid[32] = "";
+	int rc = RTW_OK, n, shown;
+
+	if (msg_filter_decode(filters, cfg->history_default_limit, cfg->history_max_limit, &f, &err) != RTW_OK) {
+		fcg_send_error(r, &err);
+		return;
+	}
+	if (f.has_since) {
+		const char *pp[2] = {f.since_id, r->stream_id};
+		if (!(pos = fcg_db_run(&r->w->db, "hist_pos", 2, pp, PGRES_TUPLES_OK, NULL))) {
+			fcg_unavailable(r);
+			goto out;
+		}
+		if (PQntuples(pos) != 1) {
+			fcg_fail(r, 400, "invalid_field", "since_id", "since_id is not a broadcast of this stream");
+			goto out;
+		}
+		snprintf(xid, sizeof(xid), "%s", PQgetvalue(pos, 0, 0));
+	}
+	if (f.has_from)
+		fcg__fmt_double(f.from_ts, from);
+	if (f.has_to)
+		fcg__fmt_double(f.to_ts, to);
+	snprintf(lim, sizeof(lim), "%d", f.limit + 1);
+	const char *params[7] = {r->stream_id, widget_key, from, to, lim, xid, f.since_id};
+	res = fcg_db_run(&r->w->db, f.has_since ? "hist_after" : "hist_first", f.has_since ? 7 : 5, params,
+			 PGRES_TUPLES_OK, NULL);
+	if (!res) {
+		fcg_unavailable(r);
+		goto out;
+	}
+	n = PQntuples(res);
+	shown = n > f.limit ? f.limit : n;
+	o->len = 0;
+	o->max = SIZE_MAX;
+	rc |= fcg_buf_str(o, "{\"type\":\"request\",\"stream_id\":");
+	rc |= fcg_buf_json_str(o, r->stream_id);
+	rc |= fcg_buf_str(o, ",\"widget_key\":");
+	rc |= fcg_buf_json_str(o, widget_key);
+	rc |= fcg_buf_str(o, ",\"author_id\":");
+	rc |= fcg_buf_json_str(o, author);
+	rc |= fcg_buf_str(o, ",\"timestamp\":0,\"message\":{\"messages\":[");
+	for (int i = 0; i < shown && rc == RTW_OK; i++) {
+		struct msg_stored s = {
+			.id = PQgetvalue(res, i, 0),
+			.stream_id = r->stream_id,
+			.author_id = PQgetvalue(res, i, 1),
+			.to_user_id = NULL,
+			.message_json = PQgetvalue(res, i, 2),
+			.timestamp = PQgetvalue(res, i, 3),
+			.type = "broadcast",
+			.widget_key = widget_key,
+			.created_at = PQgetvalue(res, i, 4),
+		};
+		size_t len;
+		char *js = msg_serialize(&s, &len);
+		if (!js) {
+			rc = RTW_ERROR;
+			break;
+		}
+		if (i)
+			rc |= fcg_buf_add(o, ",", 1);
+		rc |= fcg_buf_add(o, js, len);
+		free(js);
+	}
+	rc |= fcg_buf_str(o, "],\"next_since_id\":");
+	if (n > f.limit) {
+		rc |= fcg_buf_json_str(o, PQgetvalue(res, shown - 1, 0));
+	} else {
+		rc |= fcg_buf_str(o, "null");
+	}
+	rc |= fcg_buf_str(o, "}}");
+	if (rc != RTW_OK) {
+		log_error("worker %d: could not format a history page", r->w->id);
+		fcg_unavailable(r);
+		goto out;
+	}
+	fcg_send(r, 200, o->p, o->len);
+out:
+	PQclear(pos);
+	PQclear(res);
+}
+
+/* ---- writes ---- */
+
+/* The webhook URL of a message: a string or {"url": ...}. */
+static const char *fcg__webhook_url(const json_t *m)
+{
+	return json_is_string(m) ? json_string_value(m) : json_string_value(json_object_get(m, "url"));
+}
+
+/* Only http and https; and when the widget lists webhook hosts, only
+ * those (address checks after DNS are rtw-webhookd's). */
+static int fcg__webhook_policy(struct fcg_req *r, const char *url)
+{
+	const char *p = strstr(url, "://");
+	char host[256];
+	size_t n;
+
+	if (!p || !((p - url == 4 && strncasecmp(url, "http", 4) == 0) ||
+		    (p - url == 5 && strncasecmp(url, "https", 5) == 0))) {
+		fcg_fail(r, 403, "webhook_target_refused", "message", "webhook URLs must use http or https");
+		return RTW_ERROR;
+	}
+	if (json_array_size(r->widget->hosts) == 0)
+		return RTW_OK;
+	p += 3;
+	n = strcspn(p, "/?#");
+	const char *at = memchr(p, '@', n);
+	while (at) { /* the last '@' of the authority ends the userinfo */
+		n -= (size_t)(at + 1 - p);
+		p = at + 1;
+		at = memchr(p, '@', n);
+	}
+	if (*p == '[') {
+		const char *e = memchr(p, ']', n);
+		n = e ? (size_t)(e + 1 - p) : n;
+	} else {
+		const char *c = memchr(p, ':', n);
+		n = c ? (size_t)(c - p) : n;
+	}
+	if (n == 0 || n >= sizeof(host)) {
+		fcg_fail(r, 403, "webhook_target_refused", "message", "webhook URL has no usable host");
+		return RTW_ERROR;
+	}
+	memcpy(host, p, n);
+	host[n] = '\0';
+	size_t i;
+	json_t *v;
+	json_array_foreach(r->widget->hosts, i, v) {
+		if (json_string_value(v) && strcasecmp(json_string_value(v), host) == 0)
+			return RTW_OK;
+	}
+	fcg_fail(r, 403, "webhook_target_refused", "message", "webhook host %s is not allowed for this widget",
+		 strlen(host) < 100 ? host : "given");
+	return RTW_ERROR;
+}
+
+/* Inserts the job and formats the 202 envelope into w->out. RTW_OK,
+ * RTW_AGAIN (unavailable). */
+static int fcg__webhook_write(struct fcg_req *r, const struct msg_in *m, const char *author)
+{
+	const json_t *msg = m->message;
+	const char *url = fcg__webhook_url(msg);
+	const char *method = json_is_object(msg) ? json_string_value(json_object_get(msg, "method")) : NULL;
+	json_t *hj = json_is_object(msg) ? json_object_get(msg, "headers") : NULL;
+	json_t *bj = json_is_object(msg) ? json_object_get(msg, "body") : NULL;
+	char *headers = json_is_object(hj) ? json_dumps(hj, JSON_COMPACT) : NULL;
+	char *body = (bj && !json_is_null(bj)) ? json_dumps(bj, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	struct fcg_buf *o = &r->w->out;
+	char ts[32];
+	PGresult *res;
+	int rc = RTW_OK;
+
+	fcg__fmt_double(m->timestamp, ts);
+	const char *params[8] = {r->stream_id, m->widget_key, author, url, method ? method : "POST", headers, body, ts};
+	res = fcg_db_run(&r->w->db, "job_ins", 8, params, PGRES_TUPLES_OK, NULL);
+	free(headers);
+	free(body);
+	if (!res)
+		return RTW_AGAIN;
+	o->len = 0;
+	o->max = SIZE_MAX;
+	rc |= fcg_buf_str(o, "{\"type\":\"webhook\",\"stream_id\":");
+	rc |= fcg_buf_json_str(o, r->stream_id);
+	rc |= fcg_buf_str(o, ",\"author_id\":");
+	rc |= fcg_buf_json_str(o, author);
+	rc |= fcg_buf_str(o, ",\"widget_key\":");
+	rc |= fcg_buf_json_str(o, m->widget_key);
+	rc |= fcg_buf_str(o, ",\"timestamp\":0,\"created_at\":");
+	rc |= fcg_buf_json_str(o, PQgetvalue(res, 0, 1));
+	rc |= fcg_buf_str(o, ",\"message\":{\"job_id\":");
+	rc |= fcg_buf_json_str(o, PQgetvalue(res, 0, 0));
+	rc |= fcg_buf_str(o, ",\"status\":\"queued\",\"url\":");
+	rc |= fcg_buf_json_str(o, url);
+	rc |= fcg_buf_str(o, "}}");
+	PQclear(res);
+	return rc == RTW_OK ? RTW_OK : RTW_AGAIN;
+}
+
+/* Formats a written broadcast/private into w->out. */
+static int fcg__message_format(struct fcg_req *r, const struct msg_in *m, const struct fcg_gc_item *it)
+{
+	struct msg_stored s = {
+		.id = it->id,
+		.stream_id = r->stream_id,
+		.author_id = it->author,
+		.to_user_id = m->has_to_user ? m->to_user_id : NULL,
+		.message_json = it->message,
+		.timestamp = it->ts,
+		.type = msg_type_name(m->type),
+		.widget_key = m->widget_key,
+		.created_at = it->created_at,
+	};
+	size_t len;
+	char *js = msg_serialize(&s, &len);
+	struct fcg_buf *o = &r->w->out;
+	int rc;
+
+	if (!js)
+		return RTW_ERROR;
+	o->len = 0;
+	o->max = SIZE_MAX;
+	rc = fcg_buf_add(o, js, len);
+	free(js);
+	return rc;
+}
+
+/* Writes the message (no idempotency) and formats the answer into w->out;
+ * *status receives 201/202. RTW_OK or RTW_AGAIN (unavailable). */
+static int fcg__write(struct fcg_req *r, const struct msg_in *m, const char *author, const char *message_json,
+		      bool in_txn, int *status)
+{
+	struct fcg_gc_item it = {.m = m, .author = author, .message_json = message_json, .cv = &r->w->gc_cv};
+	int rc;
+
+	if (m->type == MSG_WEBHOOK) {
+		*status = 202;
+		return fcg__webhook_write(r, m, author);
+	}
+	*status = 201;
+	if (!in_txn && r->w->cfg->fcgi_group_commit_max > 1)
+		fcg_gc_submit(r->w->gc, &r->w->db, &it);
+	else
+		fcg_insert_one(&r->w->db, &it);
+	rc = it.rc == RTW_OK ? fcg__message_format(r, m, &it) : RTW_AGAIN;
+	fcg_gc_item_clear(&it);
+	return rc == RTW_OK ? RTW_OK : RTW_AGAIN;
+}
+
+static void fcg__rollback(struct fcg_db *db)
+{
+	if (db->state == FCG_DB_READY && fcg_db_cmd(db, "ROLLBACK") == RTW_ERROR)
+		log_warn("worker %d: rollback failed", db->worker_id);
+}
+
+/*
+ * Idempotency-Key: one transaction. Claim (stream, author, key) with ON
+ * CONFLICT DO NOTHING: a concurrent request with the same key waits on the
+ * unique index until the first commits, then finds its row. The claimer
+ * writes the message and stores the answer; anyone else replays it (same
+ * body) or gets 409 (different body), and writes nothing.
+ */
+static void fcg__write_idempotent(struct fcg_req *r, const struct msg_in *m, const char *author,
+				  const char *message_json)
+{
+	struct fcg_db *db = &r->w->db;
+	struct fcg_buf *body = &r->w->body;
+	unsigned char digest[SHA256_DIGEST_LENGTH];
+	char hash[2 * SHA256_DIGEST_LENGTH + 1], st[8];
+	PGresult *res = NULL;
+	int status = 0;
+
+	SHA256((const unsigned char *)body->p, body->len, digest);
+	rtw_hex(digest, sizeof(digest), hash);
+	const char *key_params[5] = {r->stream_id, author, r->idem_key, hash, NULL};
+
+	if (fcg_db_cmd(db, "BEGIN") != RTW_OK)
+		goto unavailable;
+	if (!(res = fcg_db_run(db, "idem_claim", 4, key_params, PGRES_TUPLES_OK, NULL)))
+		goto unavailable;
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		if (!(res = fcg_db_run(db, "idem_get", 3, key_params, PGRES_TUPLES_OK, NULL)) || PQntuples(res) != 1)
+			goto unavailable;
+		if (fcg_db_cmd(db, "COMMIT") != RTW_OK)
+			goto unavailable;
+		if (strcmp(PQgetvalue(res, 0, 0), hash) != 0) {
+			fcg_fail(r, 409, "idempotency_conflict", "Idempotency-Key",
+				 "this Idempotency-Key was used with a different body");
+		} else {
+			int stored = atoi(PQgetvalue(res, 0, 1));
+			const char *text = PQgetvalue(res, 0, 2);
+			fcg_send(r, stored, text, strlen(text));
+		}
+		PQclear(res);
+		return;
+	}
+	PQclear(res);
+	res = NULL;
+	if (fcg__write(r, m, author, message_json, true, &status) != RTW_OK)
+		goto unavailable;
+	snprintf(st, sizeof(st), "%d", status);
+	key_params[3] = st;
+	key_params[4] = r->w->out.p;
+	if (!(res = fcg_db_run(db, "idem_set", 5, key_params, PGRES_COMMAND_OK, NULL)))
+		goto unavailable;
+	PQclear(res);
+	if (fcg_db_cmd(db, "COMMIT") != RTW_OK) {
+		/* the outcome is unknown; a retry with the key tells */
+		res = NULL;
+		goto unavailable;
+	}
+	fcg_send(r, status, r->w->out.p, r->w->out.len);
+	return;
+unavailable:
+	PQclear(res);
+	fcg__rollback(db);
+	fcg_unavailable(r);
+}
+
+void fcg_handle_post(struct fcg_req *r)
+{
+	struct fcg_buf *body = &r->w->body;
+	struct msg_in m;
+	struct msg_error err;
+	char author[MSG_ID_MAX + 1];
+	char *message_json = NULL;
+	int status;
+
+	memset(&m, 0, sizeof(m));
+	if (fcg__auth(r, r->stream_id) != RTW_OK)
+		return;
+	if (msg_decode(body->p, body->len, r->stream_id, &m, &err) != RTW_OK) {
+		fcg_send_error(r, &err);
+		return;
+	}
+	if (r->idem_key && (strlen(r->idem_key) == 0 || strlen(r->idem_key) > MSG_IDEM_KEY_MAX)) {
+		fcg_fail(r, 400, "invalid_field", "Idempotency-Key", "Idempotency-Key must be 1 to %d characters",
+			 MSG_IDEM_KEY_MAX);
+		goto out;
+	}
+	if (fcg__author(r, m.has_author ? m.author_id : NULL, author) != RTW_OK)
+		goto out;
+	if (fcg__widget(r, m.widget_key) != RTW_OK)
+		goto out;
+	if (m.type == MSG_REQUEST) {
+		/* a read: Idempotency-Key has nothing to protect */
+		fcg__history(r, m.widget_key, author, m.message);
+		goto out;
+	}
+	if (m.type == MSG_WEBHOOK && fcg__webhook_policy(r, fcg__webhook_url(m.message)) != RTW_OK)
+		goto out;
+	if (m.type != MSG_WEBHOOK && !(message_json = json_dumps(m.message, JSON_COMPACT | JSON_ENCODE_ANY))) {
+		fcg_unavailable(r);
+		goto out;
+	}
+	if (r->idem_key) {
+		fcg__write_idempotent(r, &m, author, message_json);
+		goto out;
+	}
+	if (fcg__write(r, &m, author, message_json, false, &status) != RTW_OK) {
+		fcg_unavailable(r);
+		goto out;
+	}
+	fcg_send(r, status, r->w->out.p, r->w->out.len);
+out:
+	free(message_json);
+	msg_in_clear(&m);
+}
+
+/* ---- GET /v1/streams/{id}/messages ---- */
+
+/* Query parameters become the filter object msg_filter_decode reads. */
+static int fcg__query_filters(struct fcg_req *r, json_t *filters, char widget[MSG_UUID_LEN + 1], bool *has_widget,
+			      char author[MSG_ID_MAX + 1], bool *has_author)
+{
+	const char *p = r->query;
+	char name[32], val[512];
+
+	while (*p) {
+		size_t n = strcspn(p, "&");
+		const char *eq = memchr(p, '=', n);
+		size_t kn = eq ? (size_t)(eq - p) : n;
+		const char *v = eq ? eq + 1 : p + n;
+		size_t vn = eq ? n - kn - 1 : 0;
+		if (fcg_urldecode(p, kn, name, sizeof(name), true) != RTW_OK) {
+			name[0] = '\0'; /* an unknown, over-long name: ignored */
+		}
+		if (name[0] && fcg_urldecode(v, vn, val, sizeof(val), true) != RTW_OK) {
+			fcg_fail(r, 400, "invalid_field", name, "%s is not a valid value", name);
+			return RTW_ERROR;
+		}
+		if (!name[0] || val[0] == '\0') {
+			/* empty values are absent (since_id= on the first page) */
+		} else if (strcmp(name, "widget_key") == 0) {
+			if (!msg_valid_uuid(val, widget)) {
+				fcg_fail(r, 400, "invalid_field", "widget_key", "widget_key must be a UUID");
+				return RTW_ERROR;
+			}
+			*has_widget = true;
+		} else if (strcmp(name, "author_id") == 0 && !r->has_claims) {
+			if (!msg_valid_user_id(val)) {
+				fcg_fail(r, 400, "invalid_field", "author_id", "author_id is not a valid id");
+				return RTW_ERROR;
+			}
+			memcpy(author, val, strlen(val) + 1); /* <= MSG_ID_MAX, checked above */
+			*has_author = true;
+		} else if (strcmp(name, "since_id") == 0) {
+			json_object_set_new(filters, "since_id", json_string(val));
+		} else if (strcmp(name, "limit") == 0) {
+			char *end;
+			long long l = strtoll(val, &end, 10);
+			if (*end || val[0] < '0' || val[0] > '9' || strlen(val) > 9) {
+				fcg_fail(r, 400, "invalid_field", "limit", "limit must be an integer from 1 to %d",
+					 r->w->cfg->history_max_limit);
+				return RTW_ERROR;
+			}
+			json_object_set_new(filters, "limit", json_integer(l));
+		} else if (strcmp(name, "from_timestamp") == 0 || strcmp(name, "to_timestamp") == 0) {
+			char *end;
+			double d = strtod(val, &end);
+			if (*end || !isfinite(d) || d < 0 || !((val[0] >= '0' && val[0] <= '9') || val[0] == '.')) {
+				fcg_fail(r, 400, "invalid_field", strcmp(name, "to_timestamp") ? "from_timestamp"
+											 : "to_timestamp",
+					 "%s must be a finite number >= 0", name);
+				return RTW_ERROR;
+			}
+			json_object_set_new(filters, name, json_real(d));
+		}
+		/* other parameters (access_token, cache busters) are ignored */
+		p += n;
+		if (*p == '&')
+			p++;
+	}
+	return RTW_OK;
+}
+
+void fcg_handle_get_messages(struct fcg_req *r)
+{
+	json_t *filters = json_object();
+	char widget[MSG_UUID_LEN + 1], client_author[MSG_ID_MAX + 1], author[MSG_ID_MAX + 1];
+	bool has_widget = false, has_author = false;
+
+	if (!filters) {
+		fcg_unavailable(r);
+		return;
+	}
+	if (fcg__auth(r, r->stream_id) != RTW_OK)
+		goto out;
+	if (fcg__query_filters(r, filters, widget, &has_widget, client_author, &has_author) != RTW_OK)
+		goto out;
+	if (!has_widget) {
+		fcg_fail(r, 400, "missing_field", "widget_key", "widget_key is required");
+		goto out;
+	}
+	if (fcg__author(r, has_author ? client_author : NULL, author) != RTW_OK)
+		goto out;
+	if (fcg__widget(r, widget) != RTW_OK)
+		goto out;
+	fcg__history(r, widget, author, filters);
+out:
+	json_decref(filters);
+}
+
+/* ---- GET /v1/webhooks/{job_id} ---- */
+
+static json_t *fcg__col(PGresult *res, int col, bool integer)
+{
+	if (PQgetisnull(res, 0, col))
+		return json_null();
+	if (integer)
+		return json_integer(strtoll(PQgetvalue(res, 0, col), NULL, 10));
+	return json_string(PQgetvalue(res, 0, col));
+}
+
+void fcg_handle_get_webhook(struct fcg_req *r)
+{
+	const char *params[1] = {r->job_id};
+	PGresult *res;
+	json_t *j;
+	char *text;
+
+	if (fcg__auth(r, NULL) != RTW_OK)
+		return;
+	if (!(res = fcg_db_run(&r->w->db, "job_get", 1, params, PGRES_TUPLES_OK, NULL))) {
+		fcg_unavailable(r);
+		return;
+	}
+	/* Only the requester or an admin: anyone else learns nothing, not even
+	 * that the job exists. */
+	if (PQntuples(res) != 1 ||
+	    (r->has_claims && !r->claims.admin && strcmp(PQgetvalue(res, 0, 5), r->claims.sub) != 0)) {
+		PQclear(res);
+		fcg_fail(r, 404, "not_found", NULL, "no such webhook job");
+		return;
+	}
+	j = json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "job_id",
+		      fcg__col(res, 0, false), "status", fcg__col(res, 1, false), "attempts", fcg__col(res, 2, true),
+		      "http_status", fcg__col(res, 3, true), "error", fcg__col(res, 4, false), "author_id",
+		      fcg__col(res, 5, false), "stream_id", fcg__col(res, 6, false), "widget_key",
+		      fcg__col(res, 7, false), "url", fcg__col(res, 8, false), "method", fcg__col(res, 9, false),
+		      "created_at", fcg__col(res, 10, false), "started_at", fcg__col(res, 11, false), "finished_at",
+		      fcg__col(res, 12, false), "updated_at", fcg__col(res, 13, false), "run_at",
+		      fcg__col(res, 14, false), "response", fcg__col(res, 15, false), "result_message_id",
+		      fcg__col(res, 16, false));
+	PQclear(res);
+	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (!text) {
+		fcg_unavailable(r);
+		return;
+	}
+	fcg_send(r, 200, text, strlen(text));
+	free(text);
+}

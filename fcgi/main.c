@@ -1,0 +1,184 @@
+/*
+ * main.c: owns the rtw-fcgi process: configuration and logging, the
+ * FastCGI listen socket (or the inherited one, fd 0, under spawn-fcgi or
+ * mod_fcgid), the worker threads and the signals. The main thread only
+ * waits for signals: SIGHUP reopens the log; SIGTERM/SIGINT stop accepting,
+ * let the requests in flight finish, and exit 0.
+ *
+ * Each worker thread owns one struct fcg_worker: it accepts a request,
+ * serves it (http.c) and finishes it, on its own PostgreSQL connection.
+ */
+#include "config.h"
+#include "fcgi.h"
+#include "log.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* How long SIGTERM waits for requests in flight before exiting anyway. */
+#define FCG_DRAIN_S 20
+
+static atomic_bool fcg__stopping; /* set once by the main thread on SIGTERM */
+
+static void *fcg__worker_main(void *arg)
+{
+	struct fcg_worker *w = arg;
+
+	if (fcg_db_ready(&w->db) != RTW_OK)
+		log_warn("worker %d: database unavailable at start; will retry on demand", w->id);
+	while (!atomic_load(&fcg__stopping)) {
+		if (FCGX_Accept_r(&w->fx) < 0)
+			break;
+		fcg_serve(w);
+		FCGX_Finish_r(&w->fx);
+	}
+	return NULL;
+}
+
+static void fcg__usage(void)
+{
+	fprintf(stderr, "usage: rtw-fcgi [--config FILE]\n"
+			"FastCGI application of rtw: ingest, history, webhook status.\n"
+			"Options come from FILE, then RTW_* environment variables (see doc/config.md).\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct rtw_cfg cfg;
+	char err[512];
+	struct fcg_worker *workers = NULL;
+	pthread_t *tids = NULL;
+	struct fcg_gc *gc = NULL;
+	int listen_fd, started = 0, rc = 1;
+	sigset_t sigs;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			fcg__usage();
+			return 0;
+		}
+	}
+	if (cfg_load(&cfg, cfg_path_from_args(argc, argv), err, sizeof(err)) != RTW_OK) {
+		fprintf(stderr, "rtw-fcgi: %s\n", err);
+		return 1;
+	}
+	if (log_init("rtw-fcgi", cfg.log_level, cfg.log_file) != RTW_OK) {
+		fprintf(stderr, "rtw-fcgi: could not set up logging (level \"%s\", file \"%s\")\n", cfg.log_level,
+			cfg.log_file);
+		goto out;
+	}
+	if (strcmp(cfg.auth_mode, "open") == 0)
+		log_warn("auth.mode is open: ids are taken from requests as given; use for local experiments only");
+	else if (cfg.auth_secret[0] == '\0') {
+		log_error("auth.secret is empty; set it (RTW_AUTH_SECRET) or use auth.mode = open");
+		goto out;
+	}
+	if (cfg.fcgi_workers < 1 || cfg.fcgi_workers > 1024) {
+		log_error("fcgi.workers must be between 1 and 1024");
+		goto out;
+	}
+
+	/* Signals: the workers inherit the blocked set; main waits for them. */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+	if (FCGX_Init() != 0) {
+		log_error("could not initialize libfcgi");
+		goto out;
+	}
+	if (cfg.fcgi_socket[0] == '\0') {
+		listen_fd = 0; /* FCGI_LISTENSOCK_FILENO, from spawn-fcgi or mod_fcgid */
+		log_info("using the inherited FastCGI socket (fd 0)");
+	} else {
+		listen_fd = FCGX_OpenSocket(cfg.fcgi_socket, cfg.fcgi_backlog);
+		if (listen_fd < 0) {
+			log_error("could not listen on \"%s\": %s", cfg.fcgi_socket, strerror(errno));
+			goto out;
+		}
+		log_info("listening on %s with %d workers", cfg.fcgi_socket, cfg.fcgi_workers);
+	}
+
+	gc = fcg_gc_new(cfg.fcgi_group_commit_max);
+	workers = calloc((size_t)cfg.fcgi_workers, sizeof(*workers));
+	tids = calloc((size_t)cfg.fcgi_workers, sizeof(*tids));
+	if (!gc || !workers || !tids) {
+		log_error("out of memory");
+		goto out;
+	}
+	for (int i = 0; i < cfg.fcgi_workers; i++) {
+		struct fcg_worker *w = &workers[i];
+		w->id = i;
+		w->cfg = &cfg;
+		w->listen_fd = listen_fd;
+		w->gc = gc;
+		w->db.cfg = &cfg;
+		w->db.worker_id = i;
+		w->out.max = SIZE_MAX;
+		w->head.max = 64 * 1024;
+		pthread_cond_init(&w->gc_cv, NULL);
+		FCGX_InitRequest(&w->fx, listen_fd, 0);
+		if (pthread_create(&tids[i], NULL, fcg__worker_main, w) != 0) {
+			log_error("could not start worker thread %d", i);
+			break;
+		}
+		started++;
+	}
+
+	rc = started == cfg.fcgi_workers ? 0 : 1;
+	for (;;) {
+		int sig;
+		if (rc != 0 || sigwait(&sigs, &sig) != 0)
+			break;
+		if (sig == SIGHUP) {
+			log_reopen();
+			continue;
+		}
+		log_info("received %s; finishing requests in flight", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		break;
+	}
+
+	/* Stop accepting: blocked accept() calls return once the listen
+	 * socket is shut down; requests in flight run to completion. */
+	atomic_store(&fcg__stopping, true);
+	FCGX_ShutdownPending();
+	shutdown(listen_fd, SHUT_RDWR);
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += FCG_DRAIN_S;
+	for (int i = 0; i < started; i++) {
+		if (pthread_timedjoin_np(tids[i], NULL, &deadline) != 0) {
+			log_warn("requests still in flight after %d s; exiting", FCG_DRAIN_S);
+			_exit(rc);
+		}
+		fcg_db_close(&workers[i].db);
+		fcg_buf_free(&workers[i].body);
+		fcg_buf_free(&workers[i].out);
+		fcg_buf_free(&workers[i].head);
+		json_decref(workers[i].all_origins);
+		for (int k = 0; k < FCG_WIDGET_CACHE; k++) {
+			json_decref(workers[i].widgets[k].origins);
+			json_decref(workers[i].widgets[k].hosts);
+		}
+		pthread_cond_destroy(&workers[i].gc_cv);
+		FCGX_Free(&workers[i].fx, 1);
+	}
+	close(listen_fd);
+	log_info("stopped");
+out:
+	fcg_gc_free(gc);
+	free(workers);
+	free(tids);
+	cfg_free(&cfg);
+	return rc;
+}
