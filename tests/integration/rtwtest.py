@@ -312,8 +312,9 @@ class Stack:
             text = text.replace("@%s@" % k, str(v))
         return text
 
-    def start_nginx(self):
-        """nginx in front of rtw-fcgi and rtw-sse (start those first)."""
+    def start_nginx(self, webroot=None):
+        """nginx in front of rtw-fcgi and rtw-sse (start those first).
+        webroot: the folder served at / (default: the checkout's web/)."""
         self.http_port = free_port()
         rundir = os.path.join(self.tmp, "nginx")
         os.makedirs(rundir, exist_ok=True)
@@ -322,7 +323,8 @@ class Stack:
             f.write(self.render("nginx.conf.in", RUNDIR=rundir, LISTEN="127.0.0.1:%d" % self.http_port,
                                 FCGI_ADDR="127.0.0.1:%d" % self.fcgi_port,
                                 SSE_ADDR="127.0.0.1:%d" % (self.sse_port or free_port()),
-                                WEBROOT=os.path.join(SRCDIR, "web"), CONFDIR=os.path.join(SRCDIR, "conf")))
+                                WEBROOT=webroot or os.path.join(SRCDIR, "web"),
+                                CONFDIR=os.path.join(SRCDIR, "conf")))
         subprocess.run(["nginx", "-c", conf, "-e", os.path.join(rundir, "nginx-error.log")], check=True)
         self.nginx_pidfile = os.path.join(rundir, "nginx.pid")
         wait_port(self.http_port)
@@ -338,6 +340,23 @@ class Stack:
                 wait_for(lambda: not os.path.exists(pidfile), 10, "nginx to stop")
             except ProcessLookupError:
                 pass
+
+    def start_apache(self, webroot=None):
+        """Apache httpd (conf/apache.conf.in) in front of rtw-fcgi and
+        rtw-sse (start those first), in the foreground as a Daemon named
+        "apache". Returns its port, also in self.apache_port."""
+        self.apache_port = free_port()
+        rundir = os.path.join(self.tmp, "apache")
+        os.makedirs(rundir, exist_ok=True)
+        conf = os.path.join(rundir, "apache.conf")
+        with open(conf, "w") as f:
+            f.write(self.render("apache.conf.in", RUNDIR=rundir, LISTEN="127.0.0.1:%d" % self.apache_port,
+                                FCGI_ADDR="127.0.0.1:%d" % self.fcgi_port,
+                                SSE_ADDR="127.0.0.1:%d" % (self.sse_port or free_port()),
+                                WEBROOT=webroot or os.path.join(SRCDIR, "web"),
+                                CONFDIR=os.path.join(SRCDIR, "conf")))
+        self._daemon("apache", ["/usr/sbin/apache2", "-f", conf, "-DFOREGROUND"], self.apache_port)
+        return self.apache_port
 
     def stop_all(self):
         for d in list(self.daemons.values()):
