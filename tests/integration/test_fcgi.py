@@ -1,0 +1,508 @@
+"""test_fcgi: rtw-fcgi through real nginx and a real PostgreSQL.
+
+One test per message type and per row of the contract's error table (429
+excepted: rtw-fcgi does not rate-limit), idempotency (replay, conflict,
+race), concurrency, history paging under writers, CORS, body limits, open
+mode, PostgreSQL going away and coming back, and SIGTERM.
+"""
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(__file__))
+import rtwtest as t  # noqa: E402
+
+S = t.Stack()
+S.start_fcgi()
+S.start_nginx()
+P = S.http_port
+TOK = S.token("alice")
+PATH = "/v1/streams/s1/messages"
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+def post(body, path=PATH, token=TOK, headers=None, port=None):
+    return t.request(port or P, "POST", path, body, token=token, headers=headers)
+
+
+def bcast(**kw):
+    m = {"type": "broadcast", "widget_key": S.widget_key, "timestamp": 1.5, "message": {"v": 1}}
+    m.update(kw)
+    return m
+
+
+def assert_error(r, status, code, field=None):
+    assert r.status == status, r
+    assert r.header("Content-Type").startswith("application/json"), r.headers
+    e = r.json["error"]
+    assert e["code"] == code, r
+    assert isinstance(e["message"], str) and e["message"], r
+    if field is not None:
+        assert e.get("field") == field, r
+
+
+def rejected(status, code, body=None, field=None, stack=S, **kw):
+    """Sends a request that must fail and leave the database untouched."""
+    before = stack.pg.snapshot()
+    r = post(body, **kw) if body is not None or kw.get("headers") else post(body, **kw)
+    assert_error(r, status, code, field)
+    assert stack.pg.snapshot() == before, "a rejected request changed the database"
+    return r
+
+
+def count(sql, params=None, stack=S):
+    return stack.pg.query(sql, params)[0][0]
+
+
+# ---- message types ---------------------------------------------------------
+
+@t.test
+def broadcast_201_stored_and_serialized():
+    r = post(bcast(message={"param1": 0, "param3": {"paramB": False}}, timestamp=2365.123))
+    assert r.status == 201, r
+    m = r.json
+    assert set(m) == {"id", "stream_id", "author_id", "message", "timestamp", "type", "widget_key", "created_at"}, m
+    assert m["stream_id"] == "s1" and m["author_id"] == "alice" and m["type"] == "broadcast"
+    assert m["timestamp"] == 2365.123 and m["message"] == {"param1": 0, "param3": {"paramB": False}}
+    assert RFC3339.match(m["created_at"]), m
+    assert count("SELECT count(*) FROM rtw_messages WHERE id = %s AND type = 'broadcast' AND author_id = 'alice'",
+                 (int(m["id"]),)) == 1
+
+
+@t.test
+def private_201_and_never_in_history():
+    r = post(bcast(type="private", to_user_id="bob", message="secret"))
+    assert r.status == 201, r
+    assert r.json["to_user_id"] == "bob" and r.json["type"] == "private"
+    h = post({"type": "request", "widget_key": S.widget_key, "message": {"limit": 1000}})
+    assert h.status == 200, h
+    assert r.json["id"] not in [m["id"] for m in h.json["message"]["messages"]]
+    assert all(m["type"] == "broadcast" for m in h.json["message"]["messages"])
+
+
+@t.test
+def webhook_202_queued_and_status():
+    r = post({"type": "webhook", "widget_key": S.widget_key,
+              "message": {"url": "https://example.com/hook", "method": "PUT", "headers": {"X-A": "1"},
+                          "body": {"k": 2}}})
+    assert r.status == 202, r
+    j = r.json
+    assert j["type"] == "webhook" and j["timestamp"] == 0 and j["author_id"] == "alice" and j["stream_id"] == "s1"
+    assert j["message"]["status"] == "queued" and j["message"]["url"] == "https://example.com/hook"
+    job = j["message"]["job_id"]
+    row = S.pg.query("SELECT status, method, headers, body, author_id FROM rtw_webhook_jobs WHERE id = %s",
+                     (int(job),))
+    assert row == [("queued", "PUT", {"X-A": "1"}, {"k": 2}, "alice")], row
+    mine = t.request(P, "GET", "/v1/webhooks/" + job, token=TOK)
+    assert mine.status == 200 and mine.json["job_id"] == job and mine.json["status"] == "queued", mine
+    assert mine.json["attempts"] == 0
+    admin = t.request(P, "GET", "/v1/webhooks/" + job, token=S.token("root", admin=True))
+    assert admin.status == 200, admin
+    assert_error(t.request(P, "GET", "/v1/webhooks/" + job, token=S.token("mallory")), 404, "not_found")
+    assert_error(t.request(P, "GET", "/v1/webhooks/999999999", token=TOK), 404, "not_found")
+    assert_error(t.request(P, "GET", "/v1/webhooks/" + job), 401, "unauthorized")
+
+
+@t.test
+def webhook_string_url_defaults_to_post():
+    r = post({"type": "webhook", "widget_key": S.widget_key, "message": "http://example.org/x"})
+    assert r.status == 202, r
+    assert S.pg.query("SELECT method, body FROM rtw_webhook_jobs WHERE id = %s",
+                      (int(r.json["message"]["job_id"]),)) == [("POST", None)]
+
+
+@t.test
+def webhook_target_refused_scheme_and_widget_hosts():
+    rejected(403, "webhook_target_refused", {"type": "webhook", "widget_key": S.widget_key,
+                                             "message": "ftp://example.com/x"})
+    key = S.add_widget("hooked", "--webhook-hosts", "ok.example")
+    rejected(403, "webhook_target_refused", {"type": "webhook", "widget_key": key,
+                                             "message": "https://evil.example/x"})
+    r = post({"type": "webhook", "widget_key": key, "message": "https://user@OK.example:8443/x"})
+    assert r.status == 202, r
+
+
+@t.test
+def request_200_envelope_and_get_alias():
+    key = S.add_widget("hist-envelope")
+    ids = [post(bcast(widget_key=key, timestamp=i)).json["id"] for i in range(3)]
+    r = post({"type": "request", "widget_key": key})
+    assert r.status == 200, r
+    j = r.json
+    assert j["type"] == "request" and j["stream_id"] == "s1" and j["widget_key"] == key
+    assert j["author_id"] == "alice" and j["timestamp"] == 0
+    assert [m["id"] for m in j["message"]["messages"]] == ids
+    assert j["message"]["next_since_id"] is None
+    g = t.request(P, "GET", PATH + "?widget_key=" + key, token=TOK)
+    assert g.status == 200 and g.json == j, (g, j)
+
+
+# ---- the error table -------------------------------------------------------
+
+@t.test
+def e400_invalid_json():
+    rejected(400, "invalid_json", "{")
+    rejected(400, "invalid_json", '{"type":"broadcast","type":"broadcast"}')
+    rejected(400, "invalid_json", "[1]")
+    rejected(400, "invalid_json", b'{"type":"broadcast","message":"\xff"}')
+
+
+@t.test
+def e400_invalid_field():
+    rejected(400, "invalid_field", bcast(widget_key="not-a-uuid"), field="widget_key")
+    rejected(400, "invalid_field", bcast(timestamp=-1), field="timestamp")
+    rejected(400, "invalid_field", bcast(), path="/v1/streams/bad%20id/messages")
+    rejected(400, "invalid_field", bcast(), headers={"Idempotency-Key": "k" * 129})
+
+
+@t.test
+def e400_missing_field():
+    m = bcast()
+    del m["timestamp"]
+    rejected(400, "missing_field", m, field="timestamp")
+    rejected(400, "missing_field", bcast(type="private"), field="to_user_id")
+    rejected(400, "missing_field", bcast(widget_key=None), field="widget_key")
+
+
+@t.test
+def e400_unexpected_field():
+    rejected(400, "unexpected_field", bcast(to_user_id="bob"), field="to_user_id")
+    rejected(400, "unexpected_field", bcast(id="1"), field="id")
+    rejected(400, "unexpected_field", bcast(extra=1), field="extra")
+
+
+@t.test
+def e400_unknown_type():
+    rejected(400, "unknown_type", bcast(type="init"))
+    rejected(400, "unknown_type", bcast(type="shout"))
+
+
+@t.test
+def e400_stream_mismatch():
+    rejected(400, "stream_mismatch", bcast(stream_id="other"))
+
+
+@t.test
+def e401_unauthorized():
+    rejected(401, "unauthorized", bcast(), token=None)
+    rejected(401, "unauthorized", bcast(), token=t.mint("wrong-secret", "alice"))
+    rejected(401, "unauthorized", bcast(), token=S.token("alice", exp=int(time.time()) - 10))
+    rejected(401, "unauthorized", bcast(), token="garbage")
+    assert_error(t.request(P, "GET", PATH + "?widget_key=" + S.widget_key), 401, "unauthorized")
+
+
+@t.test
+def e403_forbidden_stream_claim():
+    rejected(403, "forbidden", bcast(), token=S.token("alice", streams=["other"]))
+    assert post(bcast(), token=S.token("alice", streams=["s1"])).status == 201
+    assert post(bcast(), token=S.token("alice", streams="*")).status == 201
+
+
+@t.test
+def e403_author_mismatch():
+    rejected(403, "author_mismatch", bcast(author_id="bob"), field="author_id")
+    assert post(bcast(author_id="alice")).status == 201
+
+
+@t.test
+def e403_unknown_widget_and_disable_within_two_seconds():
+    rejected(403, "unknown_widget", bcast(widget_key=str(uuid.uuid4())))
+    key = S.add_widget("to-disable")
+    assert post(bcast(widget_key=key)).status == 201
+    S.ctl("widget", "disable", key)
+    t.wait_for(lambda: post(bcast(widget_key=key)).status == 403, 3.0, "the disable to take effect")
+    rejected(403, "unknown_widget", bcast(widget_key=key))
+
+
+@t.test
+def e404_not_found():
+    for path in ("/v1/nope", "/v1/streams/s1", "/v1/streams/s1/messages/extra", "/v1/webhooks/abc"):
+        assert_error(t.request(P, "GET", path, token=TOK), 404, "not_found")
+
+
+@t.test
+def e405_method_not_allowed_with_allow():
+    for method in ("PUT", "DELETE", "PATCH"):
+        r = t.request(P, method, PATH, token=TOK)
+        assert_error(r, 405, "method_not_allowed")
+        assert set(r.header("Allow").replace(" ", "").split(",")) == {"GET", "POST", "OPTIONS"}, r.headers
+    r = t.request(P, "POST", "/v1/webhooks/1", bcast(), token=TOK)
+    assert_error(r, 405, "method_not_allowed")
+    assert "POST" not in r.header("Allow")
+
+
+@t.test
+def e409_idempotency_conflict():
+    h = {"Idempotency-Key": "conflict-1"}
+    assert post(bcast(), headers=h).status == 201
+    rejected(409, "idempotency_conflict", bcast(message={"other": True}), headers=h)
+
+
+@t.test
+def e413_from_nginx_is_json():
+    before = S.pg.snapshot()
+    r = post("x" * (70 * 1024))
+    assert_error(r, 413, "payload_too_large")
+    assert S.pg.snapshot() == before
+
+
+@t.test
+def e415_unsupported_media_type():
+    rejected(415, "unsupported_media_type", bcast(), headers={"Content-Type": "text/plain"})
+    rejected(415, "unsupported_media_type", bcast(), headers={"Content-Type": "application/jsonx"})
+    r = post(bcast(), headers={"Content-Type": "Application/JSON; charset=utf-8"})
+    assert r.status == 201, r
+
+
+# ---- idempotency -----------------------------------------------------------
+
+@t.test
+def idempotent_retry_returns_first_answer_and_stores_nothing():
+    h = {"Idempotency-Key": "retry-" + uuid.uuid4().hex}
+    first = post(bcast(), headers=h)
+    assert first.status == 201, first
+    before = S.pg.snapshot()
+    again = post(bcast(), headers=h)
+    assert again.status == 201 and again.json == first.json, (first, again)
+    assert S.pg.snapshot() == before
+    # the key is per author: another author may reuse it
+    other = post(bcast(), headers=h, token=S.token("carol"))
+    assert other.status == 201 and other.json["id"] != first.json["id"]
+    # a webhook's 202 is replayed the same way
+    hw = {"Idempotency-Key": "hook-" + uuid.uuid4().hex}
+    w1 = post({"type": "webhook", "widget_key": S.widget_key, "message": "https://example.com/i"}, headers=hw)
+    w2 = post({"type": "webhook", "widget_key": S.widget_key, "message": "https://example.com/i"}, headers=hw)
+    assert w1.status == w2.status == 202 and w1.json == w2.json
+
+
+@t.test
+def idempotent_race_makes_exactly_one_message():
+    key = "race-" + uuid.uuid4().hex
+    body = bcast(message={"race": key})
+    results = []
+    barrier = threading.Barrier(8)
+
+    def go():
+        barrier.wait()
+        results.append(post(body, headers={"Idempotency-Key": key}))
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert all(r.status == 201 for r in results), results
+    assert len({r.body for r in results}) == 1, results
+    assert count("SELECT count(*) FROM rtw_messages WHERE message->>'race' = %s", (key,)) == 1
+
+
+# ---- concurrency -----------------------------------------------------------
+
+@t.test
+def concurrent_posts_each_stored_exactly_once():
+    stream = "conc-" + uuid.uuid4().hex[:8]
+    ids, errors = [], []
+    lock = threading.Lock()
+
+    def writer(n):
+        for i in range(50):
+            r = post(bcast(message={"w": n, "i": i}), path="/v1/streams/%s/messages" % stream)
+            with lock:
+                (ids if r.status == 201 else errors).append(r.json.get("id") if r.status == 201 else r)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors[:3]
+    assert len(ids) == 400 and len(set(ids)) == 400
+    rows = S.pg.query("SELECT id::text FROM rtw_messages WHERE stream_id = %s", (stream,))
+    assert sorted(r[0] for r in rows) == sorted(ids)
+
+
+# ---- history ---------------------------------------------------------------
+
+def walk(key, stream="s1", limit=7, since=None, extra=""):
+    """Pages through history; returns the ids and the last since_id."""
+    out = []
+    while True:
+        q = "%s?widget_key=%s&limit=%d%s" % ("/v1/streams/%s/messages" % stream, key, limit, extra)
+        if since:
+            q += "&since_id=" + since
+        r = t.request(P, "GET", q, token=TOK)
+        assert r.status == 200, r
+        page = r.json["message"]
+        assert len(page["messages"]) <= limit
+        out += [m["id"] for m in page["messages"]]
+        if page["messages"]:
+            since = page["messages"][-1]["id"]
+        if page["next_since_id"] is None:
+            return out, since
+        assert page["next_since_id"] == since
+
+
+@t.test
+def history_paging_under_writers_has_no_gap_or_duplicate():
+    key = S.add_widget("paging")
+    stream = "page-" + uuid.uuid4().hex[:8]
+    stop = threading.Event()
+
+    def writer():
+        while not stop.is_set():
+            post(bcast(widget_key=key), path="/v1/streams/%s/messages" % stream)
+
+    writers = [threading.Thread(target=writer) for _ in range(4)]
+    for th in writers:
+        th.start()
+    seen, since = [], None
+    deadline = time.time() + 3
+    while time.time() < deadline:
+        ids, since = walk(key, stream, 5, since)
+        seen += ids
+    stop.set()
+    for th in writers:
+        th.join()
+    ids, since = walk(key, stream, 5, since)
+    seen += ids
+    assert len(seen) == len(set(seen)), "duplicates in history"
+    rows = S.pg.query("SELECT id::text FROM rtw_messages WHERE stream_id = %s AND widget_key = %s "
+                      "ORDER BY xid, id", (stream, key))
+    assert seen == [r[0] for r in rows], (len(seen), len(rows))
+    assert len(seen) > 20
+
+
+@t.test
+def history_filters_limits_and_since_id_rules():
+    key = S.add_widget("filters")
+    ids = [post(bcast(widget_key=key, timestamp=float(i))).json["id"] for i in range(10)]
+    r = post({"type": "request", "widget_key": key, "message": {"from_timestamp": 2, "to_timestamp": 4}})
+    assert [m["timestamp"] for m in r.json["message"]["messages"]] == [2, 3, 4], r
+    r = post({"type": "request", "widget_key": key, "message": {"limit": 3}})
+    assert [m["id"] for m in r.json["message"]["messages"]] == ids[:3]
+    assert r.json["message"]["next_since_id"] == ids[2]
+    r = post({"type": "request", "widget_key": key, "message": {"since_id": ids[7]}})
+    assert [m["id"] for m in r.json["message"]["messages"]] == ids[8:]
+    assert r.json["message"]["next_since_id"] is None
+    g = t.request(P, "GET", PATH + "?widget_key=%s&from_timestamp=8.5" % key, token=TOK)
+    assert [m["id"] for m in g.json["message"]["messages"]] == ids[9:], g
+    # since_id of another stream, of a private, of nothing: 400
+    other = post(bcast(widget_key=key), path="/v1/streams/s2/messages").json["id"]
+    priv = post(bcast(type="private", to_user_id="bob")).json["id"]
+    for bad in (other, priv, "999999999"):
+        assert_error(post({"type": "request", "widget_key": key, "message": {"since_id": bad}}),
+                     400, "invalid_field", "since_id")
+    for q in ("limit=abc", "limit=0", "limit=1001", "limit=-1", "from_timestamp=x", "since_id=abc"):
+        assert_error(t.request(P, "GET", PATH + "?widget_key=%s&%s" % (key, q), token=TOK), 400, "invalid_field")
+    assert_error(t.request(P, "GET", PATH, token=TOK), 400, "missing_field", "widget_key")
+    assert_error(t.request(P, "GET", PATH + "?widget_key=" + str(uuid.uuid4()), token=TOK), 403, "unknown_widget")
+
+
+# ---- CORS ------------------------------------------------------------------
+
+@t.test
+def cors_widget_origins_and_preflight():
+    key = S.add_widget("cors", "--origins", "https://w.example,https://v.example")
+    r = post(bcast(widget_key=key), headers={"Origin": "https://w.example"})
+    assert r.status == 201 and r.header("Access-Control-Allow-Origin") == "https://w.example", r.headers
+    assert "Retry-After" in r.header("Access-Control-Expose-Headers")
+    r = post(bcast(widget_key=key), headers={"Origin": "https://evil.example"})
+    assert r.status == 201 and r.header("Access-Control-Allow-Origin") is None, r.headers
+    # errors carry CORS too, so the widget can read them
+    r = post(bcast(widget_key=key, timestamp=-1), headers={"Origin": "https://w.example"})
+    assert r.status == 400 and r.header("Access-Control-Allow-Origin") == "https://w.example"
+    pre = t.request(P, "OPTIONS", PATH, headers={"Origin": "https://v.example",
+                                                 "Access-Control-Request-Method": "POST",
+                                                 "Access-Control-Request-Headers": "authorization,content-type"})
+    assert pre.status == 204, pre
+    assert pre.header("Access-Control-Allow-Origin") == "https://v.example"
+    assert "POST" in pre.header("Access-Control-Allow-Methods")
+    allowed = {h.strip().lower() for h in pre.header("Access-Control-Allow-Headers").split(",")}
+    assert {"authorization", "content-type", "idempotency-key"} <= allowed
+    assert int(pre.header("Access-Control-Max-Age")) > 0
+    pre = t.request(P, "OPTIONS", PATH, headers={"Origin": "https://evil.example",
+                                                 "Access-Control-Request-Method": "POST"})
+    assert pre.status == 204 and pre.header("Access-Control-Allow-Origin") is None, pre.headers
+
+
+# ---- open mode, small body limit, PostgreSQL away, SIGTERM ---------------
+
+O = t.Stack(auth="open", extra_env={"RTW_HTTP_MAX_BODY": "1000", "RTW_HTTP_CORS_ORIGINS": "*"})
+O.start_fcgi()
+O.start_nginx()
+
+
+def opost(body, **kw):
+    return post(body, token=None, port=O.http_port, **kw)
+
+
+@t.test
+def open_mode_author_from_message_or_generated():
+    r = opost({"type": "broadcast", "widget_key": O.widget_key, "timestamp": 0, "message": 1, "author_id": "zed"})
+    assert r.status == 201 and r.json["author_id"] == "zed", r
+    r = opost({"type": "broadcast", "widget_key": O.widget_key, "timestamp": 0, "message": 1})
+    assert r.status == 201 and r.json["author_id"], r
+    r = opost({"type": "broadcast", "widget_key": O.widget_key, "timestamp": 0, "message": 1},
+              headers={"Origin": "https://anywhere.example"})
+    assert r.header("Access-Control-Allow-Origin") == "https://anywhere.example"
+    assert "open" in O.daemons["rtw-fcgi"].log_text()
+
+
+@t.test
+def e413_from_rtw_fcgi_with_length_and_chunked():
+    before = O.pg.snapshot()
+    big = {"type": "broadcast", "widget_key": O.widget_key, "timestamp": 0, "message": "x" * 2000}
+    r = opost(big)
+    assert_error(r, 413, "payload_too_large")
+    assert "1000" in r.json["error"]["message"], r  # rtw-fcgi's limit, not nginx's
+    # a chunked body (no Content-Length): rtw-fcgi stops reading at the limit
+    data = t.json.dumps(big).encode()
+    with socket.create_connection(("127.0.0.1", O.http_port), timeout=10) as s:
+        s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n%x\r\n" % (PATH, len(data))).encode()
+                  + data + b"\r\n0\r\n\r\n")
+        resp = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            resp += d
+    head, _, body = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), resp[:200]
+    assert b'"payload_too_large"' in body and b"1000" in body, resp
+    assert O.pg.snapshot() == before
+
+
+@t.test
+def postgres_stopped_gives_503_then_recovers_without_restart():
+    body = {"type": "broadcast", "widget_key": O.widget_key, "timestamp": 0, "message": "before"}
+    assert opost(body).status == 201
+    O.pg.stop()
+    try:
+        for _ in range(3):
+            t0 = time.time()
+            r = opost(body)
+            assert_error(r, 503, "unavailable")
+            assert int(r.header("Retry-After")) >= 1
+            assert time.time() - t0 < 8, "503 took too long (hung on the dead server?)"
+    finally:
+        O.pg.start()
+    t.wait_for(lambda: opost(body).status == 201, 10, "rtw-fcgi to reconnect")
+    assert O.daemons["rtw-fcgi"].running()
+
+
+@t.test
+def sigterm_exits_zero_and_stops_accepting():
+    d = O.daemons["rtw-fcgi"]
+    assert d.stop(signal.SIGTERM) == 0
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", O.fcgi_port)) != 0
+    assert "stopped" in d.log_text()
+
+
+t.main()
