@@ -27,6 +27,9 @@
  * Threads: none. Each process runs one loop; children report a fixed-size
  * struct bn_stats over a pipe.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -86,6 +89,8 @@ struct bn_opts {
 	int src_addrs; /* how many 127.0.0.x source addresses */
 	pid_t pids[BN_MAX_PIDS];
 	int npids;
+	pid_t pids_all[BN_MAX_PIDS]; /* the whole pipeline (rtw: + fcgi, nginx, PostgreSQL) */
+	int npids_all;
 };
 
 /* ---- statistics --------------------------------------------------------- */
@@ -1097,7 +1102,7 @@ static const char *bn_mode_name(enum bn_mode m)
 }
 
 static void bn_report_run(const struct bn_opts *o, uint64_t up, const struct bn_stats *s, const struct bn_pubstats *ps,
-			  double cpu, double self_cpu)
+			  double cpu, double cpu_all, double self_cpu)
 {
 	uint64_t expected = ps ? ps->ok * up : 0;
 	uint64_t lost = expected > s->unique ? expected - s->unique : 0;
@@ -1120,10 +1125,12 @@ static void bn_report_run(const struct bn_opts *o, uint64_t up, const struct bn_
 	       ",\"dup\":%" PRIu64 ",\"ooo\":%" PRIu64 ",\"beyond\":%" PRIu64 ",\"other_events\":%" PRIu64
 	       ",\"deliveries_per_s\":%.0f,\"kept_msg_s\":%.1f"
 	       ",\"p50_ms\":%.2f,\"p90_ms\":%.2f,\"p99_ms\":%.2f,\"max_ms\":%.2f"
-	       ",\"server_cpu_s\":%.2f,\"cpu_us_per_delivery\":%.3f,\"tool_cpu_s\":%.2f}\n",
+	       ",\"server_cpu_s\":%.2f,\"cpu_us_per_delivery\":%.3f,\"all_cpu_s\":%.2f,\"all_cpu_us_per_delivery\":%.3f"
+	       ",\"tool_cpu_s\":%.2f}\n",
 	       s->events, s->unique, expected, lost, s->dup, s->ooo, s->beyond, s->other, deliv_s, kept,
 	       bn_hist_pct_ms(&s->lat, 50), bn_hist_pct_ms(&s->lat, 90), bn_hist_pct_ms(&s->lat, 99),
-	       (double)s->lat.max / 1000.0, cpu, cpu_us, self_cpu);
+	       (double)s->lat.max / 1000.0, cpu, cpu_us, cpu_all,
+	       s->events && cpu_all >= 0 ? cpu_all * 1e6 / (double)s->events : -1, self_cpu);
 	fprintf(stderr,
 		"%s: %" PRIu64 "/%d subs, %.0f msg/s asked, %s%" PRIu64 " delivered, lost %" PRIu64 ", dup %" PRIu64
 		", ooo %" PRIu64 ", kept %.1f msg/s, p50 %.1f ms p99 %.1f ms max %.1f ms, server %.2f s CPU = %.2f µs/delivery\n",
@@ -1147,6 +1154,7 @@ static void bn_usage(void)
 	      "  --drain S (3)  --settle S (1)  --hold S (idle: 5)  --connect-timeout S (60)\n"
 	      "  --pub-conns N (4)  --payload BYTES (0)  --src-addrs N (249)\n"
 	      "  --pids P1,P2,...         server processes for CPU and RSS\n"
+	      "  --pids-all P1,...        the whole pipeline, for a second CPU figure\n"
 	      "  --label TEXT             copied into the JSON line\n",
 	      stderr);
 	exit(2);
@@ -1236,6 +1244,12 @@ static void bn_parse(int argc, char **argv, struct bn_opts *o)
 			for (char *t = strtok_r(dup, ",", &save); t && o->npids < BN_MAX_PIDS; t = strtok_r(NULL, ",", &save))
 				o->pids[o->npids++] = (pid_t)atoi(t);
 			free(dup);
+		} else if (!strcmp(k, "--pids-all")) {
+			char *dup = strdup(v), *save = NULL;
+			for (char *t = strtok_r(dup, ",", &save); t && o->npids_all < BN_MAX_PIDS;
+			     t = strtok_r(NULL, ",", &save))
+				o->pids_all[o->npids_all++] = (pid_t)atoi(t);
+			free(dup);
 		} else
 			bn_usage();
 	}
@@ -1308,6 +1322,7 @@ int main(int argc, char **argv)
 	uint64_t up = bn_spawn_subs(&o, expect, ch);
 	bn_sleep(o.settle);
 	double c0 = bn_cpu_of(o.pids, o.npids);
+	double a0 = bn_cpu_of(o.pids_all, o.npids_all);
 	struct bn_pubstats ps;
 	if (o.mode == BN_RUN)
 		bn_publish(&o, &ps);
@@ -1316,8 +1331,9 @@ int main(int argc, char **argv)
 	bn_tell(ch, o.procs, 'M');
 	bn_sleep(o.drain);
 	double cpu = bn_cpu_of(o.pids, o.npids) - c0;
+	double cpu_all = o.npids_all ? bn_cpu_of(o.pids_all, o.npids_all) - a0 : -1;
 	bn_collect(ch, o.procs, &sum);
 	bn_reap(ch, o.procs);
-	bn_report_run(&o, up, &sum, o.mode == BN_RUN ? &ps : NULL, cpu, bn_self_cpu());
+	bn_report_run(&o, up, &sum, o.mode == BN_RUN ? &ps : NULL, cpu, cpu_all, bn_self_cpu());
 	return 0;
 }

@@ -1,0 +1,316 @@
+"""bench/driver.py: the scenarios of bench/run, rtw against Nchan side by
+side. Starts the stacks (bench/stack.py helpers over rtwtest), runs each
+scenario on every target in turn (alternating, so drift hits all alike),
+takes medians over the repetitions and prints one table with the ratios
+and the targets of the performance issue. Never asserts: it measures.
+
+Every raw result goes to OUT/results.jsonl, the table to OUT/table.md
+(OUT: --out, default var/bench/<timestamp>).
+"""
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import stack  # noqa: E402
+import rtwtest  # noqa: E402  (stack put it on sys.path)
+
+
+class Ns:
+    pass
+
+
+def log(msg):
+    sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stderr.flush()
+
+
+class Targets:
+    """The running servers and how to reach them."""
+
+    def __init__(self, args, workers):
+        self.args = args
+        self.workers = workers
+        self.nchan_stopper, self.nchan = stack.nchan(self._ns(workers=workers))
+        self.rtw = None
+        self.rtw_stack = None
+        if args.rtw and os.path.exists(rtwtest.prog("rtw-sse")) and os.path.exists(rtwtest.prog("rtw-fcgi")):
+            self.rtw_stack, self.rtw = stack.rtw(self._ns(sse_procs=workers))
+        elif args.rtw:
+            log("rtw binaries missing (%s): Nchan only" % rtwtest.prog("rtw-sse"))
+
+    @staticmethod
+    def _ns(**kw):
+        n = Ns()
+        n.__dict__.update(kw)
+        return n
+
+    def names(self, via_nginx=False):
+        out = ["nchan"]
+        if self.rtw:
+            out.append("rtw")
+            if via_nginx:
+                out.append("rtw-nginx")
+        return out
+
+    def stop(self):
+        self.nchan_stopper.stop_all()
+        if self.rtw_stack:
+            self.rtw_stack.stop_all()
+            self.rtw_stack.pg.stop()
+
+    def pids_all(self, name):
+        if name == "nchan":
+            return self.nchan["pids"]
+        r = self.rtw
+        pg = stack.postgres_pids(self.rtw_stack.pg.dir)
+        return r["sse_pids"] + r["fcgi_pids"] + r["nginx_pids"] + pg
+
+    def bench_args(self, name, stream):
+        """rtw-bench arguments that address target name on stream."""
+        if name == "nchan":
+            p = self.nchan["port"]
+            pids = self.nchan["pids"]
+            return ["--format", "nchan", "--sub", "127.0.0.1:%d/sub/%s" % (p, stream),
+                    "--pub", "127.0.0.1:%d/pub/%s" % (p, stream),
+                    "--pids", ",".join(map(str, pids)), "--pids-all", ",".join(map(str, pids))]
+        r = self.rtw
+        sub_port = r["sse_port"] if name == "rtw" else r["http_port"]
+        return ["--format", "rtw", "--widget-key", r["widget_key"], "--token", r["token"],
+                "--sub", "127.0.0.1:%d/v1/streams/%s/events" % (sub_port, stream),
+                "--pub", "127.0.0.1:%d/v1/streams/%s/messages" % (r["http_port"], stream),
+                "--pids", ",".join(map(str, r["sse_pids"])),
+                "--pids-all", ",".join(map(str, self.pids_all(name)))]
+
+
+class Runner:
+    def __init__(self, args):
+        self.args = args
+        self.tool = args.tool
+        os.makedirs(args.out, exist_ok=True)
+        self.results = open(os.path.join(args.out, "results.jsonl"), "a")
+        self.rows = {}  # (scenario, metric) -> {target: [values]}
+        self.meta = {}
+
+    def bench(self, mode, argv, label):
+        cmd = [self.tool, mode] + argv + ["--label", label]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        line = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "{}"
+        try:
+            res = json.loads(line)
+        except ValueError:
+            res = {}
+        res["label"] = label
+        self.results.write(json.dumps(res) + "\n")
+        self.results.flush()
+        log(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "%s: no output (rc %d)" % (label, r.returncode))
+        return res
+
+    def add(self, scenario, metric, target, value):
+        self.rows.setdefault((scenario, metric), {}).setdefault(target, []).append(value)
+
+    @staticmethod
+    def stream():
+        return "b%d%04d" % (int(time.time() * 1000) % 100000000, random.randrange(10000))
+
+    # ---- scenarios --------------------------------------------------------
+
+    def fanout(self, t, subs, rate, duration, scen):
+        for rep in range(self.args.reps):
+            for name in t.names(via_nginx=True):
+                res = self.bench("run", t.bench_args(name, self.stream()) + [
+                    "--conns", str(subs), "--rate", str(rate), "--duration", str(duration),
+                    "--procs", str(max(1, subs // 5000)), "--pub-conns", "16", "--drain", "3"],
+                    "%s %s rep%d" % (scen, name, rep))
+                self.add(scen, "server CPU µs/delivery", name, res.get("cpu_us_per_delivery"))
+                self.add(scen, "pipeline CPU µs/delivery", name, res.get("all_cpu_us_per_delivery"))
+                self.add(scen, "kept msg/s per sub", name, res.get("kept_msg_s"))
+                self.add(scen, "p50 ms", name, res.get("p50_ms"))
+                self.add(scen, "p99 ms", name, res.get("p99_ms"))
+                self.add(scen, "lost", name, res.get("lost"))
+                self.add(scen, "connected", name, res.get("connected"))
+
+    def ok(self, res, subs, rate):
+        return (res.get("connected") == subs and res.get("lost", 1) == 0 and res.get("p99_ms", 1e9) < 100
+                and res.get("pub_ok") == res.get("pub_sent") and res.get("kept_msg_s", 0) >= 0.95 * rate)
+
+    def maxrate(self, t, subs, rates, duration, scen):
+        for rep in range(self.args.reps):
+            for name in t.names():
+                best = 0
+                for rate in rates:
+                    res = self.bench("run", t.bench_args(name, self.stream()) + [
+                        "--conns", str(subs), "--rate", str(rate), "--duration", str(duration),
+                        "--pub-conns", "32", "--drain", "2"], "%s %s rep%d rate %d" % (scen, name, rep, rate))
+                    if not self.ok(res, subs, rate):
+                        break
+                    best = rate
+                self.add(scen, "highest msg/s with p99<100ms, no loss", name, best)
+                self.add(scen, "deliveries/s at it", name, best * subs)
+
+    def idle(self, t, conns, procs, hold, scen):
+        for rep in range(self.args.reps):
+            for name in t.names():
+                a = t.bench_args(name, self.stream())
+                a = [x for x in a if True]
+                res = self.bench("idle", a[:a.index("--pub")] + a[a.index("--pub") + 2:] + [
+                    "--conns", str(conns), "--procs", str(procs), "--hold", str(hold),
+                    "--connect-timeout", "120"], "%s %s rep%d" % (scen, name, rep))
+                self.add(scen, "connected", name, res.get("connected"))
+                self.add(scen, "server RSS B/conn", name, res.get("rss_bytes_per_conn"))
+                time.sleep(2)  # let the server reap the closed connections
+
+    def wrk(self, port, script, env, duration, conns, label):
+        e = dict(os.environ)
+        e.update(env)
+        cmd = ["wrk", "-t2", "-c%d" % conns, "-d%ds" % duration, "--latency", "-s", script,
+               "http://127.0.0.1:%d/" % port]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=duration + 60)
+        res = {}
+        for line in r.stdout.splitlines():
+            if line.startswith("WRKJSON "):
+                res = json.loads(line[8:])
+        res["label"] = label
+        ok = sum(v for k, v in res.get("statuses", {}).items() if k.startswith("2"))
+        res["ok_per_s"] = ok / res["duration_s"] if res.get("duration_s") else 0
+        self.results.write(json.dumps(res) + "\n")
+        self.results.flush()
+        log("%s: %.0f ok/s, p50 %.1f ms p99 %.1f ms, statuses %s" % (
+            label, res["ok_per_s"], res.get("p50_ms", -1), res.get("p99_ms", -1), res.get("statuses")))
+        return res
+
+    def ingest(self, t, duration, conns):
+        for rep in range(self.args.reps):
+            for scen, streams in (("ingest, 100 streams", 100), ("ingest, one hot stream", 1)):
+                for name in t.names():
+                    if name == "nchan":
+                        res = self.wrk(t.nchan["port"], os.path.join(HERE, "nchan_post.lua"),
+                                       {"RTW_BENCH_STREAMS": str(streams), "RTW_BENCH_PREFIX": self.stream()},
+                                       duration, conns, "%s nchan rep%d" % (scen, rep))
+                    else:
+                        res = self.wrk(t.rtw["http_port"], os.path.join(HERE, "post.lua"), {
+                            "RTW_BENCH_TOKEN": t.rtw["token"], "RTW_BENCH_WIDGET_KEY": t.rtw["widget_key"],
+                            "RTW_BENCH_STREAMS": str(streams), "RTW_BENCH_PREFIX": self.stream()},
+                            duration, conns, "%s rtw rep%d" % (scen, rep))
+                    self.add(scen, "accepted msg/s (2xx)", name, res.get("ok_per_s"))
+                    self.add(scen, "p99 ms", name, res.get("p99_ms"))
+                    bad = sum(v for k, v in res.get("statuses", {}).items() if not k.startswith("2"))
+                    self.add(scen, "non-2xx", name, bad + res.get("socket_errors", 0))
+
+    def soak(self, t, subs, rate, minutes):
+        """Memory over a long fan-out: RSS of the rtw processes before and after."""
+        for name in t.names():
+            pids = t.pids_all(name) if name == "nchan" else t.rtw["sse_pids"] + t.rtw["fcgi_pids"]
+            rss0 = self.rss(pids)
+            for i in range(minutes):
+                self.bench("run", t.bench_args(name, self.stream()) + [
+                    "--conns", str(subs), "--rate", str(rate), "--duration", "55", "--drain", "2"],
+                    "soak %s minute %d" % (name, i))
+            rss1 = self.rss(pids)
+            self.add("soak %d subs x %d msg/s, %d min" % (subs, rate, minutes), "RSS growth KiB", name, rss1 - rss0)
+
+    @staticmethod
+    def rss(pids):
+        total = 0
+        for p in pids:
+            try:
+                with open("/proc/%d/status" % p) as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+
+    # ---- the table ----------------------------------------------------------
+
+    def table(self, targets):
+        def med(v):
+            v = [x for x in v if isinstance(x, (int, float))]
+            return statistics.median(v) if v else None
+
+        def fmt(x):
+            if x is None:
+                return "n/a"
+            if isinstance(x, float) and abs(x) < 100 and x != int(x):
+                return "%.2f" % x
+            return "{:,}".format(int(round(x)))
+
+        cols = ["nchan", "rtw", "rtw-nginx"]
+        out = ["| scenario | metric | Nchan | rtw direct | rtw via nginx | rtw / Nchan |",
+               "|---|---|---|---|---|---|"]
+        for (scen, metric), vals in self.rows.items():
+            m = {c: med(vals.get(c, [])) for c in cols}
+            ratio = "n/a"
+            if m["nchan"] and m["rtw"] is not None:
+                ratio = "%.2f" % (m["rtw"] / m["nchan"])
+            out.append("| %s | %s | %s | %s | %s | %s |" % (scen, metric, fmt(m["nchan"]), fmt(m["rtw"]),
+                                                             fmt(m["rtw-nginx"]), ratio))
+        return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--only", default="", help="comma list: fanout,maxrate,big,idle,ingest,soak")
+    ap.add_argument("--workers", type=int, default=1, help="rtw-sse processes = Nchan nginx workers")
+    ap.add_argument("--idle-workers", type=int, default=3)
+    ap.add_argument("--no-rtw", dest="rtw", action="store_false")
+    ap.add_argument("--soak-minutes", type=int, default=0)
+    ap.add_argument("--tool", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    if args.reps is None:
+        args.reps = 1 if args.quick else 3
+    only = set(filter(None, args.only.split(",")))
+    want = (lambda s: not only or s in only)
+    q = args.quick
+    r = Runner(args)
+    t0 = time.time()
+
+    t = Targets(args, args.workers)
+    try:
+        if want("fanout"):
+            r.fanout(t, 1000, 80, 4 if q else 10, "fan-out 1,000 subs x 80 msg/s")
+        if want("maxrate"):
+            rates = [50, 100, 200, 400, 800] if q else [40, 60, 80, 100, 120, 150, 180, 220, 270, 330, 400, 500,
+                                                          600, 800, 1000]
+            r.maxrate(t, 1000, rates, 3 if q else 5, "max rate, 1,000 subs")
+        if want("big"):
+            subs = 3000 if q else 10000
+            r.fanout(t, subs, 20, 4 if q else 10, "%s subs x 20 msg/s" % "{:,}".format(subs))
+        if want("ingest"):
+            r.ingest(t, 4 if q else 10, 64)
+        if want("soak") and args.soak_minutes:
+            r.soak(t, 1000, 50, args.soak_minutes)
+    finally:
+        t.stop()
+    if want("idle"):
+        t = Targets(args, args.idle_workers)
+        try:
+            conns = 5000 if q else 50000
+            r.idle(t, conns, 1 if q else 4, 3 if q else 5,
+                   "idle %s conns (%d server procs)" % ("{:,}".format(conns), args.idle_workers))
+        finally:
+            t.stop()
+    tab = r.table(t)
+    head = ("rtw-bench on %s, %d cores, load tool on the same cores; %d rtw-sse process(es) = %d Nchan worker(s) "
+            "(idle: %d); medians of %d; %.0f s total" % (os.uname().nodename, os.cpu_count(), args.workers,
+                                                         args.workers, args.idle_workers, args.reps,
+                                                         time.time() - t0))
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(head + "\n\n" + tab + "\n")
+    print(head)
+    print()
+    print(tab)
+
+
+if __name__ == "__main__":
+    main()

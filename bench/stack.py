@@ -1,0 +1,124 @@
+"""bench/stack.py: brings up the rtw stack that bench/run measures: a
+durable PostgreSQL (fsync and synchronous_commit on), rtw-fcgi, N rtw-sse
+processes sharing one port (SO_REUSEPORT) and nginx in front, through
+tests/integration/rtwtest.py. Also runs a standalone Nchan nginx
+(bench/nchan.conf) when asked.
+
+Prints one JSON line with ports, pids, a widget key and a publisher token,
+then holds everything up until stdin closes (bench/run keeps the pipe
+open) and tears it down. Never touches the dev stack.
+
+usage: python3 bench/stack.py rtw [--sse-procs N]
+       python3 bench/stack.py nchan [--workers N]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+import rtwtest  # noqa: E402
+
+
+def pids_of(pid):
+    """pid and its children (nginx master + workers)."""
+    out = [pid]
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            out += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def postgres_pids(pgdir):
+    with open(os.path.join(pgdir, "postmaster.pid")) as f:
+        master = int(f.readline())
+    return pids_of(master)
+
+
+def rtw(args):
+    env = {
+        # the load tool spreads over 249 source addresses; nginx proxies from one
+        "RTW_SSE_MAX_PER_IP": "100000",
+        "RTW_SSE_MAX_CONNECTIONS": "19000",
+        "RTW_SSE_HEARTBEAT_S": "15",
+        "RTW_LOG_LEVEL": "warning",
+    }
+    st = rtwtest.Stack(durable=True, extra_env=env)
+    st.start_fcgi()
+    port = rtwtest.free_port()
+    sse = []
+    for i in range(args.sse_procs):
+        d = st.start_sse(name="rtw-sse" if i == 0 else "rtw-sse-%d" % i, port=port)
+        sse.append(d.proc.pid)
+    st.start_nginx()
+    with open(st.nginx_pidfile) as f:
+        ngx = int(f.read().strip())
+    info = {
+        "kind": "rtw",
+        "sse_port": port,
+        "http_port": st.http_port,
+        "fcgi_port": st.fcgi_port,
+        "sse_pids": sse,
+        "fcgi_pids": [st.daemons["rtw-fcgi"].proc.pid],
+        "nginx_pids": pids_of(ngx),
+        "pg_pids": postgres_pids(st.pg.dir),
+        "widget_key": st.widget_key,
+        "token": st.token("bench-publisher", ttl=24 * 3600),
+        "sub_token": st.token("bench-viewer", ttl=24 * 3600),
+        "tmp": st.tmp,
+        "pgdsn": st.pg.dsn,
+    }
+    return st, info
+
+
+def nchan(args):
+    tmp = rtwtest.TempDir(prefix="rtwbench-nchan-").path
+    port = rtwtest.free_port()
+    with open(os.path.join(HERE, "nchan.conf")) as f:
+        text = f.read()
+    text = text.replace("@RUNDIR@", tmp).replace("@LISTEN@", "127.0.0.1:%d" % port)
+    text = text.replace("@WORKERS@", str(args.workers))
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(text)
+    subprocess.run(["nginx", "-c", conf, "-e", os.path.join(tmp, "error.log")], check=True)
+    rtwtest.wait_port(port)
+    pidfile = os.path.join(tmp, "nginx.pid")
+    with open(pidfile) as f:
+        master = int(f.read().strip())
+    rtwtest.wait_for(lambda: len(pids_of(master)) == args.workers + 1, 10, "nchan workers")
+
+    class Stopper:
+        def stop_all(self):
+            try:
+                os.kill(master, 15)
+                rtwtest.wait_for(lambda: not os.path.exists(pidfile), 10, "nginx to stop")
+            except (ProcessLookupError, TimeoutError):
+                pass
+
+    info = {"kind": "nchan", "port": port, "pids": pids_of(master), "tmp": tmp}
+    return Stopper(), info
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kind", choices=["rtw", "nchan"])
+    ap.add_argument("--sse-procs", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+    st, info = rtw(args) if args.kind == "rtw" else nchan(args)
+    print(json.dumps(info), flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        st.stop_all()
+        time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    main()
