@@ -1,0 +1,441 @@
+/*
+ * fetch.c: owns the libcurl multi handle, the per-call easy handles and
+ * the target safety checks at call time: only http/https, no proxies, no
+ * redirects followed, bounded time and response size, and every address
+ * curl is about to connect to classified (addr.c) in the open-socket
+ * callback, so names that resolve (or rebind) to internal addresses are
+ * refused unless their host is in webhook.allow_hosts. Runs on the loop.
+ */
+#include "config.h"
+#include "fetch.h"
+#include "addr.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+struct whk_fetch {
+	struct whk_worker *w;
+	CURLM *multi;
+	int tfd;
+	struct whk_io timer_io;
+};
+
+struct fetch__sock {
+	struct whk_io io; /* first: the loop hands back &io */
+	struct whk_fetch *f;
+};
+
+static void fetch__check_done(struct whk_fetch *f)
+{
+	CURLMsg *msg;
+	int left;
+
+	while ((msg = curl_multi_info_read(f->multi, &left)) != NULL) {
+		struct whk_job *job = NULL;
+		CURLcode rc;
+		long status = 0;
+		curl_off_t retry_after = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		rc = msg->data.result;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&job);
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+		curl_multi_remove_handle(f->multi, msg->easy_handle);
+		job->in_curl = false;
+		job->duration_ms = (int64_t)(rtw_now_ms() - job->started_ms);
+		job->at.http_status = status;
+		job->at.retry_after_s = -1;
+		if (rc != CURLE_OK && job->addr_refused) {
+			job->at.refused = true;
+			snprintf(job->at.error, sizeof(job->at.error), "%s", job->refuse_why);
+		} else if (job->at.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+			job->at.too_large = true;
+			snprintf(job->at.error, sizeof(job->at.error), "response too large (over %d bytes)",
+				 f->w->cfg->webhook_max_response);
+		} else if (rc == CURLE_OPERATION_TIMEDOUT) {
+			job->at.timed_out = true;
+			snprintf(job->at.error, sizeof(job->at.error), "timed out: %.200s",
+				 job->curl_err[0] ? job->curl_err : curl_easy_strerror(rc));
+		} else if (rc != CURLE_OK) {
+			job->at.net_error = true;
+			snprintf(job->at.error, sizeof(job->at.error), "%s",
+				 job->curl_err[0] ? job->curl_err : curl_easy_strerror(rc));
+		} else if ((status == 429 || status == 503) &&
+			   curl_easy_getinfo(msg->easy_handle, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK &&
+			   retry_after > 0) {
+			job->at.retry_after_s = (long)retry_after;
+		}
+		whk_worker_call_done(job);
+	}
+}
+
+static void fetch__sock_io(void *arg, uint32_t events)
+{
+	struct fetch__sock *s = arg;
+	struct whk_fetch *f = s->f;
+	int flags = 0, running;
+
+	if (events & EPOLLIN)
+		flags |= CURL_CSELECT_IN;
+	if (events & EPOLLOUT)
+		flags |= CURL_CSELECT_OUT;
+	if (events & (EPOLLERR | EPOLLHUP))
+		flags |= CURL_CSELECT_ERR;
+	curl_multi_socket_action(f->multi, s->io.fd, flags, &running);
+	fetch__check_done(f);
+}
+
+static void fetch__sock_release(struct whk_io *io)
+{
+	free((struct fetch__sock *)io);
+}
+
+static int fetch__socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct whk_fetch *f = userp;
+	struct fetch__sock *s = socketp;
+	uint32_t events = 0;
+
+	if (what == CURL_POLL_REMOVE) {
+		if (s) {
+			curl_multi_assign(f->multi, fd, NULL);
+			whk_loop_retire(&f->w->loop, &s->io);
+		}
+		return 0;
+	}
+	if (what & CURL_POLL_IN)
+		events |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		events |= EPOLLOUT;
+	if (!s) {
+		if (!(s = calloc(1, sizeof(*s))))
+			return -1;
+		s->f = f;
+		s->io.release = fetch__sock_release;
+		if (whk_loop_add(&f->w->loop, &s->io, fd, events, fetch__sock_io, s) != RTW_OK) {
+			free(s);
+			return -1;
+		}
+		curl_multi_assign(f->multi, fd, s);
+		return 0;
+	}
+	return whk_loop_mod(&f->w->loop, &s->io, events) == RTW_OK ? 0 : -1;
+}
+
+static int fetch__timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct whk_fetch *f = userp;
+	struct itimerspec its;
+
+	memset(&its, 0, sizeof(its));
+	if (timeout_ms == 0) {
+		its.it_value.tv_nsec = 1; /* "now": run from the loop, not from here */
+	} else if (timeout_ms > 0) {
+		its.it_value.tv_sec = timeout_ms / 1000;
+		its.it_value.tv_nsec = (timeout_ms % 1000) * 1000000L;
+	}
+	return timerfd_settime(f->tfd, 0, &its, NULL) < 0 ? -1 : 0;
+}
+
+static void fetch__timer_io(void *arg, uint32_t events)
+{
+	struct whk_fetch *f = arg;
+	uint64_t ticks;
+	int running;
+
+	if (read(f->tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		log_warn("could not read curl timer: %s", strerror(errno));
+	curl_multi_socket_action(f->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	fetch__check_done(f);
+}
+
+struct whk_fetch *whk_fetch_new(struct whk_worker *w)
+{
+	struct whk_fetch *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return NULL;
+	f->w = w;
+	f->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (f->tfd < 0 || !(f->multi = curl_multi_init()))
+		goto fail;
+	curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, fetch__socket_cb);
+	curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f);
+	curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, fetch__timer_cb);
+	curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f);
+	curl_multi_setopt(f->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)w->cfg->webhook_concurrency);
+	if (whk_loop_add(&w->loop, &f->timer_io, f->tfd, EPOLLIN, fetch__timer_io, f) != RTW_OK)
+		goto fail;
+	return f;
+fail:
+	if (f->multi)
+		curl_multi_cleanup(f->multi);
+	if (f->tfd >= 0)
+		close(f->tfd);
+	free(f);
+	return NULL;
+}
+
+void whk_fetch_free(struct whk_fetch *f)
+{
+	if (!f)
+		return;
+	whk_loop_del(&f->w->loop, &f->timer_io);
+	curl_multi_cleanup(f->multi);
+	close(f->tfd);
+	free(f);
+}
+
+static size_t fetch__write(char *p, size_t size, size_t n, void *ud)
+{
+	struct whk_job *job = ud;
+	size_t len = size * n, max = (size_t)job->w->cfg->webhook_max_response;
+
+	if (job->resp_len + len > max) {
+		job->at.too_large = true;
+		return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+	}
+	if (job->resp_len + len + 1 > job->resp_cap) {
+		size_t cap = job->resp_cap ? job->resp_cap : 4096;
+		while (cap < job->resp_len + len + 1)
+			cap *= 2;
+		if (cap > max + 1)
+			cap = max + 1;
+		char *grown = realloc(job->resp, cap);
+		if (!grown)
+			return 0;
+		job->resp = grown;
+		job->resp_cap = cap;
+	}
+	memcpy(job->resp + job->resp_len, p, len);
+	job->resp_len += len;
+	job->resp[job->resp_len] = '\0';
+	return len;
+}
+
+/* The pinning check: runs for every address curl connects to (also
+ * after its own DNS resolution, so rebinding cannot slip through). */
+static curl_socket_t fetch__opensocket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct whk_job *job = clientp;
+
+	if (!job->allow_internal) {
+		enum whk_addr_class c = whk_addr_classify(&a->addr, a->addrlen);
+		if (c != WHK_ADDR_PUBLIC) {
+			char ip[INET6_ADDRSTRLEN] = "?";
+			if (a->family == AF_INET)
+				inet_ntop(AF_INET, &((struct sockaddr_in *)&a->addr)->sin_addr, ip, sizeof(ip));
+			else if (a->family == AF_INET6)
+				inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a->addr)->sin6_addr, ip, sizeof(ip));
+			job->addr_refused = true;
+			snprintf(job->refuse_why, sizeof(job->refuse_why), "target refused: %s address %s",
+				 whk_addr_class_name(c), ip);
+			return CURL_SOCKET_BAD;
+		}
+	}
+	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+static int fetch__refuse(struct whk_job *job, const char *why, const char *arg)
+{
+	job->at.refused = true;
+	snprintf(job->at.error, sizeof(job->at.error), "target refused: %s%s", why, arg);
+	return RTW_DECLINED;
+}
+
+/* Scheme and host rules that need no connection. */
+static int fetch__policy(struct whk_fetch *f, struct whk_job *job)
+{
+	char *scheme = NULL, *host = NULL;
+	int rc = RTW_OK;
+	json_t *hosts = NULL;
+
+	if (!(job->cu = curl_url()))
+		return RTW_ERROR;
+	if (curl_url_set(job->cu, CURLUPART_URL, job->url, 0) != CURLUE_OK)
+		return fetch__refuse(job, "invalid url", "");
+	if (curl_url_get(job->cu, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
+		rc = fetch__refuse(job, "scheme not allowed: ", scheme ? scheme : "(none)");
+		goto out;
+	}
+	if (curl_url_get(job->cu, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host[0]) {
+		rc = fetch__refuse(job, "url has no host", "");
+		goto out;
+	}
+	if (job->widget_hosts_json) {
+		json_error_t jerr;
+		hosts = json_loads(job->widget_hosts_json, 0, &jerr);
+		if (json_is_array(hosts) && json_array_size(hosts) > 0) {
+			size_t i;
+			json_t *h;
+			bool ok = false;
+			json_array_foreach(hosts, i, h) if (json_is_string(h) && whk_host_match(host, json_string_value(h)))
+				ok = true;
+			if (!ok) {
+				rc = fetch__refuse(job, "host not in the widget's webhook hosts: ", host);
+				goto out;
+			}
+		}
+	}
+	job->allow_internal = whk_host_in_list(host, f->w->cfg->webhook_allow_hosts);
+	/* A literal internal address fails fast, without a connect attempt. */
+	if (!job->allow_internal) {
+		enum whk_addr_class c = whk_addr_classify_text(host);
+		if (c != WHK_ADDR_PUBLIC && c != WHK_ADDR_INVALID) {
+			rc = fetch__refuse(job, whk_addr_class_name(c), " address");
+			goto out;
+		}
+	}
+out:
+	json_decref(hosts);
+	curl_free(scheme);
+	curl_free(host);
+	return rc;
+}
+
+static int fetch__headers(struct whk_fetch *f, struct whk_job *job)
+{
+	const struct rtw_cfg *cfg = f->w->cfg;
+	char line[WHK_HEADER_NAME_MAX + WHK_HEADER_VALUE_MAX + 8], sig[96];
+	struct curl_slist *l;
+	json_t *h = NULL;
+	int kept = 0;
+
+	if (job->headers_json) {
+		json_error_t jerr;
+		const char *k;
+		json_t *v;
+		h = json_loads(job->headers_json, 0, &jerr);
+		json_object_foreach(h, k, v)
+		{
+			if (!json_is_string(v) || kept >= WHK_MAX_HEADERS || !whk_header_allowed(k, json_string_value(v))) {
+				log_debug("job %s: header %s dropped", job->id, k);
+				continue;
+			}
+			snprintf(line, sizeof(line), "%s: %s", k, json_string_value(v));
+			if (!(l = curl_slist_append(job->hdrs, line)))
+				goto fail;
+			job->hdrs = l;
+			kept++;
+		}
+		json_decref(h);
+		h = NULL;
+	}
+	whk_signature(cfg->webhook_secret, strlen(cfg->webhook_secret), (int64_t)(rtw_wall_us() / 1000000u),
+		      job->req_body ? job->req_body : "", job->req_len, sig);
+	snprintf(line, sizeof(line), "X-RTW-Signature: %s", sig);
+	if (!(l = curl_slist_append(job->hdrs, line)))
+		goto fail;
+	job->hdrs = l;
+	snprintf(line, sizeof(line), "X-RTW-Delivery: %s", job->id);
+	if (!(l = curl_slist_append(job->hdrs, line)))
+		goto fail;
+	job->hdrs = l;
+	if (job->req_body && !(l = curl_slist_append(job->hdrs, "Content-Type: application/json")))
+		goto fail;
+	job->hdrs = l;
+	/* no 100-continue round trip */
+	if (!(l = curl_slist_append(job->hdrs, "Expect:")))
+		goto fail;
+	job->hdrs = l;
+	return RTW_OK;
+fail:
+	json_decref(h);
+	return RTW_ERROR;
+}
+
+int whk_fetch_start(struct whk_fetch *f, struct whk_job *job)
+{
+	const struct rtw_cfg *cfg = f->w->cfg;
+	int rc;
+	bool has_body = strcmp(job->method, "POST") == 0 || strcmp(job->method, "PUT") == 0 ||
+			strcmp(job->method, "PATCH") == 0;
+
+	memset(&job->at, 0, sizeof(job->at));
+	job->at.retry_after_s = -1;
+	job->started_ms = rtw_now_ms();
+	if ((rc = fetch__policy(f, job)) != RTW_OK) {
+		if (rc == RTW_ERROR)
+			snprintf(job->at.error, sizeof(job->at.error), "internal error: %s", "could not parse url");
+		return rc;
+	}
+	if (has_body) {
+		job->req_body = whk_request_body(job->id, job->stream_id, job->author_id, job->widget_key, job->ts,
+						 job->body_json);
+		if (!job->req_body)
+			goto fail;
+		job->req_len = strlen(job->req_body);
+	}
+	if (fetch__headers(f, job) != RTW_OK || !(job->easy = curl_easy_init()))
+		goto fail;
+	curl_easy_setopt(job->easy, CURLOPT_CURLU, job->cu);
+	curl_easy_setopt(job->easy, CURLOPT_PRIVATE, (char *)job);
+	curl_easy_setopt(job->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(job->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(job->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(job->easy, CURLOPT_PROXY, ""); /* ignore *_proxy variables */
+	curl_easy_setopt(job->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(job->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->webhook_connect_timeout_ms);
+	curl_easy_setopt(job->easy, CURLOPT_TIMEOUT_MS, (long)cfg->webhook_timeout_ms);
+	curl_easy_setopt(job->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cfg->webhook_max_response);
+	curl_easy_setopt(job->easy, CURLOPT_WRITEFUNCTION, fetch__write);
+	curl_easy_setopt(job->easy, CURLOPT_WRITEDATA, job);
+	curl_easy_setopt(job->easy, CURLOPT_OPENSOCKETFUNCTION, fetch__opensocket);
+	curl_easy_setopt(job->easy, CURLOPT_OPENSOCKETDATA, job);
+	curl_easy_setopt(job->easy, CURLOPT_ERRORBUFFER, job->curl_err);
+	curl_easy_setopt(job->easy, CURLOPT_USERAGENT, "rtw-webhookd/" PACKAGE_VERSION);
+	curl_easy_setopt(job->easy, CURLOPT_HTTPHEADER, job->hdrs);
+	if (has_body) {
+		curl_easy_setopt(job->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->req_len);
+		curl_easy_setopt(job->easy, CURLOPT_POSTFIELDS, job->req_body);
+		if (strcmp(job->method, "POST") != 0)
+			curl_easy_setopt(job->easy, CURLOPT_CUSTOMREQUEST, job->method);
+	} else if (strcmp(job->method, "GET") == 0) {
+		curl_easy_setopt(job->easy, CURLOPT_HTTPGET, 1L);
+	} else {
+		curl_easy_setopt(job->easy, CURLOPT_CUSTOMREQUEST, job->method);
+	}
+	if (curl_multi_add_handle(f->multi, job->easy) != CURLM_OK)
+		goto fail;
+	job->in_curl = true;
+	return RTW_OK;
+fail:
+	job->at.net_error = true;
+	snprintf(job->at.error, sizeof(job->at.error), "internal error: %s", "could not set up the call");
+	return RTW_ERROR;
+}
+
+void whk_fetch_cancel(struct whk_fetch *f, struct whk_job *job)
+{
+	if (job->in_curl) {
+		curl_multi_remove_handle(f->multi, job->easy);
+		job->in_curl = false;
+	}
+}
+
+void whk_fetch_cleanup(struct whk_job *job)
+{
+	if (job->easy)
+		curl_easy_cleanup(job->easy);
+	job->easy = NULL;
+	if (job->cu)
+		curl_url_cleanup(job->cu);
+	job->cu = NULL;
+	curl_slist_free_all(job->hdrs);
+	job->hdrs = NULL;
+	free(job->req_body);
+	job->req_body = NULL;
+	free(job->resp);
+	job->resp = NULL;
+	job->resp_len = job->resp_cap = 0;
+}

@@ -1,0 +1,283 @@
+/*
+ * health.c: owns the /healthz and /metrics listener of rtw-webhookd and
+ * its short-lived connections. Requests are parsed with http-parser;
+ * heads are bounded (4 KiB) and must arrive within 5 seconds. Never
+ * reports secrets or payloads. Runs on the loop.
+ */
+#include "config.h"
+#include "health.h"
+#include "log.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define WHK_HEALTH_HEAD_MAX 4096
+#define WHK_HEALTH_TIMEOUT_MS 5000
+#define WHK_HEALTH_MAX_CONNS 64
+
+struct whk_hconn {
+	struct whk_io io; /* first: released through &io */
+	struct whk_health *h;
+	struct whk_hconn *prev, *next;
+	uint64_t accepted_ms;
+	http_parser parser;
+	char url[256];
+	size_t url_len;
+	bool complete;
+	size_t got;
+};
+
+struct whk_health {
+	struct whk_worker *w;
+	struct whk_io io;
+	int fd;
+	struct whk_hconn *conns;
+	int n_conns;
+};
+
+static void whk_hconn__close(struct whk_hconn *c)
+{
+	struct whk_health *h = c->h;
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		h->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	h->n_conns--;
+	whk_loop_retire(&h->w->loop, &c->io);
+	close(c->io.fd);
+}
+
+static void whk_hconn__release(struct whk_io *io)
+{
+	free((struct whk_hconn *)io);
+}
+
+static int whk_hconn__on_url(http_parser *p, const char *at, size_t len)
+{
+	struct whk_hconn *c = p->data;
+
+	if (c->url_len + len >= sizeof(c->url))
+		return 1;
+	memcpy(c->url + c->url_len, at, len);
+	c->url_len += len;
+	c->url[c->url_len] = '\0';
+	return 0;
+}
+
+static int whk_hconn__on_headers_complete(http_parser *p)
+{
+	((struct whk_hconn *)p->data)->complete = true;
+	return 1; /* stop: a GET has no body worth reading */
+}
+
+static void whk_hconn__reply(struct whk_hconn *c, int status, const char *ctype, const char *body)
+{
+	char head[256];
+	size_t bl = strlen(body);
+	int hl = snprintf(head, sizeof(head),
+			  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
+			  "Connection: close\r\n\r\n",
+			  status, status == 200 ? "OK" : status == 404 ? "Not Found" : status == 405 ? "Method Not Allowed" : status == 503 ? "Service Unavailable" : "Bad Request",
+			  ctype, bl);
+	/* a small reply on a fresh socket fits its buffer; short writes just
+	 * truncate a probe's answer */
+	if (send(c->io.fd, head, (size_t)hl, MSG_NOSIGNAL) == hl && bl)
+		(void)send(c->io.fd, body, bl, MSG_NOSIGNAL);
+}
+
+static void whk_hconn__metrics(struct whk_hconn *c)
+{
+	const struct whk_worker *w = c->h->w;
+	const struct whk_metrics *m = &w->m;
+	char buf[2048];
+
+	snprintf(buf, sizeof(buf),
+		 "# HELP rtw_webhook_jobs_total Webhook job outcomes recorded by this worker.\n"
+		 "# TYPE rtw_webhook_jobs_total counter\n"
+		 "rtw_webhook_jobs_total{outcome=\"succeeded\"} %llu\n"
+		 "rtw_webhook_jobs_total{outcome=\"failed\"} %llu\n"
+		 "rtw_webhook_jobs_total{outcome=\"retried\"} %llu\n"
+		 "rtw_webhook_jobs_total{outcome=\"refused\"} %llu\n"
+		 "rtw_webhook_jobs_total{outcome=\"released\"} %llu\n"
+		 "# HELP rtw_webhook_claimed_total Job attempts claimed by this worker.\n"
+		 "# TYPE rtw_webhook_claimed_total counter\n"
+		 "rtw_webhook_claimed_total %llu\n"
+		 "# HELP rtw_webhook_lease_recovered_total Expired leases put back in the queue.\n"
+		 "# TYPE rtw_webhook_lease_recovered_total counter\n"
+		 "rtw_webhook_lease_recovered_total %llu\n"
+		 "# HELP rtw_webhook_in_flight Jobs claimed and not yet recorded.\n"
+		 "# TYPE rtw_webhook_in_flight gauge\n"
+		 "rtw_webhook_in_flight %d\n"
+		 "# HELP rtw_webhook_claim_lag_seconds Time from run_at to claim, last claimed job.\n"
+		 "# TYPE rtw_webhook_claim_lag_seconds gauge\n"
+		 "rtw_webhook_claim_lag_seconds %.6f\n"
+		 "# HELP rtw_webhook_claim_lag_max_seconds Largest claim lag seen.\n"
+		 "# TYPE rtw_webhook_claim_lag_max_seconds gauge\n"
+		 "rtw_webhook_claim_lag_max_seconds %.6f\n"
+		 "# HELP rtw_webhook_db_up 1 when the PostgreSQL connection is up.\n"
+		 "# TYPE rtw_webhook_db_up gauge\n"
+		 "rtw_webhook_db_up %d\n",
+		 (unsigned long long)m->succeeded, (unsigned long long)m->failed, (unsigned long long)m->retried,
+		 (unsigned long long)m->refused, (unsigned long long)m->released, (unsigned long long)m->claimed,
+		 (unsigned long long)m->lease_recovered, w->n_jobs, m->claim_lag_last_s, m->claim_lag_max_s,
+		 whk_db_ready(&w->db) ? 1 : 0);
+	whk_hconn__reply(c, 200, "text/plain; version=0.0.4", buf);
+}
+
+static void whk_hconn__respond(struct whk_hconn *c)
+{
+	char *q = strchr(c->url, '?');
+
+	if (q)
+		*q = '\0';
+	if (c->parser.method != HTTP_GET && c->parser.method != HTTP_HEAD)
+		whk_hconn__reply(c, 405, "text/plain", "method not allowed\n");
+	else if (strcmp(c->url, "/healthz") == 0)
+		whk_db_ready(&c->h->w->db) ? whk_hconn__reply(c, 200, "application/json", "{\"status\":\"ok\"}\n")
+					   : whk_hconn__reply(c, 503, "application/json",
+							      "{\"status\":\"unavailable\",\"error\":\"database unreachable\"}\n");
+	else if (strcmp(c->url, "/metrics") == 0)
+		whk_hconn__metrics(c);
+	else
+		whk_hconn__reply(c, 404, "text/plain", "not found\n");
+}
+
+static void whk_hconn__io(void *arg, uint32_t events)
+{
+	static const http_parser_settings settings = {
+		.on_url = whk_hconn__on_url,
+		.on_headers_complete = whk_hconn__on_headers_complete,
+	};
+	struct whk_hconn *c = arg;
+	char buf[WHK_HEALTH_HEAD_MAX];
+	ssize_t n = recv(c->io.fd, buf, sizeof(buf), 0);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		whk_hconn__close(c);
+		return;
+	}
+	c->got += (size_t)n;
+	http_parser_execute(&c->parser, &settings, buf, (size_t)n);
+	if (c->complete)
+		whk_hconn__respond(c);
+	else if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || c->got > WHK_HEALTH_HEAD_MAX)
+		whk_hconn__reply(c, 400, "text/plain", "bad request\n");
+	else
+		return;
+	whk_hconn__close(c);
+}
+
+static void whk_health__accept(void *arg, uint32_t events)
+{
+	struct whk_health *h = arg;
+
+	for (;;) {
+		int fd = accept4(h->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct whk_hconn *c;
+		if (fd < 0)
+			return;
+		if (h->n_conns >= WHK_HEALTH_MAX_CONNS || !(c = calloc(1, sizeof(*c)))) {
+			close(fd);
+			continue;
+		}
+		c->h = h;
+		c->accepted_ms = rtw_now_ms();
+		c->io.release = whk_hconn__release;
+		http_parser_init(&c->parser, HTTP_REQUEST);
+		c->parser.data = c;
+		if (whk_loop_add(&h->w->loop, &c->io, fd, EPOLLIN, whk_hconn__io, c) != RTW_OK) {
+			close(fd);
+			free(c);
+			continue;
+		}
+		c->next = h->conns;
+		if (h->conns)
+			h->conns->prev = c;
+		h->conns = c;
+		h->n_conns++;
+	}
+}
+
+struct whk_health *whk_health_new(struct whk_worker *w, const char *addr, char *err, size_t errlen)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *ai = NULL;
+	struct whk_health *h = NULL;
+	char host[256];
+	const char *colon = strrchr(addr, ':');
+	int one = 1, fd = -1, rc;
+
+	if (!colon || (size_t)(colon - addr) >= sizeof(host)) {
+		snprintf(err, errlen, "invalid webhook.health_listen \"%s\": expected host:port", addr);
+		return NULL;
+	}
+	memcpy(host, addr, (size_t)(colon - addr));
+	host[colon - addr] = '\0';
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	if ((rc = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai)) != 0) {
+		snprintf(err, errlen, "could not resolve \"%s\": %s", addr, gai_strerror(rc));
+		return NULL;
+	}
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+		snprintf(err, errlen, "could not listen on \"%s\": %s", addr, strerror(errno));
+		goto fail;
+	}
+	if (!(h = calloc(1, sizeof(*h)))) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	h->w = w;
+	h->fd = fd;
+	if (whk_loop_add(&w->loop, &h->io, fd, EPOLLIN, whk_health__accept, h) != RTW_OK) {
+		snprintf(err, errlen, "could not watch the health socket");
+		goto fail;
+	}
+	freeaddrinfo(ai);
+	return h;
+fail:
+	free(h);
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+	return NULL;
+}
+
+void whk_health_tick(struct whk_health *h, uint64_t now_ms)
+{
+	struct whk_hconn *c = h ? h->conns : NULL;
+
+	while (c) {
+		struct whk_hconn *next = c->next;
+		if (now_ms - c->accepted_ms > WHK_HEALTH_TIMEOUT_MS)
+			whk_hconn__close(c);
+		c = next;
+	}
+}
+
+void whk_health_free(struct whk_health *h)
+{
+	if (!h)
+		return;
+	while (h->conns)
+		whk_hconn__close(h->conns);
+	whk_loop_del(&h->w->loop, &h->io);
+	close(h->fd);
+	free(h);
+}
