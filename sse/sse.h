@@ -1,0 +1,374 @@
+/*
+ * sse.h: the internals of rtw-sse, the Server-Sent Events daemon, shared
+ * by its files. Each file owns one subsystem:
+ *   frame.c  refcounted, preformatted SSE frames shared by all recipients
+ *   subs.c   the subscriber index: stream -> connections, (stream, user) ->
+ *            connections, so fan-out of a private costs O(its recipients)
+ *   req.c    the request-head glue over http-parser and the query string
+ *   conn.c   client connections: state machine, output queue, handshake
+ *   pg.c     the non-blocking libpq side: LISTEN, the (xid, id) tail,
+ *            handshakes and per-connection catch-ups, reconnects
+ *   loop.c   the epoll loop, timers, signals, /healthz and /metrics
+ * Everything runs on the one loop thread of the process; nothing is
+ * shared between processes (several may share the port via SO_REUSEPORT).
+ */
+#ifndef RTW_SSE_H
+#define RTW_SSE_H
+
+#include "rtw.h"
+#include "cfg.h"
+#include "msg.h"
+
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <sys/uio.h>
+
+/* ---- positions in stream order -------------------------------------- */
+
+/* A message's place in the one stream order: (transaction id, row id). */
+struct sse_pos {
+	uint64_t xid;
+	int64_t id;
+};
+
+static inline int sse_pos_cmp(struct sse_pos a, struct sse_pos b)
+{
+	if (a.xid != b.xid)
+		return a.xid < b.xid ? -1 : 1;
+	if (a.id != b.id)
+		return a.id < b.id ? -1 : 1;
+	return 0;
+}
+
+/* ---- frames (frame.c) ------------------------------------------------ */
+
+/* One event as wire bytes, shared by every connection it is queued on.
+ * A frame with refs == 0 after sse_frame_unref is freed; a static frame
+ * (heartbeat) has refs < 0 and is never freed. has_pos is false for
+ * frames that are not messages (init, heartbeat). */
+struct sse_frame {
+	int refs;
+	bool has_pos;
+	struct sse_pos pos;
+	uint32_t len;
+	char data[];
+};
+
+/* "id: <id>\ndata: <json>\n\n" for a message serialized by msg_serialize.
+ * Returns a new frame with refs 1, or NULL (out of memory). */
+struct sse_frame *sse_frame_event(const char *id, const char *json, size_t json_len, struct sse_pos pos) RTW_WUR;
+
+/* A frame of exactly the given bytes (refs 1), no position. */
+struct sse_frame *sse_frame_raw(const char *bytes, size_t len) RTW_WUR;
+
+/* Builds a message frame from the row's text columns (see struct
+ * msg_stored); NULL when the row cannot be serialized. */
+struct msg_stored;
+struct sse_frame *sse_frame_row(const struct msg_stored *m, struct sse_pos pos) RTW_WUR;
+
+static inline struct sse_frame *sse_frame_ref(struct sse_frame *f)
+{
+	if (f->refs > 0)
+		f->refs++;
+	return f;
+}
+
+void sse_frame_unref(struct sse_frame *f);
+
+/* The heartbeat comment ": hb\n\n" (static; ref/unref are no-ops). */
+extern struct sse_frame *const sse_frame_heartbeat;
+
+/* ---- subscriber index (subs.c) ---------------------------------------- */
+
+/* An intrusive doubly linked list node. */
+struct sse_link {
+	struct sse_link *prev, *next;
+};
+
+static inline void sse_list_init(struct sse_link *l)
+{
+	l->prev = l->next = l;
+}
+
+static inline bool sse_list_empty(const struct sse_link *l)
+{
+	return l->next == l;
+}
+
+static inline void sse_list_add_tail(struct sse_link *head, struct sse_link *n)
+{
+	n->prev = head->prev;
+	n->next = head;
+	head->prev->next = n;
+	head->prev = n;
+}
+
+static inline void sse_list_del(struct sse_link *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->prev = n->next = n;
+}
+
+#define SSE_CONTAINER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* A string-keyed chained hash table of entries that embed struct
+ * sse_hentry (intrusive: the table never allocates entries). */
+struct sse_hentry {
+	struct sse_hentry *next;
+	uint32_t hash;
+	const char *key; /* borrowed from the entry */
+};
+
+struct sse_htab {
+	struct sse_hentry **buckets;
+	size_t nbuckets; /* power of two */
+	size_t count;
+};
+
+uint32_t sse_hash(const char *s);
+int sse_htab_init(struct sse_htab *t, size_t nbuckets) RTW_WUR;
+void sse_htab_free(struct sse_htab *t); /* frees the buckets, not the entries */
+struct sse_hentry *sse_htab_get(const struct sse_htab *t, const char *key);
+/* Inserts e (its key must be set and not present); grows the table. */
+void sse_htab_put(struct sse_htab *t, struct sse_hentry *e, uint32_t hash);
+void sse_htab_del(struct sse_htab *t, struct sse_hentry *e);
+
+/* Subscribers of one user on one stream. */
+struct sse_user {
+	struct sse_hentry he;
+	struct sse_link subs; /* struct sse_sub.user_link */
+	char id[];
+};
+
+/* Subscribers of one stream, and its users. */
+struct sse_stream {
+	struct sse_hentry he;
+	struct sse_link subs; /* struct sse_sub.stream_link, every subscriber */
+	struct sse_htab users;
+	size_t n_subs;
+	char id[];
+};
+
+/* The index entry a connection embeds. */
+struct sse_sub {
+	struct sse_link stream_link;
+	struct sse_link user_link;
+	struct sse_stream *stream;
+	struct sse_user *user;
+};
+
+struct sse_index {
+	struct sse_htab streams;
+	size_t n_subs;
+};
+
+int sse_index_init(struct sse_index *ix) RTW_WUR;
+/* Frees the tables; every subscriber must have been removed. */
+void sse_index_free(struct sse_index *ix);
+/* Adds sub to stream_id and user_id (both copied when new).
+ * RTW_OK or RTW_ERROR (out of memory; sub is then not indexed). */
+int sse_index_add(struct sse_index *ix, struct sse_sub *sub, const char *stream_id, const char *user_id) RTW_WUR;
+/* Removes sub; frees the stream and user entries left empty. */
+void sse_index_remove(struct sse_index *ix, struct sse_sub *sub);
+/* The stream's entry (NULL when nobody listens), and its user's. */
+struct sse_stream *sse_index_stream(const struct sse_index *ix, const char *stream_id);
+struct sse_user *sse_index_user(const struct sse_stream *st, const char *user_id);
+
+/* ---- request head (req.c) --------------------------------------------- */
+
+enum sse_route { SSE_ROUTE_NONE, SSE_ROUTE_EVENTS, SSE_ROUTE_HEALTHZ, SSE_ROUTE_METRICS };
+
+#define SSE_TOKEN_MAX 4096
+#define SSE_QVAL_MAX 256
+
+/* What rtw-sse needs from a request head. Strings are NUL-terminated;
+ * an over-long value sets bad_field. */
+struct sse_req {
+	int method; /* enum http_method */
+	enum sse_route route;
+	bool bad_path;   /* an events path whose stream id is not valid */
+	bool head_done;
+	bool too_large;
+	bool http10;
+	char stream_id[129];
+	bool has_widget;
+	char widget_key[SSE_QVAL_MAX];
+	bool has_last_id;
+	char last_id[SSE_QVAL_MAX];
+	bool has_user;
+	char user_id[SSE_QVAL_MAX];
+	bool has_token;
+	char token[SSE_TOKEN_MAX];
+	bool has_origin;
+	char origin[SSE_QVAL_MAX];
+	const char *bad_field; /* static name of an over-long field, or NULL */
+	char *minted; /* conn.c: the token minted for an anonymous subscriber */
+};
+
+/* Per-connection parser state while the head is read. */
+struct sse_reqparser;
+
+/* New parser (NULL on out of memory); max_bytes bounds the whole head. */
+struct sse_reqparser *sse_reqparser_new(size_t max_bytes) RTW_WUR;
+void sse_reqparser_free(struct sse_reqparser *p);
+/* Feeds bytes. RTW_OK when the head is complete (*req filled), RTW_AGAIN
+ * when more is needed, RTW_ERROR on a malformed or too large head
+ * (req->too_large tells which). */
+int sse_reqparser_feed(struct sse_reqparser *p, const char *data, size_t len, struct sse_req *req) RTW_WUR;
+
+/* Decodes %XX and '+' in place; false on a malformed escape or NUL. */
+bool sse_url_decode(char *s);
+
+/* ---- connections (conn.c) ---------------------------------------------- */
+
+/* What an epoll registration points at: the first member of each. */
+enum sse_handle_kind { SSE_H_LISTEN, SSE_H_TICK, SSE_H_PGTIMER, SSE_H_SIGNAL, SSE_H_PG, SSE_H_CONN };
+
+/* A connection's state; every change goes through sse_conn_set_state. */
+enum sse_conn_state {
+	SSE_CONN_READING_HEAD, /* reading the request head (header timeout runs) */
+	SSE_CONN_HANDSHAKE,    /* waiting for the handshake query */
+	SSE_CONN_CATCHING_UP,  /* streaming rows from PostgreSQL up to the cursor */
+	SSE_CONN_LIVE,         /* fed by the tail */
+	SSE_CONN_CLOSING,      /* flushing a final answer, then closed */
+	SSE_CONN_CLOSED        /* parked; freed after the loop pass */
+};
+
+struct sse_ctx;
+
+struct sse_conn {
+	enum sse_handle_kind kind; /* SSE_H_CONN; first member */
+	struct sse_ctx *ctx;
+	int fd;
+	enum sse_conn_state state;
+	bool in_index;
+	bool dirty;         /* on ctx->dirty: has output to flush this pass */
+	bool want_out;      /* EPOLLOUT armed */
+	bool pg_job;        /* a query for it is in flight; do not free */
+	bool queued_job;    /* on ctx->jobs */
+	bool lagging;       /* output overflowed; catch up when drained */
+	struct sse_ipcount *ipc; /* NULL for loopback peers (the local proxy) */
+	uint64_t deadline_ms;    /* CLOSING: give up flushing after it */
+	struct sse_link link;     /* ctx->conns or ctx->closed */
+	struct sse_link job_link; /* ctx->jobs */
+	struct sse_conn *dirty_next;
+	struct sse_sub sub;
+	struct sse_reqparser *parser; /* only while reading the head */
+	struct sse_req *req;          /* only until the handshake is done */
+	uint64_t born_ms;
+	struct sse_pos pos;      /* last position queued (or skipped) */
+	struct sse_pos sent_pos; /* last position fully written */
+	/* output: a ring of frame references; head_off bytes of the first
+	 * are written */
+	struct sse_frame **outq;
+	uint32_t out_cap, out_head, out_n, head_off;
+	size_t out_bytes;
+	char widget[MSG_UUID_LEN + 1];
+	bool has_widget;
+};
+
+/* Connections per client address (non-loopback peers only). */
+struct sse_ipcount {
+	struct sse_hentry he;
+	int n;
+	char key[48];
+};
+
+/* ---- the process context (loop.c owns it) ------------------------------ */
+
+
+/* The PostgreSQL connection's state; changed only in pg.c. */
+enum sse_pg_state {
+	SSE_PG_DOWN,       /* waiting for the reconnect timer */
+	SSE_PG_CONNECTING, /* PQconnectPoll in progress */
+	SSE_PG_SETUP,      /* LISTEN and statement preparation */
+	SSE_PG_READY       /* tail and jobs may run */
+};
+
+/* What the one in-flight query is. */
+enum sse_pg_query { SSE_Q_NONE, SSE_Q_SETUP, SSE_Q_CURSOR, SSE_Q_TAIL, SSE_Q_HANDSHAKE, SSE_Q_CATCHUP };
+
+#define SSE_LAG_BUCKETS 10
+
+struct sse_metrics {
+	uint64_t delivered, bytes_sent, resume_catchups, slow_cutoffs, pg_reconnects;
+	uint64_t accepted, rejected, tail_rows;
+	uint64_t lag_bucket[SSE_LAG_BUCKETS + 1]; /* last is +Inf */
+	double lag_sum;
+	uint64_t lag_count;
+	double lag_max;
+};
+
+struct sse_ctx {
+	const struct rtw_cfg *cfg;
+	bool token_mode;
+	int epfd;
+	enum sse_handle_kind h_listen, h_tick, h_pgtimer, h_signal, h_pg;
+	int listen_fd, tick_fd, pgtimer_fd, signal_fd;
+	int reserve_fd; /* spare descriptor to refuse connections at EMFILE */
+	bool stopping;
+	uint64_t now_ms;
+	uint64_t last_hb_ms;
+	struct sse_index ix;
+	struct sse_link heads;  /* connections reading their head, oldest first */
+	struct sse_link conns;  /* every other open connection */
+	struct sse_link closed; /* parked, freed after the pass */
+	struct sse_link jobs;   /* connections waiting for a query */
+	struct sse_conn *dirty; /* output to flush at the end of the pass */
+	size_t n_conns;
+	struct sse_htab ips; /* struct sse_ipcount, non-loopback peers */
+	/* PostgreSQL */
+	PGconn *pg;
+	int pg_fd;
+	uint32_t pg_events;
+	enum sse_pg_state pg_state;
+	enum sse_pg_query pg_q;
+	int pg_setup_step;
+	struct sse_conn *pg_job_conn;
+	struct sse_pos pg_job_target;
+	bool tail_wanted;
+	bool tail_pending; /* rows exist behind the horizon: re-poll soon */
+	bool cursor_valid;
+	struct sse_pos cursor; /* everything <= cursor has been dispatched */
+	uint64_t backoff_ms;
+	uint64_t repoll_ms;
+	bool jobs_turn; /* alternate tail and connection jobs */
+	struct sse_metrics m;
+};
+
+/* loop.c */
+void sse_ctx_mod_fd(struct sse_ctx *ctx, int fd, void *handle, uint32_t events);
+void sse_pg_timer_arm(struct sse_ctx *ctx, uint64_t ms);
+void sse_metrics_lag(struct sse_ctx *ctx, double seconds);
+
+/* conn.c */
+void sse_conn_accept(struct sse_ctx *ctx);
+void sse_conn_event(struct sse_conn *c, uint32_t events);
+void sse_conn_set_state(struct sse_conn *c, enum sse_conn_state to);
+void sse_conn_close(struct sse_conn *c);
+/* Queues a frame reference (the caller keeps its own). live: apply the
+ * output bound (overflow turns the connection into a catch-up). */
+void sse_conn_push(struct sse_conn *c, struct sse_frame *f, bool live);
+void sse_conn_flush_dirty(struct sse_ctx *ctx);
+void sse_conn_free_closed(struct sse_ctx *ctx);
+void sse_conn_tick(struct sse_ctx *ctx);
+void sse_conn_shutdown_all(struct sse_ctx *ctx);
+/* The handshake query's answer (NULL result: PostgreSQL unavailable). */
+void sse_conn_handshake_done(struct sse_conn *c, PGresult *res);
+/* A catch-up batch ended at target with n rows (full: more may follow). */
+void sse_conn_catchup_done(struct sse_conn *c, bool ok, bool full);
+/* Queues c for a PostgreSQL job (handshake or catch-up). */
+void sse_conn_want_job(struct sse_conn *c);
+void sse_conn_dispatch(struct sse_ctx *ctx, struct sse_frame *f, const char *stream_id, const char *to_user,
+		       const char *widget_key);
+
+/* pg.c */
+void sse_pg_start(struct sse_ctx *ctx);
+void sse_pg_event(struct sse_ctx *ctx, uint32_t events);
+void sse_pg_timer(struct sse_ctx *ctx);
+void sse_pg_kick(struct sse_ctx *ctx);
+bool sse_pg_up(const struct sse_ctx *ctx);
+void sse_pg_close(struct sse_ctx *ctx);
+
+#endif
