@@ -37,6 +37,9 @@
     var t = player.time();
     document.getElementById("video-time").textContent = fmt(t);
     document.getElementById("bar-fill").style.width = ((t % 600) / 6) + "%";
+    var ball = document.getElementById("ball");  /* something moves on the "video" */
+    ball.style.left = (50 + 40 * Math.sin(t / 3)) + "%";
+    ball.style.top = (50 + 30 * Math.sin(t / 2.1 + 1)) + "%";
   }, 100);
   window.RTW_PLAYER = player;
 

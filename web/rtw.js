@@ -269,6 +269,9 @@
       if (this.autoHistory && this.widgetKey) {
         var self = this;
         this.history({all: true}).then(function (msgs) {
+          /* nothing live yet: resume from the newest stored message rather
+           * than from "now" (a later reconnect then misses nothing) */
+          if (self.lastEventId === null && msgs.length) self.lastEventId = msgs[msgs.length - 1].id;
           self.emit("history", msgs);
         }, function (err) {
           self.emit("error", err);

@@ -1,0 +1,239 @@
+#!/usr/bin/python3
+"""test_browser: the demo page (web/) in Debian's headless Chromium, served
+by nginx in front of rtw-fcgi and rtw-sse: it connects with an anonymous
+identity, a click on a poll option comes back as a broadcast and is tallied,
+messages posted from here (broadcast and private) appear in the page, the
+tally survives a reload (history), and the page resumes after rtw-sse
+restarts. Drives tests/browser/driver.mjs (playwright-core) over a
+JSON-lines pipe; needs /usr/bin/chromium and `npm ci` in tests/browser
+(done here when node_modules is missing). RTW_SCREENSHOT=path keeps a
+screenshot of the page at the end."""
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rtwtest  # noqa: E402
+from rtwtest import request, test  # noqa: E402
+
+BROWSER_DIR = os.path.join(rtwtest.SRCDIR, "tests", "browser")
+STREAM = "demo"
+
+
+class Browser:
+    """One Chromium page behind tests/browser/driver.mjs."""
+
+    def __init__(self, log_path):
+        if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BROWSER_DIR, check=True,
+                           stdout=subprocess.DEVNULL)
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(["node", os.path.join(BROWSER_DIR, "driver.mjs")], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1,
+                                     start_new_session=True)
+        self.answers = queue.Queue()
+        self.next_id = 0
+        threading.Thread(target=self._reader, daemon=True).start()
+
+    def _reader(self):
+        for line in self.proc.stdout:
+            try:
+                self.answers.put(json.loads(line))
+            except ValueError:
+                self.answers.put({"id": None, "ok": False, "error": "driver said: " + line.strip()})
+        self.answers.put(None)
+
+    def call(self, cmd, timeout=40.0, **args):
+        self.next_id += 1
+        args.update(id=self.next_id, cmd=cmd)
+        self.proc.stdin.write(json.dumps(args) + "\n")
+        self.proc.stdin.flush()
+        try:
+            a = self.answers.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError("the browser driver did not answer %s" % cmd)
+        if a is None:
+            raise RuntimeError("the browser driver exited (see its log)")
+        if not a["ok"]:
+            raise AssertionError("%s failed: %s\npage logs: %s" % (cmd, a["error"], self.page_logs()))
+        return a["result"]
+
+    def page_logs(self):
+        try:
+            self.proc.stdin.write(json.dumps({"id": 0, "cmd": "logs"}) + "\n")
+            self.proc.stdin.flush()
+            a = self.answers.get(timeout=5)
+            return "\n".join(a["result"]) if a and a["ok"] else "?"
+        except Exception:  # noqa: BLE001 - diagnostics only
+            return "?"
+
+    def wait(self, expr, timeout=15.0):
+        return self.call("waitFor", timeout=timeout + 10, expr=expr, ms=int(timeout * 1000))
+
+    def eval(self, expr):
+        return self.call("eval", expr=expr)
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"id": 0, "cmd": "close"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(10)
+            except Exception:  # noqa: BLE001 - then the hard way
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def make_webroot(stack):
+    """A copy of web/ with the config.js that ./dev up would write, so the
+    dev stack's own web/config.js is never touched."""
+    root = os.path.join(stack.tmp, "web")
+    shutil.copytree(os.path.join(rtwtest.SRCDIR, "web"), root, ignore=shutil.ignore_patterns("config.js"))
+    with open(os.path.join(root, "config.js"), "w") as f:
+        f.write("window.RTW_CONFIG = %s;\n" % json.dumps({
+            "widgetKey": stack.widget_key, "secondWidgetKey": stack.widget_key2, "stream": STREAM}))
+    return root
+
+
+S = rtwtest.Stack()
+S.start_fcgi()
+S.start_sse()
+S.start_nginx(webroot=make_webroot(S))
+B = Browser(os.path.join(S.tmp, "browser.log"))
+rtwtest.atexit.register(B.close)
+STATE = {}
+
+
+def js(s):
+    return json.dumps(s)
+
+
+def post(body, sub):
+    return request(S.http_port, "POST", "/v1/streams/%s/messages" % STREAM, body, token=S.token(sub))
+
+
+def count(option):
+    return B.call("text", selector="#poll-count-" + option).strip()
+
+
+@test
+def page_loads_and_connects_anonymously():
+    status = B.call("goto", url=S.url + "/")
+    assert status == 200, status
+    assert B.eval("document.getElementById('config-error').hidden") is True
+    # init seen: rtw-sse minted an identity and the chat shares it
+    user = B.wait("window.RTW_DEMO && RTW_DEMO.poll.state === 'open' && RTW_DEMO.chat && "
+                  "RTW_DEMO.chat.state === 'open' && RTW_DEMO.poll.userId")
+    assert user and B.eval("RTW_DEMO.chat.userId") == user
+    assert B.eval("!!RTW_DEMO.poll.token"), "no anonymous token from init"
+    assert B.call("text", selector="#me") == user
+    assert B.eval("document.querySelectorAll('#event-log li[data-kind=init]').length") >= 2
+    STATE["user"] = user
+
+
+@test
+def vote_click_round_trips_into_the_tally():
+    assert count("blue") == "0"
+    B.call("click", selector="#poll button[data-option=blue]")
+    # the tally counts broadcasts only: this is rtw-fcgi -> PostgreSQL ->
+    # NOTIFY -> rtw-sse -> EventSource -> page
+    B.wait("document.getElementById('poll-count-blue').textContent === '1'")
+    assert B.call("text", selector="#poll-total") == "1 vote"
+    assert B.call("text", selector="#poll-mine") == "you voted blue"
+    rows = S.pg.query("SELECT author_id, message, widget_key::text, type FROM rtw_messages "
+                      "WHERE stream_id = %s AND message->>'poll' IS NOT NULL", (STREAM,))
+    assert rows == [(STATE["user"], {"poll": "next-goal", "vote": "blue"}, S.widget_key, "broadcast")], rows
+
+
+@test
+def vote_posted_from_outside_appears_in_the_tally():
+    r = post({"type": "broadcast", "widget_key": S.widget_key, "timestamp": 12.5,
+              "message": {"poll": "next-goal", "vote": "red"}}, "carol")
+    assert r.status == 201, r
+    B.wait("document.getElementById('poll-count-red').textContent === '1'")
+    assert count("blue") == "1"
+    assert B.call("text", selector="#poll-total") == "2 votes"
+    # a changed mind replaces the earlier vote (one vote per author)
+    r = post({"type": "broadcast", "widget_key": S.widget_key, "timestamp": 13,
+              "message": {"poll": "next-goal", "vote": "nobody"}}, "carol")
+    assert r.status == 201, r
+    B.wait("document.getElementById('poll-count-nobody').textContent === '1'")
+    assert count("red") == "0"
+
+
+@test
+def chat_broadcast_from_outside_appears():
+    r = post({"type": "broadcast", "widget_key": S.widget_key2, "timestamp": 20,
+              "message": {"text": "hello from python <b>not html</b>"}}, "carol")
+    assert r.status == 201, r
+    sel = "#chat-log li[data-id=%s]" % js(r.json["id"])
+    B.wait("!!document.querySelector(%s)" % js(sel))
+    assert B.call("text", selector=sel + " .text") == "hello from python <b>not html</b>"
+    assert B.eval("document.querySelectorAll('#chat-log b').length") == 0, "chat text rendered as HTML"
+
+
+@test
+def private_reaches_the_page_user_only():
+    # first a private to someone else, then one to the page's user: stream
+    # order means a leak of the first would be visible before the second
+    other = post({"type": "private", "widget_key": S.widget_key2, "timestamp": 21, "to_user_id": "dave",
+                  "message": {"text": "for dave only"}}, "carol")
+    assert other.status == 201, other
+    mine = post({"type": "private", "widget_key": S.widget_key2, "timestamp": 22, "to_user_id": STATE["user"],
+                 "message": {"text": "psst, page user"}}, "carol")
+    assert mine.status == 201, mine
+    sel = "#chat-log li.private[data-id=%s]" % js(mine.json["id"])
+    B.wait("!!document.querySelector(%s)" % js(sel))
+    assert B.call("text", selector=sel + " .text") == "psst, page user"
+    assert "for dave only" not in B.call("text", selector="#chat-log")
+    assert "for dave only" not in B.call("text", selector="#event-log")
+
+
+@test
+def chat_line_typed_in_the_page_is_sent_and_shown():
+    B.call("fill", selector="#chat-text", value="typed in chromium")
+    B.call("press", selector="#chat-text", key="Enter")
+    B.wait("[...document.querySelectorAll('#chat-log li .text')].some(e => e.textContent === 'typed in chromium')")
+    rows = S.pg.query("SELECT author_id, type, ts > 0 FROM rtw_messages WHERE message->>'text' = 'typed in chromium'")
+    # the timestamp is the fake player's running video time
+    assert rows == [(STATE["user"], "broadcast", True)], rows
+
+
+@test
+def reload_keeps_identity_and_rebuilds_tally_from_history():
+    B.call("reload")
+    B.wait("window.RTW_DEMO && RTW_DEMO.poll.state === 'open' && RTW_DEMO.poll.userId")
+    assert B.eval("RTW_DEMO.poll.userId") == STATE["user"], "the stored anonymous identity was not reused"
+    B.wait("document.getElementById('poll-total').textContent === '2 votes'")
+    assert count("blue") == "1" and count("nobody") == "1" and count("red") == "0"
+    assert B.call("text", selector="#poll-mine") == "you voted blue"
+    # public chat lines come back from history too (privates do not)
+    B.wait("[...document.querySelectorAll('#chat-log li .text')].some(e => e.textContent === 'typed in chromium')")
+
+
+@test
+def page_resumes_after_rtw_sse_restart():
+    before = B.eval("RTW_DEMO.poll.lastEventId")
+    assert before, "the page has no position to resume from"
+    S.daemons["rtw-sse"].stop()
+    B.wait("RTW_DEMO.poll.state !== 'open'")
+    r = post({"type": "broadcast", "widget_key": S.widget_key, "timestamp": 30,
+              "message": {"poll": "next-goal", "vote": "red"}}, "erin")
+    assert r.status == 201, r
+    S.start_sse()
+    B.wait("document.getElementById('poll-count-red').textContent === '1'", timeout=30)
+    inits = B.eval("[...document.querySelectorAll('#event-log li[data-kind=init]')].map(e => e.textContent)")
+    assert any("resumed=true" in t for t in inits), (before, inits)
+    assert B.call("text", selector="#poll-total") == "3 votes"
+    shot = os.environ.get("RTW_SCREENSHOT") or os.path.join(S.tmp, "demo.png")
+    B.call("screenshot", path=shot)
+    assert os.path.getsize(shot) > 10000
+
+
+if __name__ == "__main__":
+    rtwtest.main()
