@@ -63,7 +63,7 @@ enum whk_verdict whk_attempt_verdict(struct whk_attempt *a, int attempts, int ma
 	if (a->too_large) {
 		if (!a->error[0])
 			snprintf(a->error, sizeof(a->error), "response too large");
-		retryable = true;
+		retryable = false; /* the same target answers the same way */
 	} else if (a->http_status >= 200 && a->http_status <= 299 && !a->net_error && !a->timed_out) {
 		return WHK_VERDICT_SUCCEED;
 	} else if (a->http_status == 0 || a->net_error || a->timed_out) {

@@ -51,8 +51,8 @@ enum whk_verdict { WHK_VERDICT_SUCCEED, WHK_VERDICT_RETRY, WHK_VERDICT_FAIL };
 
 /* Decides what the attempt means: 2xx succeeds; refusals, 3xx and 4xx
  * other than 429 fail at once; network errors, timeouts, 429 and 5xx are
- * retried while attempts < max_attempts. A response too large is a failed
- * attempt that is retried like a 5xx. Fills a->error when it is empty
+ * retried while attempts < max_attempts. A response too large fails at
+ * once (the same target would answer the same way). Fills a->error when it is empty
  * and the verdict is not success. */
 enum whk_verdict whk_attempt_verdict(struct whk_attempt *a, int attempts, int max_attempts);
 

@@ -221,14 +221,15 @@ out:
 	}
 }
 
-static void whk__log_outcome(const struct whk_job *job)
+static void whk__log_outcome(const struct whk_job *job, int64_t delay_ms)
 {
 	/* the URL may carry secrets in its query: log the job id and status only */
 	if (job->state == WHK_JOB_SUCCEEDED)
 		log_info("job %s: succeeded (HTTP %ld, attempt %d, %" PRId64 " ms)", job->id, job->at.http_status,
 			 job->attempts, job->duration_ms);
 	else if (job->state == WHK_JOB_RETRY_WAIT)
-		log_info("job %s: attempt %d failed, will retry: %s", job->id, job->attempts, job->at.error);
+		log_info("job %s: attempt %d failed, retry in %" PRId64 " ms: %s", job->id, job->attempts, delay_ms,
+			 job->at.error);
 	else
 		log_info("job %s: failed after %d attempt(s): %s", job->id, job->attempts, job->at.error);
 }
@@ -256,7 +257,7 @@ static void whk__conclude(struct whk_job *job)
 		whk__set_state(job, WHK_JOB_FAILED);
 		break;
 	}
-	whk__log_outcome(job);
+	whk__log_outcome(job, delay);
 	whk__record(job, delay);
 }
 
