@@ -82,6 +82,9 @@
     });
     client.on("history", function (msgs) { logLine(name, "history", msgs.length + " stored messages"); });
     client.on("reset", function () { logLine(name, "reset", "the server no longer knows our last id; re-fetching"); });
+    client.on("retry", function (r) {
+      logLine(name, "retry", r.method + " " + r.code + ": attempt " + r.attempt + " in " + r.waitMs + " ms");
+    });
     client.on("disconnect", function (d) { logLine(name, "disconnect", "retry in " + d.retryInMs + " ms"); });
     client.on("error", function (e) { logLine(name, "error", e.code + ": " + e.message); });
   }

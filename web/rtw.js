@@ -320,12 +320,17 @@
         });
       }).catch(function (err) {
         if (!(err instanceof RTWError)) err = new RTWError(0, null, String(err && err.message || err));
-        var retryable = err.status === 0 || err.status === 503 || err.status === 429;
+        /* 503/429 promise nothing was written; a network error or a proxy's
+         * 502/504 may hide a stored message, which the unchanged
+         * Idempotency-Key makes safe to ask again */
+        var retryable = [0, 429, 502, 503, 504].indexOf(err.status) >= 0;
         if (!retryable || attempt >= self.maxRetries) throw err;
         attempt++;
         var wait = err.retryAfterMs;
         if (wait === null || wait === undefined)
           wait = Math.min(RECONNECT_MAX_MS, 500 * Math.pow(2, attempt - 1)) * (0.5 + Math.random() / 2);
+        self.emit("retry", {method: method, path: path, attempt: attempt, status: err.status, code: err.code,
+          waitMs: Math.round(wait)});
         return sleep(wait).then(once);
       });
     }

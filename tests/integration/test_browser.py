@@ -7,7 +7,8 @@ tally survives a reload (history), and the page resumes after rtw-sse
 restarts. Drives tests/browser/driver.mjs (playwright-core) over a
 JSON-lines pipe; needs /usr/bin/chromium and `npm ci` in tests/browser
 (done here when node_modules is missing). RTW_SCREENSHOT=path keeps a
-screenshot of the page at the end."""
+screenshot of the page at the end; RTW_BROWSER_FRONT=apache serves the page
+through Apache httpd instead of nginx."""
 import json
 import os
 import queue
@@ -22,6 +23,7 @@ from rtwtest import request, test  # noqa: E402
 
 BROWSER_DIR = os.path.join(rtwtest.SRCDIR, "tests", "browser")
 STREAM = "demo"
+FRONT = os.environ.get("RTW_BROWSER_FRONT", "nginx")   # or "apache"
 
 
 class Browser:
@@ -103,7 +105,10 @@ def make_webroot(stack):
 S = rtwtest.Stack()
 S.start_fcgi()
 S.start_sse()
-S.start_nginx(webroot=make_webroot(S))
+if FRONT == "apache":
+    S.http_port = S.start_apache(webroot=make_webroot(S))
+else:
+    S.start_nginx(webroot=make_webroot(S))
 B = Browser(os.path.join(S.tmp, "browser.log"))
 rtwtest.atexit.register(B.close)
 STATE = {}
@@ -217,6 +222,24 @@ def reload_keeps_identity_and_rebuilds_tally_from_history():
 
 
 @test
+def vote_is_retried_while_rtw_fcgi_is_down():
+    S.daemons["rtw-fcgi"].stop()
+    try:
+        B.call("click", selector="#poll button[data-option=nobody]")
+        # the first attempt failed (nginx: 502) and rtw.js scheduled a retry
+        B.wait("document.querySelectorAll('#event-log li[data-kind=retry]').length > 0")
+    finally:
+        S.start_fcgi()
+    B.wait("document.getElementById('poll-count-nobody').textContent === '2'", timeout=30)
+    assert count("blue") == "0"
+    assert B.call("text", selector="#poll-mine") == "you voted nobody"
+    assert B.eval("document.getElementById('poll-error').hidden") is True
+    rows = S.pg.query("SELECT count(*) FROM rtw_messages WHERE author_id = %s AND message->>'vote' = 'nobody'",
+                      (STATE["user"],))
+    assert rows == [(1,)], rows
+
+
+@test
 def page_resumes_after_rtw_sse_restart():
     before = B.eval("RTW_DEMO.poll.lastEventId")
     assert before, "the page has no position to resume from"
@@ -233,6 +256,20 @@ def page_resumes_after_rtw_sse_restart():
     shot = os.environ.get("RTW_SCREENSHOT") or os.path.join(S.tmp, "demo.png")
     B.call("screenshot", path=shot)
     assert os.path.getsize(shot) > 10000
+
+
+@test
+def refused_stored_token_gets_a_new_anonymous_identity():
+    # a stored token the server refuses (here: wrong secret) must not wedge
+    # the page: rtw.js sees the 401 and starts over as a new viewer
+    forged = rtwtest.mint("not-the-secret", "mallory")
+    B.eval("localStorage.setItem('rtw.token:' + location.origin, %s)" % js(forged))
+    B.call("reload")
+    user = B.wait("window.RTW_DEMO && RTW_DEMO.poll.state === 'open' && RTW_DEMO.poll.userId", timeout=30)
+    assert user not in ("mallory", STATE["user"]), user
+    assert B.eval("localStorage.getItem('rtw.token:' + location.origin)") != forged
+    B.wait("RTW_DEMO.chat && RTW_DEMO.chat.state === 'open'")
+    assert B.eval("RTW_DEMO.chat.userId") == user
 
 
 if __name__ == "__main__":
