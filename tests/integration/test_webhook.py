@@ -466,5 +466,49 @@ def healthz_and_metrics():
     assert "secret" not in d.log_text().lower() or st.webhook_secret not in d.log_text()
 
 
+@test
+def expired_leases_are_recovered_or_failed():
+    st, tg = setup()
+    # a job a dead worker held, attempts left: queued again and delivered
+    a = insert_job(st, tg.url("/ok/lease-a"))
+    b = insert_job(st, tg.url("/ok/lease-b"))
+    st.pg.query("UPDATE rtw_webhook_jobs SET status = 'running', leased_by = 'dead:1:x', attempts = 1,"
+                " lease_until = now() - interval '1 second' WHERE id = %s", (a,))
+    # attempts used up: failed with a result message, never called
+    st.pg.query("UPDATE rtw_webhook_jobs SET status = 'running', leased_by = 'dead:1:x', attempts = 2,"
+                " lease_until = now() - interval '1 second' WHERE id = %s", (b,))
+    with Worker(st, dict(ALLOW, RTW_WEBHOOK_MAX_ATTEMPTS="2", **FAST)):
+        ja, jb = wait_final(st, a), wait_final(st, b)
+    assert ja["status"] == "succeeded" and ja["attempts"] == 2, ja
+    assert jb["status"] == "failed" and jb["last_error"] == "lease expired" and jb["attempts"] == 2, jb
+    assert tg.hits_for("/ok/lease-b") == []
+    m = result_message(st, b)
+    assert m["to_user_id"] == "user-7" and m["message"]["status"] == "failed", m
+    assert m["message"]["error"] == "lease expired" and m["message"]["job_id"] == str(b), m
+
+
+@test
+def retention_deletes_old_rows_only():
+    st, tg = setup()
+    old = insert_job(st, tg.url("/ok/old"))
+    new = insert_job(st, tg.url("/ok/new"))
+    st.pg.query("UPDATE rtw_webhook_jobs SET status = 'succeeded', finished_at = now() - interval '3 days'"
+                " WHERE id = %s", (old,))
+    st.pg.query("UPDATE rtw_webhook_jobs SET status = 'failed', finished_at = now() - interval '1 hour'"
+                " WHERE id = %s", (new,))
+    old_msg = st.pg.query("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message, created_at)"
+                          " VALUES ('s1', 'broadcast', %s, 'a', '{}', now() - interval '10 days') RETURNING id",
+                          (st.widget_key,))[0][0]
+    new_msg = st.pg.query("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message)"
+                          " VALUES ('s1', 'broadcast', %s, 'a', '{}') RETURNING id", (st.widget_key,))[0][0]
+    with Worker(st, dict(ALLOW, RTW_RETENTION_JOBS_DAYS="2", RTW_RETENTION_MESSAGES_DAYS="5", **FAST)):
+        rtwtest.wait_for(lambda: not st.pg.query("SELECT 1 FROM rtw_webhook_jobs WHERE id = %s", (old,)), 10,
+                         "old job deleted")
+        rtwtest.wait_for(lambda: not st.pg.query("SELECT 1 FROM rtw_messages WHERE id = %s", (old_msg,)), 10,
+                         "old message deleted")
+    assert st.pg.query("SELECT 1 FROM rtw_webhook_jobs WHERE id = %s", (new,))
+    assert st.pg.query("SELECT 1 FROM rtw_messages WHERE id = %s", (new_msg,))
+
+
 if __name__ == "__main__":
     rtwtest.main()
