@@ -25,25 +25,25 @@ struct addr__v4range {
 /* Checked in order; the first match wins. From the IANA IPv4
  * special-purpose registry, plus multicast and 240/4. */
 static const struct addr__v4range addr__v4[] = {
-	{V4(255, 255, 255, 255), 32, WHK_ADDR_BROADCAST},
-	{V4(0, 0, 0, 0), 8, WHK_ADDR_UNSPECIFIED},
-	{V4(10, 0, 0, 0), 8, WHK_ADDR_PRIVATE},
-	{V4(100, 64, 0, 0), 10, WHK_ADDR_SHARED},
-	{V4(127, 0, 0, 0), 8, WHK_ADDR_LOOPBACK},
-	{V4(169, 254, 0, 0), 16, WHK_ADDR_LINK_LOCAL},
-	{V4(172, 16, 0, 0), 12, WHK_ADDR_PRIVATE},
-	{V4(192, 0, 0, 0), 24, WHK_ADDR_RESERVED},    /* IETF protocol assignments */
-	{V4(192, 0, 2, 0), 24, WHK_ADDR_RESERVED},    /* TEST-NET-1 */
-	{V4(192, 31, 196, 0), 24, WHK_ADDR_RESERVED}, /* AS112 */
-	{V4(192, 52, 193, 0), 24, WHK_ADDR_RESERVED}, /* AMT */
-	{V4(192, 88, 99, 0), 24, WHK_ADDR_RESERVED},  /* 6to4 relay anycast */
-	{V4(192, 168, 0, 0), 16, WHK_ADDR_PRIVATE},
-	{V4(192, 175, 48, 0), 24, WHK_ADDR_RESERVED}, /* AS112 direct delegation */
-	{V4(198, 18, 0, 0), 15, WHK_ADDR_RESERVED},   /* benchmarking */
-	{V4(198, 51, 100, 0), 24, WHK_ADDR_RESERVED}, /* TEST-NET-2 */
-	{V4(203, 0, 113, 0), 24, WHK_ADDR_RESERVED},  /* TEST-NET-3 */
-	{V4(224, 0, 0, 0), 4, WHK_ADDR_MULTICAST},
-	{V4(240, 0, 0, 0), 4, WHK_ADDR_RESERVED},
+    {V4(255, 255, 255, 255), 32, WHK_ADDR_BROADCAST},
+    {V4(0, 0, 0, 0), 8, WHK_ADDR_UNSPECIFIED},
+    {V4(10, 0, 0, 0), 8, WHK_ADDR_PRIVATE},
+    {V4(100, 64, 0, 0), 10, WHK_ADDR_SHARED},
+    {V4(127, 0, 0, 0), 8, WHK_ADDR_LOOPBACK},
+    {V4(169, 254, 0, 0), 16, WHK_ADDR_LINK_LOCAL},
+    {V4(172, 16, 0, 0), 12, WHK_ADDR_PRIVATE},
+    {V4(192, 0, 0, 0), 24, WHK_ADDR_RESERVED},	  /* IETF protocol assignments */
+    {V4(192, 0, 2, 0), 24, WHK_ADDR_RESERVED},	  /* TEST-NET-1 */
+    {V4(192, 31, 196, 0), 24, WHK_ADDR_RESERVED}, /* AS112 */
+    {V4(192, 52, 193, 0), 24, WHK_ADDR_RESERVED}, /* AMT */
+    {V4(192, 88, 99, 0), 24, WHK_ADDR_RESERVED},  /* 6to4 relay anycast */
+    {V4(192, 168, 0, 0), 16, WHK_ADDR_PRIVATE},
+    {V4(192, 175, 48, 0), 24, WHK_ADDR_RESERVED}, /* AS112 direct delegation */
+    {V4(198, 18, 0, 0), 15, WHK_ADDR_RESERVED},	  /* benchmarking */
+    {V4(198, 51, 100, 0), 24, WHK_ADDR_RESERVED}, /* TEST-NET-2 */
+    {V4(203, 0, 113, 0), 24, WHK_ADDR_RESERVED},  /* TEST-NET-3 */
+    {V4(224, 0, 0, 0), 4, WHK_ADDR_MULTICAST},
+    {V4(240, 0, 0, 0), 4, WHK_ADDR_RESERVED},
 };
 
 enum whk_addr_class whk_addr_classify_v4(const unsigned char a[4])

@@ -12,16 +12,16 @@
 #include <sys/socket.h>
 
 enum whk_addr_class {
-	WHK_ADDR_PUBLIC = 0,   /* globally routable unicast: allowed */
-	WHK_ADDR_UNSPECIFIED,  /* 0.0.0.0/8, :: */
-	WHK_ADDR_LOOPBACK,     /* 127/8, ::1 */
-	WHK_ADDR_PRIVATE,      /* RFC 1918, fc00::/7, fec0::/10 */
-	WHK_ADDR_LINK_LOCAL,   /* 169.254/16, fe80::/10 */
-	WHK_ADDR_SHARED,       /* 100.64/10 carrier-grade NAT */
-	WHK_ADDR_MULTICAST,    /* 224/4, ff00::/8 */
-	WHK_ADDR_BROADCAST,    /* 255.255.255.255 */
-	WHK_ADDR_RESERVED,     /* special-purpose and documentation ranges, 240/4, non-2000::/3 IPv6, NAT64 */
-	WHK_ADDR_INVALID       /* not an IPv4/IPv6 socket address */
+	WHK_ADDR_PUBLIC = 0,  /* globally routable unicast: allowed */
+	WHK_ADDR_UNSPECIFIED, /* 0.0.0.0/8, :: */
+	WHK_ADDR_LOOPBACK,    /* 127/8, ::1 */
+	WHK_ADDR_PRIVATE,     /* RFC 1918, fc00::/7, fec0::/10 */
+	WHK_ADDR_LINK_LOCAL,  /* 169.254/16, fe80::/10 */
+	WHK_ADDR_SHARED,      /* 100.64/10 carrier-grade NAT */
+	WHK_ADDR_MULTICAST,   /* 224/4, ff00::/8 */
+	WHK_ADDR_BROADCAST,   /* 255.255.255.255 */
+	WHK_ADDR_RESERVED,    /* special-purpose and documentation ranges, 240/4, non-2000::/3 IPv6, NAT64 */
+	WHK_ADDR_INVALID      /* not an IPv4/IPv6 socket address */
 };
 
 /* Classifies an IPv4 address given in network byte order as 4 bytes. */

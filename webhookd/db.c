@@ -127,7 +127,8 @@ static void whk_db__read(struct whk_db *db)
 		PGresult *res = PQgetResult(db->conn);
 		if (!res) {
 			struct whk_db__query *q = db->head;
-			if (q->res && PQresultStatus(q->res) == PGRES_FATAL_ERROR && pgu_connection_lost(db->conn, q->res)) {
+			if (q->res && PQresultStatus(q->res) == PGRES_FATAL_ERROR &&
+			    pgu_connection_lost(db->conn, q->res)) {
 				whk_db__lost(db, PQresultErrorMessage(q->res));
 				return;
 			}

@@ -28,7 +28,7 @@ struct whk_db {
 	char *dsn;
 	char *channel;
 	uint64_t retry_at_ms;
-	bool busy;          /* the head of the queue is on the wire */
+	bool busy; /* the head of the queue is on the wire */
 	struct whk_db__query *head, *tail;
 	size_t pending;
 	void (*on_notify)(void *arg);

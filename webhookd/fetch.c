@@ -279,8 +279,8 @@ static int fetch__policy(struct whk_fetch *f, struct whk_job *job)
 			size_t i;
 			json_t *h;
 			bool ok = false;
-			json_array_foreach(hosts, i, h) if (json_is_string(h) && whk_host_match(host, json_string_value(h)))
-				ok = true;
+			json_array_foreach(hosts, i, h) if (json_is_string(h) &&
+							    whk_host_match(host, json_string_value(h))) ok = true;
 			if (!ok) {
 				rc = fetch__refuse(job, "host not in the widget's webhook hosts: ", host);
 				goto out;
@@ -318,7 +318,8 @@ static int fetch__headers(struct whk_fetch *f, struct whk_job *job)
 		h = json_loads(job->headers_json, 0, &jerr);
 		json_object_foreach(h, k, v)
 		{
-			if (!json_is_string(v) || kept >= WHK_MAX_HEADERS || !whk_header_allowed(k, json_string_value(v))) {
+			if (!json_is_string(v) || kept >= WHK_MAX_HEADERS ||
+			    !whk_header_allowed(k, json_string_value(v))) {
 				log_debug("job %s: header %s dropped", job->id, k);
 				continue;
 			}
@@ -358,8 +359,8 @@ int whk_fetch_start(struct whk_fetch *f, struct whk_job *job)
 {
 	const struct rtw_cfg *cfg = f->w->cfg;
 	int rc;
-	bool has_body = strcmp(job->method, "POST") == 0 || strcmp(job->method, "PUT") == 0 ||
-			strcmp(job->method, "PATCH") == 0;
+	bool has_body =
+	    strcmp(job->method, "POST") == 0 || strcmp(job->method, "PUT") == 0 || strcmp(job->method, "PATCH") == 0;
 
 	memset(&job->at, 0, sizeof(job->at));
 	job->at.retry_after_s = -1;
@@ -370,8 +371,8 @@ int whk_fetch_start(struct whk_fetch *f, struct whk_job *job)
 		return rc;
 	}
 	if (has_body) {
-		job->req_body = whk_request_body(job->id, job->stream_id, job->author_id, job->widget_key, job->ts,
-						 job->body_json);
+		job->req_body =
+		    whk_request_body(job->id, job->stream_id, job->author_id, job->widget_key, job->ts, job->body_json);
 		if (!job->req_body)
 			goto fail;
 		job->req_len = strlen(job->req_body);

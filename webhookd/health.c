@@ -87,7 +87,12 @@ static void whk_hconn__reply(struct whk_hconn *c, int status, const char *ctype,
 	int hl = snprintf(head, sizeof(head),
 			  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
 			  "Connection: close\r\n\r\n",
-			  status, status == 200 ? "OK" : status == 404 ? "Not Found" : status == 405 ? "Method Not Allowed" : status == 503 ? "Service Unavailable" : "Bad Request",
+			  status,
+			  status == 200	  ? "OK"
+			  : status == 404 ? "Not Found"
+			  : status == 405 ? "Method Not Allowed"
+			  : status == 503 ? "Service Unavailable"
+					  : "Bad Request",
 			  ctype, bl);
 	/* a small reply on a fresh socket fits its buffer; short writes just
 	 * truncate a probe's answer */
@@ -143,9 +148,10 @@ static void whk_hconn__respond(struct whk_hconn *c)
 	if (c->parser.method != HTTP_GET && c->parser.method != HTTP_HEAD)
 		whk_hconn__reply(c, 405, "text/plain", "method not allowed\n");
 	else if (strcmp(c->url, "/healthz") == 0)
-		whk_db_ready(&c->h->w->db) ? whk_hconn__reply(c, 200, "application/json", "{\"status\":\"ok\"}\n")
-					   : whk_hconn__reply(c, 503, "application/json",
-							      "{\"status\":\"unavailable\",\"error\":\"database unreachable\"}\n");
+		whk_db_ready(&c->h->w->db)
+		    ? whk_hconn__reply(c, 200, "application/json", "{\"status\":\"ok\"}\n")
+		    : whk_hconn__reply(c, 503, "application/json",
+				       "{\"status\":\"unavailable\",\"error\":\"database unreachable\"}\n");
 	else if (strcmp(c->url, "/metrics") == 0)
 		whk_hconn__metrics(c);
 	else
@@ -155,8 +161,8 @@ static void whk_hconn__respond(struct whk_hconn *c)
 static void whk_hconn__io(void *arg, uint32_t events)
 {
 	static const http_parser_settings settings = {
-		.on_url = whk_hconn__on_url,
-		.on_headers_complete = whk_hconn__on_headers_complete,
+	    .on_url = whk_hconn__on_url,
+	    .on_headers_complete = whk_hconn__on_headers_complete,
 	};
 	struct whk_hconn *c = arg;
 	char buf[WHK_HEALTH_HEAD_MAX];
@@ -212,7 +218,8 @@ static void whk_health__accept(void *arg, uint32_t events)
 
 struct whk_health *whk_health_new(struct whk_worker *w, const char *addr, char *err, size_t errlen)
 {
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo hints = {
+	    .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *ai = NULL;
 	struct whk_health *h = NULL;
 	char host[256];

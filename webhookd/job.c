@@ -110,8 +110,8 @@ static bool whk__tchar(unsigned char c)
 
 bool whk_header_allowed(const char *name, const char *value)
 {
-	static const char *const exact[] = {"accept",	     "accept-language", "cache-control", "idempotency-key",
-					    "if-match",	     "if-none-match",	"pragma"};
+	static const char *const exact[] = {"accept",	"accept-language", "cache-control", "idempotency-key",
+					    "if-match", "if-none-match",   "pragma"};
 	size_t n;
 	bool ok = false;
 
@@ -150,7 +150,8 @@ char *whk_request_body(const char *job_id, const char *stream_id, const char *au
 	} else {
 		body = json_null();
 	}
-	if (json_object_set_new(o, "job_id", json_string(job_id)) || json_object_set_new(o, "stream_id", json_string(stream_id)) ||
+	if (json_object_set_new(o, "job_id", json_string(job_id)) ||
+	    json_object_set_new(o, "stream_id", json_string(stream_id)) ||
 	    json_object_set_new(o, "author_id", json_string(author_id)) ||
 	    json_object_set_new(o, "widget_key", json_string(widget_key)) ||
 	    json_object_set_new(o, "timestamp", json_real(timestamp)))

@@ -38,12 +38,12 @@ bool whk_job_transition_ok(enum whk_job_state from, enum whk_job_state to);
 
 /* The outcome of one HTTP attempt, filled by the fetcher. */
 struct whk_attempt {
-	long http_status;     /* 0 when no response */
-	bool refused;         /* target refused by policy: final, no retry */
-	bool too_large;       /* response over webhook.max_response */
-	bool net_error;       /* connect/DNS/TLS/transfer failure */
+	long http_status; /* 0 when no response */
+	bool refused;	  /* target refused by policy: final, no retry */
+	bool too_large;	  /* response over webhook.max_response */
+	bool net_error;	  /* connect/DNS/TLS/transfer failure */
 	bool timed_out;
-	long retry_after_s;   /* Retry-After of a 429/503, -1 when none */
+	long retry_after_s;	   /* Retry-After of a 429/503, -1 when none */
 	char error[WHK_ERROR_MAX]; /* "" when none */
 };
 

@@ -132,7 +132,7 @@ int main(int argc, char **argv)
 		goto out_curl;
 	}
 	if (whk_db_init(&m.w.db, &m.w.loop, cfg.pgdsn, "rtw_jobs", whk_main__notify, whk_main__notify, &m.w) !=
-		    RTW_OK ||
+		RTW_OK ||
 	    !(m.w.fetch = whk_fetch_new(&m.w))) {
 		log_error("out of memory");
 		goto out_loop;

@@ -19,73 +19,72 @@
 #include <string.h>
 
 static const char whk__claim_sql[] =
-	"UPDATE rtw_webhook_jobs j SET status = 'running',"
-	" lease_until = now() + $3::int * interval '1 second', leased_by = $2,"
-	" attempts = attempts + 1, started_at = coalesce(started_at, now()), updated_at = now()"
-	" WHERE id IN (SELECT id FROM rtw_webhook_jobs WHERE status = 'queued' AND run_at <= now()"
-	"   ORDER BY run_at LIMIT $1::int FOR UPDATE SKIP LOCKED)"
-	" RETURNING id, attempts, url, method, headers::text, body::text, stream_id, widget_key::text,"
-	" author_id, ts, greatest(extract(epoch FROM now() - run_at), 0)::float8,"
-	" (SELECT array_to_json(w.webhook_hosts)::text FROM rtw_widgets w WHERE w.widget_key = j.widget_key)";
+    "UPDATE rtw_webhook_jobs j SET status = 'running',"
+    " lease_until = now() + $3::int * interval '1 second', leased_by = $2,"
+    " attempts = attempts + 1, started_at = coalesce(started_at, now()), updated_at = now()"
+    " WHERE id IN (SELECT id FROM rtw_webhook_jobs WHERE status = 'queued' AND run_at <= now()"
+    "   ORDER BY run_at LIMIT $1::int FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, attempts, url, method, headers::text, body::text, stream_id, widget_key::text,"
+    " author_id, ts, greatest(extract(epoch FROM now() - run_at), 0)::float8,"
+    " (SELECT array_to_json(w.webhook_hosts)::text FROM rtw_widgets w WHERE w.widget_key = j.widget_key)";
 
 /* $1 id, $2 me, $3 attempts, $4 delay ms, $5 http status, $6 error,
  * $7 excerpt, $8 duration ms */
 static const char whk__retry_sql[] =
-	"UPDATE rtw_webhook_jobs SET status = 'queued', lease_until = NULL, leased_by = NULL,"
-	" run_at = now() + $4::bigint * interval '1 millisecond', last_http_status = $5::int,"
-	" last_error = $6, response_excerpt = $7, last_duration_ms = $8::int, updated_at = now()"
-	" WHERE id = $1::bigint AND leased_by = $2 AND attempts = $3::int AND status = 'running'";
+    "UPDATE rtw_webhook_jobs SET status = 'queued', lease_until = NULL, leased_by = NULL,"
+    " run_at = now() + $4::bigint * interval '1 millisecond', last_http_status = $5::int,"
+    " last_error = $6, response_excerpt = $7, last_duration_ms = $8::int, updated_at = now()"
+    " WHERE id = $1::bigint AND leased_by = $2 AND attempts = $3::int AND status = 'running'";
 
 /* The final state and the result message in one statement (so one
  * transaction): the message id is drawn first so the job row can point at
  * it. $4 status, $5..$8 as above, $9 the result message. */
 static const char whk__final_sql[] =
-	"WITH j AS (UPDATE rtw_webhook_jobs SET status = $4, lease_until = NULL, leased_by = NULL,"
-	"  last_http_status = $5::int, last_error = $6, response_excerpt = $7, last_duration_ms = $8::int,"
-	"  finished_at = now(), updated_at = now(),"
-	"  result_message_id = nextval(pg_get_serial_sequence('rtw_messages', 'id'))"
-	"  WHERE id = $1::bigint AND leased_by = $2 AND attempts = $3::int AND status = 'running'"
-	"  RETURNING result_message_id, stream_id, widget_key, author_id, ts)"
-	" INSERT INTO rtw_messages (id, stream_id, type, widget_key, author_id, to_user_id, message, ts)"
-	" OVERRIDING SYSTEM VALUE"
-	" SELECT result_message_id, stream_id, 'webhook', widget_key, author_id, author_id, $9::jsonb, ts FROM j"
-	" RETURNING id";
+    "WITH j AS (UPDATE rtw_webhook_jobs SET status = $4, lease_until = NULL, leased_by = NULL,"
+    "  last_http_status = $5::int, last_error = $6, response_excerpt = $7, last_duration_ms = $8::int,"
+    "  finished_at = now(), updated_at = now(),"
+    "  result_message_id = nextval(pg_get_serial_sequence('rtw_messages', 'id'))"
+    "  WHERE id = $1::bigint AND leased_by = $2 AND attempts = $3::int AND status = 'running'"
+    "  RETURNING result_message_id, stream_id, widget_key, author_id, ts)"
+    " INSERT INTO rtw_messages (id, stream_id, type, widget_key, author_id, to_user_id, message, ts)"
+    " OVERRIDING SYSTEM VALUE"
+    " SELECT result_message_id, stream_id, 'webhook', widget_key, author_id, author_id, $9::jsonb, ts FROM j"
+    " RETURNING id";
 
 /* Shutdown: the attempt did not happen as far as the row is concerned. */
 static const char whk__release_sql[] =
-	"UPDATE rtw_webhook_jobs SET status = 'queued', lease_until = NULL, leased_by = NULL,"
-	" attempts = greatest(attempts - 1, 0), updated_at = now()"
-	" WHERE id = $1::bigint AND leased_by = $2 AND attempts = $3::int AND status = 'running'";
+    "UPDATE rtw_webhook_jobs SET status = 'queued', lease_until = NULL, leased_by = NULL,"
+    " attempts = greatest(attempts - 1, 0), updated_at = now()"
+    " WHERE id = $1::bigint AND leased_by = $2 AND attempts = $3::int AND status = 'running'";
 
 /* Expired leases (a crashed or stuck worker): back to the queue, or
  * failed with a result message once the attempts are used up. */
 static const char whk__requeue_sql[] =
-	"UPDATE rtw_webhook_jobs SET status = 'queued', lease_until = NULL, leased_by = NULL,"
-	" last_error = 'lease expired', updated_at = now()"
-	" WHERE id IN (SELECT id FROM rtw_webhook_jobs WHERE status = 'running' AND lease_until < now()"
-	"   AND attempts < $1::int LIMIT 1000 FOR UPDATE SKIP LOCKED)";
+    "UPDATE rtw_webhook_jobs SET status = 'queued', lease_until = NULL, leased_by = NULL,"
+    " last_error = 'lease expired', updated_at = now()"
+    " WHERE id IN (SELECT id FROM rtw_webhook_jobs WHERE status = 'running' AND lease_until < now()"
+    "   AND attempts < $1::int LIMIT 1000 FOR UPDATE SKIP LOCKED)";
 
 static const char whk__expire_sql[] =
-	"WITH j AS (UPDATE rtw_webhook_jobs SET status = 'failed', lease_until = NULL, leased_by = NULL,"
-	"  last_error = 'lease expired', finished_at = now(), updated_at = now(),"
-	"  result_message_id = nextval(pg_get_serial_sequence('rtw_messages', 'id'))"
-	"  WHERE id IN (SELECT id FROM rtw_webhook_jobs WHERE status = 'running' AND lease_until < now()"
-	"   AND attempts >= $1::int LIMIT 1000 FOR UPDATE SKIP LOCKED)"
-	"  RETURNING id, url, attempts, last_http_status, result_message_id, stream_id, widget_key, author_id, ts)"
-	" INSERT INTO rtw_messages (id, stream_id, type, widget_key, author_id, to_user_id, message, ts)"
-	" OVERRIDING SYSTEM VALUE"
-	" SELECT result_message_id, stream_id, 'webhook', widget_key, author_id, author_id,"
-	"  jsonb_build_object('job_id', id::text, 'url', url, 'status', 'failed', 'http_status', last_http_status,"
-	"   'attempts', attempts, 'body', NULL, 'error', 'lease expired'), ts FROM j"
-	" RETURNING id";
+    "WITH j AS (UPDATE rtw_webhook_jobs SET status = 'failed', lease_until = NULL, leased_by = NULL,"
+    "  last_error = 'lease expired', finished_at = now(), updated_at = now(),"
+    "  result_message_id = nextval(pg_get_serial_sequence('rtw_messages', 'id'))"
+    "  WHERE id IN (SELECT id FROM rtw_webhook_jobs WHERE status = 'running' AND lease_until < now()"
+    "   AND attempts >= $1::int LIMIT 1000 FOR UPDATE SKIP LOCKED)"
+    "  RETURNING id, url, attempts, last_http_status, result_message_id, stream_id, widget_key, author_id, ts)"
+    " INSERT INTO rtw_messages (id, stream_id, type, widget_key, author_id, to_user_id, message, ts)"
+    " OVERRIDING SYSTEM VALUE"
+    " SELECT result_message_id, stream_id, 'webhook', widget_key, author_id, author_id,"
+    "  jsonb_build_object('job_id', id::text, 'url', url, 'status', 'failed', 'http_status', last_http_status,"
+    "   'attempts', attempts, 'body', NULL, 'error', 'lease expired'), ts FROM j"
+    " RETURNING id";
 
 static const char whk__retention_jobs_sql[] =
-	"DELETE FROM rtw_webhook_jobs WHERE id IN (SELECT id FROM rtw_webhook_jobs"
-	" WHERE status IN ('succeeded', 'failed') AND finished_at < now() - $1::int * interval '1 day' LIMIT 10000)";
+    "DELETE FROM rtw_webhook_jobs WHERE id IN (SELECT id FROM rtw_webhook_jobs"
+    " WHERE status IN ('succeeded', 'failed') AND finished_at < now() - $1::int * interval '1 day' LIMIT 10000)";
 
-static const char whk__retention_msgs_sql[] =
-	"DELETE FROM rtw_messages WHERE id IN (SELECT id FROM rtw_messages"
-	" WHERE created_at < now() - $1::int * interval '1 day' LIMIT 10000)";
+static const char whk__retention_msgs_sql[] = "DELETE FROM rtw_messages WHERE id IN (SELECT id FROM rtw_messages"
+					      " WHERE created_at < now() - $1::int * interval '1 day' LIMIT 10000)";
 
 #define WHK_MAINT_MS 1000
 #define WHK_RETENTION_MS 60000
@@ -136,11 +135,12 @@ static void whk__recorded(void *arg, PGresult *res)
 	struct whk_job *job = arg;
 	struct whk_worker *w = job->w;
 
-	if (whk__ok(res, job->state == WHK_JOB_SUCCEEDED || job->state == WHK_JOB_FAILED ? PGRES_TUPLES_OK
-											      : PGRES_COMMAND_OK,
+	if (whk__ok(res,
+		    job->state == WHK_JOB_SUCCEEDED || job->state == WHK_JOB_FAILED ? PGRES_TUPLES_OK
+										    : PGRES_COMMAND_OK,
 		    "recording a webhook job")) {
-		bool none = PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) == 0
-								   : strcmp(PQcmdTuples(res), "0") == 0;
+		bool none =
+		    PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) == 0 : strcmp(PQcmdTuples(res), "0") == 0;
 		if (none)
 			log_warn("job %s: lease lost before its result was recorded", job->id);
 		else if (job->state == WHK_JOB_SUCCEEDED)
@@ -191,9 +191,9 @@ static void whk__record(struct whk_job *job, int64_t delay_ms)
 	case WHK_JOB_SUCCEEDED:
 	case WHK_JOB_FAILED: {
 		bool ok = job->state == WHK_JOB_SUCCEEDED;
-		result = whk_result_message(job->id, job->url, ok, job->at.http_status, job->attempts, job->resp,
-					    job->resp_len, (size_t)cfg->webhook_result_body_max,
-					    ok ? NULL : job->at.error);
+		result =
+		    whk_result_message(job->id, job->url, ok, job->at.http_status, job->attempts, job->resp,
+				       job->resp_len, (size_t)cfg->webhook_result_body_max, ok ? NULL : job->at.error);
 		if (!result)
 			goto out;
 		p[3] = ok ? "succeeded" : "failed";
@@ -419,7 +419,8 @@ void whk_worker_tick(struct whk_worker *w, uint64_t now_ms)
 	if (!whk_db_ready(&w->db))
 		return;
 	if (now_ms >= w->next_poll_ms) {
-		w->next_poll_ms = now_ms + (uint64_t)(cfg->webhook_poll_interval_ms ? cfg->webhook_poll_interval_ms : 1000);
+		w->next_poll_ms =
+		    now_ms + (uint64_t)(cfg->webhook_poll_interval_ms ? cfg->webhook_poll_interval_ms : 1000);
 		whk_worker_claim(w);
 	}
 	if (now_ms >= w->next_maint_ms && !w->maint_pending) {

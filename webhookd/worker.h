@@ -18,8 +18,8 @@ struct whk_job {
 	struct whk_job *prev, *next;
 	struct whk_worker *w;
 	enum whk_job_state state;
-	bool recording;    /* its retry/final/release statement is queued */
-	bool in_curl;      /* easy handle added to the multi */
+	bool recording; /* its retry/final/release statement is queued */
+	bool in_curl;	/* easy handle added to the multi */
 	/* the claimed row */
 	char id[24];
 	char attempts_text[16];

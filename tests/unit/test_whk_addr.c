@@ -53,7 +53,7 @@ static void test_v4_public_edges(void **state)
 {
 	expect_class("8.8.8.8", WHK_ADDR_PUBLIC);
 	expect_class("1.1.1.1", WHK_ADDR_PUBLIC);
-	expect_class("11.0.0.1", WHK_ADDR_PUBLIC);      /* just past 10/8 */
+	expect_class("11.0.0.1", WHK_ADDR_PUBLIC);	/* just past 10/8 */
 	expect_class("9.255.255.255", WHK_ADDR_PUBLIC); /* just before 10/8 */
 	expect_class("172.15.255.255", WHK_ADDR_PUBLIC);
 	expect_class("172.32.0.0", WHK_ADDR_PUBLIC);
@@ -99,7 +99,7 @@ static void test_v6_embedded_v4(void **state)
 	expect_class("::ffff:10.0.0.1", WHK_ADDR_PRIVATE);
 	expect_class("::ffff:169.254.169.254", WHK_ADDR_LINK_LOCAL);
 	expect_class("::ffff:8.8.8.8", WHK_ADDR_PUBLIC);
-	expect_class("::127.0.0.1", WHK_ADDR_LOOPBACK); /* IPv4-compatible */
+	expect_class("::127.0.0.1", WHK_ADDR_LOOPBACK);	       /* IPv4-compatible */
 	expect_class("::ffff:0:127.0.0.1", WHK_ADDR_LOOPBACK); /* IPv4-translated */
 	expect_class("2002:7f00:1::1", WHK_ADDR_RESERVED);     /* 6to4 of 127.0.0.1 */
 	expect_class("2002:c0a8:101::1", WHK_ADDR_RESERVED);   /* 6to4 of 192.168.1.1 */
@@ -180,11 +180,11 @@ static void test_host_in_list(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_v4_internal),  cmocka_unit_test(test_v4_public_edges),
-		cmocka_unit_test(test_v6),	     cmocka_unit_test(test_v6_embedded_v4),
-		cmocka_unit_test(test_text_forms),   cmocka_unit_test(test_sockaddr),
-		cmocka_unit_test(test_class_names),  cmocka_unit_test(test_host_match),
-		cmocka_unit_test(test_host_in_list),
+	    cmocka_unit_test(test_v4_internal),	 cmocka_unit_test(test_v4_public_edges),
+	    cmocka_unit_test(test_v6),		 cmocka_unit_test(test_v6_embedded_v4),
+	    cmocka_unit_test(test_text_forms),	 cmocka_unit_test(test_sockaddr),
+	    cmocka_unit_test(test_class_names),	 cmocka_unit_test(test_host_match),
+	    cmocka_unit_test(test_host_in_list),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

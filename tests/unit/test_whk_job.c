@@ -196,8 +196,12 @@ static void test_excerpt(void **state)
 	assert_string_equal(e, "a");
 	free(e);
 	/* invalid bytes and NUL become U+FFFD */
-	e = whk_text_excerpt("a\xff" "b\0c", 5, 100);
-	assert_string_equal(e, "a\xef\xbf\xbd" "b\xef\xbf\xbd" "c");
+	e = whk_text_excerpt("a\xff"
+			     "b\0c",
+			     5, 100);
+	assert_string_equal(e, "a\xef\xbf\xbd"
+			       "b\xef\xbf\xbd"
+			       "c");
 	free(e);
 	/* overlong and surrogate encodings are invalid */
 	e = whk_text_excerpt("\xc0\xaf\xed\xa0\x80", 5, 100);
@@ -243,10 +247,9 @@ static void test_result_message(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_transitions), cmocka_unit_test(test_verdicts),
-		cmocka_unit_test(test_backoff),	    cmocka_unit_test(test_headers),
-		cmocka_unit_test(test_request_body), cmocka_unit_test(test_signature),
-		cmocka_unit_test(test_excerpt),	    cmocka_unit_test(test_result_message),
+	    cmocka_unit_test(test_transitions), cmocka_unit_test(test_verdicts),       cmocka_unit_test(test_backoff),
+	    cmocka_unit_test(test_headers),	cmocka_unit_test(test_request_body),   cmocka_unit_test(test_signature),
+	    cmocka_unit_test(test_excerpt),	cmocka_unit_test(test_result_message),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
