@@ -70,7 +70,7 @@ class Targets:
             return self.nchan["pids"]
         r = self.rtw
         pg = stack.postgres_pids(self.rtw_stack.pg.dir)
-        return r["sse_pids"] + r["fcgi_pids"] + r["nginx_pids"] + pg
+        return r["sse_pids"] + r["fcgi_pids"] + stack.pids_of(r["nginx_master"]) + pg
 
     def bench_args(self, name, stream):
         """rtw-bench arguments that address target name on stream."""
@@ -96,10 +96,17 @@ class Runner:
         os.makedirs(args.out, exist_ok=True)
         self.results = open(os.path.join(args.out, "results.jsonl"), "a")
         self.rows = {}  # (scenario, metric) -> {target: [values]}
-        self.meta = {}
+        self.loads = []
+
+    @staticmethod
+    def load():
+        """1-minute load average: the box is shared, so each result says how busy it was."""
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
 
     def bench(self, mode, argv, label):
         cmd = [self.tool, mode] + argv + ["--label", label]
+        self.loads.append(self.load())
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         line = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "{}"
         try:
@@ -147,7 +154,7 @@ class Runner:
                 for rate in rates:
                     res = self.bench("run", t.bench_args(name, self.stream()) + [
                         "--conns", str(subs), "--rate", str(rate), "--duration", str(duration),
-                        "--pub-conns", "32", "--drain", "2"], "%s %s rep%d rate %d" % (scen, name, rep, rate))
+                        "--pub-conns", "16", "--drain", "2"], "%s %s rep%d rate %d" % (scen, name, rep, rate))
                     if not self.ok(res, subs, rate):
                         break
                     best = rate
@@ -169,6 +176,7 @@ class Runner:
     def wrk(self, port, script, env, duration, conns, label):
         e = dict(os.environ)
         e.update(env)
+        self.loads.append(self.load())
         cmd = ["wrk", "-t2", "-c%d" % conns, "-d%ds" % duration, "--latency", "-s", script,
                "http://127.0.0.1:%d/" % port]
         r = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=duration + 60)
@@ -302,9 +310,9 @@ def main():
             t.stop()
     tab = r.table(t)
     head = ("rtw-bench on %s, %d cores, load tool on the same cores; %d rtw-sse process(es) = %d Nchan worker(s) "
-            "(idle: %d); medians of %d; %.0f s total" % (os.uname().nodename, os.cpu_count(), args.workers,
-                                                         args.workers, args.idle_workers, args.reps,
-                                                         time.time() - t0))
+            "(idle: %d); medians of %d; %.0f s total; load average at run starts: median %.1f, max %.1f; nice %d"
+            % (os.uname().nodename, os.cpu_count(), args.workers, args.workers, args.idle_workers, args.reps,
+               time.time() - t0, statistics.median(r.loads or [0]), max(r.loads or [0]), os.nice(0)))
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(head + "\n\n" + tab + "\n")
     print(head)

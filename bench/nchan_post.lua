@@ -6,7 +6,7 @@ local streams = tonumber(os.getenv("RTW_BENCH_STREAMS") or "100")
 local prefix = os.getenv("RTW_BENCH_PREFIX") or "ingest"
 local threads = {}
 local counter = 0
-local statuses = {}
+statuses = {}
 
 function setup(thread)
   thread:set("tid", #threads + 1)

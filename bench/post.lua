@@ -11,7 +11,7 @@ local prefix = os.getenv("RTW_BENCH_PREFIX") or "ingest"
 
 local threads = {}
 local counter = 0
-local statuses = {}
+statuses = {}
 
 function setup(thread)
   thread:set("tid", #threads + 1)

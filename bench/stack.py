@@ -46,7 +46,7 @@ def rtw(args):
         "RTW_SSE_MAX_PER_IP": "100000",
         "RTW_SSE_MAX_CONNECTIONS": "19000",
         "RTW_SSE_HEARTBEAT_S": "15",
-        "RTW_LOG_LEVEL": "warning",
+        "RTW_LOG_LEVEL": "warn",
     }
     st = rtwtest.Stack(durable=True, extra_env=env)
     st.start_fcgi()
@@ -65,7 +65,7 @@ def rtw(args):
         "fcgi_port": st.fcgi_port,
         "sse_pids": sse,
         "fcgi_pids": [st.daemons["rtw-fcgi"].proc.pid],
-        "nginx_pids": pids_of(ngx),
+        "nginx_master": ngx,
         "pg_pids": postgres_pids(st.pg.dir),
         "widget_key": st.widget_key,
         "token": st.token("bench-publisher", ttl=24 * 3600),
