@@ -265,7 +265,12 @@
     if (!m.resumed) {
       /* a fresh start, or an id the server no longer knows: live only, so the
        * past comes from history (broadcasts of this widget) */
-      if (asked !== null) this.emit("reset", {lastEventId: asked});
+      if (asked !== null) {
+        /* what we saw before may come again from history: let it through */
+        this.seen.clear();
+        this.seenOrder = [];
+        this.emit("reset", {lastEventId: asked});
+      }
       if (this.autoHistory && this.widgetKey) {
         var self = this;
         this.history({all: true}).then(function (msgs) {

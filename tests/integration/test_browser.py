@@ -259,6 +259,21 @@ def page_resumes_after_rtw_sse_restart():
 
 
 @test
+def unknown_last_id_resets_and_rebuilds_from_history():
+    # as if the server had purged our position: init says resumed:false,
+    # the poll starts over and rebuilds the same tally from history
+    B.eval("RTW_DEMO.poll.lastEventId = '999999999'")
+    S.daemons["rtw-sse"].stop()
+    B.wait("RTW_DEMO.poll.state !== 'open'")
+    S.start_sse()
+    B.wait("document.querySelectorAll('#event-log li[data-kind=reset]').length > 0", timeout=30)
+    B.wait("RTW_DEMO.poll.state === 'open'")
+    B.wait("document.getElementById('poll-total').textContent === '3 votes'")
+    assert count("red") == "1" and count("nobody") == "2" and count("blue") == "0"
+    assert B.call("text", selector="#poll-mine") == "you voted nobody"
+
+
+@test
 def refused_stored_token_gets_a_new_anonymous_identity():
     # a stored token the server refuses (here: wrong secret) must not wedge
     # the page: rtw.js sees the 401 and starts over as a new viewer
