@@ -66,30 +66,33 @@ void fcg_insert_one(struct fcg_db *db, struct fcg_gc_item *it)
 {
 	const struct msg_in *m = it->m;
 	char ts[32];
-	snprintf(ts, sizeof(ts), "%.17g", m->timestamp);
-	const char *params[7] = {m->stream_id,	      msg_type_name(m->type), m->widget_key,
-				 it->author,	      m->has_to_user ? m->to_user_id : NULL,
-				 it->message_json, ts};
-	PGresult *res = fcg_db_run(db, "ins_one", 7, params, PGRES_TUPLES_OK, NULL);
+	char *text = json_dumps(m->message, JSON_COMPACT | JSON_ENCODE_ANY);
+	PGresult *res = NULL;
 
+	snprintf(ts, sizeof(ts), "%.17g", m->timestamp);
+	const char *params[7] = {m->stream_id, msg_type_name(m->type),		 m->widget_key, it->author,
+				 m->has_to_user ? m->to_user_id : NULL, text, ts};
+	if (text)
+		res = fcg_db_run(db, "ins_one", 7, params, PGRES_TUPLES_OK, NULL);
 	if (!res || PQntuples(res) != 1) {
 		it->rc = RTW_AGAIN;
 	} else {
 		fcg__fill(it, res, 0);
 	}
 	PQclear(res);
+	free(text);
 }
 
 /* One row of the batch as the JSON object jsonb_to_recordset reads. */
 static json_t *fcg__row(const struct fcg_gc_item *it)
 {
 	const struct msg_in *m = it->m;
-	json_t *msg = json_loads(it->message_json, JSON_DECODE_ANY, NULL);
-	if (!msg)
-		return NULL;
-	return json_pack("{s:s,s:s,s:s,s:s,s:o,s:o,s:f}", "stream_id", m->stream_id, "type", msg_type_name(m->type),
+	/* "O" takes a reference to the waiter's decoded payload (jansson's
+	 * refcounts are atomic; the waiter sleeps until the batch is done). */
+	return json_pack("{s:s,s:s,s:s,s:s,s:o,s:O,s:f}", "stream_id", m->stream_id, "type", msg_type_name(m->type),
 			 "widget_key", m->widget_key, "author_id", it->author, "to_user_id",
-			 m->has_to_user ? json_string(m->to_user_id) : json_null(), "message", msg, "ts", m->timestamp);
+			 m->has_to_user ? json_string(m->to_user_id) : json_null(), "message", m->message, "ts",
+			 m->timestamp);
 }
 
 /* Writes batch (n items) in one statement; on a statement error (not a

@@ -153,9 +153,8 @@ void fcg_handle_get_webhook(struct fcg_req *r);
 /* A validated broadcast or private waiting to be written. */
 struct fcg_gc_item {
 	/* in */
-	const struct msg_in *m;
+	const struct msg_in *m; /* borrowed; m->message is the payload */
 	const char *author;
-	const char *message_json;
 	/* out: RTW_OK with the columns below (owned, free with fcg_gc_item_clear),
 	 * RTW_AGAIN (unavailable) or RTW_ERROR */
 	int rc;

@@ -323,10 +323,9 @@ static int fcg__message_format(struct fcg_req *r, const struct msg_in *m, const 
 
 /* Writes the message (no idempotency) and formats the answer into w->out;
  * *status receives 201/202. RTW_OK or RTW_AGAIN (unavailable). */
-static int fcg__write(struct fcg_req *r, const struct msg_in *m, const char *author, const char *message_json,
-		      bool in_txn, int *status)
+static int fcg__write(struct fcg_req *r, const struct msg_in *m, const char *author, bool in_txn, int *status)
 {
-	struct fcg_gc_item it = {.m = m, .author = author, .message_json = message_json, .cv = &r->w->gc_cv};
+	struct fcg_gc_item it = {.m = m, .author = author, .cv = &r->w->gc_cv};
 	int rc;
 
 	if (m->type == MSG_WEBHOOK) {
@@ -356,8 +355,7 @@ static void fcg__rollback(struct fcg_db *db)
  * writes the message and stores the answer; anyone else replays it (same
  * body) or gets 409 (different body), and writes nothing.
  */
-static void fcg__write_idempotent(struct fcg_req *r, const struct msg_in *m, const char *author,
-				  const char *message_json)
+static void fcg__write_idempotent(struct fcg_req *r, const struct msg_in *m, const char *author)
 {
 	struct fcg_db *db = &r->w->db;
 	struct fcg_buf *body = &r->w->body;
@@ -393,7 +391,7 @@ static void fcg__write_idempotent(struct fcg_req *r, const struct msg_in *m, con
 	}
 	PQclear(res);
 	res = NULL;
-	if (fcg__write(r, m, author, message_json, true, &status) != RTW_OK)
+	if (fcg__write(r, m, author, true, &status) != RTW_OK)
 		goto unavailable;
 	snprintf(st, sizeof(st), "%d", status);
 	key_params[3] = st;
@@ -420,7 +418,6 @@ void fcg_handle_post(struct fcg_req *r)
 	struct msg_in m;
 	struct msg_error err;
 	char author[MSG_ID_MAX + 1];
-	char *message_json = NULL;
 	int status;
 
 	memset(&m, 0, sizeof(m));
@@ -446,21 +443,16 @@ void fcg_handle_post(struct fcg_req *r)
 	}
 	if (m.type == MSG_WEBHOOK && fcg__webhook_policy(r, fcg__webhook_url(m.message)) != RTW_OK)
 		goto out;
-	if (m.type != MSG_WEBHOOK && !(message_json = json_dumps(m.message, JSON_COMPACT | JSON_ENCODE_ANY))) {
-		fcg_unavailable(r);
-		goto out;
-	}
 	if (r->idem_key) {
-		fcg__write_idempotent(r, &m, author, message_json);
+		fcg__write_idempotent(r, &m, author);
 		goto out;
 	}
-	if (fcg__write(r, &m, author, message_json, false, &status) != RTW_OK) {
+	if (fcg__write(r, &m, author, false, &status) != RTW_OK) {
 		fcg_unavailable(r);
 		goto out;
 	}
 	fcg_send(r, status, r->w->out.p, r->w->out.len);
 out:
-	free(message_json);
 	msg_in_clear(&m);
 }
 
