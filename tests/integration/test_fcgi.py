@@ -430,6 +430,65 @@ def cors_widget_origins_and_preflight():
     assert pre.status == 204 and pre.header("Access-Control-Allow-Origin") is None, pre.headers
 
 
+# ---- spawn-fcgi (inherited fd 0) and Apache-style CGI variables ----------
+
+def fcgi_call(port, params, body=b""):
+    """One FastCGI request (responder role) on a fresh connection; returns
+    (status, headers dict, body bytes) parsed from the CGI response."""
+    import struct
+
+    def rec(kind, content):
+        return struct.pack(">BBHHBx", 1, kind, 1, len(content), 0) + content
+
+    def nv(k, v):
+        k, v = k.encode(), v.encode()
+        enc = lambda n: bytes([n]) if n < 128 else struct.pack(">I", n | 0x80000000)  # noqa: E731
+        return enc(len(k)) + enc(len(v)) + k + v
+
+    msg = rec(1, struct.pack(">HB5x", 1, 0)) + rec(4, b"".join(nv(k, v) for k, v in params.items())) + rec(4, b"")
+    if body:
+        msg += rec(5, body)
+    msg += rec(5, b"")
+    out = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(msg)
+        buf = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            buf += d
+    while len(buf) >= 8:
+        _, kind, _, clen, plen = struct.unpack(">BBHHB", buf[:7])
+        if kind == 6:
+            out += buf[8:8 + clen]
+        buf = buf[8 + clen + plen:]
+    head, _, rest = out.partition(b"\r\n\r\n")
+    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
+    return int(headers["Status"].split()[0]), headers, rest
+
+
+@t.test
+def spawn_fcgi_inherited_socket_and_apache_variables():
+    port = t.free_port()
+    d = S._daemon("rtw-fcgi-spawn", ["spawn-fcgi", "-n", "-a", "127.0.0.1", "-p", str(port), "--",
+                                     t.prog("rtw-fcgi")], port, {"RTW_FCGI_SOCKET": "", "RTW_FCGI_WORKERS": "2"})
+    try:
+        body = t.json.dumps(bcast(message="via apache")).encode()
+        # mod_proxy_fcgi style: the path only in REQUEST_URI (with a query), PATH_INFO absent
+        status, headers, out = fcgi_call(port, {
+            "REQUEST_METHOD": "POST", "REQUEST_URI": "/v1/streams/s1/messages?x=1", "SCRIPT_NAME": "/v1",
+            "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
+            "HTTP_AUTHORIZATION": "Bearer " + TOK}, body)
+        assert status == 201, (status, out)
+        assert t.json.loads(out)["message"] == "via apache"
+        assert headers["Content-Type"] == "application/json"
+        status, headers, out = fcgi_call(port, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/v1/streams/s1/nope"})
+        assert status == 404 and t.json.loads(out)["error"]["code"] == "not_found", out
+    finally:
+        assert d.stop(signal.SIGTERM) == 0
+
+
 # ---- open mode, small body limit, PostgreSQL away, SIGTERM ---------------
 
 O = t.Stack(auth="open", extra_env={"RTW_HTTP_MAX_BODY": "1000", "RTW_HTTP_CORS_ORIGINS": "*"})
