@@ -22,6 +22,15 @@ tests_unit_test_msg_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_msg_LDADD = $(UNIT_LIBS)
 TESTS += tests/unit/test_cfg tests/unit/test_token tests/unit/test_msg
 
+check_PROGRAMS += tests/unit/test_whk_addr tests/unit/test_whk_job
+tests_unit_test_whk_addr_SOURCES = tests/unit/test_whk_addr.c webhookd/addr.c
+tests_unit_test_whk_addr_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_whk_addr_LDADD = $(UNIT_LIBS)
+tests_unit_test_whk_job_SOURCES = tests/unit/test_whk_job.c webhookd/job.c
+tests_unit_test_whk_job_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_whk_job_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_whk_addr tests/unit/test_whk_job
+
 # Fuzz drivers: with --enable-fuzzing they are libFuzzer targets (clang);
 # otherwise they replay the committed corpus as ordinary tests.
 if FUZZING
@@ -43,6 +52,7 @@ EXTRA_DIST += tests/pgtap
 
 # Integration tests (each starts its own PostgreSQL, daemons and web server).
 INTEGRATION_TESTS = \
-	tests/integration/test_ctl.py
+	tests/integration/test_ctl.py \
+	tests/integration/test_webhook.py
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += tests/integration/rtwtest.py $(INTEGRATION_TESTS)
