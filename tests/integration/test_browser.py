@@ -33,6 +33,7 @@ class Browser:
         if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
             subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BROWSER_DIR, check=True,
                            stdout=subprocess.DEVNULL)
+        self.log_path = log_path
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(["node", os.path.join(BROWSER_DIR, "driver.mjs")], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1,
@@ -59,7 +60,9 @@ class Browser:
         except queue.Empty:
             raise TimeoutError("the browser driver did not answer %s" % cmd)
         if a is None:
-            raise RuntimeError("the browser driver exited (see its log)")
+            with open(self.log_path, "rb") as f:
+                tail = f.read()[-3000:].decode(errors="replace")
+            raise RuntimeError("the browser driver exited (is /usr/bin/chromium installed?):\n" + tail)
         if not a["ok"]:
             raise AssertionError("%s failed: %s\npage logs: %s" % (cmd, a["error"], self.page_logs()))
         return a["result"]
