@@ -53,6 +53,10 @@ EXTRA_DIST += tests/pgtap
 # Integration tests (each starts its own PostgreSQL, daemons and web server).
 INTEGRATION_TESTS = \
 	tests/integration/test_ctl.py \
-	tests/integration/test_webhook.py
+	tests/integration/test_fcgi.py \
+	tests/integration/test_webhook.py \
+	tests/integration/test_apache.py \
+	tests/integration/test_browser.py
 TESTS += $(INTEGRATION_TESTS)
-EXTRA_DIST += tests/integration/rtwtest.py $(INTEGRATION_TESTS)
+EXTRA_DIST += tests/integration/rtwtest.py $(INTEGRATION_TESTS) \
+	tests/browser/package.json tests/browser/package-lock.json tests/browser/driver.mjs
