@@ -11,6 +11,8 @@
 #include "token.h"
 
 #include <getopt.h>
+#include <inttypes.h>
+#include <sys/select.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +29,11 @@ static const char usage[] =
 	"  widget set KEY [--name N] [--origins O,O] [--webhook-hosts H,H]\n"
 	"  token --user ID [--ttl S] [--stream S] [--admin]\n"
 	"                                   mint an HS256 token (auth.secret)\n"
-	"  stats                            counts of messages and webhook jobs\n";
+	"  stats                            counts of messages and webhook jobs\n"
+	"  tail [--stream S] [--all] [--last N] [--no-follow]\n"
+	"                                   print stored messages as JSON lines in stream\n"
+	"                                   order, then follow new ones (--all: also\n"
+	"                                   privates and webhook results)\n";
 
 struct ctl {
 	struct rtw_cfg cfg;
@@ -276,6 +282,131 @@ static int cmd_stats(struct ctl *c, int argc, char **argv)
 			  0, NULL, true);
 }
 
+/* Prints rows (id, stream_id, author_id, to_user_id, message, ts, type,
+ * widget_key, created_at, xid) as JSON lines; remembers the last position. */
+static int ctl__print_rows(PGresult *res, char *cur_xid, size_t xlen, char *cur_id, size_t ilen)
+{
+	for (int r = 0; r < PQntuples(res); r++) {
+		struct msg_stored m = {
+			.id = PQgetvalue(res, r, 0),
+			.stream_id = PQgetvalue(res, r, 1),
+			.author_id = PQgetvalue(res, r, 2),
+			.to_user_id = PQgetisnull(res, r, 3) ? NULL : PQgetvalue(res, r, 3),
+			.message_json = PQgetvalue(res, r, 4),
+			.timestamp = PQgetvalue(res, r, 5),
+			.type = PQgetvalue(res, r, 6),
+			.widget_key = PQgetvalue(res, r, 7),
+			.created_at = PQgetvalue(res, r, 8),
+		};
+		size_t len;
+		char *json = msg_serialize(&m, &len);
+		if (!json)
+			return ctl__fail("could not serialize a stored message", m.id);
+		printf("%s\n", json);
+		free(json);
+		snprintf(cur_xid, xlen, "%s", PQgetvalue(res, r, 9));
+		snprintf(cur_id, ilen, "%s", m.id);
+	}
+	fflush(stdout);
+	return 0;
+}
+
+static int cmd_tail(struct ctl *c, int argc, char **argv)
+{
+	static const struct option opts[] = {{"stream", required_argument, NULL, 's'},
+					     {"all", no_argument, NULL, 'a'},
+					     {"last", required_argument, NULL, 'n'},
+					     {"no-follow", no_argument, NULL, 'f'},
+					     {NULL, 0, NULL, 0}};
+	static const char cols[] = "SELECT id::text, stream_id, author_id, to_user_id, message::text, ts::text, type, "
+				   "widget_key::text, rtw_rfc3339(created_at), xid::text FROM rtw_messages ";
+	const char *stream = NULL;
+	bool all = false, follow = true;
+	char last[16] = "10", cur_xid[32] = "0", cur_id[24] = "0", sql[1024];
+	int opt, rc = 1;
+	PGresult *res = NULL;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (opt) {
+		case 's': stream = optarg; break;
+		case 'a': all = true; break;
+		case 'n': snprintf(last, sizeof(last), "%ld", strtol(optarg, NULL, 10)); break;
+		case 'f': follow = false; break;
+		default: return fprintf(stderr, "%s", usage), 2;
+		}
+	}
+	if (optind != argc || (stream && !msg_valid_stream_id(stream)))
+		return fprintf(stderr, "%s", usage), 2;
+	if (ctl__connect(c))
+		return 1;
+	const char *filter = "($1::text IS NULL OR stream_id = $1) AND ($2::bool OR type = 'broadcast') "
+			     "AND xid < rtw_horizon()";
+	/* Where following starts: the newest settled row of any stream. The
+	 * last N rows are read up to it, so nothing is shown twice or lost. */
+	res = PQexec(c->conn, "SELECT xid::text, id::text FROM rtw_messages WHERE xid < rtw_horizon() "
+			      "ORDER BY xid DESC, id DESC LIMIT 1");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		rc = ctl__fail(PQresultErrorMessage(res), NULL);
+		goto out;
+	}
+	if (PQntuples(res) == 1) {
+		snprintf(cur_xid, sizeof(cur_xid), "%s", PQgetvalue(res, 0, 0));
+		snprintf(cur_id, sizeof(cur_id), "%s", PQgetvalue(res, 0, 1));
+	}
+	PQclear(res);
+	/* the last N rows up to there, oldest first */
+	snprintf(sql, sizeof(sql), "SELECT * FROM (%s WHERE %s AND (xid, id) <= ($4::xid8, $5::bigint) "
+		 "ORDER BY xid DESC, id DESC LIMIT $3::int) t ORDER BY xid, id", cols, filter);
+	const char *p1[] = {stream, all ? "true" : "false", last, cur_xid, cur_id};
+	res = PQexecParams(c->conn, sql, 5, NULL, p1, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		rc = ctl__fail(PQresultErrorMessage(res), NULL);
+		goto out;
+	}
+	char ignore_xid[32], ignore_id[24];
+	if (ctl__print_rows(res, ignore_xid, sizeof(ignore_xid), ignore_id, sizeof(ignore_id)))
+		goto out;
+	if (!follow) {
+		rc = 0;
+		goto out;
+	}
+	PQclear(res);
+	res = PQexec(c->conn, "LISTEN rtw_messages");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		rc = ctl__fail(PQresultErrorMessage(res), NULL);
+		goto out;
+	}
+	snprintf(sql, sizeof(sql), "%s WHERE %s AND (xid, id) > ($3::xid8, $4::bigint) ORDER BY xid, id", cols, filter);
+	for (;;) {
+		/* Wake on NOTIFY, or every second: the horizon may have moved
+		 * without one (a transaction elsewhere ended by rollback). */
+		fd_set fds;
+		struct timeval tv = {1, 0};
+		FD_ZERO(&fds);
+		FD_SET(PQsocket(c->conn), &fds);
+		if (select(PQsocket(c->conn) + 1, &fds, NULL, NULL, &tv) < 0 || !PQconsumeInput(c->conn)) {
+			rc = ctl__fail("lost the database connection", NULL);
+			goto out;
+		}
+		PGnotify *n;
+		while ((n = PQnotifies(c->conn)) != NULL)
+			PQfreemem(n);
+		PQclear(res);
+		const char *p2[] = {stream, all ? "true" : "false", cur_xid, cur_id};
+		res = PQexecParams(c->conn, sql, 4, NULL, p2, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			rc = ctl__fail(PQresultErrorMessage(res), NULL);
+			goto out;
+		}
+		if (ctl__print_rows(res, cur_xid, sizeof(cur_xid), cur_id, sizeof(cur_id)))
+			goto out;
+	}
+out:
+	PQclear(res);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct ctl c = {0};
@@ -305,6 +436,8 @@ int main(int argc, char **argv)
 		rc = cmd_widget(&c, argc - i, argv + i);
 	else if (strcmp(cmd, "token") == 0)
 		rc = cmd_token(&c, argc - i, argv + i);
+	else if (strcmp(cmd, "tail") == 0)
+		rc = cmd_tail(&c, argc - i, argv + i);
 	else if (strcmp(cmd, "stats") == 0)
 		rc = cmd_stats(&c, argc - i, argv + i);
 	else
