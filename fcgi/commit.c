@@ -172,16 +172,32 @@ void fcg_gc_submit(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item *ite
 
 		fcg__write_batch(db, batch, n);
 
+		/* Wake the waiters after unlocking, so they do not wake only to
+		 * block on the mutex. Their items live on their stacks and may be
+		 * gone once done is set and the lock dropped: copy the condition
+		 * variables (one per worker, alive as long as the process) first. */
+		pthread_cond_t *wake[RTW_ARRAY_LEN(batch) + 1];
+		int nwake = 0;
 		pthread_mutex_lock(&gc->mu);
 		gc->leading = false;
 		for (int i = 0; i < n; i++) {
-			batch[i]->done = true;
 			if (batch[i] != item)
-				pthread_cond_signal(batch[i]->cv);
+				wake[nwake++] = batch[i]->cv;
+			batch[i]->done = true;
 		}
 		/* the next queued worker leads the next batch */
 		if (gc->head)
-			pthread_cond_signal(gc->head->cv);
+			wake[nwake++] = gc->head->cv;
+		if (item->done) {
+			pthread_mutex_unlock(&gc->mu);
+			for (int i = 0; i < nwake; i++)
+				pthread_cond_signal(wake[i]);
+			return;
+		}
+		pthread_mutex_unlock(&gc->mu);
+		for (int i = 0; i < nwake; i++)
+			pthread_cond_signal(wake[i]);
+		pthread_mutex_lock(&gc->mu);
 	}
 	pthread_mutex_unlock(&gc->mu);
 }

@@ -305,25 +305,36 @@ def idempotent_race_makes_exactly_one_message():
 
 @t.test
 def concurrent_posts_each_stored_exactly_once():
-    stream = "conc-" + uuid.uuid4().hex[:8]
-    ids, errors = [], []
-    lock = threading.Lock()
+    """8 threads x 50 posts, then 16 x 25: every 201 names its own row (the
+    group committer hands each waiter the row of its own message), each id
+    once, no extra rows."""
+    for nthreads, per in ((8, 50), (16, 25)):
+        stream = "conc-" + uuid.uuid4().hex[:8]
+        got, errors = {}, []
+        lock = threading.Lock()
 
-    def writer(n):
-        for i in range(50):
-            r = post(bcast(message={"w": n, "i": i}), path="/v1/streams/%s/messages" % stream)
-            with lock:
-                (ids if r.status == 201 else errors).append(r.json.get("id") if r.status == 201 else r)
+        def writer(n):
+            for i in range(per):
+                r = post(bcast(message={"w": n, "i": i}, timestamp=n * 1000 + i),
+                         path="/v1/streams/%s/messages" % stream)
+                with lock:
+                    if r.status == 201:
+                        got[r.json["id"]] = r.json
+                    else:
+                        errors.append(r)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors[:3]
-    assert len(ids) == 400 and len(set(ids)) == 400
-    rows = S.pg.query("SELECT id::text FROM rtw_messages WHERE stream_id = %s", (stream,))
-    assert sorted(r[0] for r in rows) == sorted(ids)
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(nthreads)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors, errors[:3]
+        assert len(got) == nthreads * per
+        rows = S.pg.query("SELECT id::text, message, ts FROM rtw_messages WHERE stream_id = %s", (stream,))
+        assert len(rows) == nthreads * per
+        for rid, message, ts in rows:
+            assert got[rid]["message"] == message and got[rid]["timestamp"] == ts, (rid, got[rid], message)
+            assert ts == message["w"] * 1000 + message["i"]
 
 
 # ---- history ---------------------------------------------------------------
