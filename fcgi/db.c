@@ -102,7 +102,11 @@ static int fcg_db__connect(struct fcg_db *db)
 	db->conn = PQconnectdbParams(keys, vals, 1);
 	if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
 		fcg_db__oneline(db->conn ? PQerrorMessage(db->conn) : "out of memory", msg, sizeof(msg));
-		log_warn("worker %d: could not connect to database: %s", db->worker_id, msg);
+		if (db->failing)
+			log_debug("worker %d: could not connect to database: %s", db->worker_id, msg);
+		else
+			log_warn("worker %d: could not connect to database: %s", db->worker_id, msg);
+		db->failing = true;
 		fcg_db__down(db);
 		return RTW_AGAIN;
 	}
@@ -119,7 +123,9 @@ static int fcg_db__connect(struct fcg_db *db)
 		PQclear(res);
 	}
 	db->state = FCG_DB_READY;
-	log_debug("worker %d: connected to database", db->worker_id);
+	if (db->failing)
+		log_info("worker %d: connected to database again", db->worker_id);
+	db->failing = false;
 	return RTW_OK;
 }
 

@@ -47,6 +47,7 @@ struct fcg_db {
 	enum fcg_db_state state;
 	PGconn *conn;
 	uint64_t next_try_ms;
+	bool failing; /* a connect failed since the last success: log repeats at debug */
 	const struct rtw_cfg *cfg;
 	int worker_id;
 };
