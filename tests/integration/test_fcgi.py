@@ -500,6 +500,22 @@ def spawn_fcgi_inherited_socket_and_apache_variables():
         assert d.stop(signal.SIGTERM) == 0
 
 
+@t.test
+def through_apache_mod_proxy_fcgi():
+    ap = S.start_apache()
+    r = post(bcast(message="via httpd"), port=ap, headers={"Idempotency-Key": "apache-" + uuid.uuid4().hex})
+    assert r.status == 201 and r.json["message"] == "via httpd" and r.json["author_id"] == "alice", r
+    g = t.request(ap, "GET", PATH + "?widget_key=%s&since_id=%s" % (S.widget_key, r.json["id"]), token=TOK)
+    assert g.status == 200 and g.json["type"] == "request", g
+    assert_error(t.request(ap, "GET", PATH + "?widget_key=" + S.widget_key), 401, "unauthorized")
+    assert_error(t.request(ap, "GET", "/v1/nope", token=TOK), 404, "not_found")
+    r = t.request(ap, "PUT", PATH, token=TOK)
+    assert_error(r, 405, "method_not_allowed")
+    assert "POST" in r.header("Allow")
+    assert_error(post(bcast(), path="/v1/streams/s1/messages", port=ap, token=TOK,
+                      headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type")
+
+
 # ---- open mode, small body limit, PostgreSQL away, SIGTERM ---------------
 
 O = t.Stack(auth="open", extra_env={"RTW_HTTP_MAX_BODY": "1000", "RTW_HTTP_CORS_ORIGINS": "*"})
