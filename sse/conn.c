@@ -982,7 +982,7 @@ void sse_conn_tick(struct sse_ctx *ctx)
 		if (c->state == SSE_CONN_CLOSING && ctx->now_ms > c->deadline_ms)
 			sse_conn_close(c);
 		else if (hb && (c->state == SSE_CONN_LIVE || c->state == SSE_CONN_CATCHING_UP) && c->out_n == 0)
-			sse_conn_push(c, sse_frame_heartbeat, false);
+			sse_conn_push(c, ctx->heartbeat, false);
 	}
 }
 

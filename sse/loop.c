@@ -245,7 +245,8 @@ int main(int argc, char **argv)
 	sse_list_init(&ctx.closed);
 	sse_list_init(&ctx.jobs);
 	ctx.now_ms = ctx.last_hb_ms = rtw_now_ms();
-	if (sse_index_init(&ctx.ix) != RTW_OK || sse_htab_init(&ctx.ips, 64) != RTW_OK) {
+	ctx.heartbeat = sse_frame_static(": hb\n\n", 6);
+	if (ctx.heartbeat == NULL || sse_index_init(&ctx.ix) != RTW_OK || sse_htab_init(&ctx.ips, 64) != RTW_OK) {
 		log_error("out of memory");
 		goto out_cfg;
 	}
@@ -273,6 +274,7 @@ int main(int argc, char **argv)
 	sse_pg_close(&ctx);
 	log_info("stopped");
 out_cfg:
+	free(ctx.heartbeat);
 	cfg_free(&cfg);
 	return rc;
 }

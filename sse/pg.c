@@ -157,7 +157,11 @@ static void pg__connect_poll(struct sse_ctx *ctx)
 
 void sse_pg_start(struct sse_ctx *ctx)
 {
-	ctx->pg = PQconnectStart(ctx->cfg->pgdsn);
+	/* the DSN wins; the name lets operators find this backend */
+	static const char *const keys[] = {"dbname", "fallback_application_name", NULL};
+	const char *const vals[] = {ctx->cfg->pgdsn, "rtw-sse", NULL};
+
+	ctx->pg = PQconnectStartParams(keys, vals, 1);
 	if (ctx->pg == NULL || PQstatus(ctx->pg) == CONNECTION_BAD) {
 		pg__lost(ctx, ctx->pg ? PQerrorMessage(ctx->pg) : "out of memory");
 		return;
@@ -367,6 +371,7 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 		}
 		if (!pg__parse_pos(PQgetvalue(res, i, PG_COL_XID), PQgetvalue(res, i, PG_COL_ID), &pos))
 			continue;
+		log_debug("tail row %s xid %s settled below the horizon", PQgetvalue(res, i, PG_COL_ID), PQgetvalue(res, i, PG_COL_XID));
 		ctx->cursor = pos;
 		ctx->m.tail_rows++;
 		st = sse_index_stream(&ctx->ix, PQgetvalue(res, i, PG_COL_STREAM));
@@ -489,6 +494,9 @@ static void pg__query_done(struct sse_ctx *ctx)
 	if (q == SSE_Q_SETUP && ctx->pg_setup_step > (int)RTW_ARRAY_LEN(pg__stmts)) {
 		ctx->pg_state = SSE_PG_READY;
 		ctx->backoff_ms = 0;
+		if (ctx->pg_was_ready)
+			ctx->m.pg_reconnects++;
+		ctx->pg_was_ready = true;
 		ctx->tail_wanted = true; /* catch up from the cursor: nothing lost */
 		log_info("database connection ready");
 	}

@@ -75,8 +75,9 @@ static inline struct sse_frame *sse_frame_ref(struct sse_frame *f)
 
 void sse_frame_unref(struct sse_frame *f);
 
-/* The heartbeat comment ": hb\n\n" (static; ref/unref are no-ops). */
-extern struct sse_frame *const sse_frame_heartbeat;
+/* A frame that is never freed by unref (refs < 0), e.g. the heartbeat
+ * comment every connection shares; the owner frees it with free(). */
+struct sse_frame *sse_frame_static(const char *bytes, size_t len) RTW_WUR;
 
 /* ---- subscriber index (subs.c) ---------------------------------------- */
 
@@ -318,6 +319,7 @@ struct sse_ctx {
 	struct sse_conn *dirty; /* output to flush at the end of the pass */
 	size_t n_conns;
 	struct sse_htab ips; /* struct sse_ipcount, non-loopback peers */
+	struct sse_frame *heartbeat; /* ": hb\n\n", static */
 	/* PostgreSQL */
 	PGconn *pg;
 	int pg_fd;
@@ -330,6 +332,7 @@ struct sse_ctx {
 	bool tail_wanted;
 	bool tail_pending; /* rows exist behind the horizon: re-poll soon */
 	bool cursor_valid;
+	bool pg_was_ready;
 	struct sse_pos cursor; /* everything <= cursor has been dispatched */
 	uint64_t backoff_ms;
 	uint64_t repoll_ms;

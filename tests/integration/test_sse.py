@@ -1,0 +1,476 @@
+"""test_sse: rtw-sse end to end against a real PostgreSQL.
+
+Messages are inserted straight into rtw_messages with SQL (each writer in
+its own transactions), so these tests depend on rtw-sse alone. Covers the
+event-stream head and init, live delivery in stream order to many
+subscribers while writers commit concurrently, exact resume with
+Last-Event-ID, private and webhook-result isolation, widget filtering,
+restarts of rtw-sse and PostgreSQL, a terminated backend, a slow consumer
+(bounded memory, nothing lost), heartbeats, errors, and nginx in front.
+"""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import random
+import signal
+import socket
+import threading
+import time
+
+import rtwtest
+from rtwtest import SSEClient, request, test, wait_for
+
+STACK = rtwtest.Stack(extra_env={"RTW_SSE_HEARTBEAT_S": "1", "RTW_LOG_LEVEL": os.environ.get("SSE_LOG", "info")})
+STACK.start_sse(env={"RTW_SSE_HEARTBEAT_S": "1"})
+SSE = STACK.daemons["rtw-sse"]
+wait_for(lambda: request(STACK.sse_port, "GET", "/healthz").status == 200, 20, "rtw-sse healthy")
+_n = [0]
+
+
+def stream_name(prefix="s"):
+    _n[0] += 1
+    return "%s%d-%d" % (prefix, os.getpid(), _n[0])
+
+
+def insert(stream, typ="broadcast", author="writer", to=None, widget=None, message=None, conn=None, ts=1.0):
+    """Inserts one message in its own transaction; returns its id (str)."""
+    own = conn is None
+    conn = conn or STACK.pg.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                        (stream, typ, widget or STACK.widget_key, author, to,
+                         json.dumps(message if message is not None else {"n": 1}), ts))
+            return str(cur.fetchone()[0])
+    finally:
+        if own:
+            conn.close()
+
+
+def stream_ids(stream, user=None):
+    """Ids a subscriber `user` may see on the stream, in stream order."""
+    rows = STACK.pg.query("SELECT m.id::text FROM rtw_messages m WHERE m.stream_id = %s"
+                          " AND (m.to_user_id IS NULL OR m.to_user_id = %s) ORDER BY m.xid, m.id", (stream, user))
+    return [r[0] for r in rows]
+
+
+def subscribe(stream, token=None, last_id=None, query="", port=None, headers=None):
+    h = dict(headers or {})
+    if token:
+        h["Authorization"] = "Bearer " + token
+    if last_id:
+        h["Last-Event-ID"] = last_id
+    path = "/v1/streams/%s/events%s" % (stream, ("?" + query) if query else "")
+    c = SSEClient(port or STACK.sse_port, path, headers=h)
+    assert c.status == 200, (c.status, c.body_text())
+    init = c.next_event()
+    assert init["json"]["type"] == "init", init
+    assert "id" not in init, init
+    c.init = init["json"]
+    return c
+
+
+def read_ids(c, n, timeout=20.0):
+    return [e["id"] for e in c.events(n, timeout)]
+
+
+def no_event(c, wait=0.7):
+    try:
+        ev = c.next_event(wait)
+    except TimeoutError:
+        return True
+    raise AssertionError("unexpected event %r" % ev)
+
+
+def wait_healthy(port=None, ok=True, timeout=30):
+    want = 200 if ok else 503
+    wait_for(lambda: request(port or STACK.sse_port, "GET", "/healthz", timeout=2).status == want, timeout,
+             "/healthz %d" % want)
+
+
+def metric(name, port=None):
+    body = request(port or STACK.sse_port, "GET", "/metrics").body.decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def jwt_claims(tok):
+    body = tok.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+@test
+def head_init_and_live_broadcast():
+    s = stream_name()
+    c = SSEClient(STACK.sse_port, "/v1/streams/%s/events" % s)
+    assert c.status == 200
+    assert c.headers["content-type"] == "text/event-stream"
+    assert c.headers["cache-control"] == "no-store"
+    assert c.headers["x-accel-buffering"] == "no"
+    init = c.next_event()
+    assert c.retry == 2000, c.retry
+    assert "id" not in init
+    j = init["json"]
+    assert list(j.keys()) == ["type", "stream_id", "author_id", "timestamp", "widget_key", "message"], j
+    assert j["type"] == "init" and j["stream_id"] == s and j["timestamp"] == 0 and j["widget_key"] is None
+    m = j["message"]
+    assert m["resumed"] is False and m["last_event_id"] is None and m["heartbeat_s"] == 1
+    assert m["connection_id"]
+    assert j["author_id"].startswith("anon-")
+    # the minted token is valid for this identity and stream only
+    claims = jwt_claims(m["token"])
+    assert claims["sub"] == j["author_id"] and claims["streams"] == [s] and claims["exp"] > time.time()
+    head, body, sig = m["token"].split(".")
+    want = hmac.new(STACK.secret.encode(), ("%s.%s" % (head, body)).encode(), hashlib.sha256).digest()
+    assert rtwtest.b64url(want) == sig
+    mid = insert(s, message={"param1": 0, "param3": {"paramA": "x\ny", "paramB": False}}, ts=2365.123)
+    ev = c.next_event()
+    assert ev["id"] == mid
+    d = ev["json"]
+    assert d["id"] == mid and d["stream_id"] == s and d["author_id"] == "writer" and d["type"] == "broadcast"
+    assert d["message"] == {"param1": 0, "param3": {"paramA": "x\ny", "paramB": False}}
+    assert d["timestamp"] == 2365.123 and d["widget_key"] == STACK.widget_key
+    assert "to_user_id" not in d
+    assert d["created_at"].endswith("Z") and len(d["created_at"]) == 27
+    c.close()
+
+
+@test
+def token_identity_and_errors():
+    s = stream_name()
+    c = subscribe(s, token=STACK.token("alice"))
+    assert c.init["author_id"] == "alice" and "token" not in c.init["message"]
+    c.close()
+    c = subscribe(s, query="access_token=" + STACK.token("bob", streams=[s]))
+    assert c.init["author_id"] == "bob"
+    c.close()
+    cases = [
+        ("/v1/streams/%s/events?access_token=garbage" % s, {}, 401, "unauthorized"),
+        ("/v1/streams/%s/events" % s, {"Authorization": "Bearer " + rtwtest.mint("wrong", "alice")}, 401,
+         "unauthorized"),
+        ("/v1/streams/%s/events" % s, {"Authorization": "Bearer " + STACK.token("alice", exp=int(time.time()) - 10)},
+         401, "unauthorized"),
+        ("/v1/streams/%s/events" % s, {"Authorization": "Bearer " + STACK.token("alice", streams=["other"])}, 403,
+         "forbidden"),
+        ("/v1/streams/bad%%20id/events", {}, 400, "invalid_field"),
+        ("/v1/streams/%s/events?widget_key=not-a-uuid" % s, {}, 400, "invalid_field"),
+        ("/v1/streams/%s/events?widget_key=6b9f652a-63fd-47d7-a3bc-418c1096eb8c" % s, {}, 403, "unknown_widget"),
+        ("/v1/nope", {}, 404, "not_found"),
+    ]
+    for path, h, status, code in cases:
+        r = request(STACK.sse_port, "GET", path, headers=h)
+        assert r.status == status, (path, r)
+        assert r.json["error"]["code"] == code, (path, r)
+        assert r.header("Content-Type") == "application/json"
+    r = request(STACK.sse_port, "POST", "/v1/streams/%s/events" % s, body={})
+    assert r.status == 405 and r.json["error"]["code"] == "method_not_allowed" and "GET" in r.header("Allow")
+    r = request(STACK.sse_port, "GET", "/v1/streams/%s/events" % s, headers={"X-Big": "a" * 9000})
+    assert r.status in (400, 431), r
+
+
+@test
+def heartbeat_comment():
+    c = subscribe(stream_name())
+    deadline = time.time() + 5
+    while c.comments == 0 and time.time() < deadline:
+        try:
+            c.next_event(0.5)
+        except TimeoutError:
+            pass
+    assert c.comments >= 1
+    c.close()
+
+
+def _writer(stream, n, errors, ids, lock):
+    conn = STACK.pg.connect()
+    conn.autocommit = False
+    try:
+        i = 0
+        while i < n:
+            k = min(n - i, random.choice([1, 1, 1, 2, 3]))
+            with conn.cursor() as cur:
+                for _ in range(k):
+                    cur.execute("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message, ts)"
+                                " VALUES (%s, 'broadcast', %s, 'w', %s, 1) RETURNING id",
+                                (stream, STACK.widget_key, json.dumps({"i": i})))
+                    with lock:
+                        ids.append(str(cur.fetchone()[0]))
+                    i += 1
+                # commit out of id order now and then
+                if random.random() < 0.3:
+                    time.sleep(random.random() * 0.02)
+            conn.commit()
+    except Exception as e:  # noqa: BLE001 - reported by the test
+        errors.append(e)
+    finally:
+        conn.close()
+
+
+@test
+def concurrent_writers_same_order_and_resume():
+    s = stream_name()
+    subs = [subscribe(s, token=STACK.token("u%d" % i)) for i in range(3)]
+    errors, ids, lock = [], [], threading.Lock()
+    per = 60
+    threads = [threading.Thread(target=_writer, args=(s, per, errors, ids, lock)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    total = 8 * per
+    # subscriber 2 reads a part, disconnects, resumes with Last-Event-ID
+    first = read_ids(subs[2], 100)
+    subs[2].close()
+    got = [read_ids(subs[0], total), read_ids(subs[1], total)]
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    resumed = subscribe(s, token=STACK.token("u2"), last_id=first[-1])
+    assert resumed.init["message"]["resumed"] is True
+    assert resumed.init["message"]["last_event_id"] == first[-1]
+    rest = read_ids(resumed, total - len(first))
+    got.append(first + rest)
+    table = stream_ids(s)
+    assert sorted(table, key=int) == sorted(ids, key=int)
+    for k, g in enumerate(got):
+        assert len(g) == len(set(g)), "duplicate"
+        if g != table:
+            diff = [(i, a, b) for i, (a, b) in enumerate(zip(g, table)) if a != b][:5]
+            raise AssertionError("subscriber %d: order or set differs from the table's stream order: %r (len %d/%d)"
+                                 % (k, diff, len(g), len(table)))
+    for c in subs[:2] + [resumed]:
+        no_event(c, 0.5)
+        c.close()
+
+
+@test
+def private_and_webhook_isolation():
+    s = stream_name()
+    alice = subscribe(s, token=STACK.token("alice"))
+    bob = subscribe(s, token=STACK.token("bob"))
+    anon = subscribe(s)
+    p1 = insert(s, "private", author="bob", to="alice", message={"secret": "for alice"})
+    w1 = insert(s, "webhook", author="bob", to="bob", message={"job_id": "1", "status": "succeeded"})
+    b1 = insert(s, "broadcast")
+    a = alice.events(2)
+    assert [e["id"] for e in a] == [p1, b1]
+    assert a[0]["json"]["to_user_id"] == "alice" and a[0]["json"]["type"] == "private"
+    b = bob.events(2)
+    assert [e["id"] for e in b] == [w1, b1]
+    assert b[0]["json"]["type"] == "webhook" and b[0]["json"]["to_user_id"] == "bob"
+    assert [e["id"] for e in anon.events(1)] == [b1]
+    # a private on another stream never crosses
+    insert(stream_name(), "private", to="alice")
+    for c in (alice, bob, anon):
+        no_event(c)
+    # resume keeps the isolation: bob replays from before p1
+    bob.close()
+    bob2 = subscribe(s, token=STACK.token("bob"), last_id=p1)
+    assert bob2.init["message"]["resumed"] is False  # p1 is not bob's to know
+    bob2.close()
+    first = str(int(p1) - 1)
+    insert_before = insert(s, "broadcast")
+    bob3 = subscribe(s, token=STACK.token("bob"), last_id=w1)
+    assert bob3.init["message"]["resumed"] is True
+    assert [e["id"] for e in bob3.events(2)] == [b1, insert_before]
+    no_event(bob3)
+    del first
+    for c in (alice, anon, bob3):
+        c.close()
+
+
+@test
+def widget_filter():
+    s = stream_name()
+    c1 = subscribe(s, query="widget_key=" + STACK.widget_key.upper())
+    assert c1.init["widget_key"] == STACK.widget_key
+    insert(s, widget=STACK.widget_key2)
+    m = insert(s, widget=STACK.widget_key)
+    assert [e["id"] for e in c1.events(1)] == [m]
+    no_event(c1)
+    c1.close()
+
+
+@test
+def unknown_last_event_id_is_live_only():
+    s = stream_name()
+    old = insert(s)
+    for last in ("999999999", "abc", old + "0"):
+        c = subscribe(s, last_id=last)
+        assert c.init["message"]["resumed"] is False, (last, c.init)
+        m = insert(s)
+        assert [e["id"] for e in c.events(1)] == [m]
+        c.close()
+    # a message of another stream is unknown here
+    c = subscribe(stream_name(), last_id=old)
+    assert c.init["message"]["resumed"] is False
+    c.close()
+
+
+@test
+def sse_killed_and_restarted_resume_loses_nothing():
+    s = stream_name()
+    c = subscribe(s, token=STACK.token("k"))
+    ids = [insert(s) for _ in range(5)]
+    got = read_ids(c, 5)
+    assert got == ids
+    SSE.stop(signal.SIGKILL)
+    c.close()
+    more = [insert(s) for _ in range(7)]
+    more.append(insert(s, "private", to="k"))
+    SSE.start()
+    wait_healthy()
+    c2 = subscribe(s, token=STACK.token("k"), last_id=got[-1])
+    assert c2.init["message"]["resumed"] is True
+    later = insert(s)
+    assert read_ids(c2, len(more) + 1) == more + [later]
+    no_event(c2)
+    c2.close()
+
+
+@test
+def postgres_restart_live_and_resume():
+    s = stream_name()
+    live = subscribe(s, token=STACK.token("p"))
+    before = [insert(s) for _ in range(3)]
+    assert read_ids(live, 3) == before
+    STACK.pg.stop()
+    wait_healthy(ok=False)
+    r = request(STACK.sse_port, "GET", "/healthz")
+    assert r.status == 503 and r.json["error"]["code"] == "unavailable"
+    STACK.pg.start()
+    wait_healthy()
+    after = [insert(s) for _ in range(4)]
+    # the open stream survives and continues exactly
+    assert read_ids(live, 4) == after
+    live.close()
+    c = subscribe(s, token=STACK.token("p"), last_id=before[0])
+    assert read_ids(c, 6) == before[1:] + after
+    no_event(c)
+    c.close()
+    assert metric("rtw_sse_pg_reconnects_total") >= 1
+
+
+@test
+def terminated_backend_reconnects_and_catches_up():
+    s = stream_name()
+    c = subscribe(s, token=STACK.token("t"))
+    pids = STACK.pg.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'rtw-sse'")
+    assert pids, "rtw-sse's backend not found"
+    conn = STACK.pg.connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'rtw-sse'")
+    # written while rtw-sse may be reconnecting: delivered by the catch-up from the cursor
+    ids = [insert(s, conn=conn) for _ in range(10)]
+    conn.close()
+    assert read_ids(c, 10) == ids
+    wait_healthy()
+    more = insert(s)
+    assert read_ids(c, 1) == [more]
+    c.close()
+
+
+def _rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+@test
+def slow_consumer_bounded_and_complete():
+    s = stream_name()
+    # a subscriber that does not read, with a tiny receive buffer
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", STACK.sse_port))
+    slow.sendall(("GET /v1/streams/%s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+                  % (s, STACK.token("slow"))).encode())
+    fast = subscribe(s, token=STACK.token("fast"))
+    time.sleep(0.3)
+    pid = SSE.proc.pid
+    rss0 = _rss_kb(pid)
+    cut0 = metric("rtw_sse_slow_consumer_cutoffs_total")
+    payload = "x" * 10000
+    n_rows, per_tx = 6000, 500
+    conn = STACK.pg.connect()
+    sent = 0
+    ids = []
+    rss_max = rss0
+    with conn.cursor() as cur:
+        for _ in range(n_rows // per_tx):
+            cur.execute("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message, ts)"
+                        " SELECT %s, 'broadcast', %s, 'w', jsonb_build_object('i', g, 'p', %s::text), 1"
+                        " FROM generate_series(1, %s) g RETURNING id", (s, STACK.widget_key, payload, per_tx))
+            ids += [str(r[0]) for r in cur.fetchall()]
+            got = [e for e in fast.events(per_tx, 60)]
+            sent += sum(len(e["data"]) for e in got)
+            rss_max = max(rss_max, _rss_kb(pid))
+    conn.close()
+    assert sent > 50 * 1024 * 1024, sent
+    growth_mb = (rss_max - rss0) / 1024.0
+    assert growth_mb < 50, "rss grew by %.1f MB" % growth_mb
+    assert metric("rtw_sse_slow_consumer_cutoffs_total") > cut0
+    # the slow one now reads and gets everything, in order, once
+    slow.settimeout(60)
+    raw = b""
+    want = ids[-1].encode()
+    while b"id: " + want + b"\n" not in raw:
+        d = slow.recv(1 << 20)
+        assert d, "closed"
+        raw += d
+    body = raw.split(b"\r\n\r\n", 1)[1].decode()
+    got_ids = [line[4:] for line in body.split("\n") if line.startswith("id: ")]
+    assert got_ids == ids, (len(got_ids), len(ids))
+    slow.close()
+    fast.close()
+
+
+@test
+def through_nginx():
+    STACK.fcgi_port = STACK.fcgi_port or rtwtest.free_port()
+    port = STACK.start_nginx()
+    s = stream_name()
+    c = subscribe(s, token=STACK.token("n"), port=port)
+    assert c.headers["content-type"] == "text/event-stream"
+    a = insert(s)
+    assert read_ids(c, 1) == [a]
+    c.close()
+    b = insert(s)
+    c2 = subscribe(s, token=STACK.token("n"), last_id=a, port=port)
+    assert c2.init["message"]["resumed"] is True
+    assert read_ids(c2, 1) == [b]
+    deadline = time.time() + 4
+    while c2.comments == 0 and time.time() < deadline:
+        try:
+            c2.next_event(0.5)
+        except TimeoutError:
+            pass
+    assert c2.comments >= 1, "heartbeat did not pass through nginx"
+    c2.close()
+    r = request(port, "GET", "/v1/streams/%s/events?access_token=bad" % s)
+    assert r.status == 401 and r.json["error"]["code"] == "unauthorized"
+
+
+@test
+def sigterm_ends_streams_cleanly():
+    s = stream_name()
+    c = subscribe(s)
+    assert SSE.stop(signal.SIGTERM) == 0
+    try:
+        while True:
+            c.next_event(5)
+    except ConnectionError:
+        pass
+    assert c.closed
+    c.close()
+    SSE.start()
+    wait_healthy()
+
+
+if __name__ == "__main__":
+    rtwtest.main()
