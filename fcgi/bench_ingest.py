@@ -22,7 +22,9 @@ VARIANTS = [  # name, rtw-fcgi environment, wrk connections
     ("group commit, 32 workers", {"RTW_FCGI_GROUP_COMMIT_MAX": "64", "RTW_FCGI_WORKERS": "32"}, 64),
     ("group commit, 64 workers", {"RTW_FCGI_GROUP_COMMIT_MAX": "64", "RTW_FCGI_WORKERS": "64"}, 128),
     ("group commit, 128 workers", {"RTW_FCGI_GROUP_COMMIT_MAX": "128", "RTW_FCGI_WORKERS": "128"}, 256),
+    ("group commit, 64 w, unix", {"RTW_FCGI_GROUP_COMMIT_MAX": "64", "RTW_FCGI_WORKERS": "64", "unix": "1"}, 128),
 ]
+ONLY = os.environ.get("BENCH_ONLY", "")  # run only variants whose name contains this
 
 
 def wrk(st, streams, conns):
@@ -38,14 +40,42 @@ def wrk(st, streams, conns):
     return json.loads(line[len("WRKJSON "):])
 
 
+def start_unix(st, env):
+    """rtw-fcgi on a unix socket and a second nginx in front of it."""
+    sock = os.path.join(st.tmp, "fcgi.sock")
+    env = dict(env)
+    env.pop("unix")
+    env["RTW_FCGI_SOCKET"] = sock
+    env["RTW_FCGI_SOCKET_MODE"] = "0666"  # nginx workers run as another user
+    st._daemon("rtw-fcgi", [rtwtest.prog("rtw-fcgi")], None, env)
+    rtwtest.wait_for(lambda: os.path.exists(sock), 10, "the unix socket")
+    assert os.stat(sock).st_mode & 0o777 == 0o666
+    st.stop_nginx()
+    rundir = os.path.join(st.tmp, "nginx-unix")
+    os.makedirs(rundir, exist_ok=True)
+    conf = os.path.join(rundir, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(st.render("nginx.conf.in", RUNDIR=rundir, LISTEN="127.0.0.1:%d" % st.http_port,
+                          FCGI_ADDR="unix:" + sock, SSE_ADDR="127.0.0.1:%d" % rtwtest.free_port(),
+                          WEBROOT=os.path.join(rtwtest.SRCDIR, "web"), CONFDIR=os.path.join(rtwtest.SRCDIR, "conf")))
+    subprocess.run(["nginx", "-c", conf, "-e", os.path.join(rundir, "nginx-error.log")], check=True)
+    st.nginx_pidfile = os.path.join(rundir, "nginx.pid")
+    rtwtest.wait_port(st.http_port)
+
+
 def main():
     st = rtwtest.Stack(durable=True, extra_env={"RTW_LOG_LEVEL": "warn"})
     st.start_fcgi()
     st.start_nginx()
     results = {}
     for name, env, conns in VARIANTS:
+        if ONLY and ONLY not in name:
+            continue
         st.daemons["rtw-fcgi"].stop()
-        st.start_fcgi(env)
+        if "unix" in env:
+            start_unix(st, env)
+        else:
+            st.start_fcgi(env)
         runs = []
         for _ in range(3):
             before = st.pg.query("SELECT count(*) FROM rtw_messages")[0][0]

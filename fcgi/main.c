@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,6 +58,7 @@ int main(int argc, char **argv)
 	pthread_t *tids = NULL;
 	struct fcg_gc *gc = NULL;
 	int listen_fd, started = 0, rc = 1;
+	const char *unix_path = NULL; /* unlinked at exit */
 	sigset_t sigs;
 
 	for (int i = 1; i < argc; i++) {
@@ -105,6 +107,18 @@ int main(int argc, char **argv)
 		if (listen_fd < 0) {
 			log_error("could not listen on \"%s\": %s", cfg.fcgi_socket, strerror(errno));
 			goto out;
+		}
+		if (!strchr(cfg.fcgi_socket, ':')) { /* libfcgi's rule: no ':' means a unix socket path */
+			char *end;
+			long mode = strtol(cfg.fcgi_socket_mode, &end, 8);
+			if (*end || end == cfg.fcgi_socket_mode || mode < 0 || mode > 0777) {
+				log_error("fcgi.socket_mode must be octal permissions such as 0660");
+				close(listen_fd);
+				goto out;
+			}
+			if (chmod(cfg.fcgi_socket, (mode_t)mode) != 0)
+				log_warn("could not set the mode of \"%s\": %s", cfg.fcgi_socket, strerror(errno));
+			unix_path = cfg.fcgi_socket;
 		}
 		log_info("listening on %s with %d workers", cfg.fcgi_socket, cfg.fcgi_workers);
 	}
@@ -174,6 +188,8 @@ int main(int argc, char **argv)
 		FCGX_Free(&workers[i].fx, 1);
 	}
 	close(listen_fd);
+	if (unix_path)
+		unlink(unix_path);
 	log_info("stopped");
 out:
 	fcg_gc_free(gc);

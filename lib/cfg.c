@@ -30,6 +30,7 @@ const struct cfg_option cfg_options[] = {
 	OPT("http.max_body", CFG_INT, http_max_body, "65536", "largest accepted request body, bytes (413 payload_too_large above)"),
 
 	OPT("fcgi.socket", CFG_STR, fcgi_socket, "127.0.0.1:9000", "FastCGI listen address: host:port, :port or a unix socket path; empty to use the inherited socket (fd 0)"),
+	OPT("fcgi.socket_mode", CFG_STR, fcgi_socket_mode, "0660", "permissions (octal) of a unix fcgi.socket; the web server's user must be able to write it"),
 	OPT("fcgi.workers", CFG_INT, fcgi_workers, "32", "worker threads, each with its own PostgreSQL connection; also bounds a group-commit batch"),
 	OPT("fcgi.backlog", CFG_INT, fcgi_backlog, "1024", "listen backlog of the FastCGI socket"),
 	OPT("fcgi.group_commit_max", CFG_INT, fcgi_group_commit_max, "64", "most messages written in one shared transaction (1 disables group commit)"),

@@ -27,6 +27,7 @@ struct rtw_cfg {
 	int http_max_body;
 	/* [fcgi] */
 	char *fcgi_socket;
+	char *fcgi_socket_mode; /* octal permissions of a unix socket */
 	int fcgi_workers;
 	int fcgi_backlog;
 	int fcgi_group_commit_max;

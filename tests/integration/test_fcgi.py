@@ -461,7 +461,13 @@ def fcgi_call(port, params, body=b""):
         msg += rec(5, body)
     msg += rec(5, b"")
     out = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+    if isinstance(port, str):  # a unix socket path
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(port)
+    else:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with s:
         s.sendall(msg)
         buf = b""
         while True:
@@ -498,6 +504,21 @@ def spawn_fcgi_inherited_socket_and_apache_variables():
         assert status == 404 and t.json.loads(out)["error"]["code"] == "not_found", out
     finally:
         assert d.stop(signal.SIGTERM) == 0
+
+
+@t.test
+def unix_socket_mode_and_cleanup():
+    path = os.path.join(S.tmp, "fcgi-test.sock")
+    d = S._daemon("rtw-fcgi-unix", [t.prog("rtw-fcgi")], None,
+                  {"RTW_FCGI_SOCKET": path, "RTW_FCGI_SOCKET_MODE": "0640", "RTW_FCGI_WORKERS": "2"})
+    try:
+        t.wait_for(lambda: "listening" in d.log_text(), 10, "rtw-fcgi on the unix socket")
+        assert os.stat(path).st_mode & 0o777 == 0o640
+        status, _, out = fcgi_call(path, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/v1/webhooks/1"})
+        assert status == 401 and t.json.loads(out)["error"]["code"] == "unauthorized", out
+    finally:
+        assert d.stop(signal.SIGTERM) == 0
+    assert not os.path.exists(path)
 
 
 @t.test
