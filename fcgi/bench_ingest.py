@@ -23,6 +23,7 @@ VARIANTS = [  # name, rtw-fcgi environment, wrk connections
     ("group commit, 64 workers", {"RTW_FCGI_GROUP_COMMIT_MAX": "64", "RTW_FCGI_WORKERS": "64"}, 128),
     ("group commit, 128 workers", {"RTW_FCGI_GROUP_COMMIT_MAX": "128", "RTW_FCGI_WORKERS": "128"}, 256),
     ("group commit, 64 w, unix", {"RTW_FCGI_GROUP_COMMIT_MAX": "64", "RTW_FCGI_WORKERS": "64", "unix": "1"}, 128),
+    ("group commit, 128 w, unix", {"RTW_FCGI_GROUP_COMMIT_MAX": "128", "RTW_FCGI_WORKERS": "128", "unix": "1"}, 256),
 ]
 ONLY = os.environ.get("BENCH_ONLY", "")  # run only variants whose name contains this
 
