@@ -612,4 +612,14 @@ def sigterm_exits_zero_and_stops_accepting():
     assert "stopped" in d.log_text()
 
 
+@t.test
+def nginx_answers_json_503_while_rtw_fcgi_is_down():
+    assert not O.daemons["rtw-fcgi"].running()
+    r = opost({"type": "broadcast", "widget_key": O.widget_key, "timestamp": 0, "message": 1})
+    assert_error(r, 503, "unavailable")
+    assert int(r.header("Retry-After")) >= 1
+    # the 413 handler still applies inside /v1/
+    assert_error(opost("x" * (70 * 1024)), 413, "payload_too_large")
+
+
 t.main()
