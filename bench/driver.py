@@ -59,6 +59,21 @@ class Targets:
                 out.append("rtw-nginx")
         return out
 
+    def restart_servers(self):
+        """Fresh SSE servers (same PostgreSQL): for memory measured from a cold heap."""
+        self.nchan_stopper.stop_all()
+        self.nchan_stopper, self.nchan = stack.nchan(self._ns(workers=self.workers))
+        if self.rtw_stack:
+            pids = []
+            for name, d in sorted(self.rtw_stack.daemons.items()):
+                if name.startswith("rtw-sse"):
+                    d.stop()
+            for name, d in sorted(self.rtw_stack.daemons.items()):
+                if name.startswith("rtw-sse"):
+                    d.start()
+                    pids.append(d.proc.pid)
+            self.rtw["sse_pids"] = pids
+
     def stop(self):
         self.nchan_stopper.stop_all()
         if self.rtw_stack:
@@ -130,48 +145,76 @@ class Runner:
 
     def fanout(self, t, subs, rate, duration, scen):
         for rep in range(self.args.reps):
-            for name in t.names(via_nginx=True):
+            # the dev nginx.conf (2 workers x 8192 connections) cannot proxy 10,000 streams
+            for name in t.names(via_nginx=subs <= 4000):
                 res = self.bench("run", t.bench_args(name, self.stream()) + [
                     "--conns", str(subs), "--rate", str(rate), "--duration", str(duration),
                     "--procs", str(max(1, subs // 5000)), "--pub-conns", "16", "--drain", "3"],
                     "%s %s rep%d" % (scen, name, rep))
                 self.add(scen, "server CPU µs/delivery", name, res.get("cpu_us_per_delivery"))
                 self.add(scen, "pipeline CPU µs/delivery", name, res.get("all_cpu_us_per_delivery"))
+                self.add(scen, "published msg/s (acked)", name, res.get("pub_rate"))
                 self.add(scen, "kept msg/s per sub", name, res.get("kept_msg_s"))
                 self.add(scen, "p50 ms", name, res.get("p50_ms"))
                 self.add(scen, "p99 ms", name, res.get("p99_ms"))
                 self.add(scen, "lost", name, res.get("lost"))
                 self.add(scen, "connected", name, res.get("connected"))
 
-    def ok(self, res, subs, rate):
-        return (res.get("connected") == subs and res.get("lost", 1) == 0 and res.get("p99_ms", 1e9) < 100
-                and res.get("pub_ok") == res.get("pub_sent") and res.get("kept_msg_s", 0) >= 0.95 * rate)
+    @staticmethod
+    def kept_up(res, subs, rate):
+        """Every subscriber got every message, at the asked rate."""
+        return (res.get("connected") == subs and res.get("lost", 1) == 0 and res.get("pub_ok") == res.get("pub_sent")
+                and res.get("kept_msg_s", 0) >= 0.95 * rate)
 
     def maxrate(self, t, subs, rates, duration, scen):
+        """Steps the rate up. Two answers: the highest rate kept up with
+        (no loss, >= 95% of the asked rate delivered during publishing) and
+        the highest with also p99 < 100 ms. The box is shared, so a failed
+        step is tried once more before it counts."""
         for rep in range(self.args.reps):
             for name in t.names():
-                best = 0
+                best_keep = best_p99 = 0
+                p99_chain = True  # every rate so far also met p99 < 100 ms
                 for rate in rates:
-                    res = self.bench("run", t.bench_args(name, self.stream()) + [
-                        "--conns", str(subs), "--rate", str(rate), "--duration", str(duration),
-                        "--pub-conns", "16", "--drain", "2"], "%s %s rep%d rate %d" % (scen, name, rep, rate))
-                    if not self.ok(res, subs, rate):
+                    keep = p99 = False
+                    for attempt in range(2):
+                        res = self.bench("run", t.bench_args(name, self.stream()) + [
+                            "--conns", str(subs), "--rate", str(rate), "--duration", str(duration),
+                            "--pub-conns", "16", "--drain", "2"],
+                            "%s %s rep%d rate %d try %d" % (scen, name, rep, rate, attempt))
+                        if self.kept_up(res, subs, rate):
+                            keep = True
+                            p99 = p99 or res.get("p99_ms", 1e9) < 100
+                        if keep and (p99 or not p99_chain):
+                            break
+                    if not keep:
                         break
-                    best = rate
-                self.add(scen, "highest msg/s with p99<100ms, no loss", name, best)
-                self.add(scen, "deliveries/s at it", name, best * subs)
+                    best_keep = rate
+                    if p99 and p99_chain:
+                        best_p99 = rate
+                    else:
+                        p99_chain = False
+                self.add(scen, "highest msg/s kept up (no loss)", name, best_keep)
+                self.add(scen, "highest msg/s with p99 < 100 ms", name, best_p99)
+                self.add(scen, "deliveries/s kept up", name, best_keep * subs)
 
     def idle(self, t, conns, procs, hold, scen):
+        """RSS growth per idle connection, twice per fresh server: first on a
+        cold heap (what a new deployment pays), then again after those
+        connections closed (a warm heap reuses what the first burst left)."""
         for rep in range(self.args.reps):
+            if rep:
+                t.restart_servers()
             for name in t.names():
-                a = t.bench_args(name, self.stream())
-                a = [x for x in a if True]
-                res = self.bench("idle", a[:a.index("--pub")] + a[a.index("--pub") + 2:] + [
-                    "--conns", str(conns), "--procs", str(procs), "--hold", str(hold),
-                    "--connect-timeout", "120"], "%s %s rep%d" % (scen, name, rep))
-                self.add(scen, "connected", name, res.get("connected"))
-                self.add(scen, "server RSS B/conn", name, res.get("rss_bytes_per_conn"))
-                time.sleep(2)  # let the server reap the closed connections
+                for phase in ("fresh server", "warm server"):
+                    a = t.bench_args(name, self.stream())
+                    a = a[:a.index("--pub")] + a[a.index("--pub") + 2:]
+                    res = self.bench("idle", a + ["--conns", str(conns), "--procs", str(procs), "--hold", str(hold),
+                                                  "--connect-timeout", "120"], "%s %s rep%d %s" % (scen, name, rep, phase))
+                    if phase == "fresh server":
+                        self.add(scen, "connected", name, res.get("connected"))
+                    self.add(scen, "server RSS B/conn, %s" % phase, name, res.get("rss_bytes_per_conn"))
+                    time.sleep(3)  # let the server reap the closed connections
 
     def wrk(self, port, script, env, duration, conns, label):
         e = dict(os.environ)

@@ -21,6 +21,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 import rtwtest  # noqa: E402
+import tempfile  # noqa: E402
+
+# Our own temp root: other people's cleanups of /tmp/rtwtest-* must not
+# pull a running benchmark's PostgreSQL from under it.
+tempfile.tempdir = os.environ.get("RTW_BENCH_TMP", "/tmp/rtwbench")
+os.makedirs(tempfile.tempdir, mode=0o755, exist_ok=True)
+os.chmod(tempfile.tempdir, 0o755)
 
 
 def pids_of(pid):
