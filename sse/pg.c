@@ -371,7 +371,6 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 		}
 		if (!pg__parse_pos(PQgetvalue(res, i, PG_COL_XID), PQgetvalue(res, i, PG_COL_ID), &pos))
 			continue;
-		log_debug("tail row %s xid %s settled below the horizon", PQgetvalue(res, i, PG_COL_ID), PQgetvalue(res, i, PG_COL_XID));
 		ctx->cursor = pos;
 		ctx->m.tail_rows++;
 		st = sse_index_stream(&ctx->ix, PQgetvalue(res, i, PG_COL_STREAM));
