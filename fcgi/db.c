@@ -16,10 +16,12 @@
 /* Least time between two connect attempts of one worker. */
 #define FCG_DB_RETRY_MS 500
 
-#define FCG_HIST_COLS                                                                                      \
-	"SELECT id::text, author_id, message::text, ts::text, rtw_rfc3339(created_at) FROM rtw_messages " \
-	"WHERE stream_id = $1 AND widget_key = $2::uuid AND type = 'broadcast' AND xid < rtw_horizon() "   \
-	"AND ts >= $3::float8 AND ts <= $4::float8 "
+/* ORDER BY names are qualified on purpose: a bare "id" would mean the
+ * output column id::text, sorting "10" before "9". */
+#define FCG_HIST_COLS                                                                                          \
+	"SELECT m.id::text, m.author_id, m.message::text, m.ts::text, rtw_rfc3339(m.created_at) "              \
+	"FROM rtw_messages m WHERE m.stream_id = $1 AND m.widget_key = $2::uuid AND m.type = 'broadcast' "     \
+	"AND m.xid < rtw_horizon() AND m.ts >= $3::float8 AND m.ts <= $4::float8 "
 
 static const struct {
 	const char *name;
@@ -37,14 +39,16 @@ static const struct {
 	 "RETURNING id::text, rtw_rfc3339(created_at), ts::text, message::text"},
 	/* Group commit: one statement (one transaction, one NOTIFY) for many
 	 * rows. Identity values are drawn in the order the rows are read from
-	 * the recordset, so ORDER BY id gives back the input order. */
+	 * the recordset, so ORDER BY ins.id (the bigint, not the text output
+	 * column) gives back the input order. */
 	{"ins_many",
 	 "WITH ins AS (INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
 	 "SELECT r.stream_id, r.type, r.widget_key, r.author_id, r.to_user_id, r.message, r.ts "
 	 "FROM jsonb_to_recordset($1::jsonb) AS r(stream_id text, type text, widget_key uuid, author_id text, "
 	 "to_user_id text, message jsonb, ts float8) "
 	 "RETURNING id, created_at, ts, message) "
-	 "SELECT id::text, rtw_rfc3339(created_at), ts::text, message::text FROM ins ORDER BY id"},
+	 "SELECT ins.id::text, rtw_rfc3339(ins.created_at), ins.ts::text, ins.message::text FROM ins "
+	 "ORDER BY ins.id"},
 	{"idem_claim",
 	 "INSERT INTO rtw_idempotency (stream_id, author_id, key, request_hash, status, response) "
 	 "VALUES ($1, $2, $3, decode($4, 'hex'), 0, '') ON CONFLICT DO NOTHING RETURNING 1"},
@@ -65,8 +69,8 @@ static const struct {
 	 "FROM rtw_webhook_jobs WHERE id = $1::bigint"},
 	{"hist_pos",
 	 "SELECT xid::text FROM rtw_messages WHERE id = $1::bigint AND stream_id = $2 AND type = 'broadcast'"},
-	{"hist_first", FCG_HIST_COLS "ORDER BY xid, id LIMIT $5::int"},
-	{"hist_after", FCG_HIST_COLS "AND (xid, id) > ($6::xid8, $7::bigint) ORDER BY xid, id LIMIT $5::int"},
+	{"hist_first", FCG_HIST_COLS "ORDER BY m.xid, m.id LIMIT $5::int"},
+	{"hist_after", FCG_HIST_COLS "AND (m.xid, m.id) > ($6::xid8, $7::bigint) ORDER BY m.xid, m.id LIMIT $5::int"},
 };
 
 static void fcg_db__down(struct fcg_db *db)

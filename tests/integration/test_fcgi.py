@@ -318,10 +318,10 @@ def concurrent_posts_each_stored_exactly_once():
                 r = post(bcast(message={"w": n, "i": i}, timestamp=n * 1000 + i),
                          path="/v1/streams/%s/messages" % stream)
                 with lock:
-                    if r.status == 201:
+                    if r.status == 201 and r.json["message"] == {"w": n, "i": i}:
                         got[r.json["id"]] = r.json
                     else:
-                        errors.append(r)
+                        errors.append((n, i, r))
 
         threads = [threading.Thread(target=writer, args=(n,)) for n in range(nthreads)]
         for th in threads:
@@ -382,8 +382,8 @@ def history_paging_under_writers_has_no_gap_or_duplicate():
     ids, since = walk(key, stream, 5, since)
     seen += ids
     assert len(seen) == len(set(seen)), "duplicates in history"
-    rows = S.pg.query("SELECT id::text FROM rtw_messages WHERE stream_id = %s AND widget_key = %s "
-                      "ORDER BY xid, id", (stream, key))
+    rows = S.pg.query("SELECT m.id::text FROM rtw_messages m WHERE m.stream_id = %s AND m.widget_key = %s "
+                      "ORDER BY m.xid, m.id", (stream, key))
     assert seen == [r[0] for r in rows], (len(seen), len(rows))
     assert len(seen) > 20
 
@@ -412,6 +412,62 @@ def history_filters_limits_and_since_id_rules():
         assert_error(t.request(P, "GET", PATH + "?widget_key=%s&%s" % (key, q), token=TOK), 400, "invalid_field")
     assert_error(t.request(P, "GET", PATH, token=TOK), 400, "missing_field", "widget_key")
     assert_error(t.request(P, "GET", PATH + "?widget_key=" + str(uuid.uuid4()), token=TOK), 403, "unknown_widget")
+
+
+def restart_ids(value):
+    S.pg.query("ALTER TABLE rtw_messages ALTER COLUMN id RESTART WITH %d" % value)
+
+
+@t.test
+def history_orders_ids_numerically_across_digit_boundaries():
+    """Rows of one transaction share an xid; within it the order is the
+    numeric id (10 after 9), the same order since_id positions use."""
+    key = S.add_widget("digits")
+    restart_ids(10 ** 10 - 5)
+    S.pg.query("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message, ts) "
+               "SELECT 'digits', 'broadcast', %s, 'alice', to_jsonb(g), 0 FROM generate_series(1, 10) g", (key,))
+    want = [r[0] for r in S.pg.query("SELECT id::text FROM rtw_messages WHERE stream_id = 'digits' "
+                                     "ORDER BY id::bigint")]
+    assert want[0] == str(10 ** 10 - 5) and want[-1] == str(10 ** 10 + 4)
+    got, _ = walk(key, "digits", 3)
+    assert got == want, (got, want)
+
+
+@t.test
+def group_commit_hands_each_waiter_its_row_across_digit_boundaries():
+    """A table lock holds the first leader's INSERT while 15 more requests
+    queue; on release they are written as one batch whose ids cross a digit
+    boundary (99..., 100...), and each must get its own row back."""
+    for exp in (11, 12):
+        restart_ids(10 ** exp - 4)
+        stream = "gc-" + uuid.uuid4().hex[:8]
+        out = []
+        locker = S.pg.connect()
+        locker.autocommit = False
+        try:
+            with locker.cursor() as cur:
+                cur.execute("LOCK TABLE rtw_messages IN EXCLUSIVE MODE")
+            threads = [threading.Thread(target=lambda n=n: out.append(
+                (n, post(bcast(message={"n": n}), path="/v1/streams/%s/messages" % stream)))) for n in range(16)]
+            for th in threads:
+                th.start()
+            t.wait_for(lambda: count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                     "AND query LIKE '%%rtw_messages%%'") > 0, 10, "the leader to block")
+            time.sleep(0.5)  # setup, not an assertion: lets the other requests queue behind the leader
+        finally:
+            locker.rollback()
+            locker.close()
+        for th in threads:
+            th.join()
+        assert all(r.status == 201 for _, r in out), out
+        stored = dict((str(i), m) for i, m in S.pg.query(
+            "SELECT id, message FROM rtw_messages WHERE stream_id = %s", (stream,)))
+        assert len(stored) == 16
+        batches = count("SELECT count(DISTINCT xid) FROM rtw_messages WHERE stream_id = %s", (stream,))
+        assert batches < 16, "no shared batch formed"
+        for n, r in out:
+            # the answer is this request's own message, stored under that id
+            assert r.json["message"] == {"n": n} and stored[r.json["id"]] == {"n": n}, (n, r.json)
 
 
 # ---- CORS ------------------------------------------------------------------
@@ -604,11 +660,32 @@ def postgres_stopped_gives_503_then_recovers_without_restart():
 
 
 @t.test
-def sigterm_exits_zero_and_stops_accepting():
+def sigterm_finishes_requests_in_flight_stops_accepting_exits_zero():
     d = O.daemons["rtw-fcgi"]
-    assert d.stop(signal.SIGTERM) == 0
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", O.fcgi_port)) != 0
+    locker = O.pg.connect()
+    locker.autocommit = False
+    result = []
+    try:
+        with locker.cursor() as cur:
+            cur.execute("LOCK TABLE rtw_messages IN EXCLUSIVE MODE")
+        th = threading.Thread(target=lambda: result.append(opost(
+            {"type": "broadcast", "widget_key": O.widget_key, "timestamp": 0, "message": "in flight"})))
+        th.start()
+        t.wait_for(lambda: count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                 "AND query LIKE '%%rtw_messages%%'", stack=O) > 0, 10, "the insert to block")
+        d.proc.send_signal(signal.SIGTERM)
+
+        def refused():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", O.fcgi_port)) != 0
+        t.wait_for(refused, 5, "rtw-fcgi to stop accepting")
+        assert d.running(), "exited with a request in flight"
+    finally:
+        locker.rollback()
+        locker.close()
+    th.join(15)
+    assert result and result[0].status == 201 and result[0].json["message"] == "in flight", result
+    assert d.proc.wait(15) == 0
     assert "stopped" in d.log_text()
 
 
