@@ -274,6 +274,8 @@ int main(int argc, char **argv)
 	sse_pg_close(&ctx);
 	log_info("stopped");
 out_cfg:
+	sse_index_free(&ctx.ix);
+	sse_htab_free(&ctx.ips);
 	free(ctx.heartbeat);
 	cfg_free(&cfg);
 	return rc;
