@@ -318,8 +318,11 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 					     {"last", required_argument, NULL, 'n'},
 					     {"no-follow", no_argument, NULL, 'f'},
 					     {NULL, 0, NULL, 0}};
-	static const char cols[] = "SELECT id::text, stream_id, author_id, to_user_id, message::text, ts::text, type, "
-				   "widget_key::text, rtw_rfc3339(created_at), xid::text FROM rtw_messages ";
+	/* ORDER BY names below are qualified (m.) or renamed (sort_*): a bare
+	 * "id" would be the text output column, and "10" < "9" as text. */
+	static const char cols[] = "SELECT m.id::text, m.stream_id, m.author_id, m.to_user_id, m.message::text, "
+				   "m.ts::text, m.type, m.widget_key::text, rtw_rfc3339(m.created_at), m.xid::text, "
+				   "m.xid AS sort_xid, m.id AS sort_id FROM rtw_messages m ";
 	const char *stream = NULL;
 	bool all = false, follow = true;
 	char last[16] = "10", cur_xid[32] = "0", cur_id[24] = "0", sql[1024];
@@ -340,12 +343,12 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 		return fprintf(stderr, "%s", usage), 2;
 	if (ctl__connect(c))
 		return 1;
-	const char *filter = "($1::text IS NULL OR stream_id = $1) AND ($2::bool OR type = 'broadcast') "
-			     "AND xid < rtw_horizon()";
+	const char *filter = "($1::text IS NULL OR m.stream_id = $1) AND ($2::bool OR m.type = 'broadcast') "
+			     "AND m.xid < rtw_horizon()";
 	/* Where following starts: the newest settled row of any stream. The
 	 * last N rows are read up to it, so nothing is shown twice or lost. */
-	res = PQexec(c->conn, "SELECT xid::text, id::text FROM rtw_messages WHERE xid < rtw_horizon() "
-			      "ORDER BY xid DESC, id DESC LIMIT 1");
+	res = PQexec(c->conn, "SELECT m.xid::text, m.id::text FROM rtw_messages m WHERE m.xid < rtw_horizon() "
+			      "ORDER BY m.xid DESC, m.id DESC LIMIT 1");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		rc = ctl__fail(PQresultErrorMessage(res), NULL);
 		goto out;
@@ -356,8 +359,8 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 	}
 	PQclear(res);
 	/* the last N rows up to there, oldest first */
-	snprintf(sql, sizeof(sql), "SELECT * FROM (%s WHERE %s AND (xid, id) <= ($4::xid8, $5::bigint) "
-		 "ORDER BY xid DESC, id DESC LIMIT $3::int) t ORDER BY xid, id", cols, filter);
+	snprintf(sql, sizeof(sql), "SELECT * FROM (%s WHERE %s AND (m.xid, m.id) <= ($4::xid8, $5::bigint) "
+		 "ORDER BY m.xid DESC, m.id DESC LIMIT $3::int) t ORDER BY sort_xid, sort_id", cols, filter);
 	const char *p1[] = {stream, all ? "true" : "false", last, cur_xid, cur_id};
 	res = PQexecParams(c->conn, sql, 5, NULL, p1, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -377,7 +380,8 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 		rc = ctl__fail(PQresultErrorMessage(res), NULL);
 		goto out;
 	}
-	snprintf(sql, sizeof(sql), "%s WHERE %s AND (xid, id) > ($3::xid8, $4::bigint) ORDER BY xid, id", cols, filter);
+	snprintf(sql, sizeof(sql), "%s WHERE %s AND (m.xid, m.id) > ($3::xid8, $4::bigint) ORDER BY m.xid, m.id", cols,
+		 filter);
 	for (;;) {
 		/* Wake on NOTIFY, or every second: the horizon may have moved
 		 * without one (a transaction elsewhere ended by rollback). */

@@ -36,8 +36,10 @@ static const char pg__tail_sql[] = "SELECT " PG_ROW_COLS ", m.xid < h.h"
 				   " WHERE (m.xid, m.id) > ($1::xid8, $2::bigint)"
 				   " ORDER BY m.xid, m.id LIMIT $3::int";
 
-static const char pg__cursor_sql[] = "SELECT xid::text, id::text FROM rtw_messages WHERE xid < rtw_horizon()"
-				     " ORDER BY xid DESC, id DESC LIMIT 1";
+/* Qualified names: a bare "xid" in ORDER BY would be the text output
+ * column, and text order is not stream order ("9" > "10"). */
+static const char pg__cursor_sql[] = "SELECT m.xid::text, m.id::text FROM rtw_messages m WHERE m.xid < rtw_horizon()"
+				     " ORDER BY m.xid DESC, m.id DESC LIMIT 1";
 
 /* One subscriber's rows in (from, to]: broadcasts, and privates and
  * webhook results addressed to it (broadcast <=> to_user_id IS NULL). */

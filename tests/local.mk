@@ -31,6 +31,12 @@ tests_unit_test_whk_job_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_whk_job_LDADD = $(UNIT_LIBS)
 TESTS += tests/unit/test_whk_addr tests/unit/test_whk_job
 
+check_PROGRAMS += tests/unit/test_sse
+tests_unit_test_sse_SOURCES = tests/unit/test_sse.c
+tests_unit_test_sse_CFLAGS = $(UNIT_CFLAGS) -I$(top_srcdir)/sse
+tests_unit_test_sse_LDADD = sse/libsse.a $(UNIT_LIBS) $(HTTP_PARSER_LIBS)
+TESTS += tests/unit/test_sse
+
 # Fuzz drivers: with --enable-fuzzing they are libFuzzer targets (clang);
 # otherwise they replay the committed corpus as ordinary tests.
 if FUZZING

@@ -161,6 +161,16 @@ class Postgres:
         return out
 
 
+def cross_a_power_of_ten(pg):
+    """Moves the id sequence to just below the next power of ten, so the
+    next rows' ids differ in digit count (text order != numeric order)."""
+    cur = pg.query("SELECT nextval(pg_get_serial_sequence('rtw_messages', 'id'))")[0][0]
+    p = 10
+    while p <= cur + 6:
+        p *= 10
+    pg.query("SELECT setval(pg_get_serial_sequence('rtw_messages', 'id'), %s)", (p - 6,))
+
+
 def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 

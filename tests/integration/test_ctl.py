@@ -167,6 +167,20 @@ def tail_prints_stream_order_and_follows():
 
 
 @test
+def tail_orders_by_position_not_text():
+    rtwtest.cross_a_power_of_ten(S.pg)
+    conn = S.pg.connect()
+    conn.autocommit = False
+    cur = conn.cursor()
+    cur.execute("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message) "
+                "SELECT 'digits', 'broadcast', %s, 'a', to_jsonb(g) FROM generate_series(1, 12) g", (S.widget_key,))
+    conn.commit()
+    conn.close()
+    out = S.ctl("tail", "--stream", "digits", "--no-follow", "--last", "4").stdout.splitlines()
+    assert [json.loads(line)["message"] for line in out] == [9, 10, 11, 12], out
+
+
+@test
 def stats_counts():
     out = S.ctl("stats").stdout
     assert "messages.broadcast" in out and "widgets" in out

@@ -362,6 +362,31 @@ def sse_killed_and_restarted_resume_loses_nothing():
 
 
 @test
+def restart_starts_live_at_the_true_end():
+    """The start cursor is the newest settled row in (xid, id) order, not in
+    text order: with ids 9 and 10+ in one transaction, "9" > "12" as text
+    and a text sort would replay 10..12 to a live-only subscriber."""
+    s = stream_name("order")
+    rtwtest.cross_a_power_of_ten(STACK.pg)
+    conn = STACK.pg.connect()
+    conn.autocommit = False
+    for _ in range(12):
+        insert(s, conn=conn)
+    conn.commit()
+    conn.close()
+    SSE.stop(signal.SIGTERM)
+    SSE.start()
+    wait_healthy()
+    c = subscribe(s, token=STACK.token("fresh"))
+    assert c.init["message"]["resumed"] is False
+    mine = insert(s, message={"after": "restart"})
+    ev = c.next_event()
+    assert ev["id"] == mine, "a live-only subscriber got an old row first: %r" % ev
+    no_event(c)
+    c.close()
+
+
+@test
 def postgres_restart_live_and_resume():
     s = stream_name()
     live = subscribe(s, token=STACK.token("p"))
