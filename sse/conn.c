@@ -666,6 +666,14 @@ static void conn__route_events(struct sse_conn *c)
 		conn__error(c, 503, "unavailable", NULL, "Retry-After: 1\r\n", "database unavailable");
 		return;
 	}
+	/* Until the first tail position is known (just after start, or while
+	 * PostgreSQL is down at start) a live-only subscriber has no place to
+	 * start from: rows committed meanwhile would be lost to it. Once known,
+	 * the cursor survives reconnects, so this only refuses at start-up. */
+	if (!ctx->cursor_valid) {
+		conn__error(c, 503, "unavailable", NULL, "Retry-After: 1\r\n", "starting up; no stream position yet");
+		return;
+	}
 	if (sse_index_add(&ctx->ix, &c->sub, r->stream_id, user) != RTW_OK) {
 		sse_conn_close(c);
 		return;
