@@ -24,15 +24,17 @@ struct fcg_gc {
 	struct fcg_gc_item *head, *tail;
 	bool leading; /* a batch is being written */
 	int max;
+	struct fcg_metrics *m;
 };
 
-struct fcg_gc *fcg_gc_new(int max)
+struct fcg_gc *fcg_gc_new(int max, struct fcg_metrics *m)
 {
 	struct fcg_gc *gc = calloc(1, sizeof(*gc));
 	if (!gc)
 		return NULL;
 	pthread_mutex_init(&gc->mu, NULL);
 	gc->max = max < 1 ? 1 : max;
+	gc->m = m;
 	return gc;
 }
 
@@ -171,6 +173,8 @@ void fcg_gc_submit(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item *ite
 		pthread_mutex_unlock(&gc->mu);
 
 		fcg__write_batch(db, batch, n);
+		FCG_COUNT(gc->m, gc_batches, 1);
+		FCG_COUNT(gc->m, gc_rows, (uint_fast64_t)n);
 
 		/* Wake the waiters after unlocking, so they do not wake only to
 		 * block on the mutex. Their items live on their stacks and may be

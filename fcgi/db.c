@@ -127,6 +127,9 @@ static int fcg_db__connect(struct fcg_db *db)
 		PQclear(res);
 	}
 	db->state = FCG_DB_READY;
+	if (db->connected_once && db->metrics)
+		FCG_COUNT(db->metrics, pg_reconnects, 1);
+	db->connected_once = true;
 	if (db->failing)
 		log_info("worker %d: connected to database again", db->worker_id);
 	db->failing = false;
@@ -135,10 +138,17 @@ static int fcg_db__connect(struct fcg_db *db)
 
 int fcg_db_ready(struct fcg_db *db)
 {
-	if (db->state == FCG_DB_READY && PQstatus(db->conn) == CONNECTION_OK)
-		return RTW_OK;
-	if (db->state == FCG_DB_READY)
+	if (db->state == FCG_DB_READY) {
+		/* A server that went away while we were idle (restart, fast
+		 * shutdown, pg_terminate_backend) left an EOF on the socket:
+		 * reading it (libpq's sockets never block) notices the loss now,
+		 * so this request reconnects at once instead of answering 503. */
+		if (PQconsumeInput(db->conn) && PQstatus(db->conn) == CONNECTION_OK)
+			return RTW_OK;
+		log_info("worker %d: the database connection was closed; reconnecting", db->worker_id);
 		fcg_db__down(db);
+		db->next_try_ms = 0;
+	}
 	if (rtw_now_ms() < db->next_try_ms)
 		return RTW_AGAIN;
 	return fcg_db__connect(db);

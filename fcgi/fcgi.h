@@ -6,8 +6,10 @@
  *
  * Threads: main.c starts fcgi.workers worker threads; each owns a struct
  * fcg_worker for its whole life and touches no other worker's state. The
- * only shared mutable object is the group committer (commit.c), guarded by
- * its mutex, and the read-only config.
+ * shared mutable objects are the group committer (commit.c, its mutex),
+ * the rate-limit buckets (ratelimit.c, striped mutexes) and the metrics
+ * (atomic counters, read by the health thread of health.c); the config is
+ * read-only.
  */
 #ifndef RTW_FCGI_H
 #define RTW_FCGI_H
@@ -21,6 +23,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 /* ---- growable byte buffer with a hard maximum (http.c) ---- */
 
@@ -36,6 +39,35 @@ int fcg_buf_printf(struct fcg_buf *b, const char *fmt, ...) RTW_PRINTF(2, 3) RTW
 int fcg_buf_json_str(struct fcg_buf *b, const char *s) RTW_WUR;
 void fcg_buf_free(struct fcg_buf *b);
 
+/* ---- metrics (health.c formats them; everyone counts) ---- */
+
+/* Routes as the metrics name them. */
+enum fcg_mroute { FCG_M_MESSAGES_POST, FCG_M_MESSAGES_GET, FCG_M_WEBHOOK_GET, FCG_M_OTHER, FCG_M_NROUTES };
+#define FCG_M_NSTATUS 15 /* the statuses rtw-fcgi answers, and "other" */
+#define FCG_M_NBUCKETS 13 /* histogram upper bounds, +Inf excluded */
+
+/* Process-wide counters: relaxed atomics, no lock on the request path. */
+struct fcg_metrics {
+	atomic_uint_fast64_t requests[FCG_M_NROUTES][FCG_M_NSTATUS];
+	atomic_uint_fast64_t dur_bucket[FCG_M_NROUTES][FCG_M_NBUCKETS + 1]; /* not cumulative; last: +Inf */
+	atomic_uint_fast64_t dur_sum_us[FCG_M_NROUTES];
+	atomic_uint_fast64_t gc_batches, gc_rows, pg_reconnects, rate_limited;
+	atomic_int in_flight;
+};
+
+#define FCG_COUNT(m, field, n) atomic_fetch_add_explicit(&(m)->field, (n), memory_order_relaxed)
+
+/* Records one finished request. */
+void fcg_metrics_request(struct fcg_metrics *m, enum fcg_mroute route, int status, uint64_t duration_us);
+
+/* The /healthz + /metrics listener (health.c): one thread, blocking I/O. */
+struct fcg_health;
+/* Starts listening on cfg->fcgi_health_listen (host:port) and its thread.
+ * NULL on failure (message in err). m is borrowed for the process's life. */
+struct fcg_health *fcg_health_start(const struct rtw_cfg *cfg, struct fcg_metrics *m, char *err, size_t errlen);
+/* Stops the thread, closes the socket and its PostgreSQL connection. */
+void fcg_health_stop(struct fcg_health *h);
+
 /* ---- database layer (db.c) ---- */
 
 enum fcg_db_state { FCG_DB_DOWN, FCG_DB_READY };
@@ -50,6 +82,8 @@ struct fcg_db {
 	bool failing; /* a connect failed since the last success: log repeats at debug */
 	const struct rtw_cfg *cfg;
 	int worker_id;
+	bool connected_once; /* a later connect counts as a reconnect */
+	struct fcg_metrics *metrics; /* borrowed */
 };
 
 /* One cached row of rtw_widgets (see fcg_db_widget). */
@@ -81,6 +115,7 @@ void fcg_db_close(struct fcg_db *db);
 /* ---- worker and request (main.c, http.c) ---- */
 
 struct fcg_gc;
+struct fcg_rl;
 
 struct fcg_worker {
 	int id;
@@ -89,6 +124,8 @@ struct fcg_worker {
 	FCGX_Request fx;
 	struct fcg_db db;
 	struct fcg_gc *gc;
+	struct fcg_rl *rl;            /* shared rate-limit buckets; NULL: no limit */
+	struct fcg_metrics *metrics;  /* shared, atomics */
 	struct fcg_widget widgets[FCG_WIDGET_CACHE];
 	/* union of every enabled widget's origins, for preflights */
 	json_t *all_origins;
@@ -121,6 +158,7 @@ struct fcg_req {
 	const struct fcg_widget *widget;
 	int retry_after; /* seconds, 0: none */
 	const char *allow;
+	int status; /* the status sent, for the metrics */
 };
 
 /* Sends status + JSON body (len bytes) with the CORS, Allow and
@@ -166,7 +204,8 @@ struct fcg_gc_item {
 	pthread_cond_t *cv;
 };
 
-struct fcg_gc *fcg_gc_new(int max);
+/* m (borrowed) counts batches and rows. */
+struct fcg_gc *fcg_gc_new(int max, struct fcg_metrics *m);
 void fcg_gc_free(struct fcg_gc *gc);
 /* Writes item (in a shared transaction when others are waiting), using
  * db when this thread leads the batch. Returns when the item is done. */

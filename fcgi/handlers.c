@@ -9,6 +9,7 @@
 #include "config.h"
 #include "fcgi.h"
 #include "log.h"
+#include "ratelimit.h"
 
 #include <math.h>
 #include <openssl/sha.h>
@@ -97,6 +98,22 @@ static int fcg__widget(struct fcg_req *r, const char *key)
 		return RTW_ERROR;
 	}
 	return RTW_OK;
+}
+
+/* Per (author, stream) token bucket of this process: 429 rate_limited
+ * with Retry-After (whole seconds, rounded up) when it is empty. Checked
+ * after the widget, so the answer carries the widget's CORS headers. */
+static int fcg__rate_limit(struct fcg_req *r, const char *author)
+{
+	uint64_t wait_ms;
+
+	if (!r->w->rl || !(wait_ms = fcg_rl_take(r->w->rl, author, r->stream_id, rtw_now_ms())))
+		return RTW_OK;
+	FCG_COUNT(r->w->metrics, rate_limited, 1);
+	r->retry_after = (int)((wait_ms + 999) / 1000);
+	fcg_fail(r, 429, "rate_limited", NULL, "too many messages from this author on this stream; retry in %d s",
+		 r->retry_after);
+	return RTW_ERROR;
 }
 
 /* ---- history (request and GET) ---- */
@@ -435,6 +452,8 @@ void fcg_handle_post(struct fcg_req *r)
 	if (fcg__author(r, m.has_author ? m.author_id : NULL, author) != RTW_OK)
 		goto out;
 	if (fcg__widget(r, m.widget_key) != RTW_OK)
+		goto out;
+	if (fcg__rate_limit(r, author) != RTW_OK)
 		goto out;
 	if (m.type == MSG_REQUEST) {
 		/* a read: Idempotency-Key has nothing to protect */

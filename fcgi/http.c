@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define FCG_ALLOW_MESSAGES "GET, POST, OPTIONS"
 #define FCG_ALLOW_WEBHOOK "GET, OPTIONS"
@@ -154,6 +155,7 @@ static void fcg__send_head(struct fcg_req *r, int status, size_t len, bool prefl
 	struct fcg_buf *h = &r->w->head;
 	int rc = RTW_OK;
 
+	r->status = status;
 	h->len = 0;
 	rc |= fcg_buf_printf(h, "Status: %d %s\r\n", status, fcg__reason(status));
 	if (!preflight)
@@ -454,13 +456,33 @@ static void fcg__post(struct fcg_req *r)
 	fcg_handle_post(r);
 }
 
+static uint64_t fcg__now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static enum fcg_mroute fcg__mroute(const struct fcg_req *r)
+{
+	if (r->route == FCG_ROUTE_MESSAGES && strcmp(r->method, "POST") == 0)
+		return FCG_M_MESSAGES_POST;
+	if (r->route == FCG_ROUTE_MESSAGES && strcmp(r->method, "GET") == 0)
+		return FCG_M_MESSAGES_GET;
+	if (r->route == FCG_ROUTE_WEBHOOK && strcmp(r->method, "GET") == 0)
+		return FCG_M_WEBHOOK_GET;
+	return FCG_M_OTHER;
+}
+
 void fcg_serve(struct fcg_worker *w)
 {
 	FCGX_ParamArray env = w->fx.envp;
 	struct fcg_req r;
 	const char *cl;
 	int rc;
+	uint64_t t0 = fcg__now_us();
 
+	atomic_fetch_add_explicit(&w->metrics->in_flight, 1, memory_order_relaxed);
 	memset(&r, 0, sizeof(r));
 	r.w = w;
 	r.method = FCGX_GetParam("REQUEST_METHOD", env);
@@ -508,4 +530,6 @@ void fcg_serve(struct fcg_worker *w)
 out:
 	if (r.has_claims)
 		tok_claims_free(&r.claims);
+	fcg_metrics_request(w->metrics, fcg__mroute(&r), r.status, fcg__now_us() - t0);
+	atomic_fetch_sub_explicit(&w->metrics->in_flight, 1, memory_order_relaxed);
 }

@@ -8,6 +8,9 @@ fcgi_rtw_fcgi_SOURCES = \
 	fcgi/http.c \
 	fcgi/handlers.c \
 	fcgi/db.c \
-	fcgi/commit.c
+	fcgi/commit.c \
+	fcgi/ratelimit.h \
+	fcgi/ratelimit.c \
+	fcgi/health.c
 fcgi_rtw_fcgi_CFLAGS = $(RTW_CFLAGS)
-fcgi_rtw_fcgi_LDADD = $(RTW_LIBS) $(FCGI_LIBS)
+fcgi_rtw_fcgi_LDADD = $(RTW_LIBS) $(FCGI_LIBS) $(HTTP_PARSER_LIBS) -lm

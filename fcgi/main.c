@@ -7,10 +7,16 @@
  *
  * Each worker thread owns one struct fcg_worker: it accepts a request,
  * serves it (http.c) and finishes it, on its own PostgreSQL connection.
+ * One more thread (health.c) answers /healthz and /metrics on
+ * fcgi.health_listen.
  */
+
+/* Rate-limit buckets per process: fixed memory (about 24 bytes each). */
+#define FCG_RL_BUCKETS 16384
 #include "config.h"
 #include "fcgi.h"
 #include "log.h"
+#include "ratelimit.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -57,6 +63,9 @@ int main(int argc, char **argv)
 	struct fcg_worker *workers = NULL;
 	pthread_t *tids = NULL;
 	struct fcg_gc *gc = NULL;
+	struct fcg_rl *rl = NULL;
+	struct fcg_metrics *metrics = NULL;
+	struct fcg_health *health = NULL;
 	int listen_fd, started = 0, rc = 1;
 	const char *unix_path = NULL; /* unlinked at exit */
 	sigset_t sigs;
@@ -123,12 +132,30 @@ int main(int argc, char **argv)
 		log_info("listening on %s with %d workers", cfg.fcgi_socket, cfg.fcgi_workers);
 	}
 
-	gc = fcg_gc_new(cfg.fcgi_group_commit_max);
+	metrics = calloc(1, sizeof(*metrics));
+	gc = fcg_gc_new(cfg.fcgi_group_commit_max, metrics);
 	workers = calloc((size_t)cfg.fcgi_workers, sizeof(*workers));
 	tids = calloc((size_t)cfg.fcgi_workers, sizeof(*tids));
-	if (!gc || !workers || !tids) {
+	if (!metrics || !gc || !workers || !tids) {
 		log_error("out of memory");
 		goto out;
+	}
+	if (cfg.fcgi_rate_limit_per_s > 0) {
+		uint64_t seed;
+		if (rtw_random(&seed, sizeof(seed)) != RTW_OK ||
+		    !(rl = fcg_rl_new(cfg.fcgi_rate_limit_per_s, cfg.fcgi_rate_limit_burst, FCG_RL_BUCKETS, seed))) {
+			log_error("could not set up the rate limiter");
+			goto out;
+		}
+		log_info("rate limit: %d messages/s per author and stream, burst %d (per process)",
+			 cfg.fcgi_rate_limit_per_s, cfg.fcgi_rate_limit_burst);
+	}
+	if (cfg.fcgi_health_listen[0]) {
+		/* A clash on this side port must not stop ingest: report it loudly, go on. */
+		if (!(health = fcg_health_start(&cfg, metrics, err, sizeof(err))))
+			log_error("/healthz and /metrics disabled: %s", err);
+		else
+			log_info("health and metrics on http://%s", cfg.fcgi_health_listen);
 	}
 	for (int i = 0; i < cfg.fcgi_workers; i++) {
 		struct fcg_worker *w = &workers[i];
@@ -136,6 +163,9 @@ int main(int argc, char **argv)
 		w->cfg = &cfg;
 		w->listen_fd = listen_fd;
 		w->gc = gc;
+		w->rl = rl;
+		w->metrics = metrics;
+		w->db.metrics = metrics;
 		w->db.cfg = &cfg;
 		w->db.worker_id = i;
 		w->out.max = SIZE_MAX;
@@ -190,8 +220,13 @@ int main(int argc, char **argv)
 	close(listen_fd);
 	if (unix_path)
 		unlink(unix_path);
+	fcg_health_stop(health);
+	health = NULL;
 	log_info("stopped");
 out:
+	fcg_health_stop(health);
+	fcg_rl_free(rl);
+	free(metrics);
 	fcg_gc_free(gc);
 	free(workers);
 	free(tids);

@@ -34,6 +34,9 @@ const struct cfg_option cfg_options[] = {
 	OPT("fcgi.workers", CFG_INT, fcgi_workers, "32", "worker threads, each with its own PostgreSQL connection; also bounds a group-commit batch"),
 	OPT("fcgi.backlog", CFG_INT, fcgi_backlog, "1024", "listen backlog of the FastCGI socket"),
 	OPT("fcgi.group_commit_max", CFG_INT, fcgi_group_commit_max, "64", "most messages written in one shared transaction (1 disables group commit)"),
+	OPT("fcgi.rate_limit_per_s", CFG_INT, fcgi_rate_limit_per_s, "50", "messages per second each author may post to one stream, per rtw-fcgi process (429 rate_limited above; 0 disables)"),
+	OPT("fcgi.rate_limit_burst", CFG_INT, fcgi_rate_limit_burst, "100", "messages an author may post to one stream at once before fcgi.rate_limit_per_s applies"),
+	OPT("fcgi.health_listen", CFG_STR, fcgi_health_listen, "127.0.0.1:8083", "rtw-fcgi address for /healthz and /metrics (plain HTTP); empty to disable"),
 
 	OPT("history.default_limit", CFG_INT, history_default_limit, "100", "messages per history page when the request sets no limit"),
 	OPT("history.max_limit", CFG_INT, history_max_limit, "1000", "largest history page a request may ask for"),

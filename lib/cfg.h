@@ -31,6 +31,9 @@ struct rtw_cfg {
 	int fcgi_workers;
 	int fcgi_backlog;
 	int fcgi_group_commit_max;
+	int fcgi_rate_limit_per_s;
+	int fcgi_rate_limit_burst;
+	char *fcgi_health_listen;
 	/* [history] */
 	int history_default_limit;
 	int history_max_limit;

@@ -262,12 +262,18 @@ class Stack:
             "RTW_HTTP_CORS_ORIGINS": "",
             "RTW_LOG_LEVEL": "info",
             "RTW_SQL_DIR": os.path.join(SRCDIR, "sql"),
+            # rtw-fcgi: no side listener on the default port (start_fcgi
+            # gives it a free one), and no rate limit unless a test sets one
+            # (tests post far faster than people do)
+            "RTW_FCGI_HEALTH_LISTEN": "",
+            "RTW_FCGI_RATE_LIMIT_PER_S": "0",
         })
         if extra_env:
             self.env.update(extra_env)
         self.daemons = {}
         _stacks.append(self)
         self.fcgi_port = self.sse_port = self.http_port = self.webhookd_port = None
+        self.fcgi_health_port = None
         self.ctl("migrate")
         self.widget_key = self.add_widget("demo")
         self.widget_key2 = self.add_widget("second")
@@ -295,7 +301,9 @@ class Stack:
 
     def start_fcgi(self, env=None):
         self.fcgi_port = self.fcgi_port or free_port()
-        e = {"RTW_FCGI_SOCKET": "127.0.0.1:%d" % self.fcgi_port}
+        self.fcgi_health_port = self.fcgi_health_port or free_port()
+        e = {"RTW_FCGI_SOCKET": "127.0.0.1:%d" % self.fcgi_port,
+             "RTW_FCGI_HEALTH_LISTEN": "127.0.0.1:%d" % self.fcgi_health_port}
         e.update(env or {})
         return self._daemon("rtw-fcgi", [prog("rtw-fcgi")], self.fcgi_port, e)
 

@@ -1,9 +1,10 @@
 """test_fcgi: rtw-fcgi through real nginx and a real PostgreSQL.
 
-One test per message type and per row of the contract's error table (429
-excepted: rtw-fcgi does not rate-limit), idempotency (replay, conflict,
+One test per message type and per row of the contract's error table
+(429 on its own stack with a small limit), idempotency (replay, conflict,
 race), concurrency, history paging under writers, CORS, body limits, open
-mode, PostgreSQL going away and coming back, and SIGTERM.
+mode, PostgreSQL going away and coming back, /healthz and /metrics, and
+SIGTERM.
 """
 import os
 import re
@@ -591,6 +592,144 @@ def through_apache_mod_proxy_fcgi():
     assert "POST" in r.header("Allow")
     assert_error(post(bcast(), path="/v1/streams/s1/messages", port=ap, token=TOK,
                       headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type")
+
+
+# ---- /metrics ----------------------------------------------------------
+
+def metrics(stack=S):
+    """{(name, frozenset(labels)): value} from rtw-fcgi's /metrics."""
+    r = t.request(stack.fcgi_health_port, "GET", "/metrics")
+    assert r.status == 200 and r.header("Content-Type").startswith("text/plain"), r
+    out = {}
+    for line in r.body.decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$', line)
+        assert m, line
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def metric(ms, name, **labels):
+    return ms.get((name, frozenset(labels.items())), 0.0)
+
+
+@t.test
+def metrics_count_requests_by_route_and_status():
+    before = metrics()
+    stream = "metrics-" + uuid.uuid4().hex[:8]
+    for i in range(5):
+        assert post(bcast(message={"i": i}), path="/v1/streams/%s/messages" % stream).status == 201
+    assert t.request(P, "GET", PATH + "?widget_key=" + S.widget_key, token=TOK).status == 200
+    assert t.request(P, "GET", "/v1/nope", token=TOK).status == 404
+    # (not rejected(): snapshots of rtw_idempotency hold memoryview reprs with addresses)
+    assert_error(post(bcast(type="shout")), 400, "unknown_type")
+    after = metrics()
+
+    def delta(name, **labels):
+        return metric(after, name, **labels) - metric(before, name, **labels)
+    assert delta("rtw_fcgi_requests_total", route="messages_post", status="201") == 5
+    assert delta("rtw_fcgi_requests_total", route="messages_post", status="400") == 1
+    assert delta("rtw_fcgi_requests_total", route="messages_get", status="200") == 1
+    assert delta("rtw_fcgi_requests_total", route="other", status="404") == 1
+    assert delta("rtw_fcgi_request_duration_seconds_count", route="messages_post") == 6
+    assert delta("rtw_fcgi_request_duration_seconds_bucket", route="messages_post", le="+Inf") == 6
+    assert delta("rtw_fcgi_request_duration_seconds_sum", route="messages_post") > 0
+    # the histogram is cumulative
+    les = [metric(after, "rtw_fcgi_request_duration_seconds_bucket", route="messages_post", le=le)
+           for le in ("0.001", "0.01", "0.1", "1", "10", "+Inf")]
+    assert les == sorted(les), les
+    # every broadcast went through the group committer (sequential: one row per batch)
+    assert delta("rtw_fcgi_group_commit_rows_total") == 5
+    assert 1 <= delta("rtw_fcgi_group_commit_batches_total") <= 5
+    assert metric(after, "rtw_fcgi_requests_in_flight") == 0
+    assert metric(after, "rtw_fcgi_workers") >= 1
+    assert ("rtw_fcgi_rate_limited_total", frozenset()) in after
+    assert ("rtw_fcgi_pg_reconnects_total", frozenset()) in after
+    # the listener answers nothing else
+    assert t.request(S.fcgi_health_port, "GET", "/nope").status == 404
+    assert t.request(S.fcgi_health_port, "POST", "/metrics", "x").status == 405
+    with socket.create_connection(("127.0.0.1", S.fcgi_health_port), timeout=5) as s:
+        s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 400"), "garbage must get a 400"
+    # a client that sends nothing is dropped after the read timeout; others still get answers
+    idle = socket.create_connection(("127.0.0.1", S.fcgi_health_port), timeout=5)
+    try:
+        th = threading.Thread(target=lambda: idle.recv(10))
+        th.start()
+        t0 = time.time()
+        assert t.request(S.fcgi_health_port, "GET", "/healthz").status == 200
+        assert time.time() - t0 < 4
+        th.join(5)
+    finally:
+        idle.close()
+
+
+# ---- 429 rate_limited and /healthz: a stack of their own -------------------
+
+R = t.Stack(extra_env={"RTW_FCGI_RATE_LIMIT_PER_S": "1", "RTW_FCGI_RATE_LIMIT_BURST": "3"})
+R.start_fcgi()
+R.start_nginx()
+R_KEY = R.add_widget("limited", "--origins", "https://w.example")
+
+
+@t.test
+def e429_rate_limited_per_author_and_stream_with_retry_after():
+    tok = R.token("rl-alice")
+    path = "/v1/streams/rl-%s/messages" % uuid.uuid4().hex[:8]
+    body = {"type": "broadcast", "widget_key": R_KEY, "timestamp": 0, "message": "hi"}
+    before_m = metrics(R)
+    for _ in range(3):
+        r = post(body, path=path, token=tok, port=R.http_port)
+        assert r.status == 201, r
+    before = R.pg.snapshot()
+    r = post(body, path=path, token=tok, port=R.http_port, headers={"Origin": "https://w.example"})
+    assert_error(r, 429, "rate_limited")
+    assert int(r.header("Retry-After")) >= 1, r.headers
+    assert r.header("Access-Control-Allow-Origin") == "https://w.example", r.headers
+    assert "Retry-After" in r.header("Access-Control-Expose-Headers")
+    # every type counts, request included; nothing is stored
+    r = post({"type": "request", "widget_key": R_KEY}, path=path, token=tok, port=R.http_port)
+    assert_error(r, 429, "rate_limited")
+    r = post({"type": "webhook", "widget_key": R_KEY, "message": "https://example.com/x"}, path=path, token=tok,
+             port=R.http_port, headers={"Idempotency-Key": "rl-" + uuid.uuid4().hex})
+    assert_error(r, 429, "rate_limited")
+    assert R.pg.snapshot() == before, "a refused request changed the database"
+    # another author on the stream, the same author on another stream: not limited
+    assert post(body, path=path, token=R.token("rl-bob"), port=R.http_port).status == 201
+    assert post(body, path=path.replace("/rl-", "/rl2-"), token=tok, port=R.http_port).status == 201
+    assert metric(metrics(R), "rtw_fcgi_rate_limited_total") - metric(before_m, "rtw_fcgi_rate_limited_total") == 3
+    # after the announced wait, it passes again
+    time.sleep(int(r.header("Retry-After")) + 0.05)
+    r = post(body, path=path, token=tok, port=R.http_port)
+    assert r.status == 201, r
+
+
+@t.test
+def healthz_follows_postgres():
+    hp = R.fcgi_health_port
+    r = t.request(hp, "GET", "/healthz")
+    assert r.status == 200 and r.json["status"] == "ok", r
+    assert t.request(hp, "HEAD", "/healthz").status == 200
+    before = metrics(R)
+    R.pg.stop()
+    try:
+        # the verdict is cached for at most a second
+        t.wait_for(lambda: t.request(hp, "GET", "/healthz").status == 503, 5, "/healthz to say 503")
+        t0 = time.time()
+        r = t.request(hp, "GET", "/healthz")
+        assert r.status == 503 and r.json["status"] == "unavailable", r
+        assert time.time() - t0 < 4
+        # metrics still answer without the database
+        assert t.request(hp, "GET", "/metrics").status == 200
+    finally:
+        R.pg.start()
+    t.wait_for(lambda: t.request(hp, "GET", "/healthz").status == 200, 10, "/healthz to say 200 again")
+    body = {"type": "broadcast", "widget_key": R_KEY, "timestamp": 0, "message": "back"}
+    t.wait_for(lambda: post(body, token=R.token("rl-carol-%s" % uuid.uuid4().hex[:6]),
+                            port=R.http_port).status == 201, 10, "rtw-fcgi to reconnect")
+    assert metric(metrics(R), "rtw_fcgi_pg_reconnects_total") > metric(before, "rtw_fcgi_pg_reconnects_total")
 
 
 # ---- open mode, small body limit, PostgreSQL away, SIGTERM ---------------
