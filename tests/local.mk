@@ -31,6 +31,12 @@ tests_unit_test_whk_job_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_whk_job_LDADD = $(UNIT_LIBS)
 TESTS += tests/unit/test_whk_addr tests/unit/test_whk_job
 
+check_PROGRAMS += tests/unit/test_fcgi_ratelimit
+tests_unit_test_fcgi_ratelimit_SOURCES = tests/unit/test_fcgi_ratelimit.c fcgi/ratelimit.c
+tests_unit_test_fcgi_ratelimit_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_fcgi_ratelimit_LDADD = $(UNIT_LIBS) -lm
+TESTS += tests/unit/test_fcgi_ratelimit
+
 check_PROGRAMS += tests/unit/test_sse
 tests_unit_test_sse_SOURCES = tests/unit/test_sse.c
 tests_unit_test_sse_CFLAGS = $(UNIT_CFLAGS) -I$(top_srcdir)/sse

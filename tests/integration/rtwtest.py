@@ -157,7 +157,10 @@ class Postgres:
         """Every row of every rtw table, to compare before and after."""
         out = {}
         for t in ("rtw_messages", "rtw_idempotency", "rtw_webhook_jobs", "rtw_widgets"):
-            out[t] = sorted(map(repr, self.query("SELECT * FROM %s" % t)))
+            rows = self.query("SELECT * FROM %s" % t)
+            # bytea arrives as memoryview, whose repr holds an address
+            rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+            out[t] = sorted(map(repr, rows))
         return out
 
 
