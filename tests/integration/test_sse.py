@@ -387,6 +387,51 @@ def restart_starts_live_at_the_true_end():
 
 
 @test
+def two_processes_share_one_port():
+    """Two rtw-sse processes on one port (SO_REUSEPORT), each with its own
+    LISTEN connection: every subscriber, whichever process took it, gets
+    every message once, in the same order; a subscriber resumes on
+    whichever process takes its reconnect."""
+    second = STACK.start_sse(name="rtw-sse-2", port=STACK.sse_port,
+                             env={"RTW_SSE_HEARTBEAT_S": "1"})
+    try:
+        wait_for(lambda: STACK.pg.query("SELECT count(*) FROM pg_stat_activity "
+                                        "WHERE application_name = 'rtw-sse'")[0][0] >= 2, 20, "two LISTENers")
+        def sockets(d):
+            fds = os.listdir("/proc/%d/fd" % d.proc.pid)
+            return sum(1 for f in fds if os.readlink("/proc/%d/fd/%s" % (d.proc.pid, f)).startswith("socket:"))
+        base = [sockets(SSE), sockets(second)]
+        s = stream_name("rp")
+        def subscribe_retrying(*a, **kw):  # a process just started answers 503 + Retry-After
+            for _ in range(100):
+                try:
+                    return subscribe(*a, **kw)
+                except AssertionError as e:
+                    if "503" not in str(e):
+                        raise
+                    time.sleep(0.1)
+            raise AssertionError("rtw-sse kept answering 503")
+        subs = [subscribe_retrying(s, token=STACK.token("rp%d" % i)) for i in range(12)]
+        ids = [insert(s) for _ in range(20)]
+        for c in subs:
+            assert read_ids(c, 20) == ids
+        # the kernel spread the connections over both processes
+        spread = [sockets(SSE) - base[0], sockets(second) - base[1]]
+        assert sum(spread) == 12 and min(spread) > 0, spread
+        half = subs[0]
+        half.close()
+        more = [insert(s) for _ in range(5)]
+        again = [subscribe_retrying(s, token=STACK.token("rp0"), last_id=ids[-1]) for _ in range(4)]
+        for c in again:
+            assert c.init["message"]["resumed"] is True
+            assert read_ids(c, 5) == more
+        for c in subs[1:] + again:
+            c.close()
+    finally:
+        second.stop()
+
+
+@test
 def postgres_restart_live_and_resume():
     s = stream_name()
     live = subscribe(s, token=STACK.token("p"))
