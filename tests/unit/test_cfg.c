@@ -155,12 +155,62 @@ static void test_every_option_documented(void **state)
 	assert_int_equal(missing, 0);
 }
 
+/* conf/rtw.ini.sample holds every option at its default: uncommented
+ * (";name = v" -> "name = v") it loads, and gives the built-in defaults. */
+static void test_sample_file_complete(void **state)
+{
+	char path[1024], tmp[] = "/tmp/rtw-sample-XXXXXX";
+	const char *src = getenv("RTW_SRCDIR");
+	snprintf(path, sizeof(path), "%s/conf/rtw.ini.sample", src ? src : ".");
+	char *text = slurp(path);
+	assert_non_null(text);
+	int fd = mkstemp(tmp);
+	assert_true(fd >= 0);
+	FILE *out = fdopen(fd, "w");
+	int options = 0;
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+		if (line[0] == ';' && line[1] >= 'a' && line[1] <= 'z') {
+			line++;
+			options++;
+		}
+		fprintf(out, "%s\n", line);
+	}
+	fclose(out);
+	free(text);
+
+	int want = 0;
+	for (const struct cfg_option *o = cfg_options; o->name; o++)
+		want++;
+	assert_int_equal(options, want);
+
+	struct rtw_cfg from_file, defaults;
+	char err[256];
+	assert_int_equal(cfg_load(&from_file, tmp, err, sizeof(err)), RTW_OK);
+	assert_int_equal(cfg_load(&defaults, NULL, err, sizeof(err)), RTW_OK);
+	for (const struct cfg_option *o = cfg_options; o->name; o++) {
+		const char *a = (const char *)&from_file + o->offset, *b = (const char *)&defaults + o->offset;
+		if (o->type == CFG_STR) {
+			if (strcmp(*(char *const *)a, *(char *const *)b) != 0)
+				fail_msg("sample value of %s differs from its default", o->name);
+		} else if (o->type == CFG_INT) {
+			if (*(const int *)a != *(const int *)b)
+				fail_msg("sample value of %s differs from its default", o->name);
+		} else if (*(const bool *)a != *(const bool *)b) {
+			fail_msg("sample value of %s differs from its default", o->name);
+		}
+	}
+	cfg_free(&from_file);
+	cfg_free(&defaults);
+	unlink(tmp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),	cmocka_unit_test(test_env_override),
 		cmocka_unit_test(test_ini_file),	cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_env_names),	cmocka_unit_test(test_every_option_documented),
+		cmocka_unit_test(test_sample_file_complete),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
