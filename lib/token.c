@@ -126,7 +126,10 @@ static int tok__claims_from_json(json_t *payload, int64_t now, struct tok_claims
 			*why = "token exp claim is not a number";
 			return RTW_ERROR;
 		}
-		out->exp = (int64_t)json_number_value(exp);
+		/* Clamp before the cast: converting a real beyond int64 (a signed
+		 * "exp": 1e300) was undefined behaviour. Found by fuzz_token. */
+		double e = json_number_value(exp);
+		out->exp = e >= 9.2e18 ? INT64_MAX : e <= -9.2e18 ? INT64_MIN : (int64_t)e;
 		if (out->exp <= now) {
 			*why = "token has expired";
 			return RTW_ERROR;
@@ -226,12 +229,13 @@ char *tok_mint(const char *secret, size_t secret_len, const char *sub, int64_t e
 
 	if (!payload)
 		return NULL;
-	if (exp)
-		json_object_set_new(payload, "exp", json_integer(exp));
-	if (stream)
-		json_object_set_new(payload, "streams", json_pack("[s]", stream));
-	if (admin)
-		json_object_set_new(payload, "admin", json_true());
+	/* A claim that cannot be set must fail the mint: json_pack refuses a
+	 * stream that is not UTF-8, and a token without "streams" (or "exp")
+	 * would allow every stream (or never expire). Found by fuzz_token. */
+	if ((exp && json_object_set_new(payload, "exp", json_integer(exp)) != 0) ||
+	    (stream && json_object_set_new(payload, "streams", json_pack("[s]", stream)) != 0) ||
+	    (admin && json_object_set_new(payload, "admin", json_true()) != 0))
+		goto done;
 	claims = json_dumps(payload, JSON_COMPACT);
 	if (!claims)
 		goto done;

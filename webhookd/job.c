@@ -91,8 +91,12 @@ int64_t whk_backoff_ms(int attempts, int base_ms, int max_ms, long retry_after_s
 	int64_t d;
 
 	if (retry_after_s >= 0) {
-		d = (int64_t)retry_after_s * 1000;
-		return d > max_ms ? max_ms : d;
+		/* Compare in seconds first: the target's Retry-After reaches us
+		 * as any long from curl, and "* 1000" overflowed (a negative
+		 * delay) for values over 2^63 / 1000. Found by fuzz_whk_url. */
+		if (retry_after_s > max_ms / 1000)
+			return max_ms;
+		return (int64_t)retry_after_s * 1000;
 	}
 	d = base_ms > 0 ? base_ms : 1;
 	for (int i = 1; i < attempts && d < max_ms; i++)
