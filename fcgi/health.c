@@ -196,11 +196,7 @@ static int fcg_hreq__on_headers_complete(http_parser *p)
 static void fcg_health__reply(int fd, int status, const char *ctype, const char *body, size_t bl, bool head_only)
 {
 	char head[256];
-	const char *reason = status == 200   ? "OK"
-			     : status == 404 ? "Not Found"
-			     : status == 405 ? "Method Not Allowed"
-			     : status == 503 ? "Service Unavailable"
-					     : "Bad Request";
+	const char *reason = rtw_http_reason(status);
 	int hl = snprintf(head, sizeof(head),
 			  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
 			  "%sConnection: close\r\n\r\n",

@@ -82,49 +82,6 @@ void fcg_buf_free(struct fcg_buf *b)
 
 /* ---- responses ---- */
 
-static const char *fcg__reason(int status)
-{
-	switch (status) {
-	case 200: return "OK";
-	case 201: return "Created";
-	case 202: return "Accepted";
-	case 204: return "No Content";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 409: return "Conflict";
-	case 413: return "Payload Too Large";
-	case 415: return "Unsupported Media Type";
-	case 429: return "Too Many Requests";
-	case 503: return "Service Unavailable";
-	default: return "Error";
-	}
-}
-
-static bool fcg__list_has(const char *list, const char *item)
-{
-	size_t n = strlen(item);
-	const char *p = list;
-	while (p && *p) {
-		while (*p == ' ' || *p == ',')
-			p++;
-		const char *e = p;
-		while (*e && *e != ',')
-			e++;
-		const char *t = e;
-		while (t > p && t[-1] == ' ')
-			t--;
-		if ((size_t)(t - p) == 1 && *p == '*')
-			return true;
-		if ((size_t)(t - p) == n && strncasecmp(p, item, n) == 0)
-			return true;
-		p = e;
-	}
-	return false;
-}
-
 static bool fcg__json_list_has(const json_t *arr, const char *item)
 {
 	size_t i;
@@ -143,7 +100,7 @@ static bool fcg__cors_allowed(struct fcg_req *r)
 {
 	if (!r->origin)
 		return false;
-	if (fcg__list_has(r->w->cfg->http_cors_origins, r->origin))
+	if (rtw_list_has(r->w->cfg->http_cors_origins, r->origin))
 		return true;
 	if (r->widget)
 		return r->widget->exists && r->widget->enabled && fcg__json_list_has(r->widget->origins, r->origin);
@@ -157,7 +114,7 @@ static void fcg__send_head(struct fcg_req *r, int status, size_t len, bool prefl
 
 	r->status = status;
 	h->len = 0;
-	rc |= fcg_buf_printf(h, "Status: %d %s\r\n", status, fcg__reason(status));
+	rc |= fcg_buf_printf(h, "Status: %d %s\r\n", status, rtw_http_reason(status));
 	if (!preflight)
 		rc |= fcg_buf_printf(h, "Content-Type: application/json\r\nContent-Length: %zu\r\n"
 				     "Cache-Control: no-store\r\n", len);
@@ -287,7 +244,7 @@ const struct fcg_widget *fcg_widget_get(struct fcg_worker *w, const char *key, b
 bool fcg_origin_any_widget(struct fcg_worker *w, const char *origin)
 {
 	uint64_t now = rtw_now_ms();
-	if (fcg__list_has(w->cfg->http_cors_origins, origin))
+	if (rtw_list_has(w->cfg->http_cors_origins, origin))
 		return true;
 	if (!w->all_origins || now - w->all_origins_ms >= FCG_ORIGINS_TTL_MS) {
 		PGresult *res = fcg_db_run(&w->db, "origins_all", 0, NULL, PGRES_TUPLES_OK, NULL);

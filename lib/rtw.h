@@ -36,4 +36,13 @@ void rtw_hex(const unsigned char *in, size_t n, char *out);
  * "2026-11-27T22:00:00.123456Z"; out needs 28 bytes. */
 void rtw_format_time_us(uint64_t us, char out[28]);
 
+/* The reason phrase of an HTTP status code rtw answers with ("Not Found");
+ * "Error" for others. Static string. */
+const char *rtw_http_reason(int status);
+
+/* True when the comma-separated list holds item (compared without case,
+ * as origins and host names are) or the wildcard "*". Spaces around
+ * elements are ignored. NULL or "" is the empty list. */
+bool rtw_list_has(const char *list, const char *item);
+
 #endif

@@ -301,20 +301,10 @@ static void conn__write(struct sse_conn *c)
 
 /* ---- responses ---------------------------------------------------------- */
 
+/* The deployment's own origins (http.cors_origins), before any widget's. */
 static bool conn__origin_in_cfg(const struct rtw_cfg *cfg, const char *origin)
 {
-	const char *p = cfg->http_cors_origins;
-	size_t n = strlen(origin);
-
-	while (p && *p) {
-		while (*p == ' ' || *p == ',')
-			p++;
-		size_t len = strcspn(p, ", ");
-		if (len == n && strncmp(p, origin, n) == 0)
-			return true;
-		p += len;
-	}
-	return false;
+	return rtw_list_has(cfg->http_cors_origins, origin);
 }
 
 static bool conn__cors_any(const struct rtw_cfg *cfg)
@@ -336,23 +326,6 @@ static int conn__cors(const struct sse_conn *c, const struct sse_req *r, bool wi
 	return 0;
 }
 
-static const char *conn__reason(int status)
-{
-	switch (status) {
-	case 200: return "OK";
-	case 204: return "No Content";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 431: return "Request Header Fields Too Large";
-	case 503: return "Service Unavailable";
-	default: return "Error";
-	}
-}
-
 /* Queues a whole response and closes after it is written. */
 static void conn__respond(struct sse_conn *c, int status, const char *ctype, const char *extra, const char *body,
 			  size_t blen)
@@ -368,7 +341,7 @@ static void conn__respond(struct sse_conn *c, int status, const char *ctype, con
 	hl = snprintf(head, sizeof(head),
 		      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
 		      "Connection: close\r\n%s%s\r\n",
-		      status, conn__reason(status), ctype, blen, cors, extra ? extra : "");
+		      status, rtw_http_reason(status), ctype, blen, cors, extra ? extra : "");
 	if (hl < 0 || (size_t)hl >= sizeof(head)) {
 		sse_conn_close(c);
 		return;

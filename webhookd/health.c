@@ -88,11 +88,7 @@ static void whk_hconn__reply(struct whk_hconn *c, int status, const char *ctype,
 			  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
 			  "Connection: close\r\n\r\n",
 			  status,
-			  status == 200	  ? "OK"
-			  : status == 404 ? "Not Found"
-			  : status == 405 ? "Method Not Allowed"
-			  : status == 503 ? "Service Unavailable"
-					  : "Bad Request",
+			  rtw_http_reason(status),
 			  ctype, bl);
 	/* a small reply on a fresh socket fits its buffer; short writes just
 	 * truncate a probe's answer */
