@@ -75,6 +75,10 @@ static long tok__b64_decode(const char *in, size_t n, unsigned char *out)
 			out[o++] = (unsigned char)(acc >> bits);
 		}
 	}
+	/* Canonical encoding only: the unused low bits of the last character
+	 * must be zero, so each token has exactly one spelling. */
+	if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
+		return -1;
 	return (long)o;
 }
 
