@@ -18,22 +18,21 @@
 #include <string.h>
 #include <time.h>
 
-static const char usage[] =
-	"usage: rtwctl [--config FILE] COMMAND ...\n"
-	"\n"
-	"  migrate [--sql-dir DIR]          apply pending schema migrations\n"
-	"  widget add NAME [--key UUID] [--origins O,O] [--webhook-hosts H,H]\n"
-	"                                   register a widget, print its key\n"
-	"  widget list                      list registered widgets\n"
-	"  widget enable KEY | disable KEY  switch a widget on or off\n"
-	"  widget set KEY [--name N] [--origins O,O] [--webhook-hosts H,H]\n"
-	"  token --user ID [--ttl S] [--stream S] [--admin]\n"
-	"                                   mint an HS256 token (auth.secret)\n"
-	"  stats                            counts of messages and webhook jobs\n"
-	"  tail [--stream S] [--all] [--last N] [--no-follow]\n"
-	"                                   print stored messages as JSON lines in stream\n"
-	"                                   order, then follow new ones (--all: also\n"
-	"                                   privates and webhook results)\n";
+static const char usage[] = "usage: rtwctl [--config FILE] COMMAND ...\n"
+			    "\n"
+			    "  migrate [--sql-dir DIR]          apply pending schema migrations\n"
+			    "  widget add NAME [--key UUID] [--origins O,O] [--webhook-hosts H,H]\n"
+			    "                                   register a widget, print its key\n"
+			    "  widget list                      list registered widgets\n"
+			    "  widget enable KEY | disable KEY  switch a widget on or off\n"
+			    "  widget set KEY [--name N] [--origins O,O] [--webhook-hosts H,H]\n"
+			    "  token --user ID [--ttl S] [--stream S] [--admin]\n"
+			    "                                   mint an HS256 token (auth.secret)\n"
+			    "  stats                            counts of messages and webhook jobs\n"
+			    "  tail [--stream S] [--all] [--last N] [--no-follow]\n"
+			    "                                   print stored messages as JSON lines in stream\n"
+			    "                                   order, then follow new ones (--all: also\n"
+			    "                                   privates and webhook results)\n";
 
 struct ctl {
 	struct rtw_cfg cfg;
@@ -182,19 +181,21 @@ static int cmd_widget(struct ctl *c, int argc, char **argv)
 			r[6] = (r[6] & 0x0f) | 0x40; /* version 4 */
 			r[8] = (r[8] & 0x3f) | 0x80; /* RFC 4122 variant */
 			snprintf(keybuf, sizeof(keybuf),
-				 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2],
-				 r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
+				 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1],
+				 r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14],
+				 r[15]);
 		} else if (!msg_valid_uuid(key, keybuf)) {
 			rc = ctl__fail("invalid widget key", "expected a UUID");
 			goto out;
 		}
 		const char *params[] = {keybuf, name, origins_lit ? origins_lit : "{}", hosts_lit ? hosts_lit : "{}"};
 		if ((rc = ctl__connect(c)) == 0)
-			rc = ctl__query(c,
-					"INSERT INTO rtw_widgets (widget_key, name, allowed_origins, webhook_hosts) "
-					"VALUES ($1, $2, $3, $4) ON CONFLICT (widget_key) DO UPDATE SET name = EXCLUDED.name, "
-					"updated_at = now() RETURNING widget_key",
-					4, params, false);
+			rc = ctl__query(
+			    c,
+			    "INSERT INTO rtw_widgets (widget_key, name, allowed_origins, webhook_hosts) "
+			    "VALUES ($1, $2, $3, $4) ON CONFLICT (widget_key) DO UPDATE SET name = EXCLUDED.name, "
+			    "updated_at = now() RETURNING widget_key",
+			    4, params, false);
 		goto out;
 	}
 	if (optind + 1 != argc)
@@ -206,7 +207,8 @@ static int cmd_widget(struct ctl *c, int argc, char **argv)
 	if (strcmp(sub, "enable") == 0 || strcmp(sub, "disable") == 0) {
 		const char *params[] = {keybuf, sub[0] == 'e' ? "true" : "false"};
 		if ((rc = ctl__connect(c)) == 0)
-			rc = ctl__query(c, "UPDATE rtw_widgets SET enabled = $2, updated_at = now() WHERE widget_key = $1",
+			rc = ctl__query(c,
+					"UPDATE rtw_widgets SET enabled = $2, updated_at = now() WHERE widget_key = $1",
 					2, params, false);
 	} else if (strcmp(sub, "set") == 0) {
 		const char *params[] = {keybuf, name, origins_lit, hosts_lit};
@@ -288,15 +290,15 @@ static int ctl__print_rows(PGresult *res, char *cur_xid, size_t xlen, char *cur_
 {
 	for (int r = 0; r < PQntuples(res); r++) {
 		struct msg_stored m = {
-			.id = PQgetvalue(res, r, 0),
-			.stream_id = PQgetvalue(res, r, 1),
-			.author_id = PQgetvalue(res, r, 2),
-			.to_user_id = PQgetisnull(res, r, 3) ? NULL : PQgetvalue(res, r, 3),
-			.message_json = PQgetvalue(res, r, 4),
-			.timestamp = PQgetvalue(res, r, 5),
-			.type = PQgetvalue(res, r, 6),
-			.widget_key = PQgetvalue(res, r, 7),
-			.created_at = PQgetvalue(res, r, 8),
+		    .id = PQgetvalue(res, r, 0),
+		    .stream_id = PQgetvalue(res, r, 1),
+		    .author_id = PQgetvalue(res, r, 2),
+		    .to_user_id = PQgetisnull(res, r, 3) ? NULL : PQgetvalue(res, r, 3),
+		    .message_json = PQgetvalue(res, r, 4),
+		    .timestamp = PQgetvalue(res, r, 5),
+		    .type = PQgetvalue(res, r, 6),
+		    .widget_key = PQgetvalue(res, r, 7),
+		    .created_at = PQgetvalue(res, r, 8),
 		};
 		size_t len;
 		char *json = msg_serialize(&m, &len);
@@ -359,8 +361,10 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 	}
 	PQclear(res);
 	/* the last N rows up to there, oldest first */
-	snprintf(sql, sizeof(sql), "SELECT * FROM (%s WHERE %s AND (m.xid, m.id) <= ($4::xid8, $5::bigint) "
-		 "ORDER BY m.xid DESC, m.id DESC LIMIT $3::int) t ORDER BY sort_xid, sort_id", cols, filter);
+	snprintf(sql, sizeof(sql),
+		 "SELECT * FROM (%s WHERE %s AND (m.xid, m.id) <= ($4::xid8, $5::bigint) "
+		 "ORDER BY m.xid DESC, m.id DESC LIMIT $3::int) t ORDER BY sort_xid, sort_id",
+		 cols, filter);
 	const char *p1[] = {stream, all ? "true" : "false", last, cur_xid, cur_id};
 	res = PQexecParams(c->conn, sql, 5, NULL, p1, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {

@@ -72,8 +72,13 @@ void fcg_insert_one(struct fcg_db *db, struct fcg_gc_item *it)
 	PGresult *res = NULL;
 
 	snprintf(ts, sizeof(ts), "%.17g", m->timestamp);
-	const char *params[7] = {m->stream_id, msg_type_name(m->type),		 m->widget_key, it->author,
-				 m->has_to_user ? m->to_user_id : NULL, text, ts};
+	const char *params[7] = {m->stream_id,
+				 msg_type_name(m->type),
+				 m->widget_key,
+				 it->author,
+				 m->has_to_user ? m->to_user_id : NULL,
+				 text,
+				 ts};
 	if (text)
 		res = fcg_db_run(db, "ins_one", 7, params, PGRES_TUPLES_OK, NULL);
 	if (!res || PQntuples(res) != 1) {

@@ -18,60 +18,54 @@
 
 /* ORDER BY names are qualified on purpose: a bare "id" would mean the
  * output column id::text, sorting "10" before "9". */
-#define FCG_HIST_COLS                                                                                          \
-	"SELECT m.id::text, m.author_id, m.message::text, m.ts::text, rtw_rfc3339(m.created_at) "              \
-	"FROM rtw_messages m WHERE m.stream_id = $1 AND m.widget_key = $2::uuid AND m.type = 'broadcast' "     \
+/* clang-format off: one entry per line reads better as a table */
+#define FCG_HIST_COLS                                                                                                  \
+	"SELECT m.id::text, m.author_id, m.message::text, m.ts::text, rtw_rfc3339(m.created_at) "                      \
+	"FROM rtw_messages m WHERE m.stream_id = $1 AND m.widget_key = $2::uuid AND m.type = 'broadcast' "             \
 	"AND m.xid < rtw_horizon() AND m.ts >= $3::float8 AND m.ts <= $4::float8 "
 
 static const struct {
 	const char *name;
 	const char *sql;
 } fcg_db__stmts[] = {
-	{"widget",
-	 "SELECT enabled, array_to_json(allowed_origins)::text, array_to_json(webhook_hosts)::text "
-	 "FROM rtw_widgets WHERE widget_key = $1::uuid"},
-	{"origins_all",
-	 "SELECT coalesce(json_agg(DISTINCT o), '[]')::text FROM rtw_widgets, unnest(allowed_origins) AS o "
-	 "WHERE enabled"},
-	{"ins_one",
-	 "INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
-	 "VALUES ($1, $2, $3::uuid, $4, $5, $6::jsonb, $7::float8) "
-	 "RETURNING id::text, rtw_rfc3339(created_at), ts::text, message::text"},
-	/* Group commit: one statement (one transaction, one NOTIFY) for many
-	 * rows. Identity values are drawn in the order the rows are read from
-	 * the recordset, so ORDER BY ins.id (the bigint, not the text output
-	 * column) gives back the input order. */
-	{"ins_many",
-	 "WITH ins AS (INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
-	 "SELECT r.stream_id, r.type, r.widget_key, r.author_id, r.to_user_id, r.message, r.ts "
-	 "FROM jsonb_to_recordset($1::jsonb) AS r(stream_id text, type text, widget_key uuid, author_id text, "
-	 "to_user_id text, message jsonb, ts float8) "
-	 "RETURNING id, created_at, ts, message) "
-	 "SELECT ins.id::text, rtw_rfc3339(ins.created_at), ins.ts::text, ins.message::text FROM ins "
-	 "ORDER BY ins.id"},
-	{"idem_claim",
-	 "INSERT INTO rtw_idempotency (stream_id, author_id, key, request_hash, status, response) "
-	 "VALUES ($1, $2, $3, decode($4, 'hex'), 0, '') ON CONFLICT DO NOTHING RETURNING 1"},
-	{"idem_get",
-	 "SELECT encode(request_hash, 'hex'), status, response FROM rtw_idempotency "
-	 "WHERE stream_id = $1 AND author_id = $2 AND key = $3"},
-	{"idem_set",
-	 "UPDATE rtw_idempotency SET status = $4::smallint, response = $5 "
-	 "WHERE stream_id = $1 AND author_id = $2 AND key = $3"},
-	{"job_ins",
-	 "INSERT INTO rtw_webhook_jobs (stream_id, widget_key, author_id, url, method, headers, body, ts) "
-	 "VALUES ($1, $2::uuid, $3, $4, $5, coalesce($6::jsonb, '{}'), $7::jsonb, $8::float8) "
-	 "RETURNING id::text, rtw_rfc3339(created_at)"},
-	{"job_get",
-	 "SELECT id::text, status, attempts, last_http_status, last_error, author_id, stream_id, widget_key::text, "
-	 "url, method, rtw_rfc3339(created_at), rtw_rfc3339(started_at), rtw_rfc3339(finished_at), "
-	 "rtw_rfc3339(updated_at), rtw_rfc3339(run_at), response_excerpt, result_message_id::text "
-	 "FROM rtw_webhook_jobs WHERE id = $1::bigint"},
-	{"hist_pos",
-	 "SELECT xid::text FROM rtw_messages WHERE id = $1::bigint AND stream_id = $2 AND type = 'broadcast'"},
-	{"hist_first", FCG_HIST_COLS "ORDER BY m.xid, m.id LIMIT $5::int"},
-	{"hist_after", FCG_HIST_COLS "AND (m.xid, m.id) > ($6::xid8, $7::bigint) ORDER BY m.xid, m.id LIMIT $5::int"},
+    {"widget", "SELECT enabled, array_to_json(allowed_origins)::text, array_to_json(webhook_hosts)::text "
+	       "FROM rtw_widgets WHERE widget_key = $1::uuid"},
+    {"origins_all", "SELECT coalesce(json_agg(DISTINCT o), '[]')::text FROM rtw_widgets, unnest(allowed_origins) AS o "
+		    "WHERE enabled"},
+    {"ins_one", "INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
+		"VALUES ($1, $2, $3::uuid, $4, $5, $6::jsonb, $7::float8) "
+		"RETURNING id::text, rtw_rfc3339(created_at), ts::text, message::text"},
+    /* Group commit: one statement (one transaction, one NOTIFY) for many
+     * rows. Identity values are drawn in the order the rows are read from
+     * the recordset, so ORDER BY ins.id (the bigint, not the text output
+     * column) gives back the input order. */
+    {"ins_many",
+     "WITH ins AS (INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
+     "SELECT r.stream_id, r.type, r.widget_key, r.author_id, r.to_user_id, r.message, r.ts "
+     "FROM jsonb_to_recordset($1::jsonb) AS r(stream_id text, type text, widget_key uuid, author_id text, "
+     "to_user_id text, message jsonb, ts float8) "
+     "RETURNING id, created_at, ts, message) "
+     "SELECT ins.id::text, rtw_rfc3339(ins.created_at), ins.ts::text, ins.message::text FROM ins "
+     "ORDER BY ins.id"},
+    {"idem_claim", "INSERT INTO rtw_idempotency (stream_id, author_id, key, request_hash, status, response) "
+		   "VALUES ($1, $2, $3, decode($4, 'hex'), 0, '') ON CONFLICT DO NOTHING RETURNING 1"},
+    {"idem_get", "SELECT encode(request_hash, 'hex'), status, response FROM rtw_idempotency "
+		 "WHERE stream_id = $1 AND author_id = $2 AND key = $3"},
+    {"idem_set", "UPDATE rtw_idempotency SET status = $4::smallint, response = $5 "
+		 "WHERE stream_id = $1 AND author_id = $2 AND key = $3"},
+    {"job_ins", "INSERT INTO rtw_webhook_jobs (stream_id, widget_key, author_id, url, method, headers, body, ts) "
+		"VALUES ($1, $2::uuid, $3, $4, $5, coalesce($6::jsonb, '{}'), $7::jsonb, $8::float8) "
+		"RETURNING id::text, rtw_rfc3339(created_at)"},
+    {"job_get",
+     "SELECT id::text, status, attempts, last_http_status, last_error, author_id, stream_id, widget_key::text, "
+     "url, method, rtw_rfc3339(created_at), rtw_rfc3339(started_at), rtw_rfc3339(finished_at), "
+     "rtw_rfc3339(updated_at), rtw_rfc3339(run_at), response_excerpt, result_message_id::text "
+     "FROM rtw_webhook_jobs WHERE id = $1::bigint"},
+    {"hist_pos", "SELECT xid::text FROM rtw_messages WHERE id = $1::bigint AND stream_id = $2 AND type = 'broadcast'"},
+    {"hist_first", FCG_HIST_COLS "ORDER BY m.xid, m.id LIMIT $5::int"},
+    {"hist_after", FCG_HIST_COLS "AND (m.xid, m.id) > ($6::xid8, $7::bigint) ORDER BY m.xid, m.id LIMIT $5::int"},
 };
+/* clang-format on */
 
 static void fcg_db__down(struct fcg_db *db)
 {
@@ -98,10 +92,16 @@ static int fcg_db__connect(struct fcg_db *db)
 	snprintf(app, sizeof(app), "rtw-fcgi/%d", db->worker_id);
 	/* Later keys override what the DSN (expanded from dbname) says: the
 	 * timeouts keep a dead or stuck server from hanging a request. */
-	const char *keys[] = {"dbname", "application_name", "connect_timeout", "tcp_user_timeout", "keepalives",
-			      "keepalives_idle", "options", NULL};
-	const char *vals[] = {db->cfg->pgdsn, app, "3", "5000", "1", "10",
-			      "-c statement_timeout=10000 -c idle_in_transaction_session_timeout=20000", NULL};
+	const char *keys[] = {"dbname",	    "application_name", "connect_timeout", "tcp_user_timeout",
+			      "keepalives", "keepalives_idle",	"options",	   NULL};
+	const char *vals[] = {db->cfg->pgdsn,
+			      app,
+			      "3",
+			      "5000",
+			      "1",
+			      "10",
+			      "-c statement_timeout=10000 -c idle_in_transaction_session_timeout=20000",
+			      NULL};
 
 	db->conn = PQconnectdbParams(keys, vals, 1);
 	if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
@@ -154,8 +154,8 @@ int fcg_db_ready(struct fcg_db *db)
 	return fcg_db__connect(db);
 }
 
-PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *const *params,
-		     ExecStatusType expected, char sqlstate[6])
+PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *const *params, ExecStatusType expected,
+		     char sqlstate[6])
 {
 	PGresult *res;
 	char msg[512];
@@ -177,8 +177,7 @@ PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *con
 	}
 	/* The primary message only: details may quote row values. */
 	fcg_db__oneline(res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : "no result", msg, sizeof(msg));
-	log_error("worker %d: statement \"%s\" failed: %s (SQLSTATE %s)", db->worker_id, name, msg,
-		  pgu_sqlstate(res));
+	log_error("worker %d: statement \"%s\" failed: %s (SQLSTATE %s)", db->worker_id, name, msg, pgu_sqlstate(res));
 	PQclear(res);
 	return NULL;
 }

@@ -43,7 +43,7 @@ void fcg_buf_free(struct fcg_buf *b);
 
 /* Routes as the metrics name them. */
 enum fcg_mroute { FCG_M_MESSAGES_POST, FCG_M_MESSAGES_GET, FCG_M_WEBHOOK_GET, FCG_M_OTHER, FCG_M_NROUTES };
-#define FCG_M_NSTATUS 15 /* the statuses rtw-fcgi answers, and "other" */
+#define FCG_M_NSTATUS 15  /* the statuses rtw-fcgi answers, and "other" */
 #define FCG_M_NBUCKETS 13 /* histogram upper bounds, +Inf excluded */
 
 /* Process-wide counters: relaxed atomics, no lock on the request path. */
@@ -82,7 +82,7 @@ struct fcg_db {
 	bool failing; /* a connect failed since the last success: log repeats at debug */
 	const struct rtw_cfg *cfg;
 	int worker_id;
-	bool connected_once; /* a later connect counts as a reconnect */
+	bool connected_once;	     /* a later connect counts as a reconnect */
 	struct fcg_metrics *metrics; /* borrowed */
 };
 
@@ -93,7 +93,7 @@ struct fcg_widget {
 	char key[MSG_UUID_LEN + 1];
 	bool exists, enabled;
 	json_t *origins; /* owned array of strings */
-	json_t *hosts;   /* owned array of strings (webhook_hosts) */
+	json_t *hosts;	 /* owned array of strings (webhook_hosts) */
 	uint64_t fetched_ms;
 };
 
@@ -104,8 +104,8 @@ int fcg_db_ready(struct fcg_db *db) RTW_WUR;
  * PQclear's) when its status is expected; otherwise NULL, after marking the
  * connection DOWN when it was lost. *sqlstate (may be NULL) receives the
  * SQLSTATE of a failed statement ("" for a lost connection). */
-PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *const *params,
-		     ExecStatusType expected, char sqlstate[6]) RTW_WUR;
+PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *const *params, ExecStatusType expected,
+		     char sqlstate[6]) RTW_WUR;
 
 /* Plain command (BEGIN, COMMIT, ROLLBACK); RTW_OK or RTW_AGAIN/RTW_ERROR. */
 int fcg_db_cmd(struct fcg_db *db, const char *sql) RTW_WUR;
@@ -124,15 +124,15 @@ struct fcg_worker {
 	FCGX_Request fx;
 	struct fcg_db db;
 	struct fcg_gc *gc;
-	struct fcg_rl *rl;            /* shared rate-limit buckets; NULL: no limit */
-	struct fcg_metrics *metrics;  /* shared, atomics */
+	struct fcg_rl *rl;	     /* shared rate-limit buckets; NULL: no limit */
+	struct fcg_metrics *metrics; /* shared, atomics */
 	struct fcg_widget widgets[FCG_WIDGET_CACHE];
 	/* union of every enabled widget's origins, for preflights */
 	json_t *all_origins;
 	uint64_t all_origins_ms;
-	struct fcg_buf body; /* request body, max http.max_body */
-	struct fcg_buf out;  /* response body */
-	struct fcg_buf head; /* response head */
+	struct fcg_buf body;  /* request body, max http.max_body */
+	struct fcg_buf out;   /* response body */
+	struct fcg_buf head;  /* response head */
 	pthread_cond_t gc_cv; /* this worker's wait in the group committer */
 };
 
@@ -147,7 +147,7 @@ struct fcg_req {
 	const char *authorization;
 	const char *idem_key;
 	long long content_length; /* -1 when absent */
-	char path[512];           /* percent-decoded, without the query */
+	char path[512];		  /* percent-decoded, without the query */
 	enum fcg_route route;
 	char stream_id[MSG_ID_MAX + 1];
 	char job_id[24];
@@ -168,7 +168,7 @@ void fcg_send(struct fcg_req *r, int status, const char *body, size_t len);
 void fcg_send_error(struct fcg_req *r, const struct msg_error *err);
 /* Shorthand: builds the error and sends it. */
 void fcg_fail(struct fcg_req *r, int status, const char *code, const char *field, const char *fmt, ...)
-	RTW_PRINTF(5, 6);
+    RTW_PRINTF(5, 6);
 void fcg_unavailable(struct fcg_req *r);
 
 /* Serves one accepted request (http.c). */

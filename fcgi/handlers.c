@@ -174,15 +174,15 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 	rc |= fcg_buf_str(o, ",\"timestamp\":0,\"message\":{\"messages\":[");
 	for (int i = 0; i < shown && rc == RTW_OK; i++) {
 		struct msg_stored s = {
-			.id = PQgetvalue(res, i, 0),
-			.stream_id = r->stream_id,
-			.author_id = PQgetvalue(res, i, 1),
-			.to_user_id = NULL,
-			.message_json = PQgetvalue(res, i, 2),
-			.timestamp = PQgetvalue(res, i, 3),
-			.type = "broadcast",
-			.widget_key = widget_key,
-			.created_at = PQgetvalue(res, i, 4),
+		    .id = PQgetvalue(res, i, 0),
+		    .stream_id = r->stream_id,
+		    .author_id = PQgetvalue(res, i, 1),
+		    .to_user_id = NULL,
+		    .message_json = PQgetvalue(res, i, 2),
+		    .timestamp = PQgetvalue(res, i, 3),
+		    .type = "broadcast",
+		    .widget_key = widget_key,
+		    .created_at = PQgetvalue(res, i, 4),
 		};
 		size_t len;
 		char *js = msg_serialize(&s, &len);
@@ -259,7 +259,7 @@ static int fcg__webhook_policy(struct fcg_req *r, const char *url)
 	host[n] = '\0';
 	size_t i;
 	json_t *v;
-	json_array_foreach(r->widget->hosts, i, v) {
+	json_array_foreach (r->widget->hosts, i, v) {
 		if (json_string_value(v) && strcasecmp(json_string_value(v), host) == 0)
 			return RTW_OK;
 	}
@@ -314,15 +314,15 @@ static int fcg__webhook_write(struct fcg_req *r, const struct msg_in *m, const c
 static int fcg__message_format(struct fcg_req *r, const struct msg_in *m, const struct fcg_gc_item *it)
 {
 	struct msg_stored s = {
-		.id = it->id,
-		.stream_id = r->stream_id,
-		.author_id = it->author,
-		.to_user_id = m->has_to_user ? m->to_user_id : NULL,
-		.message_json = it->message,
-		.timestamp = it->ts,
-		.type = msg_type_name(m->type),
-		.widget_key = m->widget_key,
-		.created_at = it->created_at,
+	    .id = it->id,
+	    .stream_id = r->stream_id,
+	    .author_id = it->author,
+	    .to_user_id = m->has_to_user ? m->to_user_id : NULL,
+	    .message_json = it->message,
+	    .timestamp = it->ts,
+	    .type = msg_type_name(m->type),
+	    .widget_key = m->widget_key,
+	    .created_at = it->created_at,
 	};
 	size_t len;
 	char *js = msg_serialize(&s, &len);
@@ -527,8 +527,8 @@ static int fcg__query_filters(struct fcg_req *r, json_t *filters, char widget[MS
 			char *end;
 			double d = strtod(val, &end);
 			if (*end || !isfinite(d) || d < 0 || !((val[0] >= '0' && val[0] <= '9') || val[0] == '.')) {
-				fcg_fail(r, 400, "invalid_field", strcmp(name, "to_timestamp") ? "from_timestamp"
-											 : "to_timestamp",
+				fcg_fail(r, 400, "invalid_field",
+					 strcmp(name, "to_timestamp") ? "from_timestamp" : "to_timestamp",
 					 "%s must be a finite number >= 0", name);
 				return RTW_ERROR;
 			}

@@ -86,7 +86,7 @@ static bool fcg__json_list_has(const json_t *arr, const char *item)
 {
 	size_t i;
 	json_t *v;
-	json_array_foreach(arr, i, v) {
+	json_array_foreach (arr, i, v) {
 		const char *s = json_string_value(v);
 		if (s && (strcmp(s, "*") == 0 || strcasecmp(s, item) == 0))
 			return true;
@@ -116,8 +116,10 @@ static void fcg__send_head(struct fcg_req *r, int status, size_t len, bool prefl
 	h->len = 0;
 	rc |= fcg_buf_printf(h, "Status: %d %s\r\n", status, rtw_http_reason(status));
 	if (!preflight)
-		rc |= fcg_buf_printf(h, "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-				     "Cache-Control: no-store\r\n", len);
+		rc |= fcg_buf_printf(h,
+				     "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+				     "Cache-Control: no-store\r\n",
+				     len);
 	if (r->origin) {
 		rc |= fcg_buf_str(h, "Vary: Origin\r\n");
 		if (fcg__cors_allowed(r)) {
@@ -278,8 +280,7 @@ int fcg_urldecode(const char *in, size_t n, char *out, size_t outlen, bool plus)
 	size_t o = 0;
 	for (size_t i = 0; i < n; i++) {
 		int c = (unsigned char)in[i];
-		if (c == '%' && i + 2 < n && fcg__hex(in[i + 1]) >= 0 &&
-		    fcg__hex(in[i + 2]) >= 0) {
+		if (c == '%' && i + 2 < n && fcg__hex(in[i + 1]) >= 0 && fcg__hex(in[i + 2]) >= 0) {
 			c = fcg__hex(in[i + 1]) * 16 + fcg__hex(in[i + 2]);
 			i += 2;
 		} else if (plus && c == '+') {

@@ -14,62 +14,98 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OPT(n, t, field, d, h) {n, t, offsetof(struct rtw_cfg, field), d, false, h}
-#define SECRET(n, field, h) {n, CFG_STR, offsetof(struct rtw_cfg, field), "", true, h}
+/* clang-format off: one entry per line reads better as a table */
+#define OPT(n, t, field, d, h)                                                                                         \
+	{                                                                                                              \
+		n, t, offsetof(struct rtw_cfg, field), d, false, h                                                     \
+	}
+#define SECRET(n, field, h)                                                                                            \
+	{                                                                                                              \
+		n, CFG_STR, offsetof(struct rtw_cfg, field), "", true, h                                               \
+	}
 
 const struct cfg_option cfg_options[] = {
-	OPT("pgdsn", CFG_STR, pgdsn, "dbname=rtw", "libpq connection string of the rtw database"),
-	OPT("log_level", CFG_STR, log_level, "info", "minimum log level: debug, info, warn, error"),
-	OPT("log_file", CFG_STR, log_file, "", "log file path; empty for stderr; reopened on SIGHUP"),
+    OPT("pgdsn", CFG_STR, pgdsn, "dbname=rtw", "libpq connection string of the rtw database"),
+    OPT("log_level", CFG_STR, log_level, "info", "minimum log level: debug, info, warn, error"),
+    OPT("log_file", CFG_STR, log_file, "", "log file path; empty for stderr; reopened on SIGHUP"),
 
-	OPT("auth.mode", CFG_STR, auth_mode, "token", "token (HS256 JWTs required) or open (ids taken as given; experiments only)"),
-	SECRET("auth.secret", auth_secret, "HS256 signing key for tokens, raw bytes as written"),
-	OPT("auth.anon_ttl_s", CFG_INT, auth_anon_ttl_s, "86400", "lifetime of tokens minted for anonymous SSE subscribers, seconds"),
+    OPT("auth.mode", CFG_STR, auth_mode, "token",
+	"token (HS256 JWTs required) or open (ids taken as given; experiments only)"),
+    SECRET("auth.secret", auth_secret, "HS256 signing key for tokens, raw bytes as written"),
+    OPT("auth.anon_ttl_s", CFG_INT, auth_anon_ttl_s, "86400",
+	"lifetime of tokens minted for anonymous SSE subscribers, seconds"),
 
-	OPT("http.cors_origins", CFG_STR, http_cors_origins, "", "origins allowed for every widget (comma list; * for any), besides each widget's own"),
-	OPT("http.max_body", CFG_INT, http_max_body, "65536", "largest accepted request body, bytes (413 payload_too_large above)"),
+    OPT("http.cors_origins", CFG_STR, http_cors_origins, "",
+	"origins allowed for every widget (comma list; * for any), besides each widget's own"),
+    OPT("http.max_body", CFG_INT, http_max_body, "65536",
+	"largest accepted request body, bytes (413 payload_too_large above)"),
 
-	OPT("fcgi.socket", CFG_STR, fcgi_socket, "127.0.0.1:9000", "FastCGI listen address: host:port, :port or a unix socket path; empty to use the inherited socket (fd 0)"),
-	OPT("fcgi.socket_mode", CFG_STR, fcgi_socket_mode, "0660", "permissions (octal) of a unix fcgi.socket; the web server's user must be able to write it"),
-	OPT("fcgi.workers", CFG_INT, fcgi_workers, "32", "worker threads, each with its own PostgreSQL connection; also bounds a group-commit batch"),
-	OPT("fcgi.backlog", CFG_INT, fcgi_backlog, "1024", "listen backlog of the FastCGI socket"),
-	OPT("fcgi.group_commit_max", CFG_INT, fcgi_group_commit_max, "64", "most messages written in one shared transaction (1 disables group commit)"),
-	OPT("fcgi.rate_limit_per_s", CFG_INT, fcgi_rate_limit_per_s, "50", "messages per second each author may post to one stream, per rtw-fcgi process (429 rate_limited above; 0 disables)"),
-	OPT("fcgi.rate_limit_burst", CFG_INT, fcgi_rate_limit_burst, "100", "messages an author may post to one stream at once before fcgi.rate_limit_per_s applies"),
-	OPT("fcgi.health_listen", CFG_STR, fcgi_health_listen, "127.0.0.1:8083", "rtw-fcgi address for /healthz and /metrics (plain HTTP); empty to disable"),
+    OPT("fcgi.socket", CFG_STR, fcgi_socket, "127.0.0.1:9000",
+	"FastCGI listen address: host:port, :port or a unix socket path; empty to use the inherited socket (fd 0)"),
+    OPT("fcgi.socket_mode", CFG_STR, fcgi_socket_mode, "0660",
+	"permissions (octal) of a unix fcgi.socket; the web server's user must be able to write it"),
+    OPT("fcgi.workers", CFG_INT, fcgi_workers, "32",
+	"worker threads, each with its own PostgreSQL connection; also bounds a group-commit batch"),
+    OPT("fcgi.backlog", CFG_INT, fcgi_backlog, "1024", "listen backlog of the FastCGI socket"),
+    OPT("fcgi.group_commit_max", CFG_INT, fcgi_group_commit_max, "64",
+	"most messages written in one shared transaction (1 disables group commit)"),
+    OPT("fcgi.rate_limit_per_s", CFG_INT, fcgi_rate_limit_per_s, "50",
+	"messages per second each author may post to one stream, per rtw-fcgi process (429 rate_limited above; 0 "
+	"disables)"),
+    OPT("fcgi.rate_limit_burst", CFG_INT, fcgi_rate_limit_burst, "100",
+	"messages an author may post to one stream at once before fcgi.rate_limit_per_s applies"),
+    OPT("fcgi.health_listen", CFG_STR, fcgi_health_listen, "127.0.0.1:8083",
+	"rtw-fcgi address for /healthz and /metrics (plain HTTP); empty to disable"),
 
-	OPT("history.default_limit", CFG_INT, history_default_limit, "100", "messages per history page when the request sets no limit"),
-	OPT("history.max_limit", CFG_INT, history_max_limit, "1000", "largest history page a request may ask for"),
+    OPT("history.default_limit", CFG_INT, history_default_limit, "100",
+	"messages per history page when the request sets no limit"),
+    OPT("history.max_limit", CFG_INT, history_max_limit, "1000", "largest history page a request may ask for"),
 
-	OPT("sse.listen", CFG_STR, sse_listen, "127.0.0.1:8081", "rtw-sse listen address host:port (SO_REUSEPORT: several processes may share it)"),
-	OPT("sse.max_connections", CFG_INT, sse_max_connections, "10000", "most client connections per rtw-sse process"),
-	OPT("sse.max_per_ip", CFG_INT, sse_max_per_ip, "1000", "most connections from one client address per process"),
-	OPT("sse.max_header_bytes", CFG_INT, sse_max_header_bytes, "8192", "largest request head (request line and headers), bytes"),
-	OPT("sse.header_timeout_ms", CFG_INT, sse_header_timeout_ms, "10000", "time allowed to send the whole request head (slowloris guard)"),
-	OPT("sse.heartbeat_s", CFG_INT, sse_heartbeat_s, "15", "seconds between heartbeat comments on idle streams"),
-	OPT("sse.retry_ms", CFG_INT, sse_retry_ms, "2000", "reconnect delay sent to clients in the retry: field"),
-	OPT("sse.outbuf_max", CFG_INT, sse_outbuf_max, "262144", "most unsent bytes queued per connection before it is caught up from PostgreSQL instead"),
-	OPT("sse.poll_interval_ms", CFG_INT, sse_poll_interval_ms, "1000", "safety poll of the messages table when no NOTIFY arrives"),
-	OPT("sse.batch_rows", CFG_INT, sse_batch_rows, "1000", "most rows fetched per query when catching up"),
+    OPT("sse.listen", CFG_STR, sse_listen, "127.0.0.1:8081",
+	"rtw-sse listen address host:port (SO_REUSEPORT: several processes may share it)"),
+    OPT("sse.max_connections", CFG_INT, sse_max_connections, "10000", "most client connections per rtw-sse process"),
+    OPT("sse.max_per_ip", CFG_INT, sse_max_per_ip, "1000", "most connections from one client address per process"),
+    OPT("sse.max_header_bytes", CFG_INT, sse_max_header_bytes, "8192",
+	"largest request head (request line and headers), bytes"),
+    OPT("sse.header_timeout_ms", CFG_INT, sse_header_timeout_ms, "10000",
+	"time allowed to send the whole request head (slowloris guard)"),
+    OPT("sse.heartbeat_s", CFG_INT, sse_heartbeat_s, "15", "seconds between heartbeat comments on idle streams"),
+    OPT("sse.retry_ms", CFG_INT, sse_retry_ms, "2000", "reconnect delay sent to clients in the retry: field"),
+    OPT("sse.outbuf_max", CFG_INT, sse_outbuf_max, "262144",
+	"most unsent bytes queued per connection before it is caught up from PostgreSQL instead"),
+    OPT("sse.poll_interval_ms", CFG_INT, sse_poll_interval_ms, "1000",
+	"safety poll of the messages table when no NOTIFY arrives"),
+    OPT("sse.batch_rows", CFG_INT, sse_batch_rows, "1000", "most rows fetched per query when catching up"),
 
-	SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),
-	OPT("webhook.allow_hosts", CFG_STR, webhook_allow_hosts, "", "hosts allowed as webhook targets even when they resolve to internal addresses (comma list)"),
-	OPT("webhook.concurrency", CFG_INT, webhook_concurrency, "32", "webhook calls in flight per worker"),
-	OPT("webhook.connect_timeout_ms", CFG_INT, webhook_connect_timeout_ms, "5000", "connect timeout of a webhook call"),
-	OPT("webhook.timeout_ms", CFG_INT, webhook_timeout_ms, "15000", "total timeout of a webhook call"),
-	OPT("webhook.max_response", CFG_INT, webhook_max_response, "1048576", "largest response body read; larger responses fail the attempt"),
-	OPT("webhook.result_body_max", CFG_INT, webhook_result_body_max, "4096", "response bytes kept in the result message and the job row"),
-	OPT("webhook.max_attempts", CFG_INT, webhook_max_attempts, "5", "attempts before a retryable failure becomes final"),
-	OPT("webhook.backoff_base_ms", CFG_INT, webhook_backoff_base_ms, "1000", "first retry delay; doubles each attempt, with jitter"),
-	OPT("webhook.backoff_max_ms", CFG_INT, webhook_backoff_max_ms, "300000", "longest retry delay"),
-	OPT("webhook.lease_s", CFG_INT, webhook_lease_s, "60", "how long a claimed job belongs to its worker before another may retry it"),
-	OPT("webhook.poll_interval_ms", CFG_INT, webhook_poll_interval_ms, "1000", "how often the worker looks for due retries and runs maintenance"),
-	OPT("webhook.health_listen", CFG_STR, webhook_health_listen, "127.0.0.1:8082", "rtw-webhookd address for /healthz and /metrics; empty to disable"),
+    SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),
+    OPT("webhook.allow_hosts", CFG_STR, webhook_allow_hosts, "",
+	"hosts allowed as webhook targets even when they resolve to internal addresses (comma list)"),
+    OPT("webhook.concurrency", CFG_INT, webhook_concurrency, "32", "webhook calls in flight per worker"),
+    OPT("webhook.connect_timeout_ms", CFG_INT, webhook_connect_timeout_ms, "5000", "connect timeout of a webhook call"),
+    OPT("webhook.timeout_ms", CFG_INT, webhook_timeout_ms, "15000", "total timeout of a webhook call"),
+    OPT("webhook.max_response", CFG_INT, webhook_max_response, "1048576",
+	"largest response body read; larger responses fail the attempt"),
+    OPT("webhook.result_body_max", CFG_INT, webhook_result_body_max, "4096",
+	"response bytes kept in the result message and the job row"),
+    OPT("webhook.max_attempts", CFG_INT, webhook_max_attempts, "5",
+	"attempts before a retryable failure becomes final"),
+    OPT("webhook.backoff_base_ms", CFG_INT, webhook_backoff_base_ms, "1000",
+	"first retry delay; doubles each attempt, with jitter"),
+    OPT("webhook.backoff_max_ms", CFG_INT, webhook_backoff_max_ms, "300000", "longest retry delay"),
+    OPT("webhook.lease_s", CFG_INT, webhook_lease_s, "60",
+	"how long a claimed job belongs to its worker before another may retry it"),
+    OPT("webhook.poll_interval_ms", CFG_INT, webhook_poll_interval_ms, "1000",
+	"how often the worker looks for due retries and runs maintenance"),
+    OPT("webhook.health_listen", CFG_STR, webhook_health_listen, "127.0.0.1:8082",
+	"rtw-webhookd address for /healthz and /metrics; empty to disable"),
 
-	OPT("retention.messages_days", CFG_INT, retention_messages_days, "0", "delete stored messages older than this many days (0 keeps them)"),
-	OPT("retention.jobs_days", CFG_INT, retention_jobs_days, "30", "delete finished webhook jobs older than this many days (0 keeps them)"),
-	{NULL, CFG_STR, 0, NULL, false, NULL},
+    OPT("retention.messages_days", CFG_INT, retention_messages_days, "0",
+	"delete stored messages older than this many days (0 keeps them)"),
+    OPT("retention.jobs_days", CFG_INT, retention_jobs_days, "30",
+	"delete finished webhook jobs older than this many days (0 keeps them)"),
+    {NULL, CFG_STR, 0, NULL, false, NULL},
 };
+/* clang-format on */
 
 static const struct cfg_option *cfg__find(const char *name)
 {

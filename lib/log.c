@@ -80,8 +80,8 @@ void log_write(enum log_level lvl, const char *fmt, ...)
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
-	n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ld UTC %s[%d] %s: ", (long)(tv.tv_usec / 1000),
-			      log_prog, (int)getpid(), tags[lvl]);
+	n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ld UTC %s[%d] %s: ", (long)(tv.tv_usec / 1000), log_prog,
+			      (int)getpid(), tags[lvl]);
 	va_start(ap, fmt);
 	int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
 	va_end(ap);

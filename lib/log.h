@@ -22,7 +22,11 @@ void log_reopen(void);
 bool log_enabled(enum log_level lvl);
 void log_write(enum log_level lvl, const char *fmt, ...) RTW_PRINTF(2, 3);
 
-#define log_debug(...) do { if (log_enabled(LOG_LVL_DEBUG)) log_write(LOG_LVL_DEBUG, __VA_ARGS__); } while (0)
+#define log_debug(...)                                                                                                 \
+	do {                                                                                                           \
+		if (log_enabled(LOG_LVL_DEBUG))                                                                        \
+			log_write(LOG_LVL_DEBUG, __VA_ARGS__);                                                         \
+	} while (0)
 #define log_info(...) log_write(LOG_LVL_INFO, __VA_ARGS__)
 #define log_warn(...) log_write(LOG_LVL_WARN, __VA_ARGS__)
 #define log_error(...) log_write(LOG_LVL_ERROR, __VA_ARGS__)

@@ -331,8 +331,7 @@ static const char *msg__first_other_key(const json_t *obj, const char *const *al
 static bool msg__has_nul(const json_t *v)
 {
 	switch (json_typeof(v)) {
-	case JSON_STRING:
-		return msg__cstr(v) == NULL;
+	case JSON_STRING: return msg__cstr(v) == NULL;
 	case JSON_OBJECT:
 		for (void *it = json_object_iter((json_t *)v); it != NULL;
 		     it = json_object_iter_next((json_t *)v, it)) {
@@ -346,8 +345,7 @@ static bool msg__has_nul(const json_t *v)
 				return true;
 		}
 		return false;
-	default:
-		return false;
+	default: return false;
 	}
 }
 
@@ -392,14 +390,9 @@ static bool msg__key_before(const char *body, size_t len, size_t pos, size_t *st
 			want_key = depth == 1 && c == '{';
 			break;
 		case '}':
-		case ']':
-			depth--;
-			break;
-		case ',':
-			want_key = depth == 1;
-			break;
-		default:
-			break;
+		case ']': depth--; break;
+		case ',': want_key = depth == 1; break;
+		default: break;
 		}
 	}
 	return found;
@@ -411,8 +404,7 @@ static int msg__parse_error(const char *body, size_t len, const json_error_t *je
 	json_t *key;
 
 	switch (json_error_code(jerr)) {
-	case json_error_invalid_utf8:
-		return msg__bad(err, "invalid_json", NULL, "request body is not valid UTF-8");
+	case json_error_invalid_utf8: return msg__bad(err, "invalid_json", NULL, "request body is not valid UTF-8");
 	case json_error_duplicate_key:
 		return msg__bad(err, "invalid_json", NULL, "duplicate key in json object at line %d, column %d",
 				jerr->line, jerr->column);
@@ -424,8 +416,7 @@ static int msg__parse_error(const char *body, size_t len, const json_error_t *je
 		return msg__bad(err, "invalid_json", NULL, "unexpected end of json input");
 	case json_error_null_byte_in_key:
 		return msg__bad(err, "invalid_json", NULL, "NUL character in a json object key");
-	case json_error_numeric_overflow:
-		break;
+	case json_error_numeric_overflow: break;
 	default:
 		/* jansson's own text quotes the input (maybe private): keep only the position. */
 		return msg__bad(err, "invalid_json", NULL, "invalid json at line %d, column %d", jerr->line,
@@ -863,27 +854,13 @@ static char *msg__put_str(char *p, const char *s)
 		} else {
 			*p++ = '\\';
 			switch (c) {
-			case '"':
-				*p++ = '"';
-				break;
-			case '\\':
-				*p++ = '\\';
-				break;
-			case '\n':
-				*p++ = 'n';
-				break;
-			case '\r':
-				*p++ = 'r';
-				break;
-			case '\t':
-				*p++ = 't';
-				break;
-			case '\b':
-				*p++ = 'b';
-				break;
-			case '\f':
-				*p++ = 'f';
-				break;
+			case '"': *p++ = '"'; break;
+			case '\\': *p++ = '\\'; break;
+			case '\n': *p++ = 'n'; break;
+			case '\r': *p++ = 'r'; break;
+			case '\t': *p++ = 't'; break;
+			case '\b': *p++ = 'b'; break;
+			case '\f': *p++ = 'f'; break;
 			default:
 				*p++ = 'u';
 				*p++ = '0';
@@ -933,9 +910,7 @@ static char *msg__put_compact(char *p, const char *s, size_t n)
 		case ' ':
 		case '\t':
 		case '\n':
-		case '\r':
-			u++;
-			continue;
+		case '\r': u++; continue;
 		case '{':
 		case '[':
 			depth++;
@@ -947,10 +922,8 @@ static char *msg__put_compact(char *p, const char *s, size_t n)
 				return NULL;
 			*p++ = (char)*u++;
 			continue;
-		case '"':
-			break;
-		default:
-			return NULL;
+		case '"': break;
+		default: return NULL;
 		}
 		/* a string: copy up to the closing quote */
 		*p++ = (char)*u++;

@@ -11,7 +11,7 @@
 
 #include <jansson.h>
 
-#define MSG_ID_MAX 128      /* stream, author and user ids */
+#define MSG_ID_MAX 128 /* stream, author and user ids */
 #define MSG_UUID_LEN 36
 #define MSG_IDEM_KEY_MAX 128
 
@@ -39,8 +39,8 @@ struct msg_in {
 	char author_id[MSG_ID_MAX + 1];
 	bool has_to_user;
 	char to_user_id[MSG_ID_MAX + 1];
-	json_t *message; /* owned reference; NULL only for a request without filters */
-	double timestamp; /* 0 when absent (request, webhook) */
+	json_t *message;		   /* owned reference; NULL only for a request without filters */
+	double timestamp;		   /* 0 when absent (request, webhook) */
 	char widget_key[MSG_UUID_LEN + 1]; /* canonical lowercase */
 };
 
@@ -48,7 +48,8 @@ struct msg_in {
  * and checks every field rule of the contract. RTW_OK fills *out (release
  * with msg_in_clear); RTW_ERROR fills *err. Does not check what needs the
  * database or the token (widget registration, author_mismatch). */
-int msg_decode(const char *body, size_t len, const char *path_stream, struct msg_in *out, struct msg_error *err) RTW_WUR;
+int msg_decode(const char *body, size_t len, const char *path_stream, struct msg_in *out,
+	       struct msg_error *err) RTW_WUR;
 
 void msg_in_clear(struct msg_in *m);
 
@@ -64,7 +65,7 @@ bool msg_valid_id(const char *s);
 
 /* Fills *err; fmt is printf-style for err->message. */
 void msg_error_set(struct msg_error *err, int status, const char *code, const char *field, const char *fmt, ...)
-	RTW_PRINTF(5, 6);
+    RTW_PRINTF(5, 6);
 
 /* {"error":{"code":..,"field":..,"message":..}} as a malloc'd compact
  * string (caller frees); field is left out when NULL. */

@@ -12,8 +12,8 @@
 /* One small set of return codes for the whole tree (after nginx). */
 enum {
 	RTW_OK = 0,
-	RTW_ERROR = -1,   /* failed; the caller logs or reports */
-	RTW_AGAIN = -2,   /* would block / not yet; try again later */
+	RTW_ERROR = -1,	  /* failed; the caller logs or reports */
+	RTW_AGAIN = -2,	  /* would block / not yet; try again later */
 	RTW_DECLINED = -3 /* not applicable; the caller picks another path */
 };
 

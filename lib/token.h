@@ -12,10 +12,10 @@
 
 struct tok_claims {
 	char sub[TOK_SUB_MAX + 1];
-	int64_t exp;       /* 0 when the token has no exp */
+	int64_t exp; /* 0 when the token has no exp */
 	bool admin;
-	bool streams_any;  /* no "streams" claim, or "streams": "*" */
-	char **streams;    /* owned; NULL unless a list was given */
+	bool streams_any; /* no "streams" claim, or "streams": "*" */
+	char **streams;	  /* owned; NULL unless a list was given */
 	size_t n_streams;
 };
 

@@ -93,8 +93,8 @@ void rtw_format_time_us(uint64_t us, char out[28])
 	gmtime_r(&secs, &tm);
 	char tmp[64]; /* roomy enough for any int fields, so no truncation */
 
-	snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%06uZ", tm.tm_year + 1900, tm.tm_mon + 1,
-		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(us % 1000000u));
+	snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%06uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+		 tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(us % 1000000u));
 	memcpy(out, tmp, 27);
 	out[27] = '\0';
 }

@@ -34,14 +34,14 @@
 #define CONN_CLOSING_MS 5000
 
 static const unsigned conn__legal[] = {
-	[SSE_CONN_READING_HEAD] = 1u << SSE_CONN_HANDSHAKE | 1u << SSE_CONN_LIVE | 1u << SSE_CONN_CLOSING |
-				  1u << SSE_CONN_CLOSED,
-	[SSE_CONN_HANDSHAKE] = 1u << SSE_CONN_CATCHING_UP | 1u << SSE_CONN_LIVE | 1u << SSE_CONN_CLOSING |
-			       1u << SSE_CONN_CLOSED,
-	[SSE_CONN_CATCHING_UP] = 1u << SSE_CONN_LIVE | 1u << SSE_CONN_CLOSING | 1u << SSE_CONN_CLOSED,
-	[SSE_CONN_LIVE] = 1u << SSE_CONN_CATCHING_UP | 1u << SSE_CONN_CLOSING | 1u << SSE_CONN_CLOSED,
-	[SSE_CONN_CLOSING] = 1u << SSE_CONN_CLOSED,
-	[SSE_CONN_CLOSED] = 0,
+    [SSE_CONN_READING_HEAD] =
+	1u << SSE_CONN_HANDSHAKE | 1u << SSE_CONN_LIVE | 1u << SSE_CONN_CLOSING | 1u << SSE_CONN_CLOSED,
+    [SSE_CONN_HANDSHAKE] =
+	1u << SSE_CONN_CATCHING_UP | 1u << SSE_CONN_LIVE | 1u << SSE_CONN_CLOSING | 1u << SSE_CONN_CLOSED,
+    [SSE_CONN_CATCHING_UP] = 1u << SSE_CONN_LIVE | 1u << SSE_CONN_CLOSING | 1u << SSE_CONN_CLOSED,
+    [SSE_CONN_LIVE] = 1u << SSE_CONN_CATCHING_UP | 1u << SSE_CONN_CLOSING | 1u << SSE_CONN_CLOSED,
+    [SSE_CONN_CLOSING] = 1u << SSE_CONN_CLOSED,
+    [SSE_CONN_CLOSED] = 0,
 };
 
 static void conn__write(struct sse_conn *c);
@@ -481,7 +481,8 @@ void sse_conn_handshake_done(struct sse_conn *c, PGresult *res)
 		return;
 	}
 	if (PQgetvalue(res, 0, 0)[0] != 't') {
-		conn__error(c, 403, "unknown_widget", "widget_key", NULL, "widget_key is not a registered, enabled widget");
+		conn__error(c, 403, "unknown_widget", "widget_key", NULL,
+			    "widget_key is not a registered, enabled widget");
 		return;
 	}
 	origin_ok = PQgetvalue(res, 0, 1)[0] == 't';
@@ -581,7 +582,8 @@ static void conn__route_events(struct sse_conn *c)
 	bool need_query;
 
 	if (r->bad_path) {
-		conn__error(c, 400, "invalid_field", "stream_id", NULL, "stream id must be 1-128 characters of A-Za-z0-9._:-");
+		conn__error(c, 400, "invalid_field", "stream_id", NULL,
+			    "stream id must be 1-128 characters of A-Za-z0-9._:-");
 		return;
 	}
 	if (r->bad_field) {
@@ -620,7 +622,8 @@ static void conn__route_events(struct sse_conn *c)
 			r->minted = tok_mint(cfg->auth_secret, strlen(cfg->auth_secret), user,
 					     (int64_t)time(NULL) + cfg->auth_anon_ttl_s, r->stream_id, false);
 			if (r->minted == NULL) {
-				conn__error(c, 503, "unavailable", NULL, "Retry-After: 1\r\n", "could not mint a token");
+				conn__error(c, 503, "unavailable", NULL, "Retry-After: 1\r\n",
+					    "could not mint a token");
 				return;
 			}
 		}
@@ -696,12 +699,8 @@ static void conn__route(struct sse_conn *c)
 			conn__error(c, 503, "unavailable", NULL, "Retry-After: 1\r\n", "database unavailable");
 		}
 		return;
-	case SSE_ROUTE_METRICS:
-		conn__metrics(c);
-		return;
-	default:
-		conn__route_events(c);
-		return;
+	case SSE_ROUTE_METRICS: conn__metrics(c); return;
+	default: conn__route_events(c); return;
 	}
 }
 
@@ -722,9 +721,11 @@ static void conn__metrics(struct sse_conn *c)
 	}
 #define MPUT(...) n += snprintf(buf + n, cap - (size_t)n, __VA_ARGS__)
 	MPUT("# HELP rtw_sse_connections Open client connections.\n# TYPE rtw_sse_connections gauge\n"
-	     "rtw_sse_connections %zu\n", ctx->n_conns);
+	     "rtw_sse_connections %zu\n",
+	     ctx->n_conns);
 	MPUT("# HELP rtw_sse_subscribers Connections subscribed to a stream.\n# TYPE rtw_sse_subscribers gauge\n"
-	     "rtw_sse_subscribers %zu\n", ctx->ix.n_subs);
+	     "rtw_sse_subscribers %zu\n",
+	     ctx->ix.n_subs);
 	MPUT("# TYPE rtw_sse_events_delivered_total counter\nrtw_sse_events_delivered_total %llu\n",
 	     (unsigned long long)m->delivered);
 	MPUT("# TYPE rtw_sse_bytes_sent_total counter\nrtw_sse_bytes_sent_total %llu\n",
@@ -872,9 +873,10 @@ void sse_conn_accept(struct sse_ctx *ctx)
 			loopback = IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
 		}
 		if (ctx->stopping || ctx->n_conns >= (size_t)ctx->cfg->sse_max_connections) {
-			static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-						   "Retry-After: 1\r\nConnection: close\r\nContent-Length: 80\r\n\r\n"
-						   "{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections\"}}\n";
+			static const char busy[] =
+			    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+			    "Retry-After: 1\r\nConnection: close\r\nContent-Length: 80\r\n\r\n"
+			    "{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections\"}}\n";
 			ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 			(void)w;
 			close(fd);
@@ -891,9 +893,11 @@ void sse_conn_accept(struct sse_ctx *ctx)
 			struct sse_hentry *e = sse_htab_get(&ctx->ips, ip);
 			struct sse_ipcount *ipc = e ? SSE_CONTAINER(e, struct sse_ipcount, he) : NULL;
 			if (ipc && ipc->n >= ctx->cfg->sse_max_per_ip) {
-				static const char busy[] = "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
-							   "Retry-After: 5\r\nConnection: close\r\nContent-Length: 88\r\n\r\n"
-							   "{\"error\":{\"code\":\"rate_limited\",\"message\":\"too many connections from this address\"}}";
+				static const char busy[] =
+				    "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+				    "Retry-After: 5\r\nConnection: close\r\nContent-Length: 88\r\n\r\n"
+				    "{\"error\":{\"code\":\"rate_limited\",\"message\":\"too many connections from "
+				    "this address\"}}";
 				ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 				(void)w;
 				close(fd);

@@ -164,9 +164,7 @@ static int loop__run(struct sse_ctx *ctx)
 		for (int i = 0; i < n; i++) {
 			enum sse_handle_kind *h = evs[i].data.ptr;
 			switch (*h) {
-			case SSE_H_LISTEN:
-				sse_conn_accept(ctx);
-				break;
+			case SSE_H_LISTEN: sse_conn_accept(ctx); break;
 			case SSE_H_TICK:
 				loop__drain_fd(ctx->tick_fd);
 				sse_conn_tick(ctx);
@@ -175,15 +173,9 @@ static int loop__run(struct sse_ctx *ctx)
 				loop__drain_fd(ctx->pgtimer_fd);
 				sse_pg_timer(ctx);
 				break;
-			case SSE_H_SIGNAL:
-				loop__signal(ctx);
-				break;
-			case SSE_H_PG:
-				sse_pg_event(ctx, evs[i].events);
-				break;
-			case SSE_H_CONN:
-				sse_conn_event((struct sse_conn *)h, evs[i].events);
-				break;
+			case SSE_H_SIGNAL: loop__signal(ctx); break;
+			case SSE_H_PG: sse_pg_event(ctx, evs[i].events); break;
+			case SSE_H_CONN: sse_conn_event((struct sse_conn *)h, evs[i].events); break;
 			}
 		}
 		sse_pg_kick(ctx);
@@ -262,7 +254,8 @@ int main(int argc, char **argv)
 	ctx.reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (ctx.epfd < 0 || ctx.tick_fd < 0 || ctx.pgtimer_fd < 0 || ctx.signal_fd < 0 ||
 	    loop__add(&ctx, ctx.listen_fd, &ctx.h_listen) != 0 || loop__add(&ctx, ctx.tick_fd, &ctx.h_tick) != 0 ||
-	    loop__add(&ctx, ctx.pgtimer_fd, &ctx.h_pgtimer) != 0 || loop__add(&ctx, ctx.signal_fd, &ctx.h_signal) != 0) {
+	    loop__add(&ctx, ctx.pgtimer_fd, &ctx.h_pgtimer) != 0 ||
+	    loop__add(&ctx, ctx.signal_fd, &ctx.h_signal) != 0) {
 		log_error("could not set up the event loop: %s", strerror(errno));
 		goto out_cfg;
 	}

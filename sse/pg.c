@@ -24,8 +24,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 
-#define PG_ROW_COLS                                                                                              \
-	"m.xid::text, m.id::text, m.stream_id, m.author_id, m.to_user_id, m.message::text, m.ts::text, m.type, " \
+#define PG_ROW_COLS                                                                                                    \
+	"m.xid::text, m.id::text, m.stream_id, m.author_id, m.to_user_id, m.message::text, m.ts::text, m.type, "       \
 	"m.widget_key::text, rtw_rfc3339(m.created_at), extract(epoch from m.created_at)::text"
 
 /* Rows after $1,$2 in stream order; settled says whether it is below the
@@ -54,25 +54,38 @@ static const char pg__catchup_sql[] = "SELECT " PG_ROW_COLS " FROM rtw_messages 
 /* The widget filter exists, the Origin is allowed by a widget, and the
  * resume id's position when it is a message this subscriber may see. */
 static const char pg__handshake_sql[] =
-	"SELECT CASE WHEN $1::uuid IS NULL THEN true"
-	" ELSE EXISTS (SELECT 1 FROM rtw_widgets WHERE widget_key = $1::uuid AND enabled) END,"
-	" CASE WHEN $5::text IS NULL THEN false"
-	" ELSE EXISTS (SELECT 1 FROM rtw_widgets WHERE enabled AND ($1::uuid IS NULL OR widget_key = $1::uuid)"
-	" AND $5::text = ANY (allowed_origins)) END,"
-	" (SELECT xid::text FROM rtw_messages WHERE id = $2::bigint AND stream_id = $3"
-	" AND (to_user_id IS NULL OR to_user_id = $4))";
+    "SELECT CASE WHEN $1::uuid IS NULL THEN true"
+    " ELSE EXISTS (SELECT 1 FROM rtw_widgets WHERE widget_key = $1::uuid AND enabled) END,"
+    " CASE WHEN $5::text IS NULL THEN false"
+    " ELSE EXISTS (SELECT 1 FROM rtw_widgets WHERE enabled AND ($1::uuid IS NULL OR widget_key = $1::uuid)"
+    " AND $5::text = ANY (allowed_origins)) END,"
+    " (SELECT xid::text FROM rtw_messages WHERE id = $2::bigint AND stream_id = $3"
+    " AND (to_user_id IS NULL OR to_user_id = $4))";
 
 static const struct {
 	const char *name, *sql;
 	int nparams;
 } pg__stmts[] = {
-	{"sse_tail", pg__tail_sql, 3},
-	{"sse_cursor", pg__cursor_sql, 0},
-	{"sse_catchup", pg__catchup_sql, 8},
-	{"sse_handshake", pg__handshake_sql, 5},
+    {"sse_tail", pg__tail_sql, 3},
+    {"sse_cursor", pg__cursor_sql, 0},
+    {"sse_catchup", pg__catchup_sql, 8},
+    {"sse_handshake", pg__handshake_sql, 5},
 };
 
-enum { PG_COL_XID, PG_COL_ID, PG_COL_STREAM, PG_COL_AUTHOR, PG_COL_TO, PG_COL_MSG, PG_COL_TS, PG_COL_TYPE, PG_COL_WIDGET, PG_COL_CREATED, PG_COL_EPOCH, PG_COL_SETTLED };
+enum {
+	PG_COL_XID,
+	PG_COL_ID,
+	PG_COL_STREAM,
+	PG_COL_AUTHOR,
+	PG_COL_TO,
+	PG_COL_MSG,
+	PG_COL_TS,
+	PG_COL_TYPE,
+	PG_COL_WIDGET,
+	PG_COL_CREATED,
+	PG_COL_EPOCH,
+	PG_COL_SETTLED
+};
 
 static void pg__lost(struct sse_ctx *ctx, const char *why);
 static void pg__send_next(struct sse_ctx *ctx);
@@ -134,12 +147,8 @@ void sse_pg_close(struct sse_ctx *ctx)
 static void pg__connect_poll(struct sse_ctx *ctx)
 {
 	switch (PQconnectPoll(ctx->pg)) {
-	case PGRES_POLLING_READING:
-		pg__track_socket(ctx, EPOLLIN);
-		return;
-	case PGRES_POLLING_WRITING:
-		pg__track_socket(ctx, EPOLLOUT);
-		return;
+	case PGRES_POLLING_READING: pg__track_socket(ctx, EPOLLIN); return;
+	case PGRES_POLLING_WRITING: pg__track_socket(ctx, EPOLLOUT); return;
 	case PGRES_POLLING_OK:
 		if (PQsetnonblocking(ctx->pg, 1) != 0) {
 			pg__lost(ctx, "could not set non-blocking mode");
@@ -151,9 +160,7 @@ static void pg__connect_poll(struct sse_ctx *ctx)
 		ctx->pg_q = SSE_Q_NONE;
 		pg__send_next(ctx);
 		return;
-	default:
-		pg__lost(ctx, PQerrorMessage(ctx->pg));
-		return;
+	default: pg__lost(ctx, PQerrorMessage(ctx->pg)); return;
 	}
 }
 
@@ -275,8 +282,8 @@ static void pg__send_job(struct sse_ctx *ctx, struct sse_conn *c)
 		(void)pg__send_prepared(ctx, SSE_Q_HANDSHAKE, "sse_handshake", 5, v);
 	} else {
 		char fx[24], fi[24], tx[24], ti[24], lim[16];
-		const char *v[8] = {c->sub.stream->id, fx, fi, tx, ti, c->sub.user->id,
-				    c->has_widget ? c->widget : NULL, lim};
+		const char *v[8] = {
+		    c->sub.stream->id, fx, fi, tx, ti, c->sub.user->id, c->has_widget ? c->widget : NULL, lim};
 		pg__pos_text(c->pos, fx, fi);
 		pg__pos_text(ctx->cursor, tx, ti);
 		snprintf(lim, sizeof(lim), "%d", ctx->cfg->sse_batch_rows);
@@ -481,8 +488,7 @@ static void pg__result(struct sse_ctx *ctx, PGresult *res)
 				sse_conn_close(c); /* a statement error would repeat */
 		}
 		break;
-	default:
-		break;
+	default: break;
 	}
 }
 

@@ -98,8 +98,7 @@ static void req__header_done(struct sse_reqparser *p)
 		if (!p->value_long)
 			req__copy(req, req->origin, sizeof(req->origin), v, n, "Origin", &req->has_origin);
 		break;
-	default:
-		break;
+	default: break;
 	}
 	p->field_len = p->value_len = 0;
 	p->field_long = p->value_long = false;
@@ -161,8 +160,12 @@ bool sse_url_decode(char *s)
 		} else if (*r == '%') {
 			int hi, lo;
 			char c1 = r[1], c2 = c1 ? r[2] : 0;
-			hi = (c1 >= '0' && c1 <= '9') ? c1 - '0' : (c1 | 32) >= 'a' && (c1 | 32) <= 'f' ? (c1 | 32) - 'a' + 10 : -1;
-			lo = (c2 >= '0' && c2 <= '9') ? c2 - '0' : (c2 | 32) >= 'a' && (c2 | 32) <= 'f' ? (c2 | 32) - 'a' + 10 : -1;
+			hi = (c1 >= '0' && c1 <= '9')		    ? c1 - '0'
+			     : (c1 | 32) >= 'a' && (c1 | 32) <= 'f' ? (c1 | 32) - 'a' + 10
+								    : -1;
+			lo = (c2 >= '0' && c2 <= '9')		    ? c2 - '0'
+			     : (c2 | 32) >= 'a' && (c2 | 32) <= 'f' ? (c2 | 32) - 'a' + 10
+								    : -1;
 			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 				return false;
 			*w++ = (char)(hi * 16 + lo);
@@ -248,10 +251,10 @@ static int req__on_headers_complete(http_parser *hp)
 }
 
 static const http_parser_settings req__settings = {
-	.on_url = req__on_url,
-	.on_header_field = req__on_field,
-	.on_header_value = req__on_value,
-	.on_headers_complete = req__on_headers_complete,
+    .on_url = req__on_url,
+    .on_header_field = req__on_field,
+    .on_header_value = req__on_value,
+    .on_headers_complete = req__on_headers_complete,
 };
 
 struct sse_reqparser *sse_reqparser_new(size_t max_bytes)

@@ -111,7 +111,7 @@ static inline void sse_list_del(struct sse_link *n)
 	n->prev = n->next = n;
 }
 
-#define SSE_CONTAINER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define SSE_CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* A string-keyed chained hash table of entries that embed struct
  * sse_hentry (intrusive: the table never allocates entries). */
@@ -188,7 +188,7 @@ enum sse_route { SSE_ROUTE_NONE, SSE_ROUTE_EVENTS, SSE_ROUTE_HEALTHZ, SSE_ROUTE_
 struct sse_req {
 	int method; /* enum http_method */
 	enum sse_route route;
-	bool bad_path;   /* an events path whose stream id is not valid */
+	bool bad_path; /* an events path whose stream id is not valid */
 	bool head_done;
 	bool too_large;
 	bool http10;
@@ -204,7 +204,7 @@ struct sse_req {
 	bool has_origin;
 	char origin[SSE_QVAL_MAX];
 	const char *bad_field; /* static name of an over-long field, or NULL */
-	char *minted; /* conn.c: the token minted for an anonymous subscriber */
+	char *minted;	       /* conn.c: the token minted for an anonymous subscriber */
 };
 
 /* Per-connection parser state while the head is read. */
@@ -231,9 +231,9 @@ enum sse_conn_state {
 	SSE_CONN_READING_HEAD, /* reading the request head (header timeout runs) */
 	SSE_CONN_HANDSHAKE,    /* waiting for the handshake query */
 	SSE_CONN_CATCHING_UP,  /* streaming rows from PostgreSQL up to the cursor */
-	SSE_CONN_LIVE,         /* fed by the tail */
+	SSE_CONN_LIVE,	       /* fed by the tail */
 	SSE_CONN_CLOSING,      /* flushing a final answer, then closed */
-	SSE_CONN_CLOSED        /* parked; freed after the loop pass */
+	SSE_CONN_CLOSED	       /* parked; freed after the loop pass */
 };
 
 struct sse_ctx;
@@ -244,21 +244,21 @@ struct sse_conn {
 	int fd;
 	enum sse_conn_state state;
 	bool in_index;
-	bool dirty;         /* on ctx->dirty: has output to flush this pass */
-	bool want_out;      /* EPOLLOUT armed */
-	bool pg_job;        /* a query for it is in flight; do not free */
-	bool queued_job;    /* on ctx->jobs */
-	bool lagging;       /* output overflowed; catch up when drained */
-	struct sse_ipcount *ipc; /* NULL for loopback peers (the local proxy) */
-	uint64_t deadline_ms;    /* CLOSING: give up flushing after it */
-	struct sse_link link;     /* ctx->conns or ctx->closed */
+	bool dirty;		  /* on ctx->dirty: has output to flush this pass */
+	bool want_out;		  /* EPOLLOUT armed */
+	bool pg_job;		  /* a query for it is in flight; do not free */
+	bool queued_job;	  /* on ctx->jobs */
+	bool lagging;		  /* output overflowed; catch up when drained */
+	struct sse_ipcount *ipc;  /* NULL for loopback peers (the local proxy) */
+	uint64_t deadline_ms;	  /* CLOSING: give up flushing after it */
+	struct sse_link link;	  /* ctx->conns or ctx->closed */
 	struct sse_link job_link; /* ctx->jobs */
 	struct sse_conn *dirty_next;
 	struct sse_sub sub;
 	struct sse_reqparser *parser; /* only while reading the head */
-	struct sse_req *req;          /* only until the handshake is done */
+	struct sse_req *req;	      /* only until the handshake is done */
 	uint64_t born_ms;
-	struct sse_pos pos;      /* last position queued (or skipped) */
+	struct sse_pos pos;	 /* last position queued (or skipped) */
 	struct sse_pos sent_pos; /* last position fully written */
 	/* output: a ring of frame references; head_off bytes of the first
 	 * are written */
@@ -278,13 +278,12 @@ struct sse_ipcount {
 
 /* ---- the process context (loop.c owns it) ------------------------------ */
 
-
 /* The PostgreSQL connection's state; changed only in pg.c. */
 enum sse_pg_state {
-	SSE_PG_DOWN,       /* waiting for the reconnect timer */
+	SSE_PG_DOWN,	   /* waiting for the reconnect timer */
 	SSE_PG_CONNECTING, /* PQconnectPoll in progress */
-	SSE_PG_SETUP,      /* LISTEN and statement preparation */
-	SSE_PG_READY       /* tail and jobs may run */
+	SSE_PG_SETUP,	   /* LISTEN and statement preparation */
+	SSE_PG_READY	   /* tail and jobs may run */
 };
 
 /* What the one in-flight query is. */
@@ -312,13 +311,13 @@ struct sse_ctx {
 	uint64_t now_ms;
 	uint64_t last_hb_ms;
 	struct sse_index ix;
-	struct sse_link heads;  /* connections reading their head, oldest first */
-	struct sse_link conns;  /* every other open connection */
+	struct sse_link heads;	/* connections reading their head, oldest first */
+	struct sse_link conns;	/* every other open connection */
 	struct sse_link closed; /* parked, freed after the pass */
-	struct sse_link jobs;   /* connections waiting for a query */
+	struct sse_link jobs;	/* connections waiting for a query */
 	struct sse_conn *dirty; /* output to flush at the end of the pass */
 	size_t n_conns;
-	struct sse_htab ips; /* struct sse_ipcount, non-loopback peers */
+	struct sse_htab ips;	     /* struct sse_ipcount, non-loopback peers */
 	struct sse_frame *heartbeat; /* ": hb\n\n", static */
 	/* PostgreSQL */
 	PGconn *pg;

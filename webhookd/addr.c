@@ -153,26 +153,16 @@ enum whk_addr_class whk_addr_classify_text(const char *text)
 const char *whk_addr_class_name(enum whk_addr_class c)
 {
 	switch (c) {
-	case WHK_ADDR_PUBLIC:
-		return "public";
-	case WHK_ADDR_UNSPECIFIED:
-		return "unspecified";
-	case WHK_ADDR_LOOPBACK:
-		return "loopback";
-	case WHK_ADDR_PRIVATE:
-		return "private";
-	case WHK_ADDR_LINK_LOCAL:
-		return "link-local";
-	case WHK_ADDR_SHARED:
-		return "shared (carrier-grade NAT)";
-	case WHK_ADDR_MULTICAST:
-		return "multicast";
-	case WHK_ADDR_BROADCAST:
-		return "broadcast";
-	case WHK_ADDR_RESERVED:
-		return "reserved";
-	case WHK_ADDR_INVALID:
-		break;
+	case WHK_ADDR_PUBLIC: return "public";
+	case WHK_ADDR_UNSPECIFIED: return "unspecified";
+	case WHK_ADDR_LOOPBACK: return "loopback";
+	case WHK_ADDR_PRIVATE: return "private";
+	case WHK_ADDR_LINK_LOCAL: return "link-local";
+	case WHK_ADDR_SHARED: return "shared (carrier-grade NAT)";
+	case WHK_ADDR_MULTICAST: return "multicast";
+	case WHK_ADDR_BROADCAST: return "broadcast";
+	case WHK_ADDR_RESERVED: return "reserved";
+	case WHK_ADDR_INVALID: break;
 	}
 	return "invalid";
 }

@@ -192,12 +192,9 @@ static void whk_db__drive(struct whk_db *db)
 		if (whk_db__watch(db, EPOLLOUT) != RTW_OK)
 			whk_db__lost(db, "could not watch the database socket");
 		return;
-	case PGRES_POLLING_FAILED:
-		whk_db__lost(db, PQerrorMessage(db->conn));
-		return;
+	case PGRES_POLLING_FAILED: whk_db__lost(db, PQerrorMessage(db->conn)); return;
 	case PGRES_POLLING_OK:
-	default:
-		break;
+	default: break;
 	}
 	if (PQsetnonblocking(db->conn, 1) != 0 || whk_db__watch(db, EPOLLIN) != RTW_OK) {
 		whk_db__lost(db, PQerrorMessage(db->conn));

@@ -279,8 +279,9 @@ static int fetch__policy(struct whk_fetch *f, struct whk_job *job)
 			size_t i;
 			json_t *h;
 			bool ok = false;
-			json_array_foreach(hosts, i, h) if (json_is_string(h) &&
-							    whk_host_match(host, json_string_value(h))) ok = true;
+			json_array_foreach (hosts, i, h)
+				if (json_is_string(h) && whk_host_match(host, json_string_value(h)))
+					ok = true;
 			if (!ok) {
 				rc = fetch__refuse(job, "host not in the widget's webhook hosts: ", host);
 				goto out;
@@ -316,8 +317,7 @@ static int fetch__headers(struct whk_fetch *f, struct whk_job *job)
 		const char *k;
 		json_t *v;
 		h = json_loads(job->headers_json, 0, &jerr);
-		json_object_foreach(h, k, v)
-		{
+		json_object_foreach (h, k, v) {
 			if (!json_is_string(v) || kept >= WHK_MAX_HEADERS ||
 			    !whk_header_allowed(k, json_string_value(v))) {
 				log_debug("job %s: header %s dropped", job->id, k);

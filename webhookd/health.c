@@ -87,9 +87,7 @@ static void whk_hconn__reply(struct whk_hconn *c, int status, const char *ctype,
 	int hl = snprintf(head, sizeof(head),
 			  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
 			  "Connection: close\r\n\r\n",
-			  status,
-			  rtw_http_reason(status),
-			  ctype, bl);
+			  status, rtw_http_reason(status), ctype, bl);
 	/* a small reply on a fresh socket fits its buffer; short writes just
 	 * truncate a probe's answer */
 	if (send(c->io.fd, head, (size_t)hl, MSG_NOSIGNAL) == hl && bl)

@@ -18,18 +18,12 @@
 const char *whk_job_state_name(enum whk_job_state s)
 {
 	switch (s) {
-	case WHK_JOB_QUEUED:
-		return "queued";
-	case WHK_JOB_RUNNING:
-		return "running";
-	case WHK_JOB_RETRY_WAIT:
-		return "retry-wait";
-	case WHK_JOB_SUCCEEDED:
-		return "succeeded";
-	case WHK_JOB_FAILED:
-		return "failed";
-	case WHK_JOB_RELEASED:
-		return "released";
+	case WHK_JOB_QUEUED: return "queued";
+	case WHK_JOB_RUNNING: return "running";
+	case WHK_JOB_RETRY_WAIT: return "retry-wait";
+	case WHK_JOB_SUCCEEDED: return "succeeded";
+	case WHK_JOB_FAILED: return "failed";
+	case WHK_JOB_RELEASED: return "released";
 	}
 	return "?";
 }
@@ -38,15 +32,13 @@ bool whk_job_transition_ok(enum whk_job_state from, enum whk_job_state to)
 {
 	switch (from) {
 	case WHK_JOB_QUEUED:
-	case WHK_JOB_RETRY_WAIT:
-		return to == WHK_JOB_RUNNING;
+	case WHK_JOB_RETRY_WAIT: return to == WHK_JOB_RUNNING;
 	case WHK_JOB_RUNNING:
 		return to == WHK_JOB_RETRY_WAIT || to == WHK_JOB_SUCCEEDED || to == WHK_JOB_FAILED ||
 		       to == WHK_JOB_RELEASED;
 	case WHK_JOB_SUCCEEDED:
 	case WHK_JOB_FAILED:
-	case WHK_JOB_RELEASED:
-		return false;
+	case WHK_JOB_RELEASED: return false;
 	}
 	return false;
 }

@@ -205,11 +205,8 @@ static void whk__record(struct whk_job *job, int64_t delay_ms)
 		rc = whk_db_query(&w->db, whk__final_sql, 9, p, whk__recorded, job);
 		break;
 	}
-	case WHK_JOB_RELEASED:
-		rc = whk_db_query(&w->db, whk__release_sql, 3, p, whk__recorded, job);
-		break;
-	default:
-		break;
+	case WHK_JOB_RELEASED: rc = whk_db_query(&w->db, whk__release_sql, 3, p, whk__recorded, job); break;
+	default: break;
 	}
 out:
 	free(excerpt);
@@ -243,9 +240,7 @@ static void whk__conclude(struct whk_job *job)
 	uint32_t rnd = 0;
 
 	switch (whk_attempt_verdict(&job->at, job->attempts, cfg->webhook_max_attempts)) {
-	case WHK_VERDICT_SUCCEED:
-		whk__set_state(job, WHK_JOB_SUCCEEDED);
-		break;
+	case WHK_VERDICT_SUCCEED: whk__set_state(job, WHK_JOB_SUCCEEDED); break;
 	case WHK_VERDICT_RETRY:
 		if (rtw_random(&rnd, sizeof(rnd)) != RTW_OK)
 			rnd = (uint32_t)rtw_now_ms();
@@ -253,9 +248,7 @@ static void whk__conclude(struct whk_job *job)
 				       job->at.retry_after_s, rnd);
 		whk__set_state(job, WHK_JOB_RETRY_WAIT);
 		break;
-	case WHK_VERDICT_FAIL:
-		whk__set_state(job, WHK_JOB_FAILED);
-		break;
+	case WHK_VERDICT_FAIL: whk__set_state(job, WHK_JOB_FAILED); break;
 	}
 	whk__log_outcome(job, delay);
 	whk__record(job, delay);

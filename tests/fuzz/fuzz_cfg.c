@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define CHECK(cond)                                                                                                    \
 	do {                                                                                                           \
 		if (!(cond)) {                                                                                         \
-			fprintf(stderr, "fuzz_cfg: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);            \
+			fprintf(stderr, "fuzz_cfg: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);             \
 			abort();                                                                                       \
 		}                                                                                                      \
 	} while (0)
@@ -81,7 +81,8 @@ static void set_one(struct rtw_cfg *cfg, const char *name, const char *value)
 	}
 	case CFG_BOOL:
 		if (rc != RTW_OK)
-			CHECK(err[0] != '\0' && memcmp(base + o->offset, (char *)&before + o->offset, sizeof(bool)) == 0);
+			CHECK(err[0] != '\0' &&
+			      memcmp(base + o->offset, (char *)&before + o->offset, sizeof(bool)) == 0);
 		break;
 	}
 }

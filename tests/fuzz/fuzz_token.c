@@ -231,12 +231,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(token);
 		break;
 	}
-	case MODE_SIGN_JSON:
-		sign_json(s, n);
-		break;
-	case MODE_MINT:
-		mint_mutate(s, n);
-		break;
+	case MODE_SIGN_JSON: sign_json(s, n); break;
+	case MODE_MINT: mint_mutate(s, n); break;
 	}
 	free(s);
 	return 0;

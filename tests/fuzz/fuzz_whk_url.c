@@ -255,18 +255,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s[size - 1] = '\0';
 	pieces(s, p);
 	switch (data[0] % MODE_COUNT) {
-	case MODE_POLICY:
-		fuzz_policy(p);
-		break;
-	case MODE_ADDR:
-		fuzz_addr(data + 1, size - 1, p);
-		break;
-	case MODE_HOSTS:
-		fuzz_hosts(p);
-		break;
-	case MODE_JOB:
-		fuzz_job(data + 1, size - 1, p);
-		break;
+	case MODE_POLICY: fuzz_policy(p); break;
+	case MODE_ADDR: fuzz_addr(data + 1, size - 1, p); break;
+	case MODE_HOSTS: fuzz_hosts(p); break;
+	case MODE_JOB: fuzz_job(data + 1, size - 1, p); break;
 	}
 	free(s);
 	return 0;

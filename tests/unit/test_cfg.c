@@ -207,10 +207,13 @@ static void test_sample_file_complete(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_defaults),	cmocka_unit_test(test_env_override),
-		cmocka_unit_test(test_ini_file),	cmocka_unit_test(test_bad_values),
-		cmocka_unit_test(test_env_names),	cmocka_unit_test(test_every_option_documented),
-		cmocka_unit_test(test_sample_file_complete),
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_env_override),
+	    cmocka_unit_test(test_ini_file),
+	    cmocka_unit_test(test_bad_values),
+	    cmocka_unit_test(test_env_names),
+	    cmocka_unit_test(test_every_option_documented),
+	    cmocka_unit_test(test_sample_file_complete),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -49,15 +49,15 @@ static void test_frame_refuses_newlines(void **state)
 static void test_frame_row(void **state)
 {
 	struct msg_stored m = {
-		.id = "7",
-		.stream_id = "s1",
-		.author_id = "bob",
-		.to_user_id = "alice",
-		.message_json = "{\"text\": \"line1\\nline2\", \"n\": [1, 2]}",
-		.timestamp = "2365.123",
-		.type = "private",
-		.widget_key = "6b9f652a-63fd-47d7-a3bc-418c1096eb8c",
-		.created_at = "2026-11-27T22:00:00.123456Z",
+	    .id = "7",
+	    .stream_id = "s1",
+	    .author_id = "bob",
+	    .to_user_id = "alice",
+	    .message_json = "{\"text\": \"line1\\nline2\", \"n\": [1, 2]}",
+	    .timestamp = "2365.123",
+	    .type = "private",
+	    .widget_key = "6b9f652a-63fd-47d7-a3bc-418c1096eb8c",
+	    .created_at = "2026-11-27T22:00:00.123456Z",
 	};
 	struct sse_pos pos = {9, 7};
 	struct sse_frame *f = sse_frame_row(&m, pos);
@@ -200,9 +200,9 @@ static int parse(const char *head, size_t max, struct sse_req *req, size_t step)
 static void test_req_events(void **state)
 {
 	static const char head[] =
-		"GET /v1/streams/live-1/events?widget_key=6B9F652A-63fd-47d7-a3bc-418c1096eb8c&last_event_id=5"
-		"&access_token=qtok&user_id=a%20b HTTP/1.1\r\n"
-		"Host: x\r\nOrigin: https://w.example\r\nAccept: text/event-stream\r\n\r\n";
+	    "GET /v1/streams/live-1/events?widget_key=6B9F652A-63fd-47d7-a3bc-418c1096eb8c&last_event_id=5"
+	    "&access_token=qtok&user_id=a%20b HTTP/1.1\r\n"
+	    "Host: x\r\nOrigin: https://w.example\r\nAccept: text/event-stream\r\n\r\n";
 	struct sse_req req;
 
 	/* byte by byte and all at once give the same answer */
@@ -298,12 +298,12 @@ static void test_url_decode(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_frame_event),  cmocka_unit_test(test_frame_refuses_newlines),
-		cmocka_unit_test(test_frame_row),    cmocka_unit_test(test_frame_static),
-		cmocka_unit_test(test_pos_order),    cmocka_unit_test(test_index),
-		cmocka_unit_test(test_htab_grows),   cmocka_unit_test(test_req_events),
-		cmocka_unit_test(test_req_headers_win), cmocka_unit_test(test_req_routes),
-		cmocka_unit_test(test_req_limits),   cmocka_unit_test(test_url_decode),
+	    cmocka_unit_test(test_frame_event),	    cmocka_unit_test(test_frame_refuses_newlines),
+	    cmocka_unit_test(test_frame_row),	    cmocka_unit_test(test_frame_static),
+	    cmocka_unit_test(test_pos_order),	    cmocka_unit_test(test_index),
+	    cmocka_unit_test(test_htab_grows),	    cmocka_unit_test(test_req_events),
+	    cmocka_unit_test(test_req_headers_win), cmocka_unit_test(test_req_routes),
+	    cmocka_unit_test(test_req_limits),	    cmocka_unit_test(test_url_decode),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
