@@ -1108,7 +1108,10 @@ static void bn_report_run(const struct bn_opts *o, uint64_t up, const struct bn_
 	uint64_t lost = expected > s->unique ? expected - s->unique : 0;
 	if (!ps)
 		lost = s->gaps;
-	double deliv_s = o->duration > 0 ? (double)s->at_mark / o->duration : 0;
+	/* delivered while publishing, over the time publishing really took (a
+	 * server that slows its own publishers stretches it) */
+	double window = ps && ps->elapsed > o->duration ? ps->elapsed : o->duration;
+	double deliv_s = window > 0 ? (double)s->at_mark / window : 0;
 	double kept = up ? deliv_s / (double)up : 0;
 	double cpu_us = s->events ? cpu * 1e6 / (double)s->events : -1;
 	printf("{\"label\":\"%s\",\"mode\":\"%s\",\"subs\":%d,\"connected\":%" PRIu64 ",\"failed\":%" PRIu64
