@@ -8,6 +8,7 @@
  */
 #include "config.h"
 #include "fcgi.h"
+#include "net.h"
 #include "log.h"
 
 #include <errno.h>
@@ -294,35 +295,11 @@ static void *fcg_health__main(void *arg)
 
 struct fcg_health *fcg_health_start(const struct rtw_cfg *cfg, struct fcg_metrics *m, char *err, size_t errlen)
 {
-	struct addrinfo hints = {
-	    .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-	struct addrinfo *ai = NULL;
 	struct fcg_health *h = NULL;
-	const char *addr = cfg->fcgi_health_listen;
-	const char *colon = strrchr(addr, ':');
-	char host[256];
-	int one = 1, fd = -1, rc;
+	int fd = rtw_listen_tcp(cfg->fcgi_health_listen, "fcgi.health_listen", 0, 64, err, errlen);
 
-	if (!colon || (size_t)(colon - addr) >= sizeof(host) || !colon[1]) {
-		snprintf(err, errlen, "invalid fcgi.health_listen \"%s\": expected host:port", addr);
+	if (fd < 0)
 		return NULL;
-	}
-	memcpy(host, addr, (size_t)(colon - addr));
-	host[colon - addr] = '\0';
-	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-		memmove(host, host + 1, strlen(host));
-		host[strlen(host) - 1] = '\0';
-	}
-	if ((rc = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai)) != 0) {
-		snprintf(err, errlen, "could not resolve \"%s\": %s", addr, gai_strerror(rc));
-		return NULL;
-	}
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
-		snprintf(err, errlen, "could not listen on \"%s\": %s", addr, strerror(errno));
-		goto fail;
-	}
 	if (!(h = calloc(1, sizeof(*h)))) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -334,13 +311,10 @@ struct fcg_health *fcg_health_start(const struct rtw_cfg *cfg, struct fcg_metric
 		snprintf(err, errlen, "could not start the health thread");
 		goto fail;
 	}
-	freeaddrinfo(ai);
 	return h;
 fail:
 	free(h);
-	if (fd >= 0)
-		close(fd);
-	freeaddrinfo(ai);
+	close(fd);
 	return NULL;
 }
 

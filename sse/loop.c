@@ -15,6 +15,7 @@
 #include "config.h"
 #include "sse.h"
 #include "log.h"
+#include "net.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -67,44 +68,6 @@ void sse_metrics_lag(struct sse_ctx *ctx, double s)
 }
 
 /* "host:port", "[v6]:port" or ":port" (any address). */
-static int loop__listen(const char *spec, char *err, size_t errlen)
-{
-	char host[256];
-	const char *colon = strrchr(spec, ':');
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *ai = NULL;
-	int fd = -1, one = 1, rc;
-	size_t hl;
-
-	if (colon == NULL) {
-		snprintf(err, errlen, "invalid sse.listen \"%s\": expected host:port", spec);
-		return -1;
-	}
-	hl = (size_t)(colon - spec);
-	if (hl >= sizeof(host))
-		hl = sizeof(host) - 1;
-	memcpy(host, spec, hl);
-	host[hl] = '\0';
-	if (host[0] == '[' && hl > 1 && host[hl - 1] == ']') {
-		memmove(host, host + 1, hl - 2);
-		host[hl - 2] = '\0';
-	}
-	rc = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai);
-	if (rc != 0) {
-		snprintf(err, errlen, "could not resolve \"%s\": %s", spec, gai_strerror(rc));
-		return -1;
-	}
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
-		snprintf(err, errlen, "could not listen on \"%s\": %s", spec, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(ai);
-	return fd;
-}
 
 static void loop__raise_nofile(void)
 {
@@ -242,7 +205,8 @@ int main(int argc, char **argv)
 		log_error("out of memory");
 		goto out_cfg;
 	}
-	ctx.listen_fd = loop__listen(cfg.sse_listen, err, sizeof(err));
+	ctx.listen_fd = rtw_listen_tcp(cfg.sse_listen, "sse.listen", RTW_LISTEN_NONBLOCK | RTW_LISTEN_REUSEPORT, 4096,
+				       err, sizeof(err));
 	if (ctx.listen_fd < 0) {
 		log_error("%s", err);
 		goto out_cfg;

@@ -7,6 +7,7 @@
 #include "config.h"
 #include "health.h"
 #include "log.h"
+#include "net.h"
 
 #include <errno.h>
 #include <http_parser.h>
@@ -212,34 +213,11 @@ static void whk_health__accept(void *arg, uint32_t events)
 
 struct whk_health *whk_health_new(struct whk_worker *w, const char *addr, char *err, size_t errlen)
 {
-	struct addrinfo hints = {
-	    .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-	struct addrinfo *ai = NULL;
 	struct whk_health *h = NULL;
-	char host[256];
-	const char *colon = strrchr(addr, ':');
-	int one = 1, fd = -1, rc;
+	int fd = rtw_listen_tcp(addr, "webhook.health_listen", RTW_LISTEN_NONBLOCK, 64, err, errlen);
 
-	if (!colon || (size_t)(colon - addr) >= sizeof(host)) {
-		snprintf(err, errlen, "invalid webhook.health_listen \"%s\": expected host:port", addr);
+	if (fd < 0)
 		return NULL;
-	}
-	memcpy(host, addr, (size_t)(colon - addr));
-	host[colon - addr] = '\0';
-	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-		memmove(host, host + 1, strlen(host));
-		host[strlen(host) - 1] = '\0';
-	}
-	if ((rc = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai)) != 0) {
-		snprintf(err, errlen, "could not resolve \"%s\": %s", addr, gai_strerror(rc));
-		return NULL;
-	}
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
-		snprintf(err, errlen, "could not listen on \"%s\": %s", addr, strerror(errno));
-		goto fail;
-	}
 	if (!(h = calloc(1, sizeof(*h)))) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -250,13 +228,10 @@ struct whk_health *whk_health_new(struct whk_worker *w, const char *addr, char *
 		snprintf(err, errlen, "could not watch the health socket");
 		goto fail;
 	}
-	freeaddrinfo(ai);
 	return h;
 fail:
 	free(h);
-	if (fd >= 0)
-		close(fd);
-	freeaddrinfo(ai);
+	close(fd);
 	return NULL;
 }
 
