@@ -331,7 +331,7 @@ def main():
         if want("fanout"):
             r.fanout(t, 1000, 80, 4 if q else 10, "fan-out 1,000 subs x 80 msg/s")
         if want("maxrate"):
-            rates = [50, 100, 200, 400, 800] if q else [40, 60, 80, 100, 120, 150, 180, 220, 270, 330, 400, 500,
+            rates = [100, 300, 900] if q else [40, 60, 80, 100, 120, 150, 180, 220, 270, 330, 400, 500,
                                                           600, 800, 1000, 1300, 1600, 2000]
             r.maxrate(t, 1000, rates, 3 if q else 5, "max rate, 1,000 subs")
         if want("big"):
