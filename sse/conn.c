@@ -96,16 +96,23 @@ void sse_conn_close(struct sse_conn *c)
 	ctx->n_conns--;
 }
 
+static void conn__hs_free(struct sse_conn *c)
+{
+	if (c->hs) {
+		free(c->hs->minted);
+		free(c->hs);
+		c->hs = NULL;
+	}
+}
+
 static void conn__free(struct sse_conn *c)
 {
 	for (uint32_t i = 0; i < c->out_n; i++)
-		sse_frame_unref(c->outq[(c->out_head + i) % c->out_cap]);
-	free(c->outq);
-	sse_reqparser_free(c->parser);
-	if (c->req) {
-		free(c->req->minted);
-		free(c->req);
-	}
+		sse_frame_unref(c->outq[(c->out_head + i) & (c->out_cap - 1)]);
+	if (c->outq != c->out_inline)
+		free(c->outq);
+	free(c->head);
+	conn__hs_free(c);
 	free(c);
 }
 
@@ -168,7 +175,7 @@ static void conn__overflow(struct sse_conn *c)
 	struct sse_pos pos = c->sent_pos;
 
 	for (uint32_t i = keep; i < c->out_n; i++)
-		sse_frame_unref(c->outq[(c->out_head + i) % c->out_cap]);
+		sse_frame_unref(c->outq[(c->out_head + i) & (c->out_cap - 1)]);
 	if (keep) {
 		struct sse_frame *h = c->outq[c->out_head];
 		if (h->has_pos)
@@ -207,7 +214,7 @@ void sse_conn_push(struct sse_conn *c, struct sse_frame *f, bool live)
 		}
 	}
 	if (c->out_n == c->out_cap) {
-		uint32_t cap = c->out_cap ? c->out_cap * 2 : 4;
+		uint32_t cap = c->out_cap * 2;
 		struct sse_frame **q = malloc(cap * sizeof(*q));
 		if (q == NULL) {
 			log_error("out of memory queueing output; closing the connection");
@@ -215,13 +222,14 @@ void sse_conn_push(struct sse_conn *c, struct sse_frame *f, bool live)
 			return;
 		}
 		for (uint32_t i = 0; i < c->out_n; i++)
-			q[i] = c->outq[(c->out_head + i) % c->out_cap];
-		free(c->outq);
+			q[i] = c->outq[(c->out_head + i) & (c->out_cap - 1)];
+		if (c->outq != c->out_inline)
+			free(c->outq);
 		c->outq = q;
 		c->out_cap = cap;
 		c->out_head = 0;
 	}
-	c->outq[(c->out_head + c->out_n) % c->out_cap] = sse_frame_ref(f);
+	c->outq[(c->out_head + c->out_n) & (c->out_cap - 1)] = sse_frame_ref(f);
 	c->out_n++;
 	c->out_bytes += f->len;
 	if (live && f->has_pos)
@@ -242,10 +250,11 @@ static void conn__drained(struct sse_conn *c)
 		sse_conn_want_job(c);
 	}
 	/* give the ring back when it grew for a burst */
-	if (c->out_cap > 16) {
+	if (c->outq != c->out_inline) {
 		free(c->outq);
-		c->outq = NULL;
-		c->out_cap = c->out_head = 0;
+		c->outq = c->out_inline;
+		c->out_cap = SSE_OUT_INLINE;
+		c->out_head = 0;
 	}
 }
 
@@ -259,7 +268,7 @@ static void conn__write(struct sse_conn *c)
 		ssize_t w;
 
 		for (uint32_t i = 0; i < c->out_n && n < CONN_IOV_MAX; i++, n++) {
-			struct sse_frame *f = c->outq[(c->out_head + i) % c->out_cap];
+			struct sse_frame *f = c->outq[(c->out_head + i) & (c->out_cap - 1)];
 			size_t off = i == 0 ? c->head_off : 0;
 			iov[n].iov_base = f->data + off;
 			iov[n].iov_len = f->len - off;
@@ -292,7 +301,7 @@ static void conn__write(struct sse_conn *c)
 				ctx->m.delivered++;
 			}
 			sse_frame_unref(f);
-			c->out_head = (c->out_head + 1) % c->out_cap;
+			c->out_head = (c->out_head + 1) & (c->out_cap - 1);
 			c->out_n--;
 		}
 	}
@@ -314,15 +323,15 @@ static bool conn__cors_any(const struct rtw_cfg *cfg)
 
 /* Appends the CORS headers for the request's Origin (allowed: the
  * deployment's list, or a widget's when widget_ok). */
-static int conn__cors(const struct sse_conn *c, const struct sse_req *r, bool widget_ok, char *out, size_t cap)
+static int conn__cors(const struct sse_conn *c, bool widget_ok, char *out, size_t cap)
 {
 	const struct rtw_cfg *cfg = c->ctx->cfg;
+	const char *origin = c->hs ? c->hs->origin : NULL;
 
 	if (conn__cors_any(cfg))
 		return snprintf(out, cap, "Access-Control-Allow-Origin: *\r\n");
-	if (r && r->has_origin && strpbrk(r->origin, "\r\n") == NULL &&
-	    (widget_ok || conn__origin_in_cfg(cfg, r->origin)))
-		return snprintf(out, cap, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", r->origin);
+	if (origin && strpbrk(origin, "\r\n") == NULL && (widget_ok || conn__origin_in_cfg(cfg, origin)))
+		return snprintf(out, cap, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
 	return 0;
 }
 
@@ -337,7 +346,7 @@ static void conn__respond(struct sse_conn *c, int status, const char *ctype, con
 	if (c->state == SSE_CONN_CLOSED || c->state == SSE_CONN_CLOSING)
 		return;
 	cors[0] = '\0';
-	conn__cors(c, c->req, false, cors, sizeof(cors));
+	conn__cors(c, false, cors, sizeof(cors));
 	hl = snprintf(head, sizeof(head),
 		      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
 		      "Connection: close\r\n%s%s\r\n",
@@ -396,7 +405,7 @@ static void conn__error(struct sse_conn *c, int status, const char *code, const 
 static char *conn__init_json(struct sse_conn *c, bool resumed)
 {
 	struct sse_ctx *ctx = c->ctx;
-	struct sse_req *r = c->req;
+	const struct sse_hs *hs = c->hs;
 	unsigned char rnd[8];
 	char cid[17];
 	json_t *msg, *root;
@@ -408,11 +417,11 @@ static char *conn__init_json(struct sse_conn *c, bool resumed)
 	msg = json_object();
 	json_object_set_new(msg, "connection_id", json_string(cid));
 	json_object_set_new(msg, "last_event_id",
-			    r->has_last_id && msg_valid_id(r->last_id) ? json_string(r->last_id) : json_null());
+			    hs->last_id && msg_valid_id(hs->last_id) ? json_string(hs->last_id) : json_null());
 	json_object_set_new(msg, "resumed", json_boolean(resumed));
 	json_object_set_new(msg, "heartbeat_s", json_integer(ctx->cfg->sse_heartbeat_s));
-	if (r->minted)
-		json_object_set_new(msg, "token", json_string(r->minted));
+	if (hs->minted)
+		json_object_set_new(msg, "token", json_string(hs->minted));
 	root = json_object();
 	json_object_set_new(root, "type", json_string("init"));
 	json_object_set_new(root, "stream_id", json_string(c->sub.stream->id));
@@ -436,7 +445,7 @@ static int conn__start_stream(struct sse_conn *c, bool resumed, bool origin_ok)
 	if (init == NULL)
 		return RTW_ERROR;
 	cors[0] = '\0';
-	conn__cors(c, c->req, origin_ok, cors, sizeof(cors));
+	conn__cors(c, origin_ok, cors, sizeof(cors));
 	hl = snprintf(head, sizeof(head),
 		      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
 		      "X-Accel-Buffering: no\r\nConnection: close\r\n%s\r\nretry: %d\n\ndata: ",
@@ -456,9 +465,7 @@ static int conn__start_stream(struct sse_conn *c, bool resumed, bool origin_ok)
 	free(init);
 	sse_conn_push(c, f, false);
 	sse_frame_unref(f);
-	free(c->req->minted);
-	free(c->req);
-	c->req = NULL;
+	conn__hs_free(c);
 	return RTW_OK;
 }
 
@@ -486,11 +493,11 @@ void sse_conn_handshake_done(struct sse_conn *c, PGresult *res)
 		return;
 	}
 	origin_ok = PQgetvalue(res, 0, 1)[0] == 't';
-	if (!PQgetisnull(res, 0, 2)) {
+	if (!PQgetisnull(res, 0, 2) && c->hs->last_id) {
 		char *end;
 		errno = 0;
 		c->pos.xid = strtoull(PQgetvalue(res, 0, 2), &end, 10);
-		c->pos.id = strtoll(c->req->last_id, NULL, 10);
+		c->pos.id = strtoll(c->hs->last_id, NULL, 10);
 		resumed = *end == '\0' && errno == 0;
 	}
 	if (!resumed)
@@ -619,9 +626,9 @@ static void conn__route_events(struct sse_conn *c)
 			tok_claims_free(&cl);
 		} else {
 			conn__identity(c, user, sizeof(user));
-			r->minted = tok_mint(cfg->auth_secret, strlen(cfg->auth_secret), user,
-					     (int64_t)time(NULL) + cfg->auth_anon_ttl_s, r->stream_id, false);
-			if (r->minted == NULL) {
+			c->hs->minted = tok_mint(cfg->auth_secret, strlen(cfg->auth_secret), user,
+						 (int64_t)time(NULL) + cfg->auth_anon_ttl_s, r->stream_id, false);
+			if (c->hs->minted == NULL) {
 				conn__error(c, 503, "unavailable", NULL, "Retry-After: 1\r\n",
 					    "could not mint a token");
 				return;
@@ -761,39 +768,95 @@ static void conn__metrics(struct sse_conn *c)
 
 /* ---- socket events ---------------------------------------------------------- */
 
+/* The request's Last-Event-ID and Origin, kept past routing. */
+static struct sse_hs *conn__hs_new(const struct sse_req *r)
+{
+	size_t ll = r->has_last_id ? strlen(r->last_id) + 1 : 0;
+	size_t ol = r->has_origin ? strlen(r->origin) + 1 : 0;
+	struct sse_hs *hs = malloc(sizeof(*hs) + ll + ol);
+
+	if (hs == NULL)
+		return NULL;
+	hs->last_id = ll ? memcpy(hs->buf, r->last_id, ll) : NULL;
+	hs->origin = ol ? memcpy(hs->buf + ll, r->origin, ol) : NULL;
+	hs->minted = NULL;
+	return hs;
+}
+
+/* Reads what the socket has and parses the head so far from its start,
+ * with the loop's one parser and scratch request: a connection owns no
+ * parser state, only the bytes of an incomplete head (heads almost always
+ * arrive in one read, and are at most sse.max_header_bytes), so a burst of
+ * thousands of pending handshakes costs no large transient allocations. */
 static void conn__read_head(struct sse_conn *c)
 {
-	char buf[4096];
+	struct sse_ctx *ctx = c->ctx;
+	size_t cap = (size_t)ctx->cfg->sse_max_header_bytes + SSE_RBUF_SLACK;
+	size_t len = c->head_len;
+	bool eof = false;
+	int r;
 
-	for (;;) {
-		ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
-		int r;
+	if (len)
+		memcpy(ctx->rbuf, c->head, len);
+	while (len < cap) {
+		ssize_t n = recv(c->fd, ctx->rbuf + len, cap - len, 0);
 		if (n == 0) {
-			sse_conn_close(c);
-			return;
+			eof = true;
+			break;
 		}
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
 				sse_conn_close(c);
-			return;
+				return;
+			}
+			break;
 		}
-		r = sse_reqparser_feed(c->parser, buf, (size_t)n, c->req);
-		if (r == RTW_AGAIN)
-			continue;
-		sse_reqparser_free(c->parser);
-		c->parser = NULL;
-		if (r == RTW_ERROR) {
-			if (c->req->too_large)
-				conn__error(c, 431, "invalid_field", NULL, NULL, "request head is too large");
-			else
-				conn__error(c, 400, "invalid_field", NULL, NULL, "malformed request");
-			return;
-		}
-		conn__route(c);
+		len += (size_t)n;
+	}
+	if (len == c->head_len) {
+		if (eof)
+			sse_conn_close(c);
 		return;
 	}
+	sse_reqparser_reset(ctx->parser);
+	memset(&ctx->req, 0, sizeof(ctx->req));
+	r = sse_reqparser_feed(ctx->parser, ctx->rbuf, len, &ctx->req);
+	if (r == RTW_AGAIN) {
+		char *h;
+		if (eof) {
+			sse_conn_close(c);
+			return;
+		}
+		h = realloc(c->head, len);
+		if (h == NULL) {
+			sse_conn_close(c);
+			return;
+		}
+		memcpy(h + c->head_len, ctx->rbuf + c->head_len, len - c->head_len);
+		c->head = h;
+		c->head_len = (uint32_t)len;
+		return;
+	}
+	free(c->head);
+	c->head = NULL;
+	c->head_len = 0;
+	c->hs = conn__hs_new(&ctx->req);
+	if (c->hs == NULL) {
+		sse_conn_close(c);
+		return;
+	}
+	c->req = &ctx->req;
+	if (r == RTW_ERROR) {
+		if (ctx->req.too_large)
+			conn__error(c, 431, "invalid_field", NULL, NULL, "request head is too large");
+		else
+			conn__error(c, 400, "invalid_field", NULL, NULL, "malformed request");
+	} else {
+		conn__route(c);
+	}
+	c->req = NULL;
 }
 
 /* After the head: the client only ever closes; discard what it sends. */
@@ -927,15 +990,11 @@ void sse_conn_accept(struct sse_ctx *ctx)
 		sse_list_init(&c->job_link);
 		sse_list_init(&c->sub.stream_link);
 		sse_list_init(&c->sub.user_link);
-		c->parser = sse_reqparser_new((size_t)ctx->cfg->sse_max_header_bytes);
-		c->req = calloc(1, sizeof(*c->req));
+		c->outq = c->out_inline;
+		c->out_cap = SSE_OUT_INLINE;
 		sse_list_add_tail(&ctx->heads, &c->link);
 		ctx->n_conns++;
 		ctx->m.accepted++;
-		if (c->parser == NULL || c->req == NULL) {
-			sse_conn_close(c);
-			continue;
-		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
 		if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {

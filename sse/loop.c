@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -33,6 +34,8 @@
 
 #define LOOP_TICK_MS 200
 #define LOOP_EVENTS 256
+#define LOOP_TRIM_BURST 256	 /* connections accepted since the last trim */
+#define LOOP_TRIM_MS (60 * 1000) /* trim after fewer, at most this often */
 
 void sse_ctx_mod_fd(struct sse_ctx *ctx, int fd, void *handle, uint32_t events)
 {
@@ -96,6 +99,28 @@ static void loop__drain_fd(int fd)
 	(void)n;
 }
 
+/* Gives the heap's free pages back after a burst of connections. Each
+ * handshake's transient allocations (init JSON, tokens, query results)
+ * interleave with the long-lived connection structs, so free() alone
+ * cannot shrink the heap; malloc_trim also releases whole free pages in
+ * its middle (madvise). Runs from the tick once a burst is over (no accept
+ * during the last tick), so its cost (a walk of the free lists) is paid
+ * once per burst, not per connection. */
+static void loop__trim(struct sse_ctx *ctx)
+{
+	uint64_t since = ctx->m.accepted - ctx->trim_accepted;
+	bool quiet = ctx->m.accepted == ctx->trim_last_accepted;
+
+	ctx->trim_last_accepted = ctx->m.accepted;
+	if (since == 0 || !quiet || !sse_list_empty(&ctx->heads))
+		return;
+	if (since < LOOP_TRIM_BURST && ctx->now_ms - ctx->trim_ms < LOOP_TRIM_MS)
+		return;
+	malloc_trim(0);
+	ctx->trim_accepted = ctx->m.accepted;
+	ctx->trim_ms = ctx->now_ms;
+}
+
 static void loop__signal(struct sse_ctx *ctx)
 {
 	struct signalfd_siginfo si;
@@ -131,6 +156,7 @@ static int loop__run(struct sse_ctx *ctx)
 			case SSE_H_TICK:
 				loop__drain_fd(ctx->tick_fd);
 				sse_conn_tick(ctx);
+				loop__trim(ctx);
 				break;
 			case SSE_H_PGTIMER:
 				loop__drain_fd(ctx->pgtimer_fd);
@@ -201,7 +227,11 @@ int main(int argc, char **argv)
 	sse_list_init(&ctx.jobs);
 	ctx.now_ms = ctx.last_hb_ms = rtw_now_ms();
 	ctx.heartbeat = sse_frame_static(": hb\n\n", 6);
-	if (ctx.heartbeat == NULL || sse_index_init(&ctx.ix) != RTW_OK || sse_htab_init(&ctx.ips, 64) != RTW_OK) {
+	ctx.parser = sse_reqparser_new((size_t)cfg.sse_max_header_bytes);
+	ctx.rbuf = malloc((size_t)cfg.sse_max_header_bytes + SSE_RBUF_SLACK);
+	ctx.trim_ms = ctx.now_ms;
+	if (ctx.heartbeat == NULL || ctx.parser == NULL || ctx.rbuf == NULL || sse_index_init(&ctx.ix) != RTW_OK ||
+	    sse_htab_init(&ctx.ips, 64) != RTW_OK) {
 		log_error("out of memory");
 		goto out_cfg;
 	}
@@ -234,6 +264,8 @@ out_cfg:
 	sse_index_free(&ctx.ix);
 	sse_htab_free(&ctx.ips);
 	free(ctx.heartbeat);
+	sse_reqparser_free(ctx.parser);
+	free(ctx.rbuf);
 	cfg_free(&cfg);
 	return rc;
 }

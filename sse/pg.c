@@ -276,9 +276,8 @@ static void pg__send_job(struct sse_ctx *ctx, struct sse_conn *c)
 	ctx->pg_job_conn = c;
 	c->pg_job = true;
 	if (c->state == SSE_CONN_HANDSHAKE) {
-		struct sse_req *r = c->req;
-		const char *v[5] = {c->has_widget ? c->widget : NULL, r->has_last_id ? r->last_id : NULL,
-				    c->sub.stream->id, c->sub.user->id, r->has_origin ? r->origin : NULL};
+		const char *v[5] = {c->has_widget ? c->widget : NULL, c->hs->last_id, c->sub.stream->id,
+				    c->sub.user->id, c->hs->origin};
 		(void)pg__send_prepared(ctx, SSE_Q_HANDSHAKE, "sse_handshake", 5, v);
 	} else {
 		char fx[24], fi[24], tx[24], ti[24], lim[16];

@@ -263,18 +263,28 @@ struct sse_reqparser *sse_reqparser_new(size_t max_bytes)
 
 	if (p == NULL)
 		return NULL;
-	memset(p, 0, offsetof(struct sse_reqparser, value));
 	p->url = malloc(max_bytes + 1);
 	if (p->url == NULL) {
 		free(p);
 		return NULL;
 	}
 	p->max_bytes = max_bytes;
+	sse_reqparser_reset(p);
+	return p;
+}
+
+void sse_reqparser_reset(struct sse_reqparser *p)
+{
+	char *url = p->url;
+	size_t max_bytes = p->max_bytes;
+
+	memset(p, 0, offsetof(struct sse_reqparser, value));
+	p->url = url;
+	p->max_bytes = max_bytes;
 	p->url_len = 0;
 	p->hdr_last_id = p->hdr_auth = false;
 	http_parser_init(&p->hp, HTTP_REQUEST);
 	p->hp.data = p;
-	return p;
 }
 
 void sse_reqparser_free(struct sse_reqparser *p)

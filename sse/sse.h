@@ -204,7 +204,6 @@ struct sse_req {
 	bool has_origin;
 	char origin[SSE_QVAL_MAX];
 	const char *bad_field; /* static name of an over-long field, or NULL */
-	char *minted;	       /* conn.c: the token minted for an anonymous subscriber */
 };
 
 /* Per-connection parser state while the head is read. */
@@ -213,6 +212,9 @@ struct sse_reqparser;
 /* New parser (NULL on out of memory); max_bytes bounds the whole head. */
 struct sse_reqparser *sse_reqparser_new(size_t max_bytes) RTW_WUR;
 void sse_reqparser_free(struct sse_reqparser *p);
+/* Makes p ready for a new head (one parser serves every connection of a
+ * loop: heads are parsed whole, see conn.c). */
+void sse_reqparser_reset(struct sse_reqparser *p);
 /* Feeds bytes. RTW_OK when the head is complete (*req filled), RTW_AGAIN
  * when more is needed, RTW_ERROR on a malformed or too large head
  * (req->too_large tells which). */
@@ -238,6 +240,19 @@ enum sse_conn_state {
 
 struct sse_ctx;
 
+#define SSE_OUT_INLINE 2
+#define SSE_RBUF_SLACK 1024
+
+/* What a connection keeps of its request head from routing until its
+ * stream starts (the handshake query may take a while): exactly-sized
+ * strings in one allocation, NULL when absent. */
+struct sse_hs {
+	char *last_id;
+	char *origin;
+	char *minted; /* the token minted for an anonymous subscriber (own allocation) */
+	char buf[];
+};
+
 struct sse_conn {
 	enum sse_handle_kind kind; /* SSE_H_CONN; first member */
 	struct sse_ctx *ctx;
@@ -255,16 +270,20 @@ struct sse_conn {
 	struct sse_link job_link; /* ctx->jobs */
 	struct sse_conn *dirty_next;
 	struct sse_sub sub;
-	struct sse_reqparser *parser; /* only while reading the head */
-	struct sse_req *req;	      /* only until the handshake is done */
+	char *head;	     /* READING_HEAD: the bytes of an incomplete head */
+	uint32_t head_len;   /* exactly-sized; parsed whole on each read */
+	struct sse_req *req; /* only while routing: the loop's scratch request */
+	struct sse_hs *hs;   /* what the head leaves until the stream starts */
 	uint64_t born_ms;
 	struct sse_pos pos;	 /* last position queued (or skipped) */
 	struct sse_pos sent_pos; /* last position fully written */
-	/* output: a ring of frame references; head_off bytes of the first
-	 * are written */
+	/* output: a ring (power-of-two capacity) of frame references, inline
+	 * for the usual one or two frames; head_off bytes of the first are
+	 * written */
 	struct sse_frame **outq;
 	uint32_t out_cap, out_head, out_n, head_off;
 	size_t out_bytes;
+	struct sse_frame *out_inline[SSE_OUT_INLINE];
 	char widget[MSG_UUID_LEN + 1];
 	bool has_widget;
 };
@@ -319,6 +338,12 @@ struct sse_ctx {
 	size_t n_conns;
 	struct sse_htab ips;	     /* struct sse_ipcount, non-loopback peers */
 	struct sse_frame *heartbeat; /* ": hb\n\n", static */
+	/* request heads: parsed whole, one at a time, into these (no
+	 * per-connection parser; see conn.c) */
+	struct sse_reqparser *parser;
+	struct sse_req req;
+	char *rbuf; /* sse.max_header_bytes + SSE_RBUF_SLACK */
+	uint64_t trim_accepted, trim_last_accepted, trim_ms;
 	/* PostgreSQL */
 	PGconn *pg;
 	int pg_fd;
