@@ -255,16 +255,23 @@ class Runner:
                     self.add(scen, "non-2xx", name, bad + res.get("socket_errors", 0))
 
     def soak(self, t, subs, rate, minutes):
-        """Memory over a long fan-out: RSS of the rtw processes before and after."""
+        """Memory over a long fan-out (a new stream and new subscribers every
+        minute): RSS of the servers after the first minute and its growth
+        from there to the end (the first minute pays the heap's warm-up)."""
+        scen = "soak %d subs x %d msg/s, %d min" % (subs, rate, minutes)
         for name in t.names():
             pids = t.pids_all(name) if name == "nchan" else t.rtw["sse_pids"] + t.rtw["fcgi_pids"]
-            rss0 = self.rss(pids)
+            after_first = None
             for i in range(minutes):
                 self.bench("run", t.bench_args(name, self.stream()) + [
                     "--conns", str(subs), "--rate", str(rate), "--duration", "55", "--drain", "2"],
                     "soak %s minute %d" % (name, i))
-            rss1 = self.rss(pids)
-            self.add("soak %d subs x %d msg/s, %d min" % (subs, rate, minutes), "RSS growth KiB", name, rss1 - rss0)
+                rss = self.rss(pids)
+                log("soak %s: RSS %d KiB after minute %d" % (name, rss, i))
+                if after_first is None:
+                    after_first = rss
+            self.add(scen, "server RSS KiB after minute 1", name, after_first)
+            self.add(scen, "RSS growth KiB after minute 1", name, rss - after_first)
 
     @staticmethod
     def rss(pids):
