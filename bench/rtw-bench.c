@@ -85,7 +85,7 @@ struct bn_opts {
 	double hold;
 	double connect_timeout;
 	int pub_conns;
-	int payload; /* extra padding bytes in each message */
+	int payload;   /* extra padding bytes in each message */
 	int src_addrs; /* how many 127.0.0.x source addresses */
 	pid_t pids[BN_MAX_PIDS];
 	int npids;
@@ -162,17 +162,17 @@ static double bn_hist_pct_ms(const struct bn_hist *h, double pct)
 
 /* What one subscriber process reports to the parent. */
 struct bn_stats {
-	uint64_t connected;   /* got a 200 head */
-	uint64_t failed;      /* refused, non-200, closed early */
-	uint64_t closed;      /* closed by the server after the head */
-	uint64_t events;      /* data: lines with a seq */
-	uint64_t other;       /* data: lines without a seq (init...) */
-	uint64_t unique;      /* distinct (conn, seq) */
+	uint64_t connected; /* got a 200 head */
+	uint64_t failed;    /* refused, non-200, closed early */
+	uint64_t closed;    /* closed by the server after the head */
+	uint64_t events;    /* data: lines with a seq */
+	uint64_t other;	    /* data: lines without a seq (init...) */
+	uint64_t unique;    /* distinct (conn, seq) */
 	uint64_t dup;
-	uint64_t ooo;         /* seq below the highest seen on its connection */
-	uint64_t gaps;        /* subscribe mode: missing seqs between first and last */
-	uint64_t beyond;      /* seq outside the expected range */
-	uint64_t at_mark;     /* unique at the end of publishing */
+	uint64_t ooo;	  /* seq below the highest seen on its connection */
+	uint64_t gaps;	  /* subscribe mode: missing seqs between first and last */
+	uint64_t beyond;  /* seq outside the expected range */
+	uint64_t at_mark; /* unique at the end of publishing */
 	uint64_t bytes;
 	uint64_t long_lines;
 	struct bn_hist lat;
@@ -307,13 +307,13 @@ static bool bn_scan_u64(const char *s, size_t len, const char *key, uint64_t *ou
 /* ---- HTTP/1.1 response reader (head, Content-Length or chunked) ---------- */
 
 enum bn_http_state {
-	BN_HTTP_HEAD,       /* collecting the head into carry */
-	BN_HTTP_RAW,        /* body until close */
-	BN_HTTP_LENGTH,     /* body of body_left bytes */
+	BN_HTTP_HEAD,	    /* collecting the head into carry */
+	BN_HTTP_RAW,	    /* body until close */
+	BN_HTTP_LENGTH,	    /* body of body_left bytes */
 	BN_HTTP_CHUNK_SIZE, /* reading "hex\r\n" into carry */
 	BN_HTTP_CHUNK_DATA,
 	BN_HTTP_CHUNK_CRLF,
-	BN_HTTP_TRAILER,    /* after the 0 chunk */
+	BN_HTTP_TRAILER, /* after the 0 chunk */
 	BN_HTTP_DONE
 };
 
@@ -321,7 +321,7 @@ struct bn_http {
 	enum bn_http_state state;
 	int status;
 	uint64_t body_left; /* LENGTH: bytes; CHUNK_DATA: chunk bytes; CRLF: 2.. */
-	char *carry;        /* head or chunk-size line in progress (malloc) */
+	char *carry;	    /* head or chunk-size line in progress (malloc) */
 	uint32_t carry_len;
 };
 
@@ -401,9 +401,7 @@ static bool bn_http_feed(struct bn_http *h, const char *p, size_t n, bn_head_fn 
 			n -= used;
 			break;
 		}
-		case BN_HTTP_RAW:
-			body(ctx, p, n);
-			return true;
+		case BN_HTTP_RAW: body(ctx, p, n); return true;
 		case BN_HTTP_LENGTH: {
 			size_t k = n < h->body_left ? n : (size_t)h->body_left;
 			body(ctx, p, k);
@@ -461,8 +459,7 @@ static bool bn_http_feed(struct bn_http *h, const char *p, size_t n, bn_head_fn 
 				h->state = h->state == BN_HTTP_TRAILER ? BN_HTTP_DONE : BN_HTTP_CHUNK_SIZE;
 			break;
 		}
-		case BN_HTTP_DONE:
-			return true; /* extra bytes: ignored (no pipelining) */
+		case BN_HTTP_DONE: return true; /* extra bytes: ignored (no pipelining) */
 		}
 	}
 	return true;
@@ -613,8 +610,7 @@ static void bn__sub_send_request(struct bn_subctx *c, struct bn_sub *s)
 	char auth[1024] = "";
 	if (o->sub_token)
 		snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", o->sub_token);
-	int len = snprintf(req, sizeof req,
-			   "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n%s\r\n",
+	int len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n%s\r\n",
 			   o->sub_path, o->sub_host, o->sub_port, auth);
 	/* a fresh socket's send buffer always takes a short request */
 	if (write(s->fd, req, (size_t)len) != len) {
@@ -931,8 +927,8 @@ static void bn__pub_send(struct bn_pub *p, struct bn_pubconn *c, uint64_t seq)
 		blen = snprintf(body, sizeof body,
 				"{\"type\":\"broadcast\",\"widget_key\":\"%s\",\"timestamp\":%.3f,"
 				"\"message\":{\"seq\":%" PRIu64 ",\"t\":%" PRIu64 "%s%.*s%s}}",
-				o->widget_key ? o->widget_key : "", (double)seq / 10.0, seq, t, padlen ? ",\"pad\":\"" : "",
-				padlen, p->pad, padlen ? "\"" : "");
+				o->widget_key ? o->widget_key : "", (double)seq / 10.0, seq, t,
+				padlen ? ",\"pad\":\"" : "", padlen, p->pad, padlen ? "\"" : "");
 	else
 		blen = snprintf(body, sizeof body, "{\"seq\":%" PRIu64 ",\"t\":%" PRIu64 "%s%.*s%s}", seq, t,
 				padlen ? ",\"pad\":\"" : "", padlen, p->pad, padlen ? "\"" : "");
@@ -1116,10 +1112,12 @@ static void bn_report_run(const struct bn_opts *o, uint64_t up, const struct bn_
 	double cpu_us = s->events ? cpu * 1e6 / (double)s->events : -1;
 	printf("{\"label\":\"%s\",\"mode\":\"%s\",\"subs\":%d,\"connected\":%" PRIu64 ",\"failed\":%" PRIu64
 	       ",\"closed\":%" PRIu64 ",\"rate_asked\":%.1f,\"duration_s\":%.1f",
-	       o->label ? o->label : "", bn_mode_name(o->mode), o->conns, up, s->failed, s->closed, o->rate, o->duration);
+	       o->label ? o->label : "", bn_mode_name(o->mode), o->conns, up, s->failed, s->closed, o->rate,
+	       o->duration);
 	if (ps)
-		printf(",\"pub_sent\":%" PRIu64 ",\"pub_ok\":%" PRIu64 ",\"pub_errors\":%" PRIu64 ",\"pub_429\":%" PRIu64
-		       ",\"pub_4xx\":%" PRIu64 ",\"pub_5xx\":%" PRIu64 ",\"pub_last_status\":%" PRIu64
+		printf(",\"pub_sent\":%" PRIu64 ",\"pub_ok\":%" PRIu64 ",\"pub_errors\":%" PRIu64
+		       ",\"pub_429\":%" PRIu64 ",\"pub_4xx\":%" PRIu64 ",\"pub_5xx\":%" PRIu64
+		       ",\"pub_last_status\":%" PRIu64
 		       ",\"pub_rate\":%.1f,\"pub_lag_max_s\":%.3f,\"pub_p50_ms\":%.2f,\"pub_p99_ms\":%.2f",
 		       ps->sent, ps->ok, ps->errors, ps->status_429, ps->status_4xx, ps->status_5xx, ps->last_status,
 		       ps->elapsed > 0 ? (double)ps->ok / ps->elapsed : 0, ps->lag_max_s, bn_hist_pct_ms(&ps->lat, 50),
@@ -1136,9 +1134,10 @@ static void bn_report_run(const struct bn_opts *o, uint64_t up, const struct bn_
 	       s->events && cpu_all >= 0 ? cpu_all * 1e6 / (double)s->events : -1, self_cpu);
 	fprintf(stderr,
 		"%s: %" PRIu64 "/%d subs, %.0f msg/s asked, %s%" PRIu64 " delivered, lost %" PRIu64 ", dup %" PRIu64
-		", ooo %" PRIu64 ", kept %.1f msg/s, p50 %.1f ms p99 %.1f ms max %.1f ms, server %.2f s CPU = %.2f µs/delivery\n",
-		o->label ? o->label : bn_mode_name(o->mode), up, o->conns, o->rate, ps ? "" : "(no publisher) ", s->events,
-		lost, s->dup, s->ooo, kept, bn_hist_pct_ms(&s->lat, 50), bn_hist_pct_ms(&s->lat, 99),
+		", ooo %" PRIu64
+		", kept %.1f msg/s, p50 %.1f ms p99 %.1f ms max %.1f ms, server %.2f s CPU = %.2f µs/delivery\n",
+		o->label ? o->label : bn_mode_name(o->mode), up, o->conns, o->rate, ps ? "" : "(no publisher) ",
+		s->events, lost, s->dup, s->ooo, kept, bn_hist_pct_ms(&s->lat, 50), bn_hist_pct_ms(&s->lat, 99),
 		(double)s->lat.max / 1000.0, cpu, cpu_us);
 	fflush(stdout);
 }
@@ -1244,7 +1243,8 @@ static void bn_parse(int argc, char **argv, struct bn_opts *o)
 			o->src_addrs = atoi(v);
 		else if (!strcmp(k, "--pids")) {
 			char *dup = strdup(v), *save = NULL;
-			for (char *t = strtok_r(dup, ",", &save); t && o->npids < BN_MAX_PIDS; t = strtok_r(NULL, ",", &save))
+			for (char *t = strtok_r(dup, ",", &save); t && o->npids < BN_MAX_PIDS;
+			     t = strtok_r(NULL, ",", &save))
 				o->pids[o->npids++] = (pid_t)atoi(t);
 			free(dup);
 		} else if (!strcmp(k, "--pids-all")) {
@@ -1314,9 +1314,12 @@ int main(int argc, char **argv)
 		bn_reap(ch, o.procs);
 		double per = up ? (double)(rss1 - rss0) * 1024.0 / (double)up : -1;
 		printf("{\"label\":\"%s\",\"mode\":\"idle\",\"conns\":%d,\"connected\":%" PRIu64 ",\"failed\":%" PRIu64
-		       ",\"closed\":%" PRIu64 ",\"rss_before_kib\":%ld,\"rss_after_kib\":%ld,\"rss_bytes_per_conn\":%.0f}\n",
+		       ",\"closed\":%" PRIu64
+		       ",\"rss_before_kib\":%ld,\"rss_after_kib\":%ld,\"rss_bytes_per_conn\":%.0f}\n",
 		       o.label ? o.label : "", o.conns, up, sum.failed, sum.closed, rss0, rss1, per);
-		fprintf(stderr, "idle: %" PRIu64 "/%d connected (%" PRIu64 " closed early), server RSS %ld -> %ld KiB = %.0f B/conn\n",
+		fprintf(stderr,
+			"idle: %" PRIu64 "/%d connected (%" PRIu64
+			" closed early), server RSS %ld -> %ld KiB = %.0f B/conn\n",
 			up, o.conns, sum.closed, rss0, rss1, per);
 		return 0;
 	}
