@@ -86,6 +86,10 @@ tests_fuzz_fuzz_cfg_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_cfg_LDADD = $(RTW_LIBS)
 EXTRA_DIST += tests/fuzz/corpus $(FUZZ_REPLAYS)
 
+# Formatting: every C file follows .clang-format.
+TESTS += tests/format.sh
+EXTRA_DIST += tests/format.sh
+
 # pgTAP: the schema and its functions and triggers, in a throwaway cluster.
 TESTS += tests/pgtap/run.sh
 EXTRA_DIST += tests/pgtap
