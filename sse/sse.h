@@ -206,7 +206,7 @@ struct sse_req {
 	const char *bad_field; /* static name of an over-long field, or NULL */
 };
 
-/* Per-connection parser state while the head is read. */
+/* Parser state while a head is read (one per loop, reset per head). */
 struct sse_reqparser;
 
 /* New parser (NULL on out of memory); max_bytes bounds the whole head. */
