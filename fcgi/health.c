@@ -9,10 +9,10 @@
 #include "config.h"
 #include "fcgi.h"
 #include "net.h"
+#include "probe.h"
 #include "log.h"
 
 #include <errno.h>
-#include <http_parser.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,14 +35,6 @@ struct fcg_health {
 	PGconn *conn;
 	uint64_t checked_ms;
 	bool checked, ok;
-};
-
-/* One request head being read. */
-struct fcg_hreq {
-	http_parser parser;
-	char url[256];
-	size_t url_len;
-	bool complete, too_long;
 };
 
 /* ---- metrics ---- */
@@ -174,34 +166,13 @@ static bool fcg_health__db_ok(struct fcg_health *h)
 
 /* ---- the listener ---- */
 
-static int fcg_hreq__on_url(http_parser *p, const char *at, size_t len)
-{
-	struct fcg_hreq *q = p->data;
-
-	if (q->url_len + len >= sizeof(q->url)) {
-		q->too_long = true;
-		return 1;
-	}
-	memcpy(q->url + q->url_len, at, len);
-	q->url_len += len;
-	q->url[q->url_len] = '\0';
-	return 0;
-}
-
-static int fcg_hreq__on_headers_complete(http_parser *p)
-{
-	((struct fcg_hreq *)p->data)->complete = true;
-	return 1; /* stop: GET has no body worth reading */
-}
-
 static void fcg_health__reply(int fd, int status, const char *ctype, const char *body, size_t bl, bool head_only)
 {
 	char head[256];
-	const char *reason = rtw_http_reason(status);
-	int hl = snprintf(head, sizeof(head),
-			  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
-			  "%sConnection: close\r\n\r\n",
-			  status, reason, ctype, bl, status == 405 ? "Allow: GET, HEAD\r\n" : "");
+	int hl = rtw_probe_response_head(head, sizeof(head), status, ctype, bl);
+
+	if (hl < 0)
+		return;
 	if (send(fd, head, (size_t)hl, MSG_NOSIGNAL) != hl || head_only)
 		return;
 	for (size_t off = 0; off < bl;) {
@@ -214,61 +185,58 @@ static void fcg_health__reply(int fd, int status, const char *ctype, const char 
 
 static void fcg_health__serve(struct fcg_health *h, int fd)
 {
-	static const http_parser_settings settings = {
-	    .on_url = fcg_hreq__on_url,
-	    .on_headers_complete = fcg_hreq__on_headers_complete,
-	};
 	struct timeval tv = {.tv_sec = FCG_HEALTH_IO_TIMEOUT_S};
-	struct fcg_hreq q;
+	struct rtw_probe q;
 	char buf[FCG_HEALTH_HEAD_MAX];
-	size_t got = 0;
+	int rc = RTW_AGAIN;
 
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	memset(&q, 0, sizeof(q));
-	http_parser_init(&q.parser, HTTP_REQUEST);
-	q.parser.data = &q;
+	rtw_probe_init(&q);
 	/* The whole head must arrive within the timeout per read and fit in
 	 * 4 KiB; anything slower or bigger is dropped. */
-	while (!q.complete) {
+	while (rc == RTW_AGAIN) {
 		ssize_t n = recv(fd, buf, sizeof(buf), 0);
 		if (n <= 0)
 			return;
-		got += (size_t)n;
-		http_parser_execute(&q.parser, &settings, buf, (size_t)n);
-		if (q.complete)
-			break;
-		if (HTTP_PARSER_ERRNO(&q.parser) != HPE_OK || q.too_long || got > FCG_HEALTH_HEAD_MAX) {
-			static const char bad[] = "bad request\n";
-			fcg_health__reply(fd, 400, "text/plain", bad, sizeof(bad) - 1, false);
-			return;
-		}
+		rc = rtw_probe_feed(&q, buf, (size_t)n, FCG_HEALTH_HEAD_MAX);
+	}
+	if (rc != RTW_OK) {
+		static const char bad[] = "bad request\n";
+		fcg_health__reply(fd, 400, "text/plain", bad, sizeof(bad) - 1, false);
+		return;
 	}
 
-	char *qs = strchr(q.url, '?');
-	bool head_only = q.parser.method == HTTP_HEAD;
-	if (qs)
-		*qs = '\0';
-	if (q.parser.method != HTTP_GET && !head_only) {
+	bool head_only = rtw_probe_head_only(&q);
+	switch (rtw_probe_route(&q)) {
+	case RTW_PROBE_BAD_METHOD: {
 		static const char body[] = "method not allowed\n";
 		fcg_health__reply(fd, 405, "text/plain", body, sizeof(body) - 1, false);
-	} else if (strcmp(q.url, "/healthz") == 0) {
+		break;
+	}
+	case RTW_PROBE_HEALTHZ: {
 		static const char up[] = "{\"status\":\"ok\"}\n";
 		static const char down[] = "{\"status\":\"unavailable\",\"error\":\"database unreachable\"}\n";
 		if (fcg_health__db_ok(h))
 			fcg_health__reply(fd, 200, "application/json", up, sizeof(up) - 1, head_only);
 		else
 			fcg_health__reply(fd, 503, "application/json", down, sizeof(down) - 1, head_only);
-	} else if (strcmp(q.url, "/metrics") == 0) {
+		break;
+	}
+	case RTW_PROBE_METRICS: {
 		struct fcg_buf o = {.max = 1024 * 1024};
 		if (fcg_health__metrics(h, &o) == RTW_OK)
 			fcg_health__reply(fd, 200, "text/plain; version=0.0.4", o.p, o.len, head_only);
 		else
 			fcg_health__reply(fd, 503, "text/plain", "out of memory\n", 14, head_only);
 		fcg_buf_free(&o);
-	} else {
+		break;
+	}
+	case RTW_PROBE_NOT_FOUND: {
 		static const char body[] = "not found\n";
 		fcg_health__reply(fd, 404, "text/plain", body, sizeof(body) - 1, head_only);
+		break;
+	}
 	}
 }
 

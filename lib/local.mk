@@ -8,7 +8,8 @@ lib_librtw_a_SOURCES = \
 	lib/token.h lib/token.c \
 	lib/msg.h lib/msg.c \
 	lib/pgutil.h lib/pgutil.c \
-	lib/net.h lib/net.c
+	lib/net.h lib/net.c \
+	lib/probe.h lib/probe.c
 lib_librtw_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(INIH_CFLAGS) $(OPENSSL_CFLAGS)
 
 # What a program linking librtw needs.

@@ -37,6 +37,12 @@ tests_unit_test_fcgi_ratelimit_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_fcgi_ratelimit_LDADD = $(UNIT_LIBS) -lm
 TESTS += tests/unit/test_fcgi_ratelimit
 
+check_PROGRAMS += tests/unit/test_probe
+tests_unit_test_probe_SOURCES = tests/unit/test_probe.c
+tests_unit_test_probe_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_probe_LDADD = $(UNIT_LIBS) $(HTTP_PARSER_LIBS)
+TESTS += tests/unit/test_probe
+
 check_PROGRAMS += tests/unit/test_sse
 tests_unit_test_sse_SOURCES = tests/unit/test_sse.c
 tests_unit_test_sse_CFLAGS = $(UNIT_CFLAGS) -I$(top_srcdir)/sse

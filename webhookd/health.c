@@ -8,9 +8,9 @@
 #include "health.h"
 #include "log.h"
 #include "net.h"
+#include "probe.h"
 
 #include <errno.h>
-#include <http_parser.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,11 +28,7 @@ struct whk_hconn {
 	struct whk_health *h;
 	struct whk_hconn *prev, *next;
 	uint64_t accepted_ms;
-	http_parser parser;
-	char url[256];
-	size_t url_len;
-	bool complete;
-	size_t got;
+	struct rtw_probe probe;
 };
 
 struct whk_health {
@@ -63,35 +59,15 @@ static void whk_hconn__release(struct whk_io *io)
 	free((struct whk_hconn *)io);
 }
 
-static int whk_hconn__on_url(http_parser *p, const char *at, size_t len)
-{
-	struct whk_hconn *c = p->data;
-
-	if (c->url_len + len >= sizeof(c->url))
-		return 1;
-	memcpy(c->url + c->url_len, at, len);
-	c->url_len += len;
-	c->url[c->url_len] = '\0';
-	return 0;
-}
-
-static int whk_hconn__on_headers_complete(http_parser *p)
-{
-	((struct whk_hconn *)p->data)->complete = true;
-	return 1; /* stop: a GET has no body worth reading */
-}
-
 static void whk_hconn__reply(struct whk_hconn *c, int status, const char *ctype, const char *body)
 {
 	char head[256];
 	size_t bl = strlen(body);
-	int hl = snprintf(head, sizeof(head),
-			  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
-			  "Connection: close\r\n\r\n",
-			  status, rtw_http_reason(status), ctype, bl);
+	int hl = rtw_probe_response_head(head, sizeof(head), status, ctype, bl);
+
 	/* a small reply on a fresh socket fits its buffer; short writes just
 	 * truncate a probe's answer */
-	if (send(c->io.fd, head, (size_t)hl, MSG_NOSIGNAL) == hl && bl)
+	if (hl > 0 && send(c->io.fd, head, (size_t)hl, MSG_NOSIGNAL) == hl && bl && !rtw_probe_head_only(&c->probe))
 		(void)send(c->io.fd, body, bl, MSG_NOSIGNAL);
 }
 
@@ -136,32 +112,26 @@ static void whk_hconn__metrics(struct whk_hconn *c)
 
 static void whk_hconn__respond(struct whk_hconn *c)
 {
-	char *q = strchr(c->url, '?');
-
-	if (q)
-		*q = '\0';
-	if (c->parser.method != HTTP_GET && c->parser.method != HTTP_HEAD)
-		whk_hconn__reply(c, 405, "text/plain", "method not allowed\n");
-	else if (strcmp(c->url, "/healthz") == 0)
-		whk_db_ready(&c->h->w->db)
-		    ? whk_hconn__reply(c, 200, "application/json", "{\"status\":\"ok\"}\n")
-		    : whk_hconn__reply(c, 503, "application/json",
-				       "{\"status\":\"unavailable\",\"error\":\"database unreachable\"}\n");
-	else if (strcmp(c->url, "/metrics") == 0)
-		whk_hconn__metrics(c);
-	else
-		whk_hconn__reply(c, 404, "text/plain", "not found\n");
+	switch (rtw_probe_route(&c->probe)) {
+	case RTW_PROBE_BAD_METHOD: whk_hconn__reply(c, 405, "text/plain", "method not allowed\n"); break;
+	case RTW_PROBE_HEALTHZ:
+		if (whk_db_ready(&c->h->w->db))
+			whk_hconn__reply(c, 200, "application/json", "{\"status\":\"ok\"}\n");
+		else
+			whk_hconn__reply(c, 503, "application/json",
+					 "{\"status\":\"unavailable\",\"error\":\"database unreachable\"}\n");
+		break;
+	case RTW_PROBE_METRICS: whk_hconn__metrics(c); break;
+	case RTW_PROBE_NOT_FOUND: whk_hconn__reply(c, 404, "text/plain", "not found\n"); break;
+	}
 }
 
 static void whk_hconn__io(void *arg, uint32_t events)
 {
-	static const http_parser_settings settings = {
-	    .on_url = whk_hconn__on_url,
-	    .on_headers_complete = whk_hconn__on_headers_complete,
-	};
 	struct whk_hconn *c = arg;
 	char buf[WHK_HEALTH_HEAD_MAX];
 	ssize_t n = recv(c->io.fd, buf, sizeof(buf), 0);
+	int rc;
 
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
@@ -169,14 +139,13 @@ static void whk_hconn__io(void *arg, uint32_t events)
 		whk_hconn__close(c);
 		return;
 	}
-	c->got += (size_t)n;
-	http_parser_execute(&c->parser, &settings, buf, (size_t)n);
-	if (c->complete)
-		whk_hconn__respond(c);
-	else if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || c->got > WHK_HEALTH_HEAD_MAX)
-		whk_hconn__reply(c, 400, "text/plain", "bad request\n");
-	else
+	rc = rtw_probe_feed(&c->probe, buf, (size_t)n, WHK_HEALTH_HEAD_MAX);
+	if (rc == RTW_AGAIN)
 		return;
+	if (rc == RTW_OK)
+		whk_hconn__respond(c);
+	else
+		whk_hconn__reply(c, 400, "text/plain", "bad request\n");
 	whk_hconn__close(c);
 }
 
@@ -196,8 +165,7 @@ static void whk_health__accept(void *arg, uint32_t events)
 		c->h = h;
 		c->accepted_ms = rtw_now_ms();
 		c->io.release = whk_hconn__release;
-		http_parser_init(&c->parser, HTTP_REQUEST);
-		c->parser.data = c;
+		rtw_probe_init(&c->probe);
 		if (whk_loop_add(&h->w->loop, &c->io, fd, EPOLLIN, whk_hconn__io, c) != RTW_OK) {
 			close(fd);
 			free(c);
