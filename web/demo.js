@@ -1,7 +1,8 @@
 /*
  * demo.js: wires the demo page: a fake video player whose running time is
- * the timestamp of every message, the poll (first widget key) and chat
- * (second widget key) on one anonymous identity, and the event log.
+ * the timestamp of every message, the poll (first widget key), the chat
+ * and the shopping card (second widget key, one connection) on one
+ * anonymous identity, and the event log.
  */
 (function () {
   "use strict";
@@ -111,5 +112,21 @@
     watch("chat", chat);
     RTWChat.mount(document.getElementById("chat"), chat);
     window.RTW_DEMO.chat = chat;
+
+    /* The shopping card rides on the chat's connection: a webhook result
+     * comes back only on a connection filtered to the widget key the job
+     * was posted with (or on an unfiltered one). */
+    var cardStatus = document.getElementById("card-status");
+    function cardState(s) {
+      cardStatus.textContent = s;
+      cardStatus.className = "status " + s;
+    }
+    cardState(chat.state);
+    chat.on("state", cardState);
+    RTWCard.mount(document.getElementById("card"), chat, {
+      onStatus: function (status, jobId, detail) {
+        logLine("card", "job " + status, (jobId ? "job=" + jobId : "") + (detail ? " " + detail : ""));
+      }
+    });
   });
 })();

@@ -377,6 +377,19 @@
   };
 
   /*
+   * Asks rtw-webhookd to call a URL for this viewer. spec: a URL string
+   * (POST, no body of ours) or {url, method, headers, body}. Resolves with
+   * the queued job {job_id, status: "queued", url}; the outcome arrives
+   * later as a "webhook" event whose message.job_id is that id (possibly
+   * before this promise resolves: keep early results by job_id).
+   */
+  Client.prototype.webhook = function (spec, opts) {
+    return this.send("webhook", spec, opts).then(function (res) {
+      return (res && res.message) || null;
+    });
+  };
+
+  /*
    * The stream's stored broadcasts of this widget, in stream order.
    * opts: {sinceId, limit, fromTimestamp, toTimestamp, all}. With all:true
    * follows next_since_id until done (at most historyMax messages) and

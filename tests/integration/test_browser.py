@@ -3,8 +3,9 @@
 by nginx in front of rtw-fcgi and rtw-sse: it connects with an anonymous
 identity, a click on a poll option comes back as a broadcast and is tallied,
 messages posted from here (broadcast and private) appear in the page, the
-tally survives a reload (history), and the page resumes after rtw-sse
-restarts. Drives tests/browser/driver.mjs (playwright-core) over a
+shopping card's webhook (rtw-webhookd calling nginx's /demo/quote) brings its
+price back into the page, the tally survives a reload (history), and the page
+resumes after rtw-sse restarts. Drives tests/browser/driver.mjs (playwright-core) over a
 JSON-lines pipe; needs /usr/bin/chromium and `npm ci` in tests/browser
 (done here when node_modules is missing). RTW_SCREENSHOT=path keeps a
 screenshot of the page at the end; RTW_BROWSER_FRONT=apache serves the page
@@ -108,6 +109,8 @@ def make_webroot(stack):
 S = rtwtest.Stack()
 S.start_fcgi()
 S.start_sse()
+# the shopping card's webhook calls the page's own origin on loopback
+S.start_webhookd(env={"RTW_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"})
 if FRONT == "apache":
     S.http_port = S.start_apache(webroot=make_webroot(S))
 else:
@@ -210,6 +213,36 @@ def chat_line_typed_in_the_page_is_sent_and_shown():
     rows = S.pg.query("SELECT author_id, type, ts > 0 FROM rtw_messages WHERE message->>'text' = 'typed in chromium'")
     # the timestamp is the fake player's running video time
     assert rows == [(STATE["user"], "broadcast", True)], rows
+
+
+@test
+def card_click_fetches_the_price_through_a_webhook():
+    # click -> rtw-fcgi queues a job -> rtw-webhookd POSTs to nginx's
+    # /demo/quote -> result row -> rtw-sse -> the card shows the price
+    if FRONT != "nginx":
+        print("  (skipped: the demo's /demo/quote target is served by conf/nginx.conf.in only)")
+        return
+    assert B.call("text", selector="#card-price") == "?"
+    B.wait("!document.getElementById('card-check').disabled")
+    B.call("click", selector="#card-check")
+    B.wait("document.getElementById('card-price').textContent === '19.90 EUR'", timeout=20)
+    assert B.eval("document.getElementById('card-job').dataset.status") == "succeeded"
+    assert B.eval("document.getElementById('card-error').hidden") is True
+    job = B.eval("document.getElementById('card-job').dataset.job")
+    # the 202 named the job as queued (the result may have come first:
+    # the card keeps it until the 202 names its job)
+    queued = B.eval("[...document.querySelectorAll('#event-log li[data-kind=\"job queued\"]')]"
+                    ".map(e => e.textContent)")
+    assert any("job=%s" % job in t for t in queued), (job, queued)
+    rows = S.pg.query("SELECT id::text, status, author_id, widget_key::text, url, method, body, last_http_status, "
+                      "attempts FROM rtw_webhook_jobs")
+    assert rows == [(job, "succeeded", STATE["user"], S.widget_key2, S.url + "/demo/quote", "POST",
+                     {"sku": "demo-1"}, 200, 1)], rows
+    res = S.pg.query("SELECT m.author_id, m.to_user_id, m.type, m.message->>'status', m.message->'body' "
+                     "FROM rtw_messages m JOIN rtw_webhook_jobs j ON j.result_message_id = m.id WHERE j.id = %s",
+                     (int(job),))
+    assert res == [(STATE["user"], STATE["user"], "webhook", "succeeded",
+                    {"sku": "demo-1", "price": "19.90", "currency": "EUR"})], res
 
 
 @test
