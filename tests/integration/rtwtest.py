@@ -333,19 +333,25 @@ class Stack:
             text = text.replace("@%s@" % k, str(v))
         return text
 
-    def start_nginx(self, webroot=None):
-        """nginx in front of rtw-fcgi and rtw-sse (start those first).
-        webroot: the folder served at / (default: the checkout's web/)."""
-        self.http_port = free_port()
-        rundir = os.path.join(self.tmp, "nginx")
+    def _front_conf(self, server, port, webroot):
+        """Writes conf/<server>.conf.in, filled in for this stack, into its
+        own run folder; returns (rundir, config path)."""
+        rundir = os.path.join(self.tmp, server)
         os.makedirs(rundir, exist_ok=True)
-        conf = os.path.join(rundir, "nginx.conf")
+        conf = os.path.join(rundir, server + ".conf")
         with open(conf, "w") as f:
-            f.write(self.render("nginx.conf.in", RUNDIR=rundir, LISTEN="127.0.0.1:%d" % self.http_port,
+            f.write(self.render(server + ".conf.in", RUNDIR=rundir, LISTEN="127.0.0.1:%d" % port,
                                 FCGI_ADDR="127.0.0.1:%d" % self.fcgi_port,
                                 SSE_ADDR="127.0.0.1:%d" % (self.sse_port or free_port()),
                                 WEBROOT=webroot or os.path.join(SRCDIR, "web"),
                                 CONFDIR=os.path.join(SRCDIR, "conf")))
+        return rundir, conf
+
+    def start_nginx(self, webroot=None):
+        """nginx in front of rtw-fcgi and rtw-sse (start those first).
+        webroot: the folder served at / (default: the checkout's web/)."""
+        self.http_port = free_port()
+        rundir, conf = self._front_conf("nginx", self.http_port, webroot)
         subprocess.run(["nginx", "-c", conf, "-e", os.path.join(rundir, "nginx-error.log")], check=True)
         self.nginx_pidfile = os.path.join(rundir, "nginx.pid")
         wait_port(self.http_port)
@@ -367,15 +373,7 @@ class Stack:
         rtw-sse (start those first), in the foreground as a Daemon named
         "apache". Returns its port, also in self.apache_port."""
         self.apache_port = free_port()
-        rundir = os.path.join(self.tmp, "apache")
-        os.makedirs(rundir, exist_ok=True)
-        conf = os.path.join(rundir, "apache.conf")
-        with open(conf, "w") as f:
-            f.write(self.render("apache.conf.in", RUNDIR=rundir, LISTEN="127.0.0.1:%d" % self.apache_port,
-                                FCGI_ADDR="127.0.0.1:%d" % self.fcgi_port,
-                                SSE_ADDR="127.0.0.1:%d" % (self.sse_port or free_port()),
-                                WEBROOT=webroot or os.path.join(SRCDIR, "web"),
-                                CONFDIR=os.path.join(SRCDIR, "conf")))
+        _, conf = self._front_conf("apache", self.apache_port, webroot)
         self._daemon("apache", ["/usr/sbin/apache2", "-f", conf, "-DFOREGROUND"], self.apache_port)
         return self.apache_port
 
