@@ -9,7 +9,8 @@ lib_librtw_a_SOURCES = \
 	lib/msg.h lib/msg.c \
 	lib/pgutil.h lib/pgutil.c \
 	lib/net.h lib/net.c \
-	lib/probe.h lib/probe.c
+	lib/probe.h lib/probe.c \
+	lib/metrics.h lib/metrics.c
 lib_librtw_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(INIH_CFLAGS) $(OPENSSL_CFLAGS)
 
 # What a program linking librtw needs.

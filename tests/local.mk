@@ -43,6 +43,12 @@ tests_unit_test_probe_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_probe_LDADD = $(UNIT_LIBS) $(HTTP_PARSER_LIBS)
 TESTS += tests/unit/test_probe
 
+check_PROGRAMS += tests/unit/test_metrics
+tests_unit_test_metrics_SOURCES = tests/unit/test_metrics.c
+tests_unit_test_metrics_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_metrics_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_metrics
+
 check_PROGRAMS += tests/unit/test_sse
 tests_unit_test_sse_SOURCES = tests/unit/test_sse.c
 tests_unit_test_sse_CFLAGS = $(UNIT_CFLAGS) -I$(top_srcdir)/sse
