@@ -10,7 +10,8 @@ lib_librtw_a_SOURCES = \
 	lib/pgutil.h lib/pgutil.c \
 	lib/net.h lib/net.c \
 	lib/probe.h lib/probe.c \
-	lib/metrics.h lib/metrics.c
+	lib/metrics.h lib/metrics.c \
+	lib/url.h lib/url.c
 lib_librtw_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(INIH_CFLAGS) $(OPENSSL_CFLAGS)
 
 # What a program linking librtw needs.
