@@ -11,7 +11,8 @@ lib_librtw_a_SOURCES = \
 	lib/net.h lib/net.c \
 	lib/probe.h lib/probe.c \
 	lib/metrics.h lib/metrics.c \
-	lib/url.h lib/url.c
+	lib/url.h lib/url.c \
+	lib/cors.h lib/cors.c
 lib_librtw_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(INIH_CFLAGS) $(OPENSSL_CFLAGS)
 
 # What a program linking librtw needs.
