@@ -12,7 +12,8 @@ lib_librtw_a_SOURCES = \
 	lib/probe.h lib/probe.c \
 	lib/metrics.h lib/metrics.c \
 	lib/url.h lib/url.c \
-	lib/cors.h lib/cors.c
+	lib/cors.h lib/cors.c \
+	lib/anonid.h lib/anonid.c
 lib_librtw_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(INIH_CFLAGS) $(OPENSSL_CFLAGS)
 
 # What a program linking librtw needs.
