@@ -13,7 +13,8 @@ lib_librtw_a_SOURCES = \
 	lib/metrics.h lib/metrics.c \
 	lib/url.h lib/url.c \
 	lib/cors.h lib/cors.c \
-	lib/anonid.h lib/anonid.c
+	lib/anonid.h lib/anonid.c \
+	lib/row.h lib/row.c
 lib_librtw_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(INIH_CFLAGS) $(OPENSSL_CFLAGS)
 
 # What a program linking librtw needs.

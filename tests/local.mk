@@ -49,11 +49,14 @@ tests_unit_test_metrics_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_metrics_LDADD = $(UNIT_LIBS)
 TESTS += tests/unit/test_metrics
 
-check_PROGRAMS += tests/unit/test_url
+check_PROGRAMS += tests/unit/test_url tests/unit/test_rules
 tests_unit_test_url_SOURCES = tests/unit/test_url.c
 tests_unit_test_url_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_url_LDADD = $(UNIT_LIBS)
-TESTS += tests/unit/test_url
+tests_unit_test_rules_SOURCES = tests/unit/test_rules.c
+tests_unit_test_rules_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_rules_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_url tests/unit/test_rules
 
 check_PROGRAMS += tests/unit/test_sse
 tests_unit_test_sse_SOURCES = tests/unit/test_sse.c
