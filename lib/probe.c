@@ -128,7 +128,11 @@ void rtw_probe_answer(const struct rtw_probe *p, int rc, const char *service, bo
 	case RTW_PROBE_NOT_FOUND: probe__text(out, 404, "not found\n"); return;
 	case RTW_PROBE_HEALTHZ: rtw_probe_healthz(service, db_ok, out); return;
 	case RTW_PROBE_METRICS:
-		if (!metrics || rtw_metrics_end(metrics) != RTW_OK) {
+		if (!metrics) {
+			probe__text(out, 500, "metrics unavailable\n");
+			return;
+		}
+		if (rtw_metrics_end(metrics) != RTW_OK) {
 			probe__text(out, 500, "metrics truncated\n");
 			return;
 		}

@@ -74,14 +74,15 @@ void rtw_probe_healthz(const char *service, bool db_ok, struct rtw_probe_reply *
 /* The answer to a request after rtw_probe_feed() returned rc (RTW_OK or
  * RTW_ERROR: 400): 405 for other methods, 404 for other paths, /healthz
  * as rtw_probe_healthz(). For /metrics, metrics is the text (its buffer
- * borrowed until the reply is sent), or NULL when it could not be
- * written whole: 500. metrics is only read for RTW_PROBE_METRICS. */
+ * borrowed until the reply is sent): 500 when it was truncated or is
+ * NULL (could not be made). metrics is only read for RTW_PROBE_METRICS. */
 void rtw_probe_answer(const struct rtw_probe *p, int rc, const char *service, bool db_ok,
 		      const struct rtw_metrics *metrics, struct rtw_probe_reply *out);
 
 /* Sends the head and, unless head_only, the body of r on fd (blocking or
  * not: on a non-blocking socket a reply that does not fit the socket
- * buffer is cut short, as probes are small). RTW_OK when all was sent. */
-int rtw_probe_send(int fd, const struct rtw_probe_reply *r, bool head_only) RTW_WUR;
+ * buffer is cut short, as probes are small). RTW_OK when all was sent;
+ * callers may ignore it: a scraper that went away is nothing to act on. */
+int rtw_probe_send(int fd, const struct rtw_probe_reply *r, bool head_only);
 
 #endif

@@ -710,8 +710,9 @@ def e429_rate_limited_per_author_and_stream_with_retry_after():
 def healthz_follows_postgres():
     hp = R.fcgi_health_port
     r = t.request(hp, "GET", "/healthz")
-    assert r.status == 200 and r.json["status"] == "ok", r
-    assert t.request(hp, "HEAD", "/healthz").status == 200
+    assert r.status == 200 and r.json == {"status": "ok", "service": "rtw-fcgi"}, r
+    r = t.request(hp, "HEAD", "/healthz")
+    assert r.status == 200 and r.body == b"", r
     before = metrics(R)
     R.pg.stop()
     try:
@@ -719,7 +720,7 @@ def healthz_follows_postgres():
         t.wait_for(lambda: t.request(hp, "GET", "/healthz").status == 503, 5, "/healthz to say 503")
         t0 = time.time()
         r = t.request(hp, "GET", "/healthz")
-        assert r.status == 503 and r.json["status"] == "unavailable", r
+        assert r.status == 503 and r.json["status"] == "unavailable" and r.json["service"] == "rtw-fcgi", r
         assert time.time() - t0 < 4
         # metrics still answer without the database
         assert t.request(hp, "GET", "/metrics").status == 200
