@@ -6,7 +6,8 @@
  * text format are lib/probe.c's and lib/metrics.c's, as on every daemon.
  * Runs on one thread of its own with blocking I/O: accept, read the
  * request head (http-parser, at most 4 KiB, 2 s timeout), answer, close.
- * Never touches a worker's state.
+ * Never touches a worker's state. Tier 0 of fcgi/: calls nothing else in
+ * fcgi/; http.c counts through fcg_metrics_request(), main.c starts it.
  */
 #include "config.h"
 #include "fcgi.h"

@@ -411,6 +411,13 @@ def history_filters_limits_and_since_id_rules():
                      400, "invalid_field", "since_id")
     for q in ("limit=abc", "limit=0", "limit=1001", "limit=-1", "from_timestamp=x", "since_id=abc"):
         assert_error(t.request(P, "GET", PATH + "?widget_key=%s&%s" % (key, q), token=TOK), 400, "invalid_field")
+    # a malformed %-escape is refused, never passed through (it was, as "%zz")
+    for q, field in (("author_id=%zz", "author_id"), ("cache=1%", "cache"), ("a%4=1", "query"),
+                     ("since_id=%00", "since_id")):
+        assert_error(t.request(P, "GET", PATH + "?widget_key=%s&%s" % (key, q), token=TOK), 400, "invalid_field",
+                     field)
+    g = t.request(P, "GET", PATH + "?widget_key=%s&limit=%%32" % key, token=TOK)
+    assert g.status == 200 and len(g.json["message"]["messages"]) == 2, g
     assert_error(t.request(P, "GET", PATH, token=TOK), 400, "missing_field", "widget_key")
     assert_error(t.request(P, "GET", PATH + "?widget_key=" + str(uuid.uuid4()), token=TOK), 403, "unknown_widget")
 
@@ -559,6 +566,14 @@ def spawn_fcgi_inherited_socket_and_apache_variables():
         assert headers["Content-Type"] == "application/json"
         status, headers, out = fcgi_call(port, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/v1/streams/s1/nope"})
         assert status == 404 and t.json.loads(out)["error"]["code"] == "not_found", out
+        # the path is percent-decoded by the one decoder: a malformed escape is a 400
+        status, headers, out = fcgi_call(port, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/v1/streams/s%zz/messages"})
+        assert status == 400 and t.json.loads(out)["error"] == {
+            "code": "invalid_field", "field": "path", "message": "the path holds a malformed %-escape"}, out
+        status, headers, out = fcgi_call(port, {
+            "REQUEST_METHOD": "GET", "REQUEST_URI": "/v1/streams/s%31/messages", "HTTP_AUTHORIZATION": "Bearer " + TOK,
+            "QUERY_STRING": "widget_key=" + str(uuid.uuid4())})
+        assert status == 403 and t.json.loads(out)["error"]["code"] == "unknown_widget", out
     finally:
         assert d.stop(signal.SIGTERM) == 0
 
