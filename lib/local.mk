@@ -6,7 +6,7 @@ lib_librtw_a_SOURCES = \
 	lib/log.h lib/log.c \
 	lib/cfg.h lib/cfg.c \
 	lib/token.h lib/token.c \
-	lib/msg.h lib/msg.c \
+	lib/msg.h lib/msg.c lib/msg_json.c \
 	lib/pgutil.h lib/pgutil.c \
 	lib/net.h lib/net.c \
 	lib/probe.h lib/probe.c \

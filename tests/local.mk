@@ -83,7 +83,7 @@ FUZZ_COMPILE_FLAGS =
 FUZZ_LINK_FLAGS =
 TESTS += $(FUZZ_REPLAYS)
 endif
-tests_fuzz_fuzz_msg_SOURCES = tests/fuzz/fuzz_msg.c lib/msg.c
+tests_fuzz_fuzz_msg_SOURCES = tests/fuzz/fuzz_msg.c lib/msg.c lib/msg_json.c
 tests_fuzz_fuzz_msg_CFLAGS = $(RTW_CFLAGS) $(FUZZ_COMPILE_FLAGS)
 tests_fuzz_fuzz_msg_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_msg_LDADD = $(RTW_LIBS)
