@@ -329,6 +329,20 @@ static int fcg__message_format(struct fcg_req *r, const struct msg_in *m, const 
 	return rc;
 }
 
+/* 1 to MSG_IDEM_KEY_MAX printable ASCII characters (space included): the
+ * key is stored as text, so bytes that are not UTF-8 would fail in
+ * PostgreSQL (a 503 for a client's mistake), and control characters have
+ * no business in a header value. */
+static bool fcg__idem_key_valid(const char *key)
+{
+	size_t n = 0;
+
+	for (; key[n]; n++)
+		if ((unsigned char)key[n] < 0x20 || (unsigned char)key[n] > 0x7e)
+			return false;
+	return n >= 1 && n <= MSG_IDEM_KEY_MAX;
+}
+
 /* Writes the message (no idempotency) and formats the answer into w->out;
  * *status receives 201/202. RTW_OK or RTW_AGAIN (unavailable). */
 static int fcg__write(struct fcg_req *r, const struct msg_in *m, const char *author, bool in_txn, int *status)
@@ -435,9 +449,9 @@ void fcg_handle_post(struct fcg_req *r)
 		fcg_send_error(r, &err);
 		return;
 	}
-	if (r->idem_key && (strlen(r->idem_key) == 0 || strlen(r->idem_key) > MSG_IDEM_KEY_MAX)) {
-		fcg_fail(r, 400, "invalid_field", "Idempotency-Key", "Idempotency-Key must be 1 to %d characters",
-			 MSG_IDEM_KEY_MAX);
+	if (r->idem_key && !fcg__idem_key_valid(r->idem_key)) {
+		fcg_fail(r, 400, "invalid_field", "Idempotency-Key",
+			 "Idempotency-Key must be 1 to %d printable ASCII characters", MSG_IDEM_KEY_MAX);
 		goto out;
 	}
 	if (fcg__author(r, m.has_author ? m.author_id : NULL, author) != RTW_OK)
