@@ -1,5 +1,6 @@
 # lib/: code every rtw program shares (message model, config, logging,
-# tokens, PostgreSQL helpers, the event loop of the two loop daemons).
+# tokens, PostgreSQL helpers, the event loop and the async PostgreSQL
+# connection of the two loop daemons).
 noinst_LIBRARIES += lib/librtw.a
 lib_librtw_a_SOURCES = \
 	lib/rtw.h lib/util.c \
@@ -10,7 +11,8 @@ lib_librtw_a_SOURCES = \
 	lib/pgutil.h lib/pgutil.c \
 	lib/net.h lib/net.c \
 	lib/probe.h lib/probe.c \
-	lib/loop.h lib/loop.c
+	lib/loop.h lib/loop.c \
+	lib/pgconn.h lib/pgconn.c
 lib_librtw_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(INIH_CFLAGS) $(OPENSSL_CFLAGS)
 
 # What a program linking librtw needs.
