@@ -53,11 +53,12 @@ struct rtw_pgconn_callbacks {
 	/* Connected (state READY): send the setup (LISTEN, PREPARE, ...). */
 	void (*on_ready)(struct rtw_pgconn *pc, void *arg);
 	/* One result of the query in flight (state BUSY), success or a
-	 * statement error. res is borrowed: cleared after the call (copy what
-	 * you keep). A result that reports the loss of the connection (SQLSTATE
+	 * statement error. res is borrowed: cleared after the call (never
+	 * PQclear it; copy what you keep). Not const, as libpq's PQcmdTuples
+	 * wants it so. A result that reports the loss of the connection (SQLSTATE
 	 * class 08, 57P01-57P03) is not delivered: on_lost runs instead.
 	 * Required. */
-	void (*on_result)(struct rtw_pgconn *pc, const PGresult *res, void *arg);
+	void (*on_result)(struct rtw_pgconn *pc, PGresult *res, void *arg);
 	/* The query in flight ended after its last result (state READY): the
 	 * owner may send the next one. May be NULL. */
 	void (*on_done)(struct rtw_pgconn *pc, void *arg);

@@ -99,7 +99,7 @@ static void on_ready(struct rtw_pgconn *pc, void *arg)
 	s->ready++;
 }
 
-static void on_result(struct rtw_pgconn *pc, const PGresult *res, void *arg)
+static void on_result(struct rtw_pgconn *pc, PGresult *res, void *arg)
 {
 	struct seen *s = arg;
 
