@@ -256,8 +256,10 @@ static void pgconn__read(struct rtw_pgconn *pc, uint32_t events)
 			pgconn__lost(pc, why);
 			return;
 		} else {
+			pc->res = res;
 			pc->cb.on_result(pc, res, pc->arg);
-			PQclear(res);
+			PQclear(pc->res); /* NULL when taken */
+			pc->res = NULL;
 		}
 		if (!pgconn__same(pc, conn, gen))
 			return;
@@ -325,6 +327,14 @@ void rtw_pgconn_free(struct rtw_pgconn *pc)
 	free(pc->conninfo);
 	free(pc->app_name);
 	pc->conninfo = pc->app_name = NULL;
+}
+
+PGresult *rtw_pgconn_take_result(struct rtw_pgconn *pc)
+{
+	PGresult *res = pc->res;
+
+	pc->res = NULL;
+	return res;
 }
 
 /* The common tail of the sends: ok is what PQsend* returned. */

@@ -54,7 +54,8 @@ struct rtw_pgconn_callbacks {
 	void (*on_ready)(struct rtw_pgconn *pc, void *arg);
 	/* One result of the query in flight (state BUSY), success or a
 	 * statement error. res is borrowed: cleared after the call (never
-	 * PQclear it; copy what you keep). Not const, as libpq's PQcmdTuples
+	 * PQclear it; copy what you keep, or take it with
+	 * rtw_pgconn_take_result). Not const, as libpq's PQcmdTuples
 	 * wants it so. A result that reports the loss of the connection (SQLSTATE
 	 * class 08, 57P01-57P03) is not delivered: on_lost runs instead.
 	 * Required. */
@@ -88,6 +89,7 @@ struct rtw_pgconn {
 	uint64_t gen;	     /* bumped per connection: callbacks may replace it */
 	bool was_ready;	     /* READY at least once (for the log and counter) */
 	uint64_t reconnects; /* times READY again after a loss */
+	PGresult *res;	     /* the result on_result is looking at */
 	char err[256];	     /* the last failure, one line */
 };
 
@@ -125,6 +127,12 @@ static inline enum rtw_pgconn_state rtw_pgconn_state(const struct rtw_pgconn *pc
 {
 	return pc->state;
 }
+
+/* Inside on_result only: takes the result being delivered, which the
+ * caller then owns (PQclear it); for an owner that must wait for on_done
+ * before it may act on it (a statement counts only once its transaction
+ * ended). NULL outside on_result or when taken already. */
+PGresult *rtw_pgconn_take_result(struct rtw_pgconn *pc) RTW_WUR;
 
 /* READY or BUSY. */
 static inline bool rtw_pgconn_up(const struct rtw_pgconn *pc)

@@ -83,7 +83,9 @@ struct seen {
 	struct rtw_timer guard;
 	bool timed_out;
 	int ready, results, done, lost, notifies;
-	int errors; /* results with a statement error */
+	int errors;	/* results with a statement error */
+	PGresult *kept; /* taken by on_result when keep is set */
+	bool keep;
 	char value[64];
 	char lost_why[256];
 	char channel[64], payload[64];
@@ -109,6 +111,11 @@ static void on_result(struct rtw_pgconn *pc, PGresult *res, void *arg)
 		s->errors++;
 	else if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
 		snprintf(s->value, sizeof(s->value), "%s", PQgetvalue(res, 0, 0));
+	if (s->keep) {
+		s->kept = rtw_pgconn_take_result(pc);
+		assert_ptr_equal(s->kept, res);
+		assert_null(rtw_pgconn_take_result(pc)); /* once */
+	}
 }
 
 static void on_done(struct rtw_pgconn *pc, void *arg)
@@ -248,16 +255,26 @@ static void test_query_notify_terminate(void **state)
 	assert_int_equal(s->errors, 1);
 	assert_int_equal(rtw_pgconn_state(&s->pc), RTW_PGCONN_READY);
 
+	/* a result taken in on_result stays valid after on_done */
+	s->keep = true;
+	assert_int_equal(rtw_pgconn_send_query(&s->pc, "SELECT 'kept'"), RTW_OK);
+	run_until(s, &s->done, 3);
+	s->keep = false;
+	assert_non_null(s->kept);
+	assert_string_equal(PQgetvalue(s->kept, 0, 0), "kept");
+	PQclear(s->kept);
+	assert_null(rtw_pgconn_take_result(&s->pc));
+
 	/* prepare and execute */
 	assert_int_equal(rtw_pgconn_send_prepare(&s->pc, "t_echo", "SELECT $1::text", 1), RTW_OK);
-	run_until(s, &s->done, 3);
-	assert_int_equal(rtw_pgconn_send_prepared(&s->pc, "t_echo", 1, params), RTW_OK);
 	run_until(s, &s->done, 4);
+	assert_int_equal(rtw_pgconn_send_prepared(&s->pc, "t_echo", 1, params), RTW_OK);
+	run_until(s, &s->done, 5);
 	assert_string_equal(s->value, "41");
 
 	/* LISTEN, then a NOTIFY from elsewhere */
 	assert_int_equal(rtw_pgconn_send_query(&s->pc, "LISTEN t_chan"), RTW_OK);
-	run_until(s, &s->done, 5);
+	run_until(s, &s->done, 6);
 	side_exec("NOTIFY t_chan, 'hello'");
 	run_until(s, &s->notifies, 1);
 	assert_string_equal(s->channel, "t_chan");
@@ -278,7 +295,7 @@ static void test_query_notify_terminate(void **state)
 	side_terminate(PQbackendPID(rtw_pgconn_pg(&s->pc)));
 	run_until(s, &s->lost, 2);
 	assert_int_equal(s->results, results);
-	assert_int_equal(s->done, 5);
+	assert_int_equal(s->done, 6);
 	run_until(s, &s->ready, 3);
 	assert_int_equal(s->pc.reconnects, 2);
 
