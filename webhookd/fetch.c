@@ -25,11 +25,11 @@ struct whk_fetch {
 	struct whk_worker *w;
 	CURLM *multi;
 	int tfd;
-	struct whk_io timer_io;
+	struct rtw_io timer_io;
 };
 
 struct fetch__sock {
-	struct whk_io io; /* first: the loop hands back &io */
+	struct rtw_io io; /* first: released through &io */
 	struct whk_fetch *f;
 };
 
@@ -94,7 +94,7 @@ static void fetch__sock_io(void *arg, uint32_t events)
 	fetch__check_done(f);
 }
 
-static void fetch__sock_release(struct whk_io *io)
+static void fetch__sock_release(struct rtw_io *io)
 {
 	free((struct fetch__sock *)io);
 }
@@ -108,7 +108,7 @@ static int fetch__socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, vo
 	if (what == CURL_POLL_REMOVE) {
 		if (s) {
 			curl_multi_assign(f->multi, fd, NULL);
-			whk_loop_retire(&f->w->loop, &s->io);
+			rtw_loop_retire(&f->w->loop, &s->io, fetch__sock_release);
 		}
 		return 0;
 	}
@@ -120,15 +120,14 @@ static int fetch__socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, vo
 		if (!(s = calloc(1, sizeof(*s))))
 			return -1;
 		s->f = f;
-		s->io.release = fetch__sock_release;
-		if (whk_loop_add(&f->w->loop, &s->io, fd, events, fetch__sock_io, s) != RTW_OK) {
+		if (rtw_loop_add(&f->w->loop, &s->io, fd, events, fetch__sock_io, s) != RTW_OK) {
 			free(s);
 			return -1;
 		}
 		curl_multi_assign(f->multi, fd, s);
 		return 0;
 	}
-	return whk_loop_mod(&f->w->loop, &s->io, events) == RTW_OK ? 0 : -1;
+	return rtw_loop_mod(&f->w->loop, &s->io, events) == RTW_OK ? 0 : -1;
 }
 
 static int fetch__timer_cb(CURLM *multi, long timeout_ms, void *userp)
@@ -173,7 +172,7 @@ struct whk_fetch *whk_fetch_new(struct whk_worker *w)
 	curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, fetch__timer_cb);
 	curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f);
 	curl_multi_setopt(f->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)w->cfg->webhook_concurrency);
-	if (whk_loop_add(&w->loop, &f->timer_io, f->tfd, EPOLLIN, fetch__timer_io, f) != RTW_OK)
+	if (rtw_loop_add(&w->loop, &f->timer_io, f->tfd, EPOLLIN, fetch__timer_io, f) != RTW_OK)
 		goto fail;
 	return f;
 fail:
@@ -189,7 +188,7 @@ void whk_fetch_free(struct whk_fetch *f)
 {
 	if (!f)
 		return;
-	whk_loop_del(&f->w->loop, &f->timer_io);
+	rtw_loop_del(&f->w->loop, &f->timer_io);
 	curl_multi_cleanup(f->multi);
 	close(f->tfd);
 	free(f);
