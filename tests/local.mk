@@ -64,6 +64,17 @@ tests_unit_test_sse_CFLAGS = $(UNIT_CFLAGS) -I$(top_srcdir)/sse
 tests_unit_test_sse_LDADD = sse/libsse.a $(UNIT_LIBS) $(HTTP_PARSER_LIBS)
 TESTS += tests/unit/test_sse
 
+check_PROGRAMS += tests/unit/test_loop tests/unit/test_pgconn
+tests_unit_test_loop_SOURCES = tests/unit/test_loop.c
+tests_unit_test_loop_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_loop_LDADD = $(UNIT_LIBS)
+tests_unit_test_pgconn_SOURCES = tests/unit/test_pgconn.c
+tests_unit_test_pgconn_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_pgconn_LDADD = $(UNIT_LIBS)
+# test_pgconn needs a PostgreSQL: its script starts a throwaway cluster
+TESTS += tests/unit/test_loop tests/unit/run-pgconn.sh
+EXTRA_DIST += tests/unit/run-pgconn.sh
+
 # Fuzz drivers: with --enable-fuzzing they are libFuzzer targets (clang);
 # otherwise they replay the committed corpus as ordinary tests. Each lists
 # the file it fuzzes among its sources, so that file is built with the
@@ -97,7 +108,7 @@ tests_fuzz_fuzz_sse_req_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_sse_req_LDADD = $(RTW_LIBS) $(HTTP_PARSER_LIBS)
 # fuzz_whk_url #includes webhookd/fetch.c to reach its static checks.
 tests_fuzz_fuzz_whk_url_SOURCES = tests/fuzz/fuzz_whk_url.c tests/fuzz/replay.h \
-	webhookd/addr.c webhookd/job.c webhookd/loop.c
+	webhookd/addr.c webhookd/job.c
 tests_fuzz_fuzz_whk_url_CFLAGS = $(RTW_CFLAGS) $(LIBCURL_CFLAGS) $(FUZZ_COMPILE_FLAGS) -I$(top_srcdir)/webhookd
 tests_fuzz_fuzz_whk_url_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_whk_url_LDADD = $(RTW_LIBS) $(LIBCURL_LIBS)
