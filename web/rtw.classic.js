@@ -445,6 +445,7 @@
     }
 
     probeStatus() {
+      if (!this.fetch) return Promise.resolve(0);
       const ctl = new AbortController();
       return this.fetch(this.eventsUrl(true), {headers: {Accept: "text/event-stream"}, signal: ctl.signal, cache: "no-store"})
         .then((res) => { ctl.abort(); return res.status; }, () => 0);

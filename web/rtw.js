@@ -438,6 +438,7 @@ export class Connection extends Emitter {
   }
 
   probeStatus() {
+    if (!this.fetch) return Promise.resolve(0);
     const ctl = new AbortController();
     return this.fetch(this.eventsUrl(true), {headers: {Accept: "text/event-stream"}, signal: ctl.signal, cache: "no-store"})
       .then((res) => { ctl.abort(); return res.status; }, () => 0);

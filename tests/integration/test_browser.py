@@ -18,6 +18,7 @@ through Apache httpd instead of nginx."""
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -116,10 +117,11 @@ S.start_fcgi()
 S.start_sse()
 # the shopping card's webhook calls the page's own origin on loopback
 S.start_webhookd(env={"RTW_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"})
+WEBROOT = make_webroot(S)
 if FRONT == "apache":
-    S.http_port = S.start_apache(webroot=make_webroot(S))
+    S.http_port = S.start_apache(webroot=WEBROOT)
 else:
-    S.start_nginx(webroot=make_webroot(S))
+    S.start_nginx(webroot=WEBROOT)
 B = Browser(os.path.join(S.tmp, "browser.log"))
 rtwtest.atexit.register(B.close)
 STATE = {}
@@ -410,6 +412,60 @@ def deleted_chat_line_leaves_the_page():
     B.wait("window.RTW_DEMO && RTW_DEMO.chat.state === 'open'")
     B.wait("[...document.querySelectorAll('#chat-log li .text')].some(e => e.textContent === 'line 59')")
     assert "to be deleted" not in B.call("text", selector="#chat-log")
+
+
+def doc_example(title, key):
+    """The runnable page of doc/widgets.md under "### <title>", with the key
+    filled in, served by the stack as /example-<title>.html."""
+    with open(os.path.join(rtwtest.SRCDIR, "doc", "widgets.md")) as f:
+        doc = f.read()
+    section = doc.split("\n### %s\n" % title, 1)[1]
+    html = re.search(r"```html\n(.*?)```", section, re.S).group(1)
+    assert "PUT-THE-WIDGET-KEY-HERE" in html, title
+    name = "example-%s.html" % title.lower().replace(" ", "-")
+    with open(os.path.join(WEBROOT, name), "w") as f:
+        f.write(html.replace("PUT-THE-WIDGET-KEY-HERE", key))
+    assert B.call("goto", url="%s/%s" % (S.url, name)) == 200
+    return name
+
+
+@test
+def doc_examples_run_in_the_browser():
+    # each widget kind's example in doc/widgets.md, as written there
+    doc_example("Poll", S.widget_key)
+    B.wait("/red \\d+ · blue \\d+/.test(document.getElementById('tally').textContent)")
+    red = int(B.eval("document.getElementById('tally').textContent.match(/red (\\d+)/)[1]"))
+    B.call("click", selector="button[data-o=red]")
+    B.wait("document.getElementById('tally').textContent.startsWith('red %d ')" % (red + 1))
+
+    doc_example("Chat", S.widget_key2)
+    B.wait("[...document.querySelectorAll('#log li')].some(e => e.textContent === 'carol: line 59')")
+    B.call("fill", selector="#t", value="from the doc example")
+    B.call("press", selector="#t", key="Enter")
+    B.wait("[...document.querySelectorAll('#log li')].some(e => e.textContent.endsWith(': from the doc example'))")
+
+    doc_example("Quiz", S.widget_key)
+    r = post({"type": "broadcast", "widget_key": S.widget_key, "timestamp": 0,
+              "message": {"quiz": "q1", "question": "2+2?", "options": ["3", "4"]}}, "quizmaster")
+    assert r.status == 201, r
+    B.wait("document.getElementById('q').textContent === '2+2?'")
+    B.call("click", selector="#opts button:nth-child(2)")
+    B.wait("document.getElementById('res').textContent === 'answered 4'")
+    answers = S.pg.query("SELECT to_user_id, message FROM rtw_messages WHERE type = 'private' AND "
+                         "message->>'quiz' = 'q1'")
+    assert answers == [("quizmaster", {"quiz": "q1", "answer": "4"})], answers
+    r = post({"type": "broadcast", "widget_key": S.widget_key, "timestamp": 0,
+              "message": {"quiz": "q1", "correct": "4"}}, "quizmaster")
+    assert r.status == 201, r
+    B.wait("document.getElementById('res').textContent === 'right!'")
+
+    if FRONT != "nginx":
+        print("  (card example skipped: /demo/quote is served by conf/nginx.conf.in only)")
+        return
+    doc_example("Shopping card", S.widget_key2)
+    B.wait("!!document.getElementById('check')")
+    B.call("click", selector="#check")
+    B.wait("document.getElementById('price').textContent === '19.90 EUR'", timeout=20)
 
 
 if __name__ == "__main__":
