@@ -850,7 +850,7 @@
       const first = (beforeId) => this.fetchPage({order: "desc", beforeId, limit: Math.min(want - got.length, HISTORY_PAGE),
         fromTimestamp: opts.fromTimestamp, toTimestamp: opts.toTimestamp});
       const step = (p) => {
-        if (!p.desc) return this.latestAscending(want, opts, p);
+        if (!p.desc) return this.latestAscending(want, opts);
         got = got.concat(p.messages);
         this.olderId = p.nextBeforeId;
         this.olderKnown = true;
@@ -865,8 +865,10 @@
     }
 
     /* An older server: read forward from the start and keep the last n
-     * (bounded by historyMax messages read). older() has nothing then. */
-    latestAscending(want, opts, firstPage) {
+     * (bounded by historyMax messages read). older() has nothing then. The
+     * first answer is read again without order: were it a descending answer
+     * taken for an ascending one, its order would be wrong. */
+    latestAscending(want, opts) {
       let keep = [];
       let read = 0;
       const take = (p) => {
@@ -880,8 +882,7 @@
         this.olderKnown = true;
         return keep;
       };
-      /* the first answer came for limit=n; read on with full pages */
-      return take(firstPage);
+      return this.fetchPage({fromTimestamp: opts.fromTimestamp, toTimestamp: opts.toTimestamp}).then(take);
     }
 
     /*

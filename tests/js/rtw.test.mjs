@@ -209,8 +209,23 @@ test("history({last: N}) on a server that ignores order: reads forward and keeps
   await until(() => srv.streams.length === 1, "events");
   const got = await w.history({ last: 2 });
   assert.deepEqual(got.map((m) => m.id), ["4", "5"]);
+  assert.equal(srv.requests.filter((r) => r.url.pathname.endsWith("/messages") && !r.url.searchParams.get("order")).length, 1,
+    "the fallback reads forward without order");
   assert.equal(w.hasOlder, false);
   assert.deepEqual((await w.older(10)).messages, []);
+  c.close();
+});
+
+test("a descending answer without next_before_id is read again forward, never shown in the wrong order", async () => {
+  const all = [1, 2, 3].map((i) => msg(i, K1));
+  const srv = fakeServer((req) => {
+    const desc = req.url.searchParams.get("order") === "desc";
+    return page(desc ? all.slice().reverse() : all, { next_since_id: null });
+  });
+  const c = conn(srv);
+  const w = c.widget(K1, { history: false });
+  const got = await w.history({ last: 3 });
+  assert.deepEqual(got.map((m) => m.id), ["1", "2", "3"]);
   c.close();
 });
 
