@@ -108,7 +108,8 @@ def make_webroot(stack):
     shutil.copytree(os.path.join(rtwtest.SRCDIR, "web"), root, ignore=shutil.ignore_patterns("config.js"))
     with open(os.path.join(root, "config.js"), "w") as f:
         f.write("window.RTW_CONFIG = %s;\n" % json.dumps({
-            "widgetKey": stack.widget_key, "secondWidgetKey": stack.widget_key2, "stream": STREAM}))
+            "widgetKey": stack.widget_key, "secondWidgetKey": stack.widget_key2, "stream": STREAM,
+            "moderation": True}))
     return root
 
 
@@ -408,10 +409,20 @@ def deleted_chat_line_leaves_the_page():
     assert d.status == 200 and d.json["type"] == "redact", d
     # the redact event reaches the page live and the chat drops the line
     B.wait("!document.querySelector(%s)" % js(sel))
+    # the page's user deletes its own line with the chat's delete button
+    B.call("fill", selector="#chat-text", value="my own mistake")
+    B.call("press", selector="#chat-text", key="Enter")
+    mine = "[...document.querySelectorAll('#chat-log li')].find(e => e.querySelector('.text').textContent === " \
+           "'my own mistake')"
+    B.wait("!!(%s)" % mine)
+    assert B.eval("!!(%s).querySelector('.del')" % mine) is True, "no delete button on the user's own line"
+    B.eval("(%s).querySelector('.del').click()" % mine)
+    B.wait("!(%s)" % mine)
     B.call("reload")
     B.wait("window.RTW_DEMO && RTW_DEMO.chat.state === 'open'")
     B.wait("[...document.querySelectorAll('#chat-log li .text')].some(e => e.textContent === 'line 59')")
-    assert "to be deleted" not in B.call("text", selector="#chat-log")
+    log = B.call("text", selector="#chat-log")
+    assert "to be deleted" not in log and "my own mistake" not in log, log
 
 
 def doc_example(title, key):
