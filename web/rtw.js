@@ -327,12 +327,17 @@ export class Connection extends Emitter {
     if (this.transport) this.restart();
   }
 
+  /* the connection's own events, heard on the connection and every widget */
+  emitAll(type, a, b) {
+    this.emit(type, a, b);
+    for (const w of this.widgets) w.emit(type, a, b);
+  }
+
   setState(s) {
     if (this.state === s) return;
     const old = this.state;
     this.state = s;
-    this.emit("state", s, old);
-    for (const w of this.widgets) w.emit("state", s, old);
+    this.emitAll("state", s, old);
   }
 
   eventsUrl(withToken) {
@@ -450,7 +455,7 @@ export class Connection extends Emitter {
       this.token = null;
       this.lastEventId = null;
       if (this.storageKey) storageSet(this.storageKey, null);
-      this.emit("identity", null);
+      this.emitAll("identity", null);
       return null;
     }
     const old = this.token;
@@ -521,8 +526,7 @@ export class Connection extends Emitter {
   }
 
   fail(err) {
-    this.emit("error", err);
-    for (const w of this.widgets) w.emit("error", err);
+    this.emitAll("error", err);
     this.close();
   }
 
@@ -541,8 +545,7 @@ export class Connection extends Emitter {
     }
     if (msg.type === "presence") {
       this.viewers = msg.message || null;
-      this.emit("presence", this.viewers, msg);
-      for (const w of this.widgets) w.emit("presence", this.viewers, msg);
+      this.emitAll("presence", this.viewers, msg);
       return;
     }
     if (id) this.lastEventId = id;
@@ -566,14 +569,12 @@ export class Connection extends Emitter {
       const changed = this.userId !== msg.author_id;
       this.userId = msg.author_id;
       if (changed) {
-        this.emit("identity", this.userId);
-        for (const w of this.widgets) w.emit("identity", this.userId);
+        this.emitAll("identity", this.userId);
       }
     }
     this.setState(STATE.OPEN);
     this.scheduleRefresh();
-    this.emit("init", msg);
-    for (const w of this.widgets) w.emit("init", msg);
+    this.emitAll("init", msg);
     this.resolveReady(msg);
     if (m.resumed) return;
     /* a fresh start, or an id the server no longer knows: live only, so
@@ -583,8 +584,7 @@ export class Connection extends Emitter {
       /* what we saw before may come again from history: let it through */
       this.seen.clear();
       this.seenOrder = [];
-      this.emit("reset", {lastEventId: asked});
-      for (const w of this.widgets) w.emit("reset", {lastEventId: asked});
+      this.emitAll("reset", {lastEventId: asked});
     }
     for (const w of this.widgets) w.loadHistory();
   }
