@@ -284,6 +284,29 @@ test("presence frames reach the connection and every widget; presence=1 is asked
   c.close();
 });
 
+test("a widget added to an open connection fetches its history; presence asked later reopens the stream", async () => {
+  const srv = fakeServer(() => page([msg(2, K2), msg(1, K2)], { next_before_id: null }));
+  const c = conn(srv);
+  c.widget(K1, { history: false });
+  await until(() => srv.streams.length === 1, "events");
+  assert.equal(srv.last().req.url.searchParams.get("presence"), null);
+  srv.last().init();
+  srv.last().frame(msg(0, K1), "0");
+  await until(() => c.lastEventId === "0", "live");
+  const late = c.widget(K2, { history: { last: 2 } });
+  const got = [];
+  late.on("broadcast", (m, meta) => got.push(m.id + (meta.history ? "h" : "")));
+  await until(() => got.length === 2, "late history");
+  assert.deepEqual(got, ["1h", "2h"]);
+  assert.equal(c.lastEventId, "0", "history moved the live position");
+  c.on("presence", () => {});
+  await until(() => srv.streams.length === 2, "reopen");
+  const q = srv.last().req.url.searchParams;
+  assert.equal(q.get("presence"), "1");
+  assert.equal(q.get("last_event_id"), "0");
+  c.close();
+});
+
 test("a dropped stream resumes from the last id; a replayed id is delivered once", async () => {
   const srv = fakeServer();
   const c = conn(srv);
