@@ -126,6 +126,10 @@ EXTRA_DIST += tests/format.sh
 TESTS += tests/pgtap/run.sh
 EXTRA_DIST += tests/pgtap
 
+# The client SDK (web/rtw.js): unit tests under Node's built-in runner.
+TESTS += tests/js/run.sh
+EXTRA_DIST += tests/js/run.sh tests/js/rtw.test.mjs
+
 # Integration tests (each starts its own PostgreSQL, daemons and web server).
 INTEGRATION_TESTS = \
 	tests/integration/test_ctl.py \

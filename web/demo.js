@@ -1,9 +1,12 @@
 /*
- * demo.js: wires the demo page: a fake video player whose running time is
- * the timestamp of every message, the poll (first widget key), the chat
- * and the shopping card (second widget key, one connection) on one
- * anonymous identity, and the event log.
+ * demo.js: wires the demo page (an ES module): a fake video player whose
+ * running time is the timestamp of every message, one rtw connection for
+ * the tab with three widgets on it (the poll on the first widget key, the
+ * chat and the shopping card on the second), the viewer count, and the
+ * event log.
  */
+import {connect} from "./rtw.js";
+
 (function () {
   "use strict";
 
@@ -67,27 +70,31 @@
     var s = JSON.stringify(v);
     return s.length > 160 ? s.slice(0, 160) + "…" : s;
   }
-  function watch(name, client) {
-    var status = document.getElementById(name + "-status");
-    client.on("state", function (s) {
-      status.textContent = s;
-      status.className = "status " + s;
+  /* One connection, so one log of it; events name their widget by key. */
+  function watch(conn, names) {
+    conn.on("state", function (s) {
+      ["poll", "chat", "card"].forEach(function (name) {
+        var status = document.getElementById(name + "-status");
+        status.textContent = s;
+        status.className = "status " + s;
+      });
     });
-    client.on("init", function (msg) {
+    conn.on("init", function (msg) {
       var m = msg.message || {};
-      logLine(name, "init", "you=" + msg.author_id + " resumed=" + m.resumed + " connection=" + m.connection_id);
+      logLine("stream", "init", "you=" + msg.author_id + " resumed=" + m.resumed + " connection=" + m.connection_id +
+        " widgets=" + conn.widgets.length);
     });
-    client.on("*", function (msg, meta) {
-      logLine(name, msg.type + (meta && meta.history ? " (history)" : ""),
+    conn.on("*", function (msg, meta) {
+      logLine(names[msg.widget_key] || "stream", msg.type + (meta && meta.history ? " (history)" : ""),
         "id=" + msg.id + " from=" + msg.author_id + " t=" + Number(msg.timestamp).toFixed(1) + " " + short(msg.message));
     });
-    client.on("history", function (msgs) { logLine(name, "history", msgs.length + " stored messages"); });
-    client.on("reset", function () { logLine(name, "reset", "the server no longer knows our last id; re-fetching"); });
-    client.on("retry", function (r) {
-      logLine(name, "retry", r.method + " " + r.code + ": attempt " + r.attempt + " in " + r.waitMs + " ms");
+    conn.on("reset", function () { logLine("stream", "reset", "the server no longer knows our last id; re-fetching"); });
+    conn.on("retry", function (r) {
+      logLine("stream", "retry", r.method + " " + r.code + ": attempt " + r.attempt + " in " + r.waitMs + " ms");
     });
-    client.on("disconnect", function (d) { logLine(name, "disconnect", "retry in " + d.retryInMs + " ms"); });
-    client.on("error", function (e) { logLine(name, "error", e.code + ": " + e.message); });
+    conn.on("disconnect", function (d) { logLine("stream", "disconnect", "retry in " + d.retryInMs + " ms"); });
+    conn.on("stall", function () { logLine("stream", "stall", "no heartbeat: reconnecting"); });
+    conn.on("error", function (e) { logLine("stream", "error", e.code + ": " + e.message); });
   }
 
   if (!cfg || !cfg.widgetKey) {
@@ -96,37 +103,45 @@
   }
   var stream = cfg.stream || "demo";
   document.getElementById("stream-name").textContent = stream;
+  var pollKey = cfg.widgetKey;
+  var chatKey = cfg.secondWidgetKey || cfg.widgetKey;
 
-  /* The poll connects first; without a stored token rtw-sse mints an
-   * anonymous identity in init, and the chat reuses it, so both widgets
-   * are the same viewer. */
-  var poll = RTW.connect({base: cfg.base || "", stream: stream, widgetKey: cfg.widgetKey, getTime: player.time});
-  watch("poll", poll);
+  /* One event stream for the tab: the poll, the chat and the shopping card
+   * are widgets on it, dispatched by widget_key, one viewer. Without a
+   * stored token rtw-sse mints an anonymous identity in init. */
+  var conn = connect({base: cfg.base || "", stream: stream, getTime: player.time, presence: true});
+  /* the tally needs every vote: a real poll would keep its tally on the
+   * platform's side; the demo reads the latest 1000 */
+  var poll = conn.widget(pollKey, {history: {last: 1000}});
+  var chat = conn.widget(chatKey, {history: {last: 50}});
+  /* the card listens on the chat's key: a webhook result carries the key
+   * the job was posted with; it needs no history */
+  var card = conn.widget(chatKey, {history: false});
+  var names = {};
+  names[chatKey] = "chat";
+  names[pollKey] = "poll";
+  watch(conn, names);
+
   RTWPoll.mount(document.getElementById("poll"), poll);
-  poll.on("identity", function (id) { document.getElementById("me").textContent = id || "…"; });
-  window.RTW_DEMO = {poll: poll, player: player};
-
-  poll.ready.then(function () {
-    var chat = RTW.connect({base: cfg.base || "", stream: stream, widgetKey: cfg.secondWidgetKey || cfg.widgetKey,
-      token: poll.token, anonymous: true, userId: poll.userId, getTime: player.time});
-    watch("chat", chat);
-    RTWChat.mount(document.getElementById("chat"), chat);
-    window.RTW_DEMO.chat = chat;
-
-    /* The shopping card rides on the chat's connection: a webhook result
-     * comes back only on a connection filtered to the widget key the job
-     * was posted with (or on an unfiltered one). */
-    var cardStatus = document.getElementById("card-status");
-    function cardState(s) {
-      cardStatus.textContent = s;
-      cardStatus.className = "status " + s;
-    }
-    cardState(chat.state);
-    chat.on("state", cardState);
-    RTWCard.mount(document.getElementById("card"), chat, {
-      onStatus: function (status, jobId, detail) {
-        logLine("card", "job " + status, (jobId ? "job=" + jobId : "") + (detail ? " " + detail : ""));
-      }
-    });
+  RTWChat.mount(document.getElementById("chat"), chat, {
+    /* moderation: the author may delete a line (contract 1.1 DELETE); the
+     * moderator view (any line, bans) hooks in here with an admin token */
+    canRedact: function (msg) { return !!cfg.moderation && msg.author_id === conn.userId; }
   });
+  RTWCard.mount(document.getElementById("card"), card, {
+    onStatus: function (status, jobId, detail) {
+      logLine("card", "job " + status, (jobId ? "job=" + jobId : "") + (detail ? " " + detail : ""));
+    }
+  });
+  conn.on("identity", function (id) { document.getElementById("me").textContent = id || "…"; });
+
+  /* the viewer count: presence frames (contract 1.1), hidden until one comes */
+  var viewersEl = document.getElementById("viewers");
+  conn.on("presence", function (p) {
+    viewersEl.hidden = false;
+    viewersEl.setAttribute("data-viewers", String(p.viewers));
+    document.getElementById("viewer-count").textContent = String(p.viewers);
+  });
+
+  window.RTW_DEMO = {connection: conn, poll: poll, chat: chat, card: card, player: player};
 })();

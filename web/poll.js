@@ -2,7 +2,8 @@
  * poll.js: the demo poll widget. A vote is a broadcast
  * {"poll": id, "vote": option}; the tally is computed from broadcasts only
  * (history + live), one vote per author, the latest in stream order
- * counting. Never counts a click that the server did not store.
+ * counting; a redacted vote stops counting. Never counts a click that the
+ * server did not store.
  */
 (function (global) {
   "use strict";
@@ -50,11 +51,21 @@
       var live = !(meta && meta.history);
       var old = votes.get(msg.author_id);
       if (old && old.live && !live) return;
-      votes.set(msg.author_id, {option: m.vote, live: live});
+      votes.set(msg.author_id, {option: m.vote, live: live, id: msg.id});
+      render();
+    }
+
+    /* a deleted vote stops counting (an earlier vote of that author is
+     * not brought back: it was replaced) */
+    function onRedact(id) {
+      votes.forEach(function (v, author) {
+        if (v.id === id) votes.delete(author);
+      });
       render();
     }
 
     client.on("broadcast", onVote);
+    client.on("redact", onRedact);
     client.on("identity", render);
     client.on("reset", function () {
       /* the server lost our place: rebuild from history (it follows) */
