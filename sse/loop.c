@@ -4,11 +4,13 @@
  * correct on its own), a tick timer (header timeouts, heartbeats), the
  * PostgreSQL timer (reconnect backoff, safety poll, re-poll behind the
  * horizon), signals through signalfd (SIGTERM/SIGINT: end every stream
- * and exit; SIGHUP: reopen the log), and the PostgreSQL socket.
+ * and exit; SIGHUP: reopen the log), and the PostgreSQL socket. The top
+ * tier of sse/: it calls into every other file, and none calls it.
  *
  * Phase order of one pass: every ready event (accepts, client reads and
- * writes, PostgreSQL input and the dispatch of its rows, timers), then
- * start the next query, flush connections with new output, start a query
+ * writes, complete heads handed to routes.c, PostgreSQL input and the
+ * dispatch of its rows, timers), then start the next query (a handshake
+ * routed this pass), flush connections with new output, start a query
  * again (drained connections may want a catch-up), and finally free the
  * connections closed during the pass.
  */
@@ -36,41 +38,6 @@
 #define LOOP_EVENTS 256
 #define LOOP_TRIM_BURST 256	 /* connections accepted since the last trim */
 #define LOOP_TRIM_MS (60 * 1000) /* trim after fewer, at most this often */
-
-void sse_ctx_mod_fd(struct sse_ctx *ctx, int fd, void *handle, uint32_t events)
-{
-	struct epoll_event ev = {.events = events, .data.ptr = handle};
-
-	if (epoll_ctl(ctx->epfd, EPOLL_CTL_MOD, fd, &ev) != 0)
-		log_error("could not change epoll registration: %s", strerror(errno));
-}
-
-void sse_pg_timer_arm(struct sse_ctx *ctx, uint64_t ms)
-{
-	struct itimerspec its = {{0, 0}, {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L}};
-
-	if (ms == 0)
-		its.it_value.tv_nsec = 1; /* 0 would disarm */
-	timerfd_settime(ctx->pgtimer_fd, 0, &its, NULL);
-}
-
-void sse_metrics_lag(struct sse_ctx *ctx, double s)
-{
-	static const double bounds[SSE_LAG_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
-	int i;
-
-	if (s < 0)
-		s = 0;
-	for (i = 0; i < SSE_LAG_BUCKETS && s > bounds[i]; i++)
-		;
-	ctx->m.lag_bucket[i]++;
-	ctx->m.lag_sum += s;
-	ctx->m.lag_count++;
-	if (s > ctx->m.lag_max)
-		ctx->m.lag_max = s;
-}
-
-/* "host:port", "[v6]:port" or ":port" (any address). */
 
 static void loop__raise_nofile(void)
 {
@@ -164,7 +131,13 @@ static int loop__run(struct sse_ctx *ctx)
 				break;
 			case SSE_H_SIGNAL: loop__signal(ctx); break;
 			case SSE_H_PG: sse_pg_event(ctx, evs[i].events); break;
-			case SSE_H_CONN: sse_conn_event((struct sse_conn *)h, evs[i].events); break;
+			case SSE_H_CONN: {
+				struct sse_conn *c = (struct sse_conn *)h;
+				const struct sse_req *r = sse_conn_event(c, evs[i].events);
+				if (r != NULL)
+					sse_route(c, r);
+				break;
+			}
 			}
 		}
 		sse_pg_kick(ctx);
@@ -226,12 +199,11 @@ int main(int argc, char **argv)
 	sse_list_init(&ctx.closed);
 	sse_list_init(&ctx.jobs);
 	ctx.now_ms = ctx.last_hb_ms = rtw_now_ms();
-	ctx.heartbeat = sse_frame_static(": hb\n\n", 6);
 	ctx.parser = sse_reqparser_new((size_t)cfg.sse_max_header_bytes);
 	ctx.rbuf = malloc((size_t)cfg.sse_max_header_bytes + SSE_RBUF_SLACK);
 	ctx.trim_ms = ctx.now_ms;
-	if (ctx.heartbeat == NULL || ctx.parser == NULL || ctx.rbuf == NULL || sse_index_init(&ctx.ix) != RTW_OK ||
-	    sse_htab_init(&ctx.ips, 64) != RTW_OK) {
+	if (sse_conn_setup(&ctx) != RTW_OK || ctx.parser == NULL || ctx.rbuf == NULL ||
+	    sse_index_init(&ctx.ix) != RTW_OK || sse_htab_init(&ctx.ips, 64) != RTW_OK) {
 		log_error("out of memory");
 		goto out_cfg;
 	}
@@ -263,7 +235,7 @@ int main(int argc, char **argv)
 out_cfg:
 	sse_index_free(&ctx.ix);
 	sse_htab_free(&ctx.ips);
-	free(ctx.heartbeat);
+	sse_conn_teardown(&ctx);
 	sse_reqparser_free(ctx.parser);
 	free(ctx.rbuf);
 	cfg_free(&cfg);

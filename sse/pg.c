@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 
 #define PG_ROW_COLS                                                                                                    \
 	"m.xid::text, m.id::text, m.stream_id, m.author_id, m.to_user_id, m.message::text, m.ts::text, m.type, "       \
@@ -90,9 +91,14 @@ enum {
 static void pg__lost(struct sse_ctx *ctx, const char *why);
 static void pg__send_next(struct sse_ctx *ctx);
 
-bool sse_pg_up(const struct sse_ctx *ctx)
+/* The one timer of the PostgreSQL side (reconnect, safety poll, re-poll). */
+static void pg__timer_arm(struct sse_ctx *ctx, uint64_t ms)
 {
-	return ctx->pg_state == SSE_PG_READY;
+	struct itimerspec its = {{0, 0}, {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L}};
+
+	if (ms == 0)
+		its.it_value.tv_nsec = 1; /* 0 would disarm */
+	timerfd_settime(ctx->pgtimer_fd, 0, &its, NULL);
 }
 
 static void pg__set_events(struct sse_ctx *ctx, uint32_t ev)
@@ -129,7 +135,7 @@ static void pg__schedule_reconnect(struct sse_ctx *ctx)
 	ctx->backoff_ms = ctx->backoff_ms ? ctx->backoff_ms * 2 : 100;
 	if (ctx->backoff_ms > 5000)
 		ctx->backoff_ms = 5000;
-	sse_pg_timer_arm(ctx, ctx->backoff_ms);
+	pg__timer_arm(ctx, ctx->backoff_ms);
 }
 
 void sse_pg_close(struct sse_ctx *ctx)
@@ -195,7 +201,7 @@ static void pg__lost(struct sse_ctx *ctx, const char *why)
 	if (c) {
 		c->pg_job = false;
 		if (q == SSE_Q_HANDSHAKE)
-			sse_conn_handshake_done(c, NULL);
+			sse_route_handshake_done(c, NULL);
 		else
 			sse_conn_catchup_done(c, false, false);
 	}
@@ -405,10 +411,10 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 		ctx->repoll_ms = ctx->repoll_ms ? ctx->repoll_ms * 2 : 5;
 		if (ctx->repoll_ms > (uint64_t)ctx->cfg->sse_poll_interval_ms)
 			ctx->repoll_ms = (uint64_t)ctx->cfg->sse_poll_interval_ms;
-		sse_pg_timer_arm(ctx, ctx->repoll_ms);
+		pg__timer_arm(ctx, ctx->repoll_ms);
 	} else {
 		ctx->repoll_ms = 0;
-		sse_pg_timer_arm(ctx, (uint64_t)ctx->cfg->sse_poll_interval_ms);
+		pg__timer_arm(ctx, (uint64_t)ctx->cfg->sse_poll_interval_ms);
 	}
 }
 
@@ -468,13 +474,13 @@ static void pg__result(struct sse_ctx *ctx, PGresult *res)
 		if (ok)
 			pg__tail_result(ctx, res);
 		else
-			sse_pg_timer_arm(ctx, 1000);
+			pg__timer_arm(ctx, 1000);
 		break;
 	case SSE_Q_HANDSHAKE:
 		if (c) {
 			c->pg_job = false;
 			ctx->pg_job_conn = NULL;
-			sse_conn_handshake_done(c, ok ? res : NULL);
+			sse_route_handshake_done(c, ok ? res : NULL);
 		}
 		break;
 	case SSE_Q_CATCHUP:
