@@ -8,6 +8,7 @@
 #include "cfg.h"
 #include "msg.h"
 #include "pgutil.h"
+#include "row.h"
 #include "token.h"
 
 #include <getopt.h>
@@ -284,29 +285,22 @@ static int cmd_stats(struct ctl *c, int argc, char **argv)
 			  0, NULL, true);
 }
 
-/* Prints rows (id, stream_id, author_id, to_user_id, message, ts, type,
- * widget_key, created_at, xid) as JSON lines; remembers the last position. */
+/* Prints rows (RTW_ROW_COLS, then the xid) as JSON lines; remembers the
+ * last position. */
 static int ctl__print_rows(PGresult *res, char *cur_xid, size_t xlen, char *cur_id, size_t ilen)
 {
 	for (int r = 0; r < PQntuples(res); r++) {
-		struct msg_stored m = {
-		    .id = PQgetvalue(res, r, 0),
-		    .stream_id = PQgetvalue(res, r, 1),
-		    .author_id = PQgetvalue(res, r, 2),
-		    .to_user_id = PQgetisnull(res, r, 3) ? NULL : PQgetvalue(res, r, 3),
-		    .message_json = PQgetvalue(res, r, 4),
-		    .timestamp = PQgetvalue(res, r, 5),
-		    .type = PQgetvalue(res, r, 6),
-		    .widget_key = PQgetvalue(res, r, 7),
-		    .created_at = PQgetvalue(res, r, 8),
-		};
+		struct msg_stored m;
 		size_t len;
-		char *json = msg_serialize(&m, &len);
+		char *json;
+
+		rtw_row_message(res, r, 0, &m);
+		json = msg_serialize(&m, &len);
 		if (!json)
 			return ctl__fail("could not serialize a stored message", m.id);
 		printf("%s\n", json);
 		free(json);
-		snprintf(cur_xid, xlen, "%s", PQgetvalue(res, r, 9));
+		snprintf(cur_xid, xlen, "%s", PQgetvalue(res, r, RTW_ROW_NCOLS));
 		snprintf(cur_id, ilen, "%s", m.id);
 	}
 	fflush(stdout);
@@ -322,8 +316,7 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 					     {NULL, 0, NULL, 0}};
 	/* ORDER BY names below are qualified (m.) or renamed (sort_*): a bare
 	 * "id" would be the text output column, and "10" < "9" as text. */
-	static const char cols[] = "SELECT m.id::text, m.stream_id, m.author_id, m.to_user_id, m.message::text, "
-				   "m.ts::text, m.type, m.widget_key::text, rtw_rfc3339(m.created_at), m.xid::text, "
+	static const char cols[] = "SELECT " RTW_ROW_COLS ", m.xid::text, "
 				   "m.xid AS sort_xid, m.id AS sort_id FROM rtw_messages m ";
 	const char *stream = NULL;
 	bool all = false, follow = true;

@@ -3,10 +3,12 @@
  * timeouts, preparing every statement rtw-fcgi runs, running them and
  * noticing when the server went away (the connection goes DOWN and the next
  * request reconnects; callers answer 503 meanwhile). Blocking libpq, run on
- * the worker thread that owns the struct fcg_db; never shared.
+ * the worker thread that owns the struct fcg_db; never shared. Tier 0 of
+ * fcgi/: calls nothing else in fcgi/.
  */
 #include "config.h"
 #include "fcgi.h"
+#include "row.h"
 #include "log.h"
 #include "pgutil.h"
 
@@ -20,7 +22,7 @@
  * output column id::text, sorting "10" before "9". */
 /* clang-format off: one entry per line reads better as a table */
 #define FCG_HIST_COLS                                                                                                  \
-	"SELECT m.id::text, m.author_id, m.message::text, m.ts::text, rtw_rfc3339(m.created_at) "                      \
+	"SELECT " RTW_ROW_COLS " "                                                                                     \
 	"FROM rtw_messages m WHERE m.stream_id = $1 AND m.widget_key = $2::uuid AND m.type = 'broadcast' "             \
 	"AND m.xid < rtw_horizon() AND m.ts >= $3::float8 AND m.ts <= $4::float8 "
 

@@ -10,6 +10,15 @@
  * the rate-limit buckets (ratelimit.c, striped mutexes) and the metrics
  * (atomic counters, read by the health thread of health.c); the config is
  * read-only.
+ *
+ * Tiers: each file calls only files of lower tiers, never one above it or
+ * beside it, so no file is both above and below another:
+ *	0  buf.c  db.c  ratelimit.c  health.c  (call nothing in fcgi/)
+ *	1  widget.c (db.c)   commit.c (db.c)
+ *	2  respond.c (buf.c, widget.c)
+ *	3  handlers.c (respond.c, widget.c, commit.c, db.c, ratelimit.c, buf.c)
+ *	4  http.c (handlers.c, respond.c, buf.c, health.c's counters)
+ *	5  main.c
  */
 #ifndef RTW_FCGI_H
 #define RTW_FCGI_H
@@ -25,7 +34,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-/* ---- growable byte buffer with a hard maximum (http.c) ---- */
+/* ---- growable byte buffer with a hard maximum (buf.c) ---- */
 
 struct fcg_buf {
 	char *p;
@@ -86,7 +95,7 @@ struct fcg_db {
 	struct fcg_metrics *metrics; /* borrowed */
 };
 
-/* One cached row of rtw_widgets (see fcg_db_widget). */
+/* One cached row of rtw_widgets (widget.c, fcg_widget_get). */
 #define FCG_WIDGET_CACHE 32
 #define FCG_WIDGET_TTL_MS 1000
 struct fcg_widget {
@@ -161,6 +170,12 @@ struct fcg_req {
 	int status; /* the status sent, for the metrics */
 };
 
+/* ---- responses (respond.c) ---- */
+
+/* The methods each route allows (Allow, preflights). */
+#define FCG_ALLOW_MESSAGES "GET, POST, OPTIONS"
+#define FCG_ALLOW_WEBHOOK "GET, OPTIONS"
+
 /* Sends status + JSON body (len bytes) with the CORS, Allow and
  * Retry-After headers the request calls for. */
 void fcg_send(struct fcg_req *r, int status, const char *body, size_t len);
@@ -170,9 +185,14 @@ void fcg_send_error(struct fcg_req *r, const struct msg_error *err);
 void fcg_fail(struct fcg_req *r, int status, const char *code, const char *field, const char *fmt, ...)
     RTW_PRINTF(5, 6);
 void fcg_unavailable(struct fcg_req *r);
+/* Answers a CORS preflight (OPTIONS): 204 with the Access-Control-* and
+ * Allow headers, no body. */
+void fcg_send_preflight(struct fcg_req *r);
 
 /* Serves one accepted request (http.c). */
 void fcg_serve(struct fcg_worker *w);
+
+/* ---- widget registry cache (widget.c) ---- */
 
 /* Widget lookup through the worker's cache; NULL when the database is
  * unavailable (*lost set). The entry is borrowed until the next lookup. */

@@ -3,13 +3,18 @@
  * (token or open mode), the widget registry check, writing broadcasts and
  * privates (through the group committer or alone), queueing webhook jobs,
  * Idempotency-Key records, history pages (request and its GET alias) and
- * webhook job status. Runs on the worker thread; every write is one
- * transaction, so a failure leaves nothing behind.
+ * webhook job status. Tier 3 of fcgi/: calls respond.c, widget.c,
+ * commit.c, db.c, ratelimit.c and buf.c; called by http.c. Runs on the
+ * worker thread; every write is one transaction, so a failure leaves
+ * nothing behind.
  */
 #include "config.h"
+#include "anonid.h"
 #include "fcgi.h"
 #include "log.h"
 #include "ratelimit.h"
+#include "row.h"
+#include "url.h"
 
 #include <math.h>
 #include <openssl/sha.h>
@@ -18,8 +23,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-int fcg_urldecode(const char *in, size_t n, char *out, size_t outlen, bool plus);
 
 /* ---- identity ---- */
 
@@ -71,14 +74,10 @@ static int fcg__author(struct fcg_req *r, const char *client, char out[MSG_ID_MA
 		snprintf(out, MSG_ID_MAX + 1, "%s", client);
 		return RTW_OK;
 	}
-	unsigned char rnd[8];
-	char hex[17];
-	if (rtw_random(rnd, sizeof(rnd)) != RTW_OK) {
+	if (rtw_anon_id(out) != RTW_OK) {
 		fcg_unavailable(r);
 		return RTW_ERROR;
 	}
-	rtw_hex(rnd, sizeof(rnd), hex);
-	snprintf(out, MSG_ID_MAX + 1, "anon-%s", hex);
 	return RTW_OK;
 }
 
@@ -173,18 +172,10 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 	rc |= fcg_buf_json_str(o, author);
 	rc |= fcg_buf_str(o, ",\"timestamp\":0,\"message\":{\"messages\":[");
 	for (int i = 0; i < shown && rc == RTW_OK; i++) {
-		struct msg_stored s = {
-		    .id = PQgetvalue(res, i, 0),
-		    .stream_id = r->stream_id,
-		    .author_id = PQgetvalue(res, i, 1),
-		    .to_user_id = NULL,
-		    .message_json = PQgetvalue(res, i, 2),
-		    .timestamp = PQgetvalue(res, i, 3),
-		    .type = "broadcast",
-		    .widget_key = widget_key,
-		    .created_at = PQgetvalue(res, i, 4),
-		};
+		struct msg_stored s;
 		size_t len;
+
+		rtw_row_message(res, i, 0, &s);
 		char *js = msg_serialize(&s, &len);
 		if (!js) {
 			rc = RTW_ERROR;
@@ -481,19 +472,19 @@ out:
 static int fcg__query_filters(struct fcg_req *r, json_t *filters, char widget[MSG_UUID_LEN + 1], bool *has_widget,
 			      char author[MSG_ID_MAX + 1], bool *has_author)
 {
-	const char *p = r->query;
+	const char *q = r->query;
+	struct rtw_query_pair kv;
 	char name[32], val[512];
 
-	while (*p) {
-		size_t n = strcspn(p, "&");
-		const char *eq = memchr(p, '=', n);
-		size_t kn = eq ? (size_t)(eq - p) : n;
-		const char *v = eq ? eq + 1 : p + n;
-		size_t vn = eq ? n - kn - 1 : 0;
-		if (fcg_urldecode(p, kn, name, sizeof(name), true) != RTW_OK) {
-			name[0] = '\0'; /* an unknown, over-long name: ignored */
+	while (rtw_query_next(&q, &kv)) {
+		int rc = rtw_url_decode(kv.name, kv.name_len, name, sizeof(name), RTW_URL_PLUS);
+		if (rc == RTW_ERROR) {
+			fcg_fail(r, 400, "invalid_field", "query", "the query holds a malformed %%-escape");
+			return RTW_ERROR;
 		}
-		if (name[0] && fcg_urldecode(v, vn, val, sizeof(val), true) != RTW_OK) {
+		if (rc != RTW_OK)
+			name[0] = '\0'; /* an unknown, over-long name: ignored */
+		if (name[0] && rtw_url_decode(kv.value, kv.value_len, val, sizeof(val), RTW_URL_PLUS) != RTW_OK) {
 			fcg_fail(r, 400, "invalid_field", name, "%s is not a valid value", name);
 			return RTW_ERROR;
 		}
@@ -535,9 +526,6 @@ static int fcg__query_filters(struct fcg_req *r, json_t *filters, char widget[MS
 			json_object_set_new(filters, name, json_real(d));
 		}
 		/* other parameters (access_token, cache busters) are ignored */
-		p += n;
-		if (*p == '&')
-			p++;
 	}
 	return RTW_OK;
 }

@@ -2,13 +2,17 @@
  * health.c: owns rtw-fcgi's small HTTP listener for GET /healthz and
  * GET /metrics (fcgi.health_listen), its own PostgreSQL connection for
  * the health check, and the Prometheus text of the metrics the workers
- * count (struct fcg_metrics, atomics). Runs on one thread of its own with
- * blocking I/O: accept, read the request head (http-parser, at most 4 KiB,
- * 2 s timeout), answer, close. Never touches a worker's state.
+ * count (struct fcg_metrics, atomics). The request, the answers and the
+ * text format are lib/probe.c's and lib/metrics.c's, as on every daemon.
+ * Runs on one thread of its own with blocking I/O: accept, read the
+ * request head (http-parser, at most 4 KiB, 2 s timeout), answer, close.
+ * Never touches a worker's state. Tier 0 of fcgi/: calls nothing else in
+ * fcgi/; http.c counts through fcg_metrics_request(), main.c starts it.
  */
 #include "config.h"
 #include "fcgi.h"
 #include "net.h"
+#include "metrics.h"
 #include "probe.h"
 #include "log.h"
 
@@ -39,88 +43,71 @@ struct fcg_health {
 
 /* ---- metrics ---- */
 
+#define FCG_METRICS_MAX (64 * 1024) /* the whole text; ~12 KiB with every status of every route */
+
 static const int fcg_m__status[FCG_M_NSTATUS - 1] = {200, 201, 202, 204, 400, 401, 403,
 						     404, 405, 409, 413, 415, 429, 503};
 static const char *const fcg_m__route[FCG_M_NROUTES] = {"messages_post", "messages_get", "webhook_get", "other"};
-/* upper bounds in microseconds, and as Prometheus prints them */
-static const uint64_t fcg_m__le_us[FCG_M_NBUCKETS] = {1000,   2500,   5000,    10000,	25000,	 50000,	  100000,
-						      250000, 500000, 1000000, 2500000, 5000000, 10000000};
-static const char *const fcg_m__le[FCG_M_NBUCKETS] = {"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
-						      "0.25",  "0.5",	 "1",	  "2.5",  "5",	   "10"};
+/* request duration buckets, upper bounds in seconds */
+static const double fcg_m__le[FCG_M_NBUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+						 0.25,	0.5,	1,     2.5,  5,	    10};
+static const struct rtw_hist_bounds fcg_m__bounds = {FCG_M_NBUCKETS, fcg_m__le};
 
 void fcg_metrics_request(struct fcg_metrics *m, enum fcg_mroute route, int status, uint64_t us)
 {
-	int s = FCG_M_NSTATUS - 1, b = FCG_M_NBUCKETS;
+	int s = FCG_M_NSTATUS - 1;
 
 	for (int i = 0; i < FCG_M_NSTATUS - 1; i++)
 		if (fcg_m__status[i] == status) {
 			s = i;
 			break;
 		}
-	for (int i = 0; i < FCG_M_NBUCKETS; i++)
-		if (us <= fcg_m__le_us[i]) {
-			b = i;
-			break;
-		}
 	FCG_COUNT(m, requests[route][s], 1);
-	FCG_COUNT(m, dur_bucket[route][b], 1);
+	FCG_COUNT(m, dur_bucket[route][rtw_hist_bucket(&fcg_m__bounds, (double)us / 1e6)], 1);
 	FCG_COUNT(m, dur_sum_us[route], us);
 }
 
-#define LD(x) ((unsigned long long)atomic_load_explicit(&(x), memory_order_relaxed))
+#define LD(x) ((uint64_t)atomic_load_explicit(&(x), memory_order_relaxed))
 
-static int fcg_health__metrics(struct fcg_health *h, struct fcg_buf *o)
+static void fcg_health__metrics(struct fcg_health *h, struct rtw_metrics *w)
 {
 	struct fcg_metrics *m = h->m;
-	int rc = RTW_OK;
+	char labels[64];
 
-	rc |= fcg_buf_str(o, "# HELP rtw_fcgi_requests_total Requests answered, by route and status.\n"
-			     "# TYPE rtw_fcgi_requests_total counter\n");
+	rtw_metrics_family(w, "rtw_fcgi_requests_total", RTW_METRIC_COUNTER, "Requests answered, by route and status.");
 	for (int r = 0; r < FCG_M_NROUTES; r++)
 		for (int s = 0; s < FCG_M_NSTATUS; s++) {
-			unsigned long long v = LD(m->requests[r][s]);
+			uint64_t v = LD(m->requests[r][s]);
 			if (!v)
 				continue;
 			if (s < FCG_M_NSTATUS - 1)
-				rc |= fcg_buf_printf(o, "rtw_fcgi_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
-						     fcg_m__route[r], fcg_m__status[s], v);
+				snprintf(labels, sizeof(labels), "route=\"%s\",status=\"%d\"", fcg_m__route[r],
+					 fcg_m__status[s]);
 			else
-				rc |= fcg_buf_printf(o, "rtw_fcgi_requests_total{route=\"%s\",status=\"other\"} %llu\n",
-						     fcg_m__route[r], v);
+				snprintf(labels, sizeof(labels), "route=\"%s\",status=\"other\"", fcg_m__route[r]);
+			rtw_metrics_u64(w, "rtw_fcgi_requests_total", labels, v);
 		}
-	rc |= fcg_buf_str(o, "# HELP rtw_fcgi_request_duration_seconds Time from a request's start to its answer.\n"
-			     "# TYPE rtw_fcgi_request_duration_seconds histogram\n");
+	rtw_metrics_family(w, "rtw_fcgi_request_duration_seconds", RTW_METRIC_HISTOGRAM,
+			   "Time from a request's start to its answer.");
 	for (int r = 0; r < FCG_M_NROUTES; r++) {
-		unsigned long long cum = 0;
-		for (int b = 0; b <= FCG_M_NBUCKETS; b++) {
-			cum += LD(m->dur_bucket[r][b]);
-			rc |=
-			    fcg_buf_printf(o, "rtw_fcgi_request_duration_seconds_bucket{route=\"%s\",le=\"%s\"} %llu\n",
-					   fcg_m__route[r], b < FCG_M_NBUCKETS ? fcg_m__le[b] : "+Inf", cum);
-		}
-		rc |= fcg_buf_printf(o, "rtw_fcgi_request_duration_seconds_sum{route=\"%s\"} %.6f\n", fcg_m__route[r],
-				     (double)LD(m->dur_sum_us[r]) / 1e6);
-		rc |= fcg_buf_printf(o, "rtw_fcgi_request_duration_seconds_count{route=\"%s\"} %llu\n", fcg_m__route[r],
-				     cum);
+		uint64_t counts[FCG_M_NBUCKETS + 1];
+		for (int b = 0; b <= FCG_M_NBUCKETS; b++)
+			counts[b] = LD(m->dur_bucket[r][b]);
+		snprintf(labels, sizeof(labels), "route=\"%s\"", fcg_m__route[r]);
+		rtw_metrics_histogram(w, "rtw_fcgi_request_duration_seconds", labels, &fcg_m__bounds, counts,
+				      (double)LD(m->dur_sum_us[r]) / 1e6);
 	}
-	const struct {
-		const char *name, *type, *help;
-		unsigned long long v;
-	} scalars[] = {
-	    {"rtw_fcgi_group_commit_batches_total", "counter", "Transactions written by the group committer.",
-	     LD(m->gc_batches)},
-	    {"rtw_fcgi_group_commit_rows_total", "counter", "Messages written by the group committer.", LD(m->gc_rows)},
-	    {"rtw_fcgi_pg_reconnects_total", "counter", "Worker connections to PostgreSQL made again after a loss.",
-	     LD(m->pg_reconnects)},
-	    {"rtw_fcgi_rate_limited_total", "counter", "Messages refused with 429 rate_limited.", LD(m->rate_limited)},
-	    {"rtw_fcgi_requests_in_flight", "gauge", "Requests being served now.",
-	     (unsigned long long)atomic_load_explicit(&m->in_flight, memory_order_relaxed)},
-	    {"rtw_fcgi_workers", "gauge", "Worker threads (fcgi.workers).", (unsigned long long)h->cfg->fcgi_workers},
-	};
-	for (size_t i = 0; i < RTW_ARRAY_LEN(scalars); i++)
-		rc |= fcg_buf_printf(o, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", scalars[i].name, scalars[i].help,
-				     scalars[i].name, scalars[i].type, scalars[i].name, scalars[i].v);
-	return rc == RTW_OK ? RTW_OK : RTW_ERROR;
+	rtw_metrics_counter(w, "rtw_fcgi_group_commit_batches_total", "Transactions written by the group committer.",
+			    LD(m->gc_batches));
+	rtw_metrics_counter(w, "rtw_fcgi_group_commit_rows_total", "Messages written by the group committer.",
+			    LD(m->gc_rows));
+	rtw_metrics_counter(w, "rtw_fcgi_pg_reconnects_total",
+			    "Worker connections to PostgreSQL made again after a loss.", LD(m->pg_reconnects));
+	rtw_metrics_counter(w, "rtw_fcgi_rate_limited_total", "Messages refused with 429 rate_limited.",
+			    LD(m->rate_limited));
+	rtw_metrics_gauge(w, "rtw_fcgi_requests_in_flight", "Requests being served now.",
+			  (double)atomic_load_explicit(&m->in_flight, memory_order_relaxed));
+	rtw_metrics_gauge(w, "rtw_fcgi_workers", "Worker threads (fcgi.workers).", h->cfg->fcgi_workers);
 }
 
 /* ---- health check ---- */
@@ -166,28 +153,14 @@ static bool fcg_health__db_ok(struct fcg_health *h)
 
 /* ---- the listener ---- */
 
-static void fcg_health__reply(int fd, int status, const char *ctype, const char *body, size_t bl, bool head_only)
-{
-	char head[256];
-	int hl = rtw_probe_response_head(head, sizeof(head), status, ctype, bl);
-
-	if (hl < 0)
-		return;
-	if (send(fd, head, (size_t)hl, MSG_NOSIGNAL) != hl || head_only)
-		return;
-	for (size_t off = 0; off < bl;) {
-		ssize_t n = send(fd, body + off, bl - off, MSG_NOSIGNAL);
-		if (n <= 0)
-			return; /* the send timeout bounds a stuck scraper */
-		off += (size_t)n;
-	}
-}
-
 static void fcg_health__serve(struct fcg_health *h, int fd)
 {
 	struct timeval tv = {.tv_sec = FCG_HEALTH_IO_TIMEOUT_S};
 	struct rtw_probe q;
-	char buf[FCG_HEALTH_HEAD_MAX];
+	struct rtw_probe_reply reply;
+	struct rtw_metrics mw;
+	char buf[FCG_HEALTH_HEAD_MAX], *text = NULL;
+	bool db_ok = false;
 	int rc = RTW_AGAIN;
 
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -201,43 +174,17 @@ static void fcg_health__serve(struct fcg_health *h, int fd)
 			return;
 		rc = rtw_probe_feed(&q, buf, (size_t)n, FCG_HEALTH_HEAD_MAX);
 	}
-	if (rc != RTW_OK) {
-		static const char bad[] = "bad request\n";
-		fcg_health__reply(fd, 400, "text/plain", bad, sizeof(bad) - 1, false);
-		return;
+	if (rc == RTW_OK && rtw_probe_route(&q) == RTW_PROBE_HEALTHZ)
+		db_ok = fcg_health__db_ok(h);
+	if (rc == RTW_OK && rtw_probe_route(&q) == RTW_PROBE_METRICS && (text = malloc(FCG_METRICS_MAX))) {
+		rtw_metrics_init(&mw, text, FCG_METRICS_MAX);
+		fcg_health__metrics(h, &mw);
+		if (rtw_metrics_end(&mw) != RTW_OK)
+			log_error("/metrics: the text is longer than %d bytes; answering 500", FCG_METRICS_MAX);
 	}
-
-	bool head_only = rtw_probe_head_only(&q);
-	switch (rtw_probe_route(&q)) {
-	case RTW_PROBE_BAD_METHOD: {
-		static const char body[] = "method not allowed\n";
-		fcg_health__reply(fd, 405, "text/plain", body, sizeof(body) - 1, false);
-		break;
-	}
-	case RTW_PROBE_HEALTHZ: {
-		static const char up[] = "{\"status\":\"ok\"}\n";
-		static const char down[] = "{\"status\":\"unavailable\",\"error\":\"database unreachable\"}\n";
-		if (fcg_health__db_ok(h))
-			fcg_health__reply(fd, 200, "application/json", up, sizeof(up) - 1, head_only);
-		else
-			fcg_health__reply(fd, 503, "application/json", down, sizeof(down) - 1, head_only);
-		break;
-	}
-	case RTW_PROBE_METRICS: {
-		struct fcg_buf o = {.max = 1024 * 1024};
-		if (fcg_health__metrics(h, &o) == RTW_OK)
-			fcg_health__reply(fd, 200, "text/plain; version=0.0.4", o.p, o.len, head_only);
-		else
-			fcg_health__reply(fd, 503, "text/plain", "out of memory\n", 14, head_only);
-		fcg_buf_free(&o);
-		break;
-	}
-	case RTW_PROBE_NOT_FOUND: {
-		static const char body[] = "not found\n";
-		fcg_health__reply(fd, 404, "text/plain", body, sizeof(body) - 1, head_only);
-		break;
-	}
-	}
+	rtw_probe_answer(&q, rc, "rtw-fcgi", db_ok, text ? &mw : NULL, &reply);
+	rtw_probe_send(fd, &reply, rc == RTW_OK && rtw_probe_head_only(&q));
+	free(text);
 }
 
 static void *fcg_health__main(void *arg)

@@ -1,302 +1,28 @@
 /*
  * http.c: owns the HTTP face of rtw-fcgi for one accepted FastCGI request:
- * reading the CGI variables (nginx's and Apache mod_proxy_fcgi's), routing,
- * the method/media-type/size checks, CORS (preflights included) and writing
- * the response. Runs on the worker thread that accepted the request; knows
- * nothing about messages beyond handing them to handlers.c.
+ * reading the CGI variables (nginx's and Apache mod_proxy_fcgi's), the
+ * path (percent-decoded by lib/url.c), routing, the method, media-type
+ * and size checks, reading the body, and counting the request in the
+ * metrics. Tier 4 of fcgi/, under main.c only: calls handlers.c,
+ * respond.c, buf.c and health.c's counters. Runs on the worker thread
+ * that accepted the request; knows nothing about messages beyond handing
+ * them to handlers.c.
  */
 #include "config.h"
 #include "fcgi.h"
 #include "log.h"
+#include "url.h"
 
-#include <ctype.h>
-#include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
-#define FCG_ALLOW_MESSAGES "GET, POST, OPTIONS"
-#define FCG_ALLOW_WEBHOOK "GET, OPTIONS"
-#define FCG_PREFLIGHT_MAX_AGE 600
-#define FCG_ORIGINS_TTL_MS 1500
-
-/* ---- fcg_buf ---- */
-
-int fcg_buf_add(struct fcg_buf *b, const void *data, size_t n)
-{
-	if (n > b->max - b->len)
-		return RTW_ERROR;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 1024;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		char *p = realloc(b->p, cap);
-		if (!p)
-			return RTW_ERROR;
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, data, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-	return RTW_OK;
-}
-
-int fcg_buf_str(struct fcg_buf *b, const char *s)
-{
-	return fcg_buf_add(b, s, strlen(s));
-}
-
-int fcg_buf_printf(struct fcg_buf *b, const char *fmt, ...)
-{
-	char tmp[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(tmp))
-		return RTW_ERROR;
-	return fcg_buf_add(b, tmp, (size_t)n);
-}
-
-int fcg_buf_json_str(struct fcg_buf *b, const char *s)
-{
-	/* jansson does the escaping (and checks UTF-8). */
-	json_t *j = json_string(s);
-	char *enc = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
-	int rc = enc ? fcg_buf_str(b, enc) : RTW_ERROR;
-	free(enc);
-	json_decref(j);
-	return rc;
-}
-
-void fcg_buf_free(struct fcg_buf *b)
-{
-	free(b->p);
-	b->p = NULL;
-	b->len = b->cap = 0;
-}
-
-/* ---- responses ---- */
-
-static bool fcg__json_list_has(const json_t *arr, const char *item)
-{
-	size_t i;
-	json_t *v;
-	json_array_foreach (arr, i, v) {
-		const char *s = json_string_value(v);
-		if (s && (strcmp(s, "*") == 0 || strcasecmp(s, item) == 0))
-			return true;
-	}
-	return false;
-}
-
-/* Is the request's Origin allowed? The deployment's list first, then the
- * widget's own (once known), else the union of all enabled widgets'. */
-static bool fcg__cors_allowed(struct fcg_req *r)
-{
-	if (!r->origin)
-		return false;
-	if (rtw_list_has(r->w->cfg->http_cors_origins, r->origin))
-		return true;
-	if (r->widget)
-		return r->widget->exists && r->widget->enabled && fcg__json_list_has(r->widget->origins, r->origin);
-	return fcg_origin_any_widget(r->w, r->origin);
-}
-
-static void fcg__send_head(struct fcg_req *r, int status, size_t len, bool preflight)
-{
-	struct fcg_buf *h = &r->w->head;
-	int rc = RTW_OK;
-
-	r->status = status;
-	h->len = 0;
-	rc |= fcg_buf_printf(h, "Status: %d %s\r\n", status, rtw_http_reason(status));
-	if (!preflight)
-		rc |= fcg_buf_printf(h,
-				     "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-				     "Cache-Control: no-store\r\n",
-				     len);
-	if (r->origin) {
-		rc |= fcg_buf_str(h, "Vary: Origin\r\n");
-		if (fcg__cors_allowed(r)) {
-			rc |= fcg_buf_str(h, "Access-Control-Allow-Origin: ");
-			rc |= fcg_buf_str(h, r->origin);
-			rc |= fcg_buf_str(h, "\r\n");
-			if (preflight)
-				rc |= fcg_buf_printf(h,
-						     "Access-Control-Allow-Methods: %s\r\n"
-						     "Access-Control-Allow-Headers: Authorization, Content-Type, "
-						     "Idempotency-Key\r\n"
-						     "Access-Control-Max-Age: %d\r\n",
-						     r->allow ? r->allow : FCG_ALLOW_MESSAGES, FCG_PREFLIGHT_MAX_AGE);
-			else
-				rc |= fcg_buf_str(h, "Access-Control-Expose-Headers: Retry-After\r\n");
-		}
-	}
-	if (r->allow && (status == 405 || preflight))
-		rc |= fcg_buf_printf(h, "Allow: %s\r\n", r->allow);
-	if (r->retry_after > 0)
-		rc |= fcg_buf_printf(h, "Retry-After: %d\r\n", r->retry_after);
-	rc |= fcg_buf_str(h, "\r\n");
-	if (rc != RTW_OK)
-		log_error("worker %d: response head too large", r->w->id);
-	FCGX_PutStr(h->p, (int)h->len, r->w->fx.out);
-}
-
-void fcg_send(struct fcg_req *r, int status, const char *body, size_t len)
-{
-	fcg__send_head(r, status, len, false);
-	if (len)
-		FCGX_PutStr(body, (int)len, r->w->fx.out);
-}
-
-void fcg_send_error(struct fcg_req *r, const struct msg_error *err)
-{
-	char *j = msg_error_json(err);
-	if ((err->status == 503 || err->status == 429) && r->retry_after <= 0)
-		r->retry_after = 1;
-	if (!j) {
-		static const char oom[] = "{\"error\":{\"code\":\"unavailable\",\"message\":\"out of memory\"}}";
-		r->retry_after = 1;
-		fcg_send(r, 503, oom, sizeof(oom) - 1);
-		return;
-	}
-	fcg_send(r, err->status, j, strlen(j));
-	free(j);
-}
-
-void fcg_fail(struct fcg_req *r, int status, const char *code, const char *field, const char *fmt, ...)
-{
-	struct msg_error err;
-	char text[256];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
-	msg_error_set(&err, status, code, field, "%s", text);
-	fcg_send_error(r, &err);
-}
-
-void fcg_unavailable(struct fcg_req *r)
-{
-	r->retry_after = 1;
-	fcg_fail(r, 503, "unavailable", NULL, "database unavailable; nothing was written");
-}
-
-/* ---- widget registry cache ---- */
-
-static void fcg__widget_clear(struct fcg_widget *e)
-{
-	json_decref(e->origins);
-	json_decref(e->hosts);
-	memset(e, 0, sizeof(*e));
-}
-
-const struct fcg_widget *fcg_widget_get(struct fcg_worker *w, const char *key, bool *lost)
-{
-	uint64_t now = rtw_now_ms();
-	struct fcg_widget *slot = NULL, *oldest = &w->widgets[0];
-	const char *params[1] = {key};
-	PGresult *res;
-
-	*lost = false;
-	for (int i = 0; i < FCG_WIDGET_CACHE; i++) {
-		struct fcg_widget *e = &w->widgets[i];
-		if (e->key[0] && strcmp(e->key, key) == 0) {
-			if (now - e->fetched_ms < FCG_WIDGET_TTL_MS)
-				return e;
-			slot = e;
-			break;
-		}
-		if (e->fetched_ms < oldest->fetched_ms)
-			oldest = e;
-	}
-	if (!slot)
-		slot = oldest;
-	res = fcg_db_run(&w->db, "widget", 1, params, PGRES_TUPLES_OK, NULL);
-	if (!res) {
-		*lost = true;
-		return NULL;
-	}
-	fcg__widget_clear(slot);
-	snprintf(slot->key, sizeof(slot->key), "%s", key);
-	slot->fetched_ms = now;
-	if (PQntuples(res) == 1) {
-		slot->exists = true;
-		slot->enabled = PQgetvalue(res, 0, 0)[0] == 't';
-		slot->origins = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
-		slot->hosts = json_loads(PQgetvalue(res, 0, 2), 0, NULL);
-	}
-	if (!json_is_array(slot->origins)) {
-		json_decref(slot->origins);
-		slot->origins = json_array();
-	}
-	if (!json_is_array(slot->hosts)) {
-		json_decref(slot->hosts);
-		slot->hosts = json_array();
-	}
-	PQclear(res);
-	return slot;
-}
-
-bool fcg_origin_any_widget(struct fcg_worker *w, const char *origin)
-{
-	uint64_t now = rtw_now_ms();
-	if (rtw_list_has(w->cfg->http_cors_origins, origin))
-		return true;
-	if (!w->all_origins || now - w->all_origins_ms >= FCG_ORIGINS_TTL_MS) {
-		PGresult *res = fcg_db_run(&w->db, "origins_all", 0, NULL, PGRES_TUPLES_OK, NULL);
-		if (res) {
-			json_decref(w->all_origins);
-			w->all_origins = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
-			w->all_origins_ms = now;
-			PQclear(res);
-		}
-	}
-	return w->all_origins && fcg__json_list_has(w->all_origins, origin);
-}
-
-/* ---- request parsing and routing ---- */
-
-static int fcg__hex(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = tolower(c);
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
-/* Percent-decodes n bytes of in into out (outlen bytes); RTW_ERROR when it
- * does not fit or holds NUL. plus: '+' means space (query strings). */
-int fcg_urldecode(const char *in, size_t n, char *out, size_t outlen, bool plus);
-int fcg_urldecode(const char *in, size_t n, char *out, size_t outlen, bool plus)
-{
-	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
-		int c = (unsigned char)in[i];
-		if (c == '%' && i + 2 < n && fcg__hex(in[i + 1]) >= 0 && fcg__hex(in[i + 2]) >= 0) {
-			c = fcg__hex(in[i + 1]) * 16 + fcg__hex(in[i + 2]);
-			i += 2;
-		} else if (plus && c == '+') {
-			c = ' ';
-		}
-		if (c == 0 || o + 1 >= outlen)
-			return RTW_ERROR;
-		out[o++] = (char)c;
-	}
-	out[o] = '\0';
-	return RTW_OK;
-}
-
 /* The request path: PATH_INFO when the server put the whole path there
  * (nginx with our config), else REQUEST_URI without its query (Apache
- * mod_proxy_fcgi, spawn-fcgi setups), else SCRIPT_NAME + PATH_INFO. */
+ * mod_proxy_fcgi, spawn-fcgi setups), else SCRIPT_NAME + PATH_INFO.
+ * RTW_ERROR: a malformed %-escape (400); RTW_DECLINED: too long (404). */
 static int fcg__path(struct fcg_req *r, FCGX_ParamArray env)
 {
 	const char *pi = FCGX_GetParam("PATH_INFO", env);
@@ -305,13 +31,13 @@ static int fcg__path(struct fcg_req *r, FCGX_ParamArray env)
 	char tmp[sizeof(r->path)];
 
 	if (pi && strncmp(pi, "/v1/", 4) == 0)
-		return snprintf(r->path, sizeof(r->path), "%s", pi) < (int)sizeof(r->path) ? RTW_OK : RTW_ERROR;
+		return snprintf(r->path, sizeof(r->path), "%s", pi) < (int)sizeof(r->path) ? RTW_OK : RTW_DECLINED;
 	if (uri && uri[0] == '/') {
 		size_t n = strcspn(uri, "?#");
-		return fcg_urldecode(uri, n, r->path, sizeof(r->path), false);
+		return rtw_url_decode(uri, n, r->path, sizeof(r->path), 0);
 	}
 	if (snprintf(tmp, sizeof(tmp), "%s%s", sn ? sn : "", pi ? pi : "") >= (int)sizeof(tmp))
-		return RTW_ERROR;
+		return RTW_DECLINED;
 	memcpy(r->path, tmp, sizeof(tmp));
 	return RTW_OK;
 }
@@ -458,7 +184,12 @@ void fcg_serve(struct fcg_worker *w)
 	if (r.origin && !*r.origin)
 		r.origin = NULL;
 
-	if (fcg__path(&r, env) != RTW_OK) {
+	rc = fcg__path(&r, env);
+	if (rc == RTW_ERROR) {
+		fcg_fail(&r, 400, "invalid_field", "path", "the path holds a malformed %%-escape");
+		goto out;
+	}
+	if (rc != RTW_OK) {
 		fcg_fail(&r, 404, "not_found", NULL, "no such resource");
 		goto out;
 	}
@@ -473,7 +204,7 @@ void fcg_serve(struct fcg_worker *w)
 		goto out;
 	}
 	if (strcmp(r.method, "OPTIONS") == 0) {
-		fcg__send_head(&r, 204, 0, true);
+		fcg_send_preflight(&r);
 		goto out;
 	}
 	if (r.route == FCG_ROUTE_MESSAGES && strcmp(r.method, "POST") == 0)

@@ -6,6 +6,9 @@ fcgi_rtw_fcgi_SOURCES = \
 	fcgi/fcgi.h \
 	fcgi/main.c \
 	fcgi/http.c \
+	fcgi/respond.c \
+	fcgi/widget.c \
+	fcgi/buf.c \
 	fcgi/handlers.c \
 	fcgi/db.c \
 	fcgi/commit.c \

@@ -8,7 +8,7 @@
  * Each worker thread owns one struct fcg_worker: it accepts a request,
  * serves it (http.c) and finishes it, on its own PostgreSQL connection.
  * One more thread (health.c) answers /healthz and /metrics on
- * fcgi.health_listen.
+ * fcgi.health_listen. The top tier of fcgi/: nothing calls into it.
  */
 
 /* Rate-limit buckets per process: fixed memory (about 24 bytes each). */

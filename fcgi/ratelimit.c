@@ -1,7 +1,8 @@
 /*
  * ratelimit.c: owns the token buckets of rtw-fcgi's per-author, per-stream
  * rate limit (429 rate_limited). Pure: no I/O; the time comes from the
- * caller. Called from every worker thread.
+ * caller. Called from every worker thread. Tier 0 of fcgi/: calls
+ * nothing else in fcgi/.
  *
  * Memory is fixed at start: a set-associative table (sets of 8 buckets,
  * one mutex per 16 sets). A key (64-bit keyed hash of author and stream)

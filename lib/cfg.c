@@ -1,7 +1,8 @@
 /*
  * cfg.c: owns the option table and the loading of struct rtw_cfg from
- * defaults, an INI file (parsed by inih) and RTW_* environment variables.
- * Called once at start-up, before any thread or loop runs.
+ * defaults, an INI file (parsed by inih) and RTW_* environment variables,
+ * each integer checked against its range in the table. Called once at
+ * start-up, before any thread or loop runs.
  */
 #include "config.h"
 #include "cfg.h"
@@ -17,11 +18,16 @@
 /* clang-format off: one entry per line reads better as a table */
 #define OPT(n, t, field, d, h)                                                                                         \
 	{                                                                                                              \
-		n, t, offsetof(struct rtw_cfg, field), d, false, h                                                     \
+		n, t, offsetof(struct rtw_cfg, field), d, false, h, 0, 0                                               \
+	}
+/* An integer option and the range it must lie in (inclusive). */
+#define INT(n, field, d, lo, hi, h)                                                                                    \
+	{                                                                                                              \
+		n, CFG_INT, offsetof(struct rtw_cfg, field), d, false, h, lo, hi                                       \
 	}
 #define SECRET(n, field, h)                                                                                            \
 	{                                                                                                              \
-		n, CFG_STR, offsetof(struct rtw_cfg, field), "", true, h                                               \
+		n, CFG_STR, offsetof(struct rtw_cfg, field), "", true, h, 0, 0                                         \
 	}
 
 const struct cfg_option cfg_options[] = {
@@ -32,78 +38,78 @@ const struct cfg_option cfg_options[] = {
     OPT("auth.mode", CFG_STR, auth_mode, "token",
 	"token (HS256 JWTs required) or open (ids taken as given; experiments only)"),
     SECRET("auth.secret", auth_secret, "HS256 signing key for tokens, raw bytes as written"),
-    OPT("auth.anon_ttl_s", CFG_INT, auth_anon_ttl_s, "86400",
+    INT("auth.anon_ttl_s", auth_anon_ttl_s, "86400", 60, 31536000,
 	"lifetime of tokens minted for anonymous SSE subscribers, seconds"),
 
     OPT("http.cors_origins", CFG_STR, http_cors_origins, "",
 	"origins allowed for every widget (comma list; * for any), besides each widget's own"),
-    OPT("http.max_body", CFG_INT, http_max_body, "65536",
+    INT("http.max_body", http_max_body, "65536", 256, 67108864,
 	"largest accepted request body, bytes (413 payload_too_large above)"),
 
     OPT("fcgi.socket", CFG_STR, fcgi_socket, "127.0.0.1:9000",
 	"FastCGI listen address: host:port, :port or a unix socket path; empty to use the inherited socket (fd 0)"),
     OPT("fcgi.socket_mode", CFG_STR, fcgi_socket_mode, "0660",
 	"permissions (octal) of a unix fcgi.socket; the web server's user must be able to write it"),
-    OPT("fcgi.workers", CFG_INT, fcgi_workers, "32",
+    INT("fcgi.workers", fcgi_workers, "32", 1, 1024,
 	"worker threads, each with its own PostgreSQL connection; also bounds a group-commit batch"),
-    OPT("fcgi.backlog", CFG_INT, fcgi_backlog, "1024", "listen backlog of the FastCGI socket"),
-    OPT("fcgi.group_commit_max", CFG_INT, fcgi_group_commit_max, "64",
+    INT("fcgi.backlog", fcgi_backlog, "1024", 1, 65535, "listen backlog of the FastCGI socket"),
+    INT("fcgi.group_commit_max", fcgi_group_commit_max, "64", 1, 10000,
 	"most messages written in one shared transaction (1 disables group commit)"),
-    OPT("fcgi.rate_limit_per_s", CFG_INT, fcgi_rate_limit_per_s, "50",
+    INT("fcgi.rate_limit_per_s", fcgi_rate_limit_per_s, "50", 0, 1000000,
 	"messages per second each author may post to one stream, per rtw-fcgi process (429 rate_limited above; 0 "
 	"disables)"),
-    OPT("fcgi.rate_limit_burst", CFG_INT, fcgi_rate_limit_burst, "100",
+    INT("fcgi.rate_limit_burst", fcgi_rate_limit_burst, "100", 1, 1000000,
 	"messages an author may post to one stream at once before fcgi.rate_limit_per_s applies"),
     OPT("fcgi.health_listen", CFG_STR, fcgi_health_listen, "127.0.0.1:8083",
 	"rtw-fcgi address for /healthz and /metrics (plain HTTP); empty to disable"),
 
-    OPT("history.default_limit", CFG_INT, history_default_limit, "100",
+    INT("history.default_limit", history_default_limit, "100", 1, 100000,
 	"messages per history page when the request sets no limit"),
-    OPT("history.max_limit", CFG_INT, history_max_limit, "1000", "largest history page a request may ask for"),
+    INT("history.max_limit", history_max_limit, "1000", 1, 100000, "largest history page a request may ask for"),
 
     OPT("sse.listen", CFG_STR, sse_listen, "127.0.0.1:8081",
 	"rtw-sse listen address host:port (SO_REUSEPORT: several processes may share it)"),
-    OPT("sse.max_connections", CFG_INT, sse_max_connections, "10000", "most client connections per rtw-sse process"),
-    OPT("sse.max_per_ip", CFG_INT, sse_max_per_ip, "1000", "most connections from one client address per process"),
-    OPT("sse.max_header_bytes", CFG_INT, sse_max_header_bytes, "8192",
+    INT("sse.max_connections", sse_max_connections, "10000", 1, 1000000, "most client connections per rtw-sse process"),
+    INT("sse.max_per_ip", sse_max_per_ip, "1000", 1, 1000000, "most connections from one client address per process"),
+    INT("sse.max_header_bytes", sse_max_header_bytes, "8192", 1024, 1048576,
 	"largest request head (request line and headers), bytes"),
-    OPT("sse.header_timeout_ms", CFG_INT, sse_header_timeout_ms, "10000",
+    INT("sse.header_timeout_ms", sse_header_timeout_ms, "10000", 100, 600000,
 	"time allowed to send the whole request head (slowloris guard)"),
-    OPT("sse.heartbeat_s", CFG_INT, sse_heartbeat_s, "15", "seconds between heartbeat comments on idle streams"),
-    OPT("sse.retry_ms", CFG_INT, sse_retry_ms, "2000", "reconnect delay sent to clients in the retry: field"),
-    OPT("sse.outbuf_max", CFG_INT, sse_outbuf_max, "262144",
+    INT("sse.heartbeat_s", sse_heartbeat_s, "15", 1, 3600, "seconds between heartbeat comments on idle streams"),
+    INT("sse.retry_ms", sse_retry_ms, "2000", 100, 3600000, "reconnect delay sent to clients in the retry: field"),
+    INT("sse.outbuf_max", sse_outbuf_max, "262144", 4096, 1073741824,
 	"most unsent bytes queued per connection before it is caught up from PostgreSQL instead"),
-    OPT("sse.poll_interval_ms", CFG_INT, sse_poll_interval_ms, "1000",
+    INT("sse.poll_interval_ms", sse_poll_interval_ms, "1000", 10, 600000,
 	"safety poll of the messages table when no NOTIFY arrives"),
-    OPT("sse.batch_rows", CFG_INT, sse_batch_rows, "1000", "most rows fetched per query when catching up"),
+    INT("sse.batch_rows", sse_batch_rows, "1000", 1, 100000, "most rows fetched per query when catching up"),
 
     SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),
     OPT("webhook.allow_hosts", CFG_STR, webhook_allow_hosts, "",
 	"hosts allowed as webhook targets even when they resolve to internal addresses (comma list)"),
-    OPT("webhook.concurrency", CFG_INT, webhook_concurrency, "32", "webhook calls in flight per worker"),
-    OPT("webhook.connect_timeout_ms", CFG_INT, webhook_connect_timeout_ms, "5000", "connect timeout of a webhook call"),
-    OPT("webhook.timeout_ms", CFG_INT, webhook_timeout_ms, "15000", "total timeout of a webhook call"),
-    OPT("webhook.max_response", CFG_INT, webhook_max_response, "1048576",
+    INT("webhook.concurrency", webhook_concurrency, "32", 1, 10000, "webhook calls in flight per worker"),
+    INT("webhook.connect_timeout_ms", webhook_connect_timeout_ms, "5000", 10, 600000,
+	"connect timeout of a webhook call"),
+    INT("webhook.timeout_ms", webhook_timeout_ms, "15000", 10, 3600000, "total timeout of a webhook call"),
+    INT("webhook.max_response", webhook_max_response, "1048576", 1, 1073741824,
 	"largest response body read; larger responses fail the attempt"),
-    OPT("webhook.result_body_max", CFG_INT, webhook_result_body_max, "4096",
+    INT("webhook.result_body_max", webhook_result_body_max, "4096", 0, 1048576,
 	"response bytes kept in the result message and the job row"),
-    OPT("webhook.max_attempts", CFG_INT, webhook_max_attempts, "5",
-	"attempts before a retryable failure becomes final"),
-    OPT("webhook.backoff_base_ms", CFG_INT, webhook_backoff_base_ms, "1000",
+    INT("webhook.max_attempts", webhook_max_attempts, "5", 1, 100, "attempts before a retryable failure becomes final"),
+    INT("webhook.backoff_base_ms", webhook_backoff_base_ms, "1000", 1, 86400000,
 	"first retry delay; doubles each attempt, with jitter"),
-    OPT("webhook.backoff_max_ms", CFG_INT, webhook_backoff_max_ms, "300000", "longest retry delay"),
-    OPT("webhook.lease_s", CFG_INT, webhook_lease_s, "60",
+    INT("webhook.backoff_max_ms", webhook_backoff_max_ms, "300000", 1, 86400000, "longest retry delay"),
+    INT("webhook.lease_s", webhook_lease_s, "60", 1, 86400,
 	"how long a claimed job belongs to its worker before another may retry it"),
-    OPT("webhook.poll_interval_ms", CFG_INT, webhook_poll_interval_ms, "1000",
+    INT("webhook.poll_interval_ms", webhook_poll_interval_ms, "1000", 10, 600000,
 	"how often the worker looks for due retries and runs maintenance"),
     OPT("webhook.health_listen", CFG_STR, webhook_health_listen, "127.0.0.1:8082",
 	"rtw-webhookd address for /healthz and /metrics; empty to disable"),
 
-    OPT("retention.messages_days", CFG_INT, retention_messages_days, "0",
+    INT("retention.messages_days", retention_messages_days, "0", 0, 36500,
 	"delete stored messages older than this many days (0 keeps them)"),
-    OPT("retention.jobs_days", CFG_INT, retention_jobs_days, "30",
+    INT("retention.jobs_days", retention_jobs_days, "30", 0, 36500,
 	"delete finished webhook jobs older than this many days (0 keeps them)"),
-    {NULL, CFG_STR, 0, NULL, false, NULL},
+    {NULL, CFG_STR, 0, NULL, false, NULL, 0, 0},
 };
 /* clang-format on */
 
@@ -153,6 +159,11 @@ int cfg_set(struct rtw_cfg *cfg, const char *name, const char *value, char *err,
 		long v = strtol(value, &end, 10);
 		if (errno || end == value || *end != '\0' || v < 0 || v > INT_MAX) {
 			snprintf(err, errlen, "invalid value for \"%s\": expected a non-negative integer", name);
+			return RTW_ERROR;
+		}
+		if (v < o->min || v > o->max) {
+			snprintf(err, errlen, "invalid value for \"%s\": %ld is out of range (%ld to %ld)", name, v,
+				 o->min, o->max);
 			return RTW_ERROR;
 		}
 		*(int *)(base + o->offset) = (int)v;

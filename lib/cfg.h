@@ -76,6 +76,7 @@ struct cfg_option {
 	const char *def;
 	bool secret; /* never logged or dumped */
 	const char *help;
+	long min, max; /* CFG_INT: the accepted range, inclusive (doc/config.md says it) */
 };
 
 /* The table of every option, terminated by an entry with name == NULL. */

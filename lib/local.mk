@@ -6,10 +6,15 @@ lib_librtw_a_SOURCES = \
 	lib/log.h lib/log.c \
 	lib/cfg.h lib/cfg.c \
 	lib/token.h lib/token.c \
-	lib/msg.h lib/msg.c \
+	lib/msg.h lib/msg.c lib/msg_json.c \
 	lib/pgutil.h lib/pgutil.c \
 	lib/net.h lib/net.c \
-	lib/probe.h lib/probe.c
+	lib/probe.h lib/probe.c \
+	lib/metrics.h lib/metrics.c \
+	lib/url.h lib/url.c \
+	lib/cors.h lib/cors.c \
+	lib/anonid.h lib/anonid.c \
+	lib/row.h lib/row.c
 lib_librtw_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(INIH_CFLAGS) $(OPENSSL_CFLAGS)
 
 # What a program linking librtw needs.

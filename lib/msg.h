@@ -1,8 +1,9 @@
 /*
  * msg.h: the message model of the contract (doc: ../shared/api-contract.md
  * "The message"): decoding and validating a client message with jansson,
- * the JSON error shape, history filters, and serializing a stored message
- * in the standard format. Pure code: no I/O, no globals, thread-safe.
+ * the JSON error shape, history filters (msg.c), and serializing a stored
+ * message in the standard format (msg_json.c). Pure code: no I/O, no
+ * globals, thread-safe.
  */
 #ifndef RTW_MSG_H
 #define RTW_MSG_H

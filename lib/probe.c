@@ -1,13 +1,17 @@
 /*
- * probe.c: owns parsing a health/metrics request head (http-parser) and
- * formatting the response head for rtw-fcgi's and rtw-webhookd's probe
- * listeners. No I/O, no state beyond the struct rtw_probe it is given.
+ * probe.c: owns the one /healthz and /metrics behaviour of the daemons:
+ * parsing a probe request head (http-parser), choosing the answer, the
+ * /healthz body, the response head, and sending it on a socket the
+ * listener owns. No state beyond the struct rtw_probe it is given; the
+ * only I/O is rtw_probe_send().
  */
 #include "config.h"
 #include "probe.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 static int probe__on_url(http_parser *hp, const char *at, size_t len)
 {
@@ -77,4 +81,89 @@ int rtw_probe_response_head(char *out, size_t cap, int status, const char *ctype
 			 "%sConnection: close\r\n\r\n",
 			 status, rtw_http_reason(status), ctype, body_len, status == 405 ? "Allow: GET, HEAD\r\n" : "");
 	return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+void rtw_probe_healthz(const char *service, bool db_ok, struct rtw_probe_reply *out)
+{
+	/* one static body per daemon and verdict: nothing to format or free */
+	static const struct {
+		const char *service, *ok, *down;
+	} bodies[] = {
+#define PROBE__BODIES(s)                                                                                               \
+	{s, "{\"status\":\"ok\",\"service\":\"" s "\"}\n",                                                             \
+	 "{\"status\":\"unavailable\",\"service\":\"" s "\",\"error\":\"database unreachable\"}\n"}
+	    PROBE__BODIES("rtw-fcgi"),
+	    PROBE__BODIES("rtw-sse"),
+	    PROBE__BODIES("rtw-webhookd"),
+	    PROBE__BODIES("rtw"),
+#undef PROBE__BODIES
+	};
+	size_t i = 0;
+
+	while (i + 1 < RTW_ARRAY_LEN(bodies) && strcmp(bodies[i].service, service) != 0)
+		i++;
+	out->status = db_ok ? 200 : 503;
+	out->ctype = "application/json";
+	out->body = db_ok ? bodies[i].ok : bodies[i].down;
+	out->body_len = strlen(out->body);
+}
+
+static void probe__text(struct rtw_probe_reply *out, int status, const char *body)
+{
+	out->status = status;
+	out->ctype = "text/plain";
+	out->body = body;
+	out->body_len = strlen(body);
+}
+
+void rtw_probe_answer(const struct rtw_probe *p, int rc, const char *service, bool db_ok,
+		      const struct rtw_metrics *metrics, struct rtw_probe_reply *out)
+{
+	if (rc != RTW_OK) {
+		probe__text(out, 400, "bad request\n");
+		return;
+	}
+	switch (rtw_probe_route(p)) {
+	case RTW_PROBE_BAD_METHOD: probe__text(out, 405, "method not allowed\n"); return;
+	case RTW_PROBE_NOT_FOUND: probe__text(out, 404, "not found\n"); return;
+	case RTW_PROBE_HEALTHZ: rtw_probe_healthz(service, db_ok, out); return;
+	case RTW_PROBE_METRICS:
+		if (!metrics) {
+			probe__text(out, 500, "metrics unavailable\n");
+			return;
+		}
+		if (rtw_metrics_end(metrics) != RTW_OK) {
+			probe__text(out, 500, "metrics truncated\n");
+			return;
+		}
+		out->status = 200;
+		out->ctype = RTW_PROBE_CTYPE_METRICS;
+		out->body = metrics->buf;
+		out->body_len = metrics->len;
+		return;
+	}
+}
+
+static int probe__send_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return RTW_ERROR; /* a send timeout or a full buffer bounds a stuck scraper */
+		p += k;
+		n -= (size_t)k;
+	}
+	return RTW_OK;
+}
+
+int rtw_probe_send(int fd, const struct rtw_probe_reply *r, bool head_only)
+{
+	char head[256];
+	int hl = rtw_probe_response_head(head, sizeof(head), r->status, r->ctype, r->body_len);
+
+	if (hl < 0 || probe__send_all(fd, head, (size_t)hl) != RTW_OK)
+		return RTW_ERROR;
+	return head_only ? RTW_OK : probe__send_all(fd, r->body, r->body_len);
 }

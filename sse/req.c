@@ -4,12 +4,14 @@
  * the query parameters (widget_key, access_token, last_event_id,
  * user_id) and the headers rtw-sse uses (Last-Event-ID, Authorization,
  * Origin). Headers win over query parameters (an EventSource reconnect
- * sends the fresh Last-Event-ID header with the original URL). Pure
+ * sends the fresh Last-Event-ID header with the original URL). URL
+ * decoding and query splitting are lib/url.c's, as in rtw-fcgi. Pure
  * code: no I/O; runs on the loop thread.
  */
 #include "config.h"
 #include "sse.h"
 #include "msg.h"
+#include "url.h"
 
 #include <http_parser.h>
 #include <stdlib.h>
@@ -152,61 +154,42 @@ static int req__on_value(http_parser *hp, const char *at, size_t len)
 
 bool sse_url_decode(char *s)
 {
-	char *w = s;
+	size_t n = strlen(s);
 
-	for (char *r = s; *r; r++) {
-		if (*r == '+') {
-			*w++ = ' ';
-		} else if (*r == '%') {
-			int hi, lo;
-			char c1 = r[1], c2 = c1 ? r[2] : 0;
-			hi = (c1 >= '0' && c1 <= '9')		    ? c1 - '0'
-			     : (c1 | 32) >= 'a' && (c1 | 32) <= 'f' ? (c1 | 32) - 'a' + 10
-								    : -1;
-			lo = (c2 >= '0' && c2 <= '9')		    ? c2 - '0'
-			     : (c2 | 32) >= 'a' && (c2 | 32) <= 'f' ? (c2 | 32) - 'a' + 10
-								    : -1;
-			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-				return false;
-			*w++ = (char)(hi * 16 + lo);
-			r += 2;
-		} else {
-			*w++ = *r;
-		}
-	}
-	*w = '\0';
-	return true;
+	return rtw_url_decode(s, n, s, n + 1, RTW_URL_PLUS) == RTW_OK;
 }
 
+static bool req__named(const struct rtw_query_pair *kv, const char *name)
+{
+	return kv->name_len == strlen(name) && strncmp(kv->name, name, kv->name_len) == 0;
+}
+
+/* Reads the query parameters rtw-sse knows; q is the URL buffer after the
+ * '?', decoded in place (a value never grows, and the pair after it was
+ * already split off). Pairs without '=' are ignored. */
 static void req__query(struct sse_reqparser *p, char *q)
 {
 	struct sse_req *req = p->req;
+	const char *cur = q;
+	struct rtw_query_pair kv;
 
-	while (q && *q) {
-		char *amp = strchr(q, '&'), *eq;
-		if (amp)
-			*amp = '\0';
-		eq = strchr(q, '=');
-		if (eq) {
-			*eq = '\0';
-			char *k = q, *v = eq + 1;
-			if (!sse_url_decode(v)) {
-				req->bad_field = k[0] ? "query" : "query";
-			} else if (strcmp(k, "widget_key") == 0) {
-				req__copy(req, req->widget_key, sizeof(req->widget_key), v, strlen(v), "widget_key",
-					  &req->has_widget);
-			} else if (strcmp(k, "access_token") == 0 && !p->hdr_auth) {
-				req__copy(req, req->token, sizeof(req->token), v, strlen(v), "access_token",
-					  &req->has_token);
-			} else if (strcmp(k, "last_event_id") == 0 && !p->hdr_last_id) {
-				req__copy(req, req->last_id, sizeof(req->last_id), v, strlen(v), "last_event_id",
-					  &req->has_last_id);
-			} else if (strcmp(k, "user_id") == 0) {
-				req__copy(req, req->user_id, sizeof(req->user_id), v, strlen(v), "user_id",
-					  &req->has_user);
-			}
+	while (rtw_query_next(&cur, &kv)) {
+		char *v = q + (kv.value - q);
+		if (!kv.has_eq)
+			continue;
+		if (rtw_url_decode(kv.value, kv.value_len, v, kv.value_len + 1, RTW_URL_PLUS) != RTW_OK) {
+			req->bad_field = "query";
+		} else if (req__named(&kv, "widget_key")) {
+			req__copy(req, req->widget_key, sizeof(req->widget_key), v, strlen(v), "widget_key",
+				  &req->has_widget);
+		} else if (req__named(&kv, "access_token") && !p->hdr_auth) {
+			req__copy(req, req->token, sizeof(req->token), v, strlen(v), "access_token", &req->has_token);
+		} else if (req__named(&kv, "last_event_id") && !p->hdr_last_id) {
+			req__copy(req, req->last_id, sizeof(req->last_id), v, strlen(v), "last_event_id",
+				  &req->has_last_id);
+		} else if (req__named(&kv, "user_id")) {
+			req__copy(req, req->user_id, sizeof(req->user_id), v, strlen(v), "user_id", &req->has_user);
 		}
-		q = amp ? amp + 1 : NULL;
 	}
 }
 

@@ -43,6 +43,21 @@ tests_unit_test_probe_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_probe_LDADD = $(UNIT_LIBS) $(HTTP_PARSER_LIBS)
 TESTS += tests/unit/test_probe
 
+check_PROGRAMS += tests/unit/test_metrics
+tests_unit_test_metrics_SOURCES = tests/unit/test_metrics.c
+tests_unit_test_metrics_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_metrics_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_metrics
+
+check_PROGRAMS += tests/unit/test_url tests/unit/test_rules
+tests_unit_test_url_SOURCES = tests/unit/test_url.c
+tests_unit_test_url_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_url_LDADD = $(UNIT_LIBS)
+tests_unit_test_rules_SOURCES = tests/unit/test_rules.c
+tests_unit_test_rules_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_rules_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_url tests/unit/test_rules
+
 check_PROGRAMS += tests/unit/test_sse
 tests_unit_test_sse_SOURCES = tests/unit/test_sse.c
 tests_unit_test_sse_CFLAGS = $(UNIT_CFLAGS) -I$(top_srcdir)/sse
@@ -68,7 +83,7 @@ FUZZ_COMPILE_FLAGS =
 FUZZ_LINK_FLAGS =
 TESTS += $(FUZZ_REPLAYS)
 endif
-tests_fuzz_fuzz_msg_SOURCES = tests/fuzz/fuzz_msg.c lib/msg.c
+tests_fuzz_fuzz_msg_SOURCES = tests/fuzz/fuzz_msg.c lib/msg.c lib/msg_json.c
 tests_fuzz_fuzz_msg_CFLAGS = $(RTW_CFLAGS) $(FUZZ_COMPILE_FLAGS)
 tests_fuzz_fuzz_msg_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_msg_LDADD = $(RTW_LIBS)
@@ -76,7 +91,7 @@ tests_fuzz_fuzz_token_SOURCES = tests/fuzz/fuzz_token.c tests/fuzz/replay.h lib/
 tests_fuzz_fuzz_token_CFLAGS = $(RTW_CFLAGS) $(FUZZ_COMPILE_FLAGS)
 tests_fuzz_fuzz_token_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_token_LDADD = $(RTW_LIBS)
-tests_fuzz_fuzz_sse_req_SOURCES = tests/fuzz/fuzz_sse_req.c tests/fuzz/replay.h sse/req.c
+tests_fuzz_fuzz_sse_req_SOURCES = tests/fuzz/fuzz_sse_req.c tests/fuzz/replay.h sse/req.c lib/url.c
 tests_fuzz_fuzz_sse_req_CFLAGS = $(RTW_CFLAGS) $(FUZZ_COMPILE_FLAGS) -I$(top_srcdir)/sse
 tests_fuzz_fuzz_sse_req_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_sse_req_LDADD = $(RTW_LIBS) $(HTTP_PARSER_LIBS)

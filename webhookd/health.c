@@ -1,13 +1,15 @@
 /*
  * health.c: owns the /healthz and /metrics listener of rtw-webhookd and
- * its short-lived connections. Requests are parsed with http-parser;
- * heads are bounded (4 KiB) and must arrive within 5 seconds. Never
- * reports secrets or payloads. Runs on the loop.
+ * its short-lived connections. Requests, answers and the metrics text are
+ * lib/probe.c's and lib/metrics.c's, as on every daemon; heads are bounded
+ * (4 KiB) and must arrive within 5 seconds. Never reports secrets or
+ * payloads. Runs on the loop.
  */
 #include "config.h"
 #include "health.h"
 #include "log.h"
 #include "net.h"
+#include "metrics.h"
 #include "probe.h"
 
 #include <errno.h>
@@ -59,71 +61,48 @@ static void whk_hconn__release(struct whk_io *io)
 	free((struct whk_hconn *)io);
 }
 
-static void whk_hconn__reply(struct whk_hconn *c, int status, const char *ctype, const char *body)
-{
-	char head[256];
-	size_t bl = strlen(body);
-	int hl = rtw_probe_response_head(head, sizeof(head), status, ctype, bl);
+#define WHK_METRICS_MAX 4096
 
-	/* a small reply on a fresh socket fits its buffer; short writes just
-	 * truncate a probe's answer */
-	if (hl > 0 && send(c->io.fd, head, (size_t)hl, MSG_NOSIGNAL) == hl && bl && !rtw_probe_head_only(&c->probe))
-		(void)send(c->io.fd, body, bl, MSG_NOSIGNAL);
+static void whk_hconn__metrics(const struct whk_worker *w, struct rtw_metrics *t)
+{
+	const struct whk_metrics *m = &w->m;
+
+	rtw_metrics_family(t, "rtw_webhook_jobs_total", RTW_METRIC_COUNTER,
+			   "Webhook job outcomes recorded by this worker.");
+	rtw_metrics_u64(t, "rtw_webhook_jobs_total", "outcome=\"succeeded\"", m->succeeded);
+	rtw_metrics_u64(t, "rtw_webhook_jobs_total", "outcome=\"failed\"", m->failed);
+	rtw_metrics_u64(t, "rtw_webhook_jobs_total", "outcome=\"retried\"", m->retried);
+	rtw_metrics_u64(t, "rtw_webhook_jobs_total", "outcome=\"refused\"", m->refused);
+	rtw_metrics_u64(t, "rtw_webhook_jobs_total", "outcome=\"released\"", m->released);
+	rtw_metrics_counter(t, "rtw_webhook_claimed_total", "Job attempts claimed by this worker.", m->claimed);
+	rtw_metrics_counter(t, "rtw_webhook_lease_recovered_total", "Expired leases put back in the queue.",
+			    m->lease_recovered);
+	rtw_metrics_gauge(t, "rtw_webhook_in_flight", "Jobs claimed and not yet recorded.", w->n_jobs);
+	rtw_metrics_gauge(t, "rtw_webhook_claim_lag_seconds", "Time from run_at to claim, last claimed job.",
+			  m->claim_lag_last_s);
+	rtw_metrics_gauge(t, "rtw_webhook_claim_lag_max_seconds", "Largest claim lag seen.", m->claim_lag_max_s);
+	rtw_metrics_gauge(t, "rtw_webhook_db_up", "1 when the PostgreSQL connection is up.",
+			  whk_db_ready(&w->db) ? 1 : 0);
 }
 
-static void whk_hconn__metrics(struct whk_hconn *c)
+/* Answers a whole request head (rc RTW_OK) or a bad one. A small reply on
+ * a fresh socket fits its buffer; a short write just truncates a probe's
+ * answer. */
+static void whk_hconn__respond(struct whk_hconn *c, int rc)
 {
 	const struct whk_worker *w = c->h->w;
-	const struct whk_metrics *m = &w->m;
-	char buf[2048];
+	struct rtw_probe_reply reply;
+	struct rtw_metrics t;
+	char text[WHK_METRICS_MAX];
 
-	snprintf(buf, sizeof(buf),
-		 "# HELP rtw_webhook_jobs_total Webhook job outcomes recorded by this worker.\n"
-		 "# TYPE rtw_webhook_jobs_total counter\n"
-		 "rtw_webhook_jobs_total{outcome=\"succeeded\"} %llu\n"
-		 "rtw_webhook_jobs_total{outcome=\"failed\"} %llu\n"
-		 "rtw_webhook_jobs_total{outcome=\"retried\"} %llu\n"
-		 "rtw_webhook_jobs_total{outcome=\"refused\"} %llu\n"
-		 "rtw_webhook_jobs_total{outcome=\"released\"} %llu\n"
-		 "# HELP rtw_webhook_claimed_total Job attempts claimed by this worker.\n"
-		 "# TYPE rtw_webhook_claimed_total counter\n"
-		 "rtw_webhook_claimed_total %llu\n"
-		 "# HELP rtw_webhook_lease_recovered_total Expired leases put back in the queue.\n"
-		 "# TYPE rtw_webhook_lease_recovered_total counter\n"
-		 "rtw_webhook_lease_recovered_total %llu\n"
-		 "# HELP rtw_webhook_in_flight Jobs claimed and not yet recorded.\n"
-		 "# TYPE rtw_webhook_in_flight gauge\n"
-		 "rtw_webhook_in_flight %d\n"
-		 "# HELP rtw_webhook_claim_lag_seconds Time from run_at to claim, last claimed job.\n"
-		 "# TYPE rtw_webhook_claim_lag_seconds gauge\n"
-		 "rtw_webhook_claim_lag_seconds %.6f\n"
-		 "# HELP rtw_webhook_claim_lag_max_seconds Largest claim lag seen.\n"
-		 "# TYPE rtw_webhook_claim_lag_max_seconds gauge\n"
-		 "rtw_webhook_claim_lag_max_seconds %.6f\n"
-		 "# HELP rtw_webhook_db_up 1 when the PostgreSQL connection is up.\n"
-		 "# TYPE rtw_webhook_db_up gauge\n"
-		 "rtw_webhook_db_up %d\n",
-		 (unsigned long long)m->succeeded, (unsigned long long)m->failed, (unsigned long long)m->retried,
-		 (unsigned long long)m->refused, (unsigned long long)m->released, (unsigned long long)m->claimed,
-		 (unsigned long long)m->lease_recovered, w->n_jobs, m->claim_lag_last_s, m->claim_lag_max_s,
-		 whk_db_ready(&w->db) ? 1 : 0);
-	whk_hconn__reply(c, 200, "text/plain; version=0.0.4", buf);
-}
-
-static void whk_hconn__respond(struct whk_hconn *c)
-{
-	switch (rtw_probe_route(&c->probe)) {
-	case RTW_PROBE_BAD_METHOD: whk_hconn__reply(c, 405, "text/plain", "method not allowed\n"); break;
-	case RTW_PROBE_HEALTHZ:
-		if (whk_db_ready(&c->h->w->db))
-			whk_hconn__reply(c, 200, "application/json", "{\"status\":\"ok\"}\n");
-		else
-			whk_hconn__reply(c, 503, "application/json",
-					 "{\"status\":\"unavailable\",\"error\":\"database unreachable\"}\n");
-		break;
-	case RTW_PROBE_METRICS: whk_hconn__metrics(c); break;
-	case RTW_PROBE_NOT_FOUND: whk_hconn__reply(c, 404, "text/plain", "not found\n"); break;
+	rtw_metrics_init(&t, text, sizeof(text));
+	if (rc == RTW_OK && rtw_probe_route(&c->probe) == RTW_PROBE_METRICS) {
+		whk_hconn__metrics(w, &t);
+		if (rtw_metrics_end(&t) != RTW_OK)
+			log_error("/metrics: the text is longer than %d bytes; answering 500", WHK_METRICS_MAX);
 	}
+	rtw_probe_answer(&c->probe, rc, "rtw-webhookd", whk_db_ready(&w->db), &t, &reply);
+	rtw_probe_send(c->io.fd, &reply, rc == RTW_OK && rtw_probe_head_only(&c->probe));
 }
 
 static void whk_hconn__io(void *arg, uint32_t events)
@@ -142,10 +121,7 @@ static void whk_hconn__io(void *arg, uint32_t events)
 	rc = rtw_probe_feed(&c->probe, buf, (size_t)n, WHK_HEALTH_HEAD_MAX);
 	if (rc == RTW_AGAIN)
 		return;
-	if (rc == RTW_OK)
-		whk_hconn__respond(c);
-	else
-		whk_hconn__reply(c, 400, "text/plain", "bad request\n");
+	whk_hconn__respond(c, rc);
 	whk_hconn__close(c);
 }
 

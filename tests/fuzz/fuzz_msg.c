@@ -1,6 +1,7 @@
 /*
- * fuzz_msg.c: libFuzzer driver for lib/msg.c. Feeds arbitrary bodies to
- * msg_decode, the decoded filters and arbitrary JSON to msg_filter_decode,
+ * fuzz_msg.c: libFuzzer driver for lib/msg.c and lib/msg_json.c. Feeds
+ * arbitrary bodies to msg_decode, the decoded filters and arbitrary JSON
+ * to msg_filter_decode,
  * and decoded messages and raw pieces to msg_serialize, and checks their
  * invariants (abort() on a violation). Built with -DRTW_LIBFUZZER it is a
  * libFuzzer target; without it, main() replays the files and directories

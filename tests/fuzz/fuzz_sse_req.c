@@ -4,7 +4,8 @@
  * two pieces split where the input says, and (short inputs) one byte at
  * a time; the three must agree, and a complete head must give bounded,
  * NUL-terminated fields and a valid stream id. Also feeds the bytes to
- * sse_url_decode. abort() on a violation. Built with -DRTW_LIBFUZZER it
+ * sse_url_decode and lib/url.c's rtw_url_decode (in place, into another
+ * buffer, into a short one: they must agree). abort() on a violation. Built with -DRTW_LIBFUZZER it
  * is a libFuzzer target; without it, main() (replay.h) replays the files
  * and directories named on the command line.
  *
@@ -17,6 +18,7 @@
 #include <string.h>
 
 #include "sse.h"
+#include "url.h"
 
 #define FUZZ_NAME "fuzz_sse_req"
 
@@ -95,6 +97,47 @@ static void check_same(const struct sse_req *a, const struct sse_req *b)
 	CHECK(a->bad_field == NULL || strcmp(a->bad_field, b->bad_field) == 0);
 }
 
+/* lib/url.c's decoder, on any bytes: in place and into another buffer
+ * agree; the result is never longer than the input and never holds a
+ * NUL; a short buffer gives RTW_DECLINED with a prefix of the whole
+ * result, or the same error sooner. */
+static void check_url_decode(const char *in, size_t len, uint8_t flags)
+{
+	char *a, *b, small[16];
+	unsigned f = flags & 1 ? RTW_URL_PLUS : 0;
+	int ra, rb, rs;
+
+	if (len > 8192)
+		return;
+	a = malloc(len + 1);
+	b = malloc(len + 1);
+	CHECK(a != NULL && b != NULL);
+	memcpy(b, in, len);
+	ra = rtw_url_decode(in, len, a, len + 1, f);
+	rb = rtw_url_decode(b, len, b, len + 1, f);
+	CHECK(ra == rb && (ra == RTW_OK || ra == RTW_ERROR));
+	if (ra == RTW_OK) {
+		CHECK(strcmp(a, b) == 0);
+		CHECK(strlen(a) <= len);
+		size_t pct = 0; /* every '%' began a whole escape: 3 bytes became 1 */
+		for (size_t i = 0; i < len; i++)
+			pct += in[i] == '%';
+		CHECK(strlen(a) == len - 2 * pct);
+	}
+	rs = rtw_url_decode(in, len, small, sizeof(small), f);
+	CHECK(rs == RTW_OK || rs == RTW_ERROR || rs == RTW_DECLINED);
+	if (rs == RTW_DECLINED) {
+		CHECK(strlen(small) == sizeof(small) - 1);
+		CHECK(ra == RTW_ERROR || strncmp(a, small, sizeof(small) - 1) == 0);
+	} else {
+		CHECK(rs == ra);
+		if (rs == RTW_OK)
+			CHECK(strcmp(a, small) == 0);
+	}
+	free(a);
+	free(b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct sse_req *whole, *split, *bytes;
@@ -142,6 +185,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (sse_url_decode(s))
 			CHECK(strlen(s) <= before);
 	}
+	check_url_decode(head, len, data[0]);
 	return 0;
 }
 

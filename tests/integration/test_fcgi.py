@@ -411,6 +411,13 @@ def history_filters_limits_and_since_id_rules():
                      400, "invalid_field", "since_id")
     for q in ("limit=abc", "limit=0", "limit=1001", "limit=-1", "from_timestamp=x", "since_id=abc"):
         assert_error(t.request(P, "GET", PATH + "?widget_key=%s&%s" % (key, q), token=TOK), 400, "invalid_field")
+    # a malformed %-escape is refused, never passed through (it was, as "%zz")
+    for q, field in (("author_id=%zz", "author_id"), ("cache=1%", "cache"), ("a%4=1", "query"),
+                     ("since_id=%00", "since_id")):
+        assert_error(t.request(P, "GET", PATH + "?widget_key=%s&%s" % (key, q), token=TOK), 400, "invalid_field",
+                     field)
+    g = t.request(P, "GET", PATH + "?widget_key=%s&limit=%%32" % key, token=TOK)
+    assert g.status == 200 and len(g.json["message"]["messages"]) == 2, g
     assert_error(t.request(P, "GET", PATH, token=TOK), 400, "missing_field", "widget_key")
     assert_error(t.request(P, "GET", PATH + "?widget_key=" + str(uuid.uuid4()), token=TOK), 403, "unknown_widget")
 
@@ -559,6 +566,14 @@ def spawn_fcgi_inherited_socket_and_apache_variables():
         assert headers["Content-Type"] == "application/json"
         status, headers, out = fcgi_call(port, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/v1/streams/s1/nope"})
         assert status == 404 and t.json.loads(out)["error"]["code"] == "not_found", out
+        # the path is percent-decoded by the one decoder: a malformed escape is a 400
+        status, headers, out = fcgi_call(port, {"REQUEST_METHOD": "GET", "REQUEST_URI": "/v1/streams/s%zz/messages"})
+        assert status == 400 and t.json.loads(out)["error"] == {
+            "code": "invalid_field", "field": "path", "message": "the path holds a malformed %-escape"}, out
+        status, headers, out = fcgi_call(port, {
+            "REQUEST_METHOD": "GET", "REQUEST_URI": "/v1/streams/s%31/messages", "HTTP_AUTHORIZATION": "Bearer " + TOK,
+            "QUERY_STRING": "widget_key=" + str(uuid.uuid4())})
+        assert status == 403 and t.json.loads(out)["error"]["code"] == "unknown_widget", out
     finally:
         assert d.stop(signal.SIGTERM) == 0
 
@@ -710,8 +725,9 @@ def e429_rate_limited_per_author_and_stream_with_retry_after():
 def healthz_follows_postgres():
     hp = R.fcgi_health_port
     r = t.request(hp, "GET", "/healthz")
-    assert r.status == 200 and r.json["status"] == "ok", r
-    assert t.request(hp, "HEAD", "/healthz").status == 200
+    assert r.status == 200 and r.json == {"status": "ok", "service": "rtw-fcgi"}, r
+    r = t.request(hp, "HEAD", "/healthz")
+    assert r.status == 200 and r.body == b"", r
     before = metrics(R)
     R.pg.stop()
     try:
@@ -719,7 +735,7 @@ def healthz_follows_postgres():
         t.wait_for(lambda: t.request(hp, "GET", "/healthz").status == 503, 5, "/healthz to say 503")
         t0 = time.time()
         r = t.request(hp, "GET", "/healthz")
-        assert r.status == 503 and r.json["status"] == "unavailable", r
+        assert r.status == 503 and r.json["status"] == "unavailable" and r.json["service"] == "rtw-fcgi", r
         assert time.time() - t0 < 4
         # metrics still answer without the database
         assert t.request(hp, "GET", "/metrics").status == 200

@@ -446,7 +446,9 @@ def healthz_and_metrics():
         wait_final(st, jid)
         time.sleep(0.2)  # the counter moves when the worker reads its commit's answer
         r = rtwtest.request(st.webhookd_port, "GET", "/healthz")
-        assert r.status == 200, r
+        assert r.status == 200 and r.json == {"status": "ok", "service": "rtw-webhookd"}, r
+        r = rtwtest.request(st.webhookd_port, "HEAD", "/metrics")
+        assert r.status == 200 and r.body == b"" and int(r.header("Content-Length")) > 0, r
         r = rtwtest.request(st.webhookd_port, "GET", "/metrics")
         assert r.status == 200, r
         text = r.body.decode()

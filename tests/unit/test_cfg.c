@@ -1,6 +1,7 @@
 /*
- * test_cfg.c: unit tests of the configuration table and loader, and the
- * check that doc/config.md documents every option (PgBouncer's rule).
+ * test_cfg.c: unit tests of the configuration table, its ranges and its
+ * loader, and the check that doc/config.md documents every option with
+ * its default and range (PgBouncer's rule).
  */
 #include "config.h"
 #include "cfg.h"
@@ -106,6 +107,45 @@ static void test_bad_values(void **state)
 	unsetenv("RTW_AUTH_MODE");
 }
 
+/* Every integer option has a range that holds its default, and a value
+ * outside it stops the load with a message naming the option and range. */
+static void test_ranges(void **state)
+{
+	struct rtw_cfg cfg;
+	char err[256], v[32];
+	int ints = 0;
+
+	for (const struct cfg_option *o = cfg_options; o->name; o++) {
+		if (o->type != CFG_INT)
+			continue;
+		ints++;
+		assert_true(o->min <= o->max);
+		assert_true(atol(o->def) >= o->min && atol(o->def) <= o->max);
+		assert_int_equal(cfg_load(&cfg, NULL, err, sizeof(err)), RTW_OK);
+		snprintf(v, sizeof(v), "%ld", o->max);
+		assert_int_equal(cfg_set(&cfg, o->name, v, err, sizeof(err)), RTW_OK);
+		snprintf(v, sizeof(v), "%ld", o->min);
+		assert_int_equal(cfg_set(&cfg, o->name, v, err, sizeof(err)), RTW_OK);
+		snprintf(v, sizeof(v), "%ld", o->max + 1);
+		assert_int_equal(cfg_set(&cfg, o->name, v, err, sizeof(err)), RTW_ERROR);
+		assert_non_null(strstr(err, o->name));
+		assert_non_null(strstr(err, "out of range"));
+		if (o->min > 0) {
+			snprintf(v, sizeof(v), "%ld", o->min - 1);
+			assert_int_equal(cfg_set(&cfg, o->name, v, err, sizeof(err)), RTW_ERROR);
+		}
+		cfg_free(&cfg);
+	}
+	assert_true(ints > 20);
+
+	/* checked at load, from the environment as from a file */
+	setenv("RTW_FCGI_WORKERS", "0", 1);
+	assert_int_equal(cfg_load(&cfg, NULL, err, sizeof(err)), RTW_ERROR);
+	assert_string_equal(err, "invalid value for \"fcgi.workers\": 0 is out of range (1 to 1024)");
+	cfg_free(&cfg);
+	unsetenv("RTW_FCGI_WORKERS");
+}
+
 static void test_env_names(void **state)
 {
 	char out[64];
@@ -145,6 +185,14 @@ static void test_every_option_documented(void **state)
 		if (o->def[0] && !strstr(line, def)) {
 			fprintf(stderr, "doc/config.md row of %s does not give its default %s\n", o->name, def);
 			missing++;
+		}
+		if (o->type == CFG_INT) {
+			char range[96];
+			snprintf(range, sizeof(range), "| integer (%ld to %ld) |", o->min, o->max);
+			if (!strstr(line, range)) {
+				fprintf(stderr, "doc/config.md row of %s does not give its range %s\n", o->name, range);
+				missing++;
+			}
 		}
 		if (!strstr(line, env)) {
 			fprintf(stderr, "doc/config.md row of %s does not name %s\n", o->name, env);
@@ -211,6 +259,7 @@ int main(void)
 	    cmocka_unit_test(test_env_override),
 	    cmocka_unit_test(test_ini_file),
 	    cmocka_unit_test(test_bad_values),
+	    cmocka_unit_test(test_ranges),
 	    cmocka_unit_test(test_env_names),
 	    cmocka_unit_test(test_every_option_documented),
 	    cmocka_unit_test(test_sample_file_complete),

@@ -1,7 +1,8 @@
 /*
- * test_msg.c: unit tests of lib/msg.c (the message model): one table of
- * client bodies run through msg_decode, one of history filters, the field
- * validators, the JSON error shape and the standard-format serializer.
+ * test_msg.c: unit tests of lib/msg.c and lib/msg_json.c (the message
+ * model): one table of client bodies run through msg_decode, one of
+ * history filters, the field validators, the JSON error shape and the
+ * standard-format serializer.
  * Pure code; no database, no network.
  */
 #include <math.h>

@@ -1,6 +1,6 @@
 /*
- * test_probe.c: unit tests of lib/probe.c, the request-head reader and
- * response head of the daemons' /healthz and /metrics listeners.
+ * test_probe.c: unit tests of lib/probe.c, the request-head reader, the
+ * answers and the response head of the daemons' /healthz and /metrics.
  */
 #include "config.h"
 #include "probe.h"
@@ -9,6 +9,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -73,12 +75,92 @@ static void test_response_head(void **state)
 	assert_int_equal(rtw_probe_response_head(tiny, sizeof(tiny), 200, "text/plain", 1), -1);
 }
 
+static void test_healthz_body(void **state)
+{
+	struct rtw_probe_reply r;
+
+	rtw_probe_healthz("rtw-fcgi", true, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.ctype, "application/json");
+	assert_string_equal(r.body, "{\"status\":\"ok\",\"service\":\"rtw-fcgi\"}\n");
+	assert_int_equal(r.body_len, strlen(r.body));
+	rtw_probe_healthz("rtw-webhookd", false, &r);
+	assert_int_equal(r.status, 503);
+	assert_string_equal(r.body, "{\"status\":\"unavailable\",\"service\":\"rtw-webhookd\",\"error\":"
+				    "\"database unreachable\"}\n");
+	rtw_probe_healthz("rtw-sse", true, &r);
+	assert_non_null(strstr(r.body, "\"service\":\"rtw-sse\""));
+}
+
+static void test_answer(void **state)
+{
+	struct rtw_probe p;
+	struct rtw_probe_reply r;
+	struct rtw_metrics m;
+	char buf[64], tiny[8];
+	int rc;
+
+	rc = feed_all(&p, "GET /metrics HTTP/1.1\r\n\r\n", 1000, 4096);
+	rtw_metrics_init(&m, buf, sizeof(buf));
+	rtw_metrics_counter(&m, "x_total", NULL, 2);
+	rtw_probe_answer(&p, rc, "rtw-sse", false, &m, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.ctype, RTW_PROBE_CTYPE_METRICS);
+	assert_true(r.body == buf && r.body_len == m.len);
+	/* a truncated text is never served as if whole */
+	rtw_metrics_init(&m, tiny, sizeof(tiny));
+	rtw_metrics_counter(&m, "x_total", NULL, 2);
+	rtw_probe_answer(&p, rc, "rtw-sse", true, &m, &r);
+	assert_int_equal(r.status, 500);
+	rtw_probe_answer(&p, rc, "rtw-sse", true, NULL, &r);
+	assert_int_equal(r.status, 500);
+
+	rc = feed_all(&p, "HEAD /healthz HTTP/1.1\r\n\r\n", 1000, 4096);
+	rtw_probe_answer(&p, rc, "rtw-fcgi", false, NULL, &r);
+	assert_int_equal(r.status, 503);
+	assert_true(rtw_probe_head_only(&p));
+	rc = feed_all(&p, "PUT /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 1000, 4096);
+	rtw_probe_answer(&p, rc, "rtw-fcgi", true, NULL, &r);
+	assert_int_equal(r.status, 405);
+	rc = feed_all(&p, "GET /nope HTTP/1.1\r\n\r\n", 1000, 4096);
+	rtw_probe_answer(&p, rc, "rtw-fcgi", true, NULL, &r);
+	assert_int_equal(r.status, 404);
+	rc = feed_all(&p, "\x01garbage\r\n\r\n", 1000, 4096);
+	rtw_probe_answer(&p, rc, "rtw-fcgi", true, NULL, &r);
+	assert_int_equal(r.status, 400);
+}
+
+/* rtw_probe_send over a socket pair: head and body, or the head alone. */
+static void test_send(void **state)
+{
+	struct rtw_probe_reply r;
+	char got[512];
+	int sv[2];
+	ssize_t n;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	rtw_probe_healthz("rtw-fcgi", true, &r);
+	assert_int_equal(rtw_probe_send(sv[0], &r, false), RTW_OK);
+	n = recv(sv[1], got, sizeof(got) - 1, 0);
+	assert_true(n > 0);
+	got[n] = '\0';
+	assert_non_null(strstr(got, "HTTP/1.1 200 OK\r\n"));
+	assert_true(strcmp(got + n - r.body_len, r.body) == 0);
+	assert_int_equal(rtw_probe_send(sv[0], &r, true), RTW_OK);
+	n = recv(sv[1], got, sizeof(got) - 1, 0);
+	got[n] = '\0';
+	assert_true(strcmp(got + n - 4, "\r\n\r\n") == 0);
+	close(sv[1]);
+	assert_int_equal(rtw_probe_send(sv[0], &r, false), RTW_ERROR);
+	close(sv[0]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_routes),
-	    cmocka_unit_test(test_incomplete_and_bad),
-	    cmocka_unit_test(test_response_head),
+	    cmocka_unit_test(test_routes),	  cmocka_unit_test(test_incomplete_and_bad),
+	    cmocka_unit_test(test_response_head), cmocka_unit_test(test_healthz_body),
+	    cmocka_unit_test(test_answer),	  cmocka_unit_test(test_send),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
