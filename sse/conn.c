@@ -19,6 +19,7 @@
  */
 #include "config.h"
 #include "sse.h"
+#include "cors.h"
 #include "log.h"
 #include "msg.h"
 
@@ -321,20 +322,15 @@ static void conn__write(struct sse_conn *c)
 
 /* ---- whole responses --------------------------------------------------------- */
 
-bool sse_cors_configured(const struct rtw_cfg *cfg, const char *origin)
-{
-	return strcmp(cfg->http_cors_origins, "*") == 0 || rtw_list_has(cfg->http_cors_origins, origin);
-}
-
 void sse_conn_cors(const struct sse_conn *c, bool widget_ok, char *out, size_t cap)
 {
 	const struct rtw_cfg *cfg = c->ctx->cfg;
 	const char *origin = c->hs ? c->hs->origin : NULL;
 
 	out[0] = '\0';
-	if (strcmp(cfg->http_cors_origins, "*") == 0)
+	if (rtw_cors_any(cfg->http_cors_origins))
 		snprintf(out, cap, "Access-Control-Allow-Origin: *\r\n");
-	else if (origin && strpbrk(origin, "\r\n") == NULL && (widget_ok || sse_cors_configured(cfg, origin)))
+	else if (rtw_cors_echoable(origin) && (widget_ok || rtw_cors_cfg_allows(cfg->http_cors_origins, origin)))
 		snprintf(out, cap, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
 }
 
@@ -365,14 +361,14 @@ static void conn__headers(const struct sse_conn *c, const char *extra, char *out
 }
 
 void sse_conn_respond(struct sse_conn *c, int status, const char *ctype, const char *extra, const char *body,
-		      size_t blen)
+		      size_t blen, bool head_only)
 {
 	char headers[SSE_CORS_MAX + 512];
 
 	if (c->state == SSE_CONN_CLOSED || c->state == SSE_CONN_CLOSING)
 		return;
 	conn__headers(c, extra, headers, sizeof(headers));
-	conn__answer(c, sse_frame_response(status, ctype, headers, body, blen));
+	conn__answer(c, sse_frame_response(status, ctype, headers, body, blen, head_only));
 }
 
 /* The contract's error JSON and a newline, as a response frame; NULL on
@@ -394,7 +390,7 @@ static struct sse_frame *conn__error_frame(int status, const char *code, const c
 	if (body) {
 		memcpy(body, json, n);
 		body[n] = '\n';
-		f = sse_frame_response(status, "application/json", headers, body, n + 1);
+		f = sse_frame_response(status, "application/json", headers, body, n + 1, false);
 		free(body);
 	}
 	free(json);

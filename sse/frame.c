@@ -99,9 +99,11 @@ static struct sse_frame *frame__http(const char *body, size_t blen, const char *
 	return f;
 }
 
-struct sse_frame *sse_frame_response(int status, const char *ctype, const char *headers, const char *body, size_t blen)
+struct sse_frame *sse_frame_response(int status, const char *ctype, const char *headers, const char *body, size_t blen,
+				     bool head_only)
 {
-	return frame__http(body, blen, NULL, 0,
+	/* HEAD: the same head, declaring the body it leaves out */
+	return frame__http(body, head_only ? 0 : blen, NULL, 0,
 			   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 			   "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
 			   status, rtw_http_reason(status), ctype, blen, headers ? headers : "");

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "msg.h"
 #include "pgutil.h"
+#include "row.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -25,9 +26,9 @@
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
 
-#define PG_ROW_COLS                                                                                                    \
-	"m.xid::text, m.id::text, m.stream_id, m.author_id, m.to_user_id, m.message::text, m.ts::text, m.type, "       \
-	"m.widget_key::text, rtw_rfc3339(m.created_at), extract(epoch from m.created_at)::text"
+/* The position's xid, the stored message (lib/row.h), the epoch of
+ * created_at (delivery lag). */
+#define PG_ROW_COLS "m.xid::text, " RTW_ROW_COLS ", extract(epoch from m.created_at)::text"
 
 /* Rows after $1,$2 in stream order; settled says whether it is below the
  * horizon (deliverable). Unsettled rows come last since they have the
@@ -73,20 +74,7 @@ static const struct {
     {"sse_handshake", pg__handshake_sql, 5},
 };
 
-enum {
-	PG_COL_XID,
-	PG_COL_ID,
-	PG_COL_STREAM,
-	PG_COL_AUTHOR,
-	PG_COL_TO,
-	PG_COL_MSG,
-	PG_COL_TS,
-	PG_COL_TYPE,
-	PG_COL_WIDGET,
-	PG_COL_CREATED,
-	PG_COL_EPOCH,
-	PG_COL_SETTLED
-};
+enum { PG_COL_XID, PG_COL_ROW, PG_COL_EPOCH = PG_COL_ROW + RTW_ROW_NCOLS, PG_COL_SETTLED };
 
 static void pg__lost(struct sse_ctx *ctx, const char *why);
 static void pg__send_next(struct sse_ctx *ctx);
@@ -354,19 +342,6 @@ static bool pg__parse_pos(const char *xid, const char *id, struct sse_pos *out)
 	return *end == '\0' && errno == 0;
 }
 
-static void pg__row(const PGresult *res, int i, struct msg_stored *m)
-{
-	m->id = PQgetvalue(res, i, PG_COL_ID);
-	m->stream_id = PQgetvalue(res, i, PG_COL_STREAM);
-	m->author_id = PQgetvalue(res, i, PG_COL_AUTHOR);
-	m->to_user_id = PQgetisnull(res, i, PG_COL_TO) ? NULL : PQgetvalue(res, i, PG_COL_TO);
-	m->message_json = PQgetvalue(res, i, PG_COL_MSG);
-	m->timestamp = PQgetvalue(res, i, PG_COL_TS);
-	m->type = PQgetvalue(res, i, PG_COL_TYPE);
-	m->widget_key = PQgetvalue(res, i, PG_COL_WIDGET);
-	m->created_at = PQgetvalue(res, i, PG_COL_CREATED);
-}
-
 static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 {
 	int n = PQntuples(res), i;
@@ -383,17 +358,17 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 			ctx->tail_pending = true;
 			break;
 		}
-		if (!pg__parse_pos(PQgetvalue(res, i, PG_COL_XID), PQgetvalue(res, i, PG_COL_ID), &pos))
+		rtw_row_message(res, i, PG_COL_ROW, &m);
+		if (!pg__parse_pos(PQgetvalue(res, i, PG_COL_XID), m.id, &pos))
 			continue;
 		ctx->cursor = pos;
 		ctx->m.tail_rows++;
-		st = sse_index_stream(&ctx->ix, PQgetvalue(res, i, PG_COL_STREAM));
+		st = sse_index_stream(&ctx->ix, m.stream_id);
 		if (st == NULL)
 			continue; /* nobody listens: do not even format it */
-		to = PQgetisnull(res, i, PG_COL_TO) ? NULL : PQgetvalue(res, i, PG_COL_TO);
+		to = m.to_user_id;
 		if (to != NULL && sse_index_user(st, to) == NULL)
 			continue;
-		pg__row(res, i, &m);
 		struct sse_frame *f = sse_frame_row(&m, pos);
 		if (f == NULL) {
 			log_error("could not format message %s", m.id);
@@ -428,9 +403,9 @@ static void pg__catchup_result(struct sse_ctx *ctx, struct sse_conn *c, PGresult
 		struct msg_stored m;
 		struct sse_frame *f;
 
-		if (!pg__parse_pos(PQgetvalue(res, i, PG_COL_XID), PQgetvalue(res, i, PG_COL_ID), &pos))
+		rtw_row_message(res, i, PG_COL_ROW, &m);
+		if (!pg__parse_pos(PQgetvalue(res, i, PG_COL_XID), m.id, &pos))
 			continue;
-		pg__row(res, i, &m);
 		f = sse_frame_row(&m, pos);
 		if (f == NULL) {
 			log_error("could not format message %s", m.id);

@@ -4,8 +4,11 @@
  * route: its checks, the subscriber's identity (a token, user_id, or an
  * anonymous id with a minted token), whether a handshake query is
  * needed, the handshake query's answer, and the start of the stream (the
- * 200 head, retry: and the init event). Also keeps the delivery-lag
- * histogram that /metrics shows.
+ * 200 head, retry: and the init event). /healthz and /metrics are
+ * lib/probe.c's answers (the same bodies as every daemon's, HEAD answered
+ * like GET), the text written with lib/metrics.c; the CORS rule and the
+ * anonymous ids are lib's too. Also keeps the delivery-lag histogram that
+ * /metrics shows.
  *
  * Tier: above conn.c (it answers through a connection's output and
  * state), below pg.c (which hands it the handshake's answer) and loop.c
@@ -17,7 +20,11 @@
 #include "config.h"
 #include "sse.h"
 #include "log.h"
+#include "anonid.h"
+#include "cors.h"
+#include "metrics.h"
 #include "msg.h"
+#include "probe.h"
 #include "token.h"
 
 #include <errno.h>
@@ -29,37 +36,23 @@
 #include <time.h>
 
 #define ROUTES_RETRY_1 "Retry-After: 1\r\n"
+#define ROUTES_METRICS_MAX 8192 /* the /metrics text; about 2 KiB today */
 
 /* Upper bounds (seconds) of rtw_sse_delivery_lag_seconds' buckets. */
-static const double routes__lag_bounds[SSE_LAG_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
+static const double routes__lag_le[SSE_LAG_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
+static const struct rtw_hist_bounds routes__lag_bounds = {SSE_LAG_BUCKETS, routes__lag_le};
 
 void sse_metrics_lag(struct sse_ctx *ctx, double s)
 {
-	int i;
-
 	if (s < 0)
 		s = 0;
-	for (i = 0; i < SSE_LAG_BUCKETS && s > routes__lag_bounds[i]; i++)
-		;
-	ctx->m.lag_bucket[i]++;
+	ctx->m.lag_bucket[rtw_hist_bucket(&routes__lag_bounds, s)]++;
 	ctx->m.lag_sum += s;
-	ctx->m.lag_count++;
 	if (s > ctx->m.lag_max)
 		ctx->m.lag_max = s;
 }
 
 /* ---- the event stream ----------------------------------------------------- */
-
-static void routes__anon_id(char *user, size_t cap)
-{
-	unsigned char rnd[8];
-	char hex[17];
-
-	if (rtw_random(rnd, sizeof(rnd)) != RTW_OK)
-		memset(rnd, 0, sizeof(rnd));
-	rtw_hex(rnd, sizeof(rnd), hex);
-	snprintf(user, cap, "anon-%s", hex);
-}
 
 static char *routes__init_json(struct sse_conn *c, bool resumed)
 {
@@ -197,7 +190,11 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 			snprintf(user, sizeof(user), "%s", cl.sub);
 			tok_claims_free(&cl);
 		} else {
-			routes__anon_id(user, sizeof(user));
+			if (rtw_anon_id(user) != RTW_OK) {
+				sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1,
+					       "could not mint an anonymous id");
+				return;
+			}
 			c->hs->minted = tok_mint(cfg->auth_secret, strlen(cfg->auth_secret), user,
 						 (int64_t)time(NULL) + cfg->auth_anon_ttl_s, r->stream_id, false);
 			if (c->hs->minted == NULL) {
@@ -211,11 +208,12 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 			return;
 		}
 		memcpy(user, r->user_id, strlen(r->user_id) + 1); /* validated: <= 128 */
-	} else {
-		routes__anon_id(user, sizeof(user));
+	} else if (rtw_anon_id(user) != RTW_OK) {
+		sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "could not mint an anonymous id");
+		return;
 	}
 	need_query = c->has_widget || (r->has_last_id && msg_valid_id(r->last_id)) ||
-		     (r->has_origin && !sse_cors_configured(cfg, r->origin));
+		     (r->has_origin && !rtw_cors_cfg_allows(cfg->http_cors_origins, r->origin));
 	if (need_query && !sse_pg_up(ctx)) {
 		sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "database unavailable");
 		return;
@@ -247,78 +245,51 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 	sse_conn_go_live(c);
 }
 
-/* ---- /healthz and /metrics ------------------------------------------------- */
+/* ---- /healthz and /metrics (lib/probe.c's answers) ---------------------------- */
 
-static void routes__metrics(struct sse_conn *c)
+static void routes__reply(struct sse_conn *c, const struct rtw_probe_reply *r, bool head_only)
+{
+	sse_conn_respond(c, r->status, r->ctype, NULL, r->body, r->body_len, head_only);
+}
+
+static void routes__metrics(struct sse_conn *c, bool head_only)
 {
 	struct sse_ctx *ctx = c->ctx;
 	const struct sse_metrics *m = &ctx->m;
-	char *buf;
-	size_t cap = 4096;
-	int n = 0;
-	uint64_t cum = 0;
+	char text[ROUTES_METRICS_MAX];
+	struct rtw_metrics w;
+	struct rtw_probe_reply reply;
 
-	buf = malloc(cap);
-	if (buf == NULL) {
-		sse_conn_close(c);
-		return;
-	}
-	/* bounded: a line that does not fit is cut, never written past cap */
-#define MPUT(...)                                                                                                      \
-	do {                                                                                                           \
-		if ((size_t)n < cap)                                                                                   \
-			n += snprintf(buf + n, cap - (size_t)n, __VA_ARGS__);                                          \
-	} while (0)
-	MPUT("# HELP rtw_sse_connections Open client connections.\n# TYPE rtw_sse_connections gauge\n"
-	     "rtw_sse_connections %zu\n",
-	     ctx->n_conns);
-	MPUT("# HELP rtw_sse_subscribers Connections subscribed to a stream.\n# TYPE rtw_sse_subscribers gauge\n"
-	     "rtw_sse_subscribers %zu\n",
-	     ctx->ix.n_subs);
-	MPUT("# TYPE rtw_sse_events_delivered_total counter\nrtw_sse_events_delivered_total %llu\n",
-	     (unsigned long long)m->delivered);
-	MPUT("# TYPE rtw_sse_bytes_sent_total counter\nrtw_sse_bytes_sent_total %llu\n",
-	     (unsigned long long)m->bytes_sent);
-	MPUT("# TYPE rtw_sse_resume_catchups_total counter\nrtw_sse_resume_catchups_total %llu\n",
-	     (unsigned long long)m->resume_catchups);
-	MPUT("# TYPE rtw_sse_slow_consumer_cutoffs_total counter\nrtw_sse_slow_consumer_cutoffs_total %llu\n",
-	     (unsigned long long)m->slow_cutoffs);
-	MPUT("# TYPE rtw_sse_pg_reconnects_total counter\nrtw_sse_pg_reconnects_total %llu\n",
-	     (unsigned long long)m->pg_reconnects);
-	MPUT("# TYPE rtw_sse_tail_rows_total counter\nrtw_sse_tail_rows_total %llu\n",
-	     (unsigned long long)m->tail_rows);
-	MPUT("# TYPE rtw_sse_connections_rejected_total counter\nrtw_sse_connections_rejected_total %llu\n",
-	     (unsigned long long)m->rejected);
-	MPUT("# TYPE rtw_sse_pg_up gauge\nrtw_sse_pg_up %d\n", sse_pg_up(ctx) ? 1 : 0);
-	MPUT("# HELP rtw_sse_delivery_lag_seconds Message created_at to dispatch by this process.\n"
-	     "# TYPE rtw_sse_delivery_lag_seconds histogram\n");
-	for (int i = 0; i < SSE_LAG_BUCKETS; i++) {
-		cum += m->lag_bucket[i];
-		MPUT("rtw_sse_delivery_lag_seconds_bucket{le=\"%g\"} %llu\n", routes__lag_bounds[i],
-		     (unsigned long long)cum);
-	}
-	cum += m->lag_bucket[SSE_LAG_BUCKETS];
-	MPUT("rtw_sse_delivery_lag_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-	MPUT("rtw_sse_delivery_lag_seconds_sum %.6f\nrtw_sse_delivery_lag_seconds_count %llu\n", m->lag_sum,
-	     (unsigned long long)m->lag_count);
-	MPUT("# TYPE rtw_sse_delivery_lag_max_seconds gauge\nrtw_sse_delivery_lag_max_seconds %.6f\n", m->lag_max);
-#undef MPUT
-	if (n < 0)
-		n = 0;
-	if ((size_t)n >= cap)
-		n = (int)cap - 1;
-	sse_conn_respond(c, 200, "text/plain; version=0.0.4", NULL, buf, (size_t)n);
-	free(buf);
+	rtw_metrics_init(&w, text, sizeof(text));
+	rtw_metrics_gauge(&w, "rtw_sse_connections", "Open client connections.", (double)ctx->n_conns);
+	rtw_metrics_gauge(&w, "rtw_sse_subscribers", "Connections subscribed to a stream.", (double)ctx->ix.n_subs);
+	rtw_metrics_counter(&w, "rtw_sse_events_delivered_total", "Message frames fully written.", m->delivered);
+	rtw_metrics_counter(&w, "rtw_sse_bytes_sent_total", "Bytes written to clients.", m->bytes_sent);
+	rtw_metrics_counter(&w, "rtw_sse_resume_catchups_total", "Subscribers resumed from a Last-Event-ID.",
+			    m->resume_catchups);
+	rtw_metrics_counter(&w, "rtw_sse_slow_consumer_cutoffs_total",
+			    "Live subscribers whose output overflowed and were caught up.", m->slow_cutoffs);
+	rtw_metrics_counter(&w, "rtw_sse_pg_reconnects_total", "PostgreSQL connections re-established.",
+			    m->pg_reconnects);
+	rtw_metrics_counter(&w, "rtw_sse_tail_rows_total", "Rows read by the tail.", m->tail_rows);
+	rtw_metrics_counter(&w, "rtw_sse_connections_rejected_total", "Connections refused at accept.", m->rejected);
+	rtw_metrics_gauge(&w, "rtw_sse_pg_up", "1 when the PostgreSQL connection is up.", sse_pg_up(ctx) ? 1 : 0);
+	rtw_metrics_family(&w, "rtw_sse_delivery_lag_seconds", RTW_METRIC_HISTOGRAM,
+			   "Message created_at to dispatch by this process.");
+	rtw_metrics_histogram(&w, "rtw_sse_delivery_lag_seconds", NULL, &routes__lag_bounds, m->lag_bucket, m->lag_sum);
+	rtw_metrics_gauge(&w, "rtw_sse_delivery_lag_max_seconds", "Largest delivery lag seen.", m->lag_max);
+	rtw_probe_metrics(&w, &reply);
+	if (reply.status != 200)
+		log_error("could not write /metrics: %.*s", (int)strcspn(reply.body, "\n"), reply.body);
+	routes__reply(c, &reply, head_only);
 }
 
-static void routes__healthz(struct sse_conn *c)
+static void routes__healthz(struct sse_conn *c, bool head_only)
 {
-	static const char ok[] = "{\"status\":\"ok\"}\n";
+	struct rtw_probe_reply reply;
 
-	if (sse_pg_up(c->ctx))
-		sse_conn_respond(c, 200, "application/json", NULL, ok, sizeof(ok) - 1);
-	else
-		sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "database unavailable");
+	rtw_probe_healthz("rtw-sse", sse_pg_up(c->ctx), &reply);
+	routes__reply(c, &reply, head_only);
 }
 
 /* ---- routing --------------------------------------------------------------- */
@@ -330,11 +301,23 @@ void sse_route(struct sse_conn *c, const struct sse_req *r)
 				 "Access-Control-Allow-Methods: GET, OPTIONS\r\n"
 				 "Access-Control-Allow-Headers: Authorization, Last-Event-ID, Cache-Control\r\n"
 				 "Access-Control-Max-Age: 600\r\n",
-				 "", 0);
+				 "", 0, false);
 		return;
 	}
 	if (r->route == SSE_ROUTE_NONE) {
 		sse_conn_error(c, 404, "not_found", NULL, NULL, "no such resource");
+		return;
+	}
+	if (r->route == SSE_ROUTE_HEALTHZ || r->route == SSE_ROUTE_METRICS) {
+		/* the probes answer HEAD like GET, as on every daemon */
+		bool head_only = r->method == HTTP_HEAD;
+		if (r->method != HTTP_GET && !head_only)
+			sse_conn_error(c, 405, "method_not_allowed", NULL, "Allow: GET, HEAD, OPTIONS\r\n",
+				       "only GET and HEAD are allowed here");
+		else if (r->route == SSE_ROUTE_HEALTHZ)
+			routes__healthz(c, head_only);
+		else
+			routes__metrics(c, head_only);
 		return;
 	}
 	if (r->method != HTTP_GET) {
@@ -342,9 +325,5 @@ void sse_route(struct sse_conn *c, const struct sse_req *r)
 			       "only GET is allowed here");
 		return;
 	}
-	switch (r->route) {
-	case SSE_ROUTE_HEALTHZ: routes__healthz(c); return;
-	case SSE_ROUTE_METRICS: routes__metrics(c); return;
-	default: routes__events(c, r); return;
-	}
+	routes__events(c, r);
 }

@@ -88,10 +88,11 @@ void sse_frame_unref(struct sse_frame *f);
 /* A whole close-delimited HTTP/1.1 response: status line, Content-Type,
  * Content-Length (computed from blen), Cache-Control: no-store,
  * Connection: close, then headers (complete lines ending in CRLF, or
- * NULL), a blank line and the body. Returns a new frame (refs 1, no
- * position), or NULL (out of memory, or headers too long). */
-struct sse_frame *sse_frame_response(int status, const char *ctype, const char *headers, const char *body,
-				     size_t blen) RTW_WUR;
+ * NULL), a blank line and the body (left out when head_only: the answer
+ * to HEAD). Returns a new frame (refs 1, no position), or NULL (out of
+ * memory, or headers too long). */
+struct sse_frame *sse_frame_response(int status, const char *ctype, const char *headers, const char *body, size_t blen,
+				     bool head_only) RTW_WUR;
 
 /* The head of an event stream (200, text/event-stream, the given header
  * lines or NULL), "retry: <retry_ms>" and the init event
@@ -339,7 +340,6 @@ struct sse_metrics {
 	uint64_t accepted, rejected, tail_rows;
 	uint64_t lag_bucket[SSE_LAG_BUCKETS + 1]; /* last is +Inf */
 	double lag_sum;
-	uint64_t lag_count;
 	double lag_max;
 };
 
@@ -433,16 +433,15 @@ void sse_conn_dispatch(struct sse_ctx *ctx, struct sse_frame *f, const char *str
 void sse_conn_hs_free(struct sse_conn *c);
 
 #define SSE_CORS_MAX 400
-/* The origin is allowed by the deployment itself (http.cors_origins, or "*"). */
-bool sse_cors_configured(const struct rtw_cfg *cfg, const char *origin);
 /* The CORS header lines for c's request Origin into out (always
- * NUL-terminated, "" when none): "*", or the Origin echoed when the
- * deployment or (widget_ok) a widget allows it. */
+ * NUL-terminated, "" when none), by lib/cors.c's rule: "*", or the Origin
+ * echoed when the deployment or (widget_ok) a widget allows it. */
 void sse_conn_cors(const struct sse_conn *c, bool widget_ok, char *out, size_t cap);
-/* Queues a whole response (extra: header lines or NULL) and closes c
- * once it is written; nothing when c is already closing. */
+/* Queues a whole response (extra: header lines or NULL; head_only: the
+ * answer to HEAD) and closes c once it is written; nothing when c is
+ * already closing. */
 void sse_conn_respond(struct sse_conn *c, int status, const char *ctype, const char *extra, const char *body,
-		      size_t blen);
+		      size_t blen, bool head_only);
 /* The same with the contract's error JSON as the body. */
 void sse_conn_error(struct sse_conn *c, int status, const char *code, const char *field, const char *extra,
 		    const char *message);

@@ -204,6 +204,27 @@ def token_identity_and_errors():
 
 
 @test
+def healthz_and_metrics_as_every_daemon():
+    """/healthz and /metrics are lib/probe.c's answers: the one body shape,
+    HEAD answered like GET without the body, other methods 405."""
+    r = request(STACK.sse_port, "GET", "/healthz")
+    assert r.status == 200 and r.json == {"status": "ok", "service": "rtw-sse"}, r
+    h = request(STACK.sse_port, "HEAD", "/healthz")
+    assert h.status == 200 and h.body == b"" and int(h.header("Content-Length")) == len(r.body), h
+    m = request(STACK.sse_port, "GET", "/metrics")
+    text = m.body.decode()
+    assert m.status == 200 and m.header("Content-Type").startswith("text/plain"), m
+    for line in ("# TYPE rtw_sse_connections gauge", "# TYPE rtw_sse_events_delivered_total counter",
+                 "# TYPE rtw_sse_delivery_lag_seconds histogram", 'rtw_sse_delivery_lag_seconds_bucket{le="+Inf"} ',
+                 "rtw_sse_delivery_lag_seconds_count ", "rtw_sse_pg_up 1"):
+        assert line in text, (line, text)
+    h = request(STACK.sse_port, "HEAD", "/metrics")
+    assert h.status == 200 and h.body == b"" and int(h.header("Content-Length")) > 0, h
+    r = request(STACK.sse_port, "POST", "/healthz", body={})
+    assert r.status == 405 and "HEAD" in r.header("Allow"), r
+
+
+@test
 def heartbeat_comment():
     c = subscribe(stream_name())
     deadline = time.time() + 5
@@ -446,7 +467,8 @@ def postgres_restart_live_and_resume():
     STACK.pg.stop()
     wait_healthy(ok=False)
     r = request(STACK.sse_port, "GET", "/healthz")
-    assert r.status == 503 and r.json["error"]["code"] == "unavailable"
+    assert r.status == 503 and r.json == {"status": "unavailable", "service": "rtw-sse",
+                                          "error": "database unreachable"}, r
     STACK.pg.start()
     wait_healthy()
     after = [insert(s) for _ in range(4)]

@@ -82,7 +82,8 @@ static void test_frame_response(void **state)
 	static const char want[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
 				   "Content-Length: 16\r\nCache-Control: no-store\r\nConnection: close\r\n"
 				   "Retry-After: 1\r\n\r\n{\"status\":\"ok\"}\n";
-	struct sse_frame *f = sse_frame_response(503, "application/json", "Retry-After: 1\r\n", body, sizeof(body) - 1);
+	struct sse_frame *f =
+	    sse_frame_response(503, "application/json", "Retry-After: 1\r\n", body, sizeof(body) - 1, false);
 	const char *cl, *end;
 
 	assert_non_null(f);
@@ -95,7 +96,7 @@ static void test_frame_response(void **state)
 	for (size_t blen = 0; blen < 300; blen += 37) {
 		char b[300];
 		memset(b, 'x', blen);
-		f = sse_frame_response(429, "application/json", NULL, b, blen);
+		f = sse_frame_response(429, "application/json", NULL, b, blen, false);
 		assert_non_null(f);
 		cl = memmem(f->data, f->len, "Content-Length: ", 16);
 		end = memmem(f->data, f->len, "\r\n\r\n", 4);
@@ -105,6 +106,13 @@ static void test_frame_response(void **state)
 		assert_int_equal(f->data + f->len - (end + 4), blen);
 		sse_frame_unref(f);
 	}
+	/* HEAD: the head declares the body it leaves out */
+	f = sse_frame_response(200, "application/json", NULL, body, sizeof(body) - 1, true);
+	assert_non_null(f);
+	assert_non_null(memmem(f->data, f->len, "Content-Length: 16\r\n", 20));
+	assert_memory_equal(f->data + f->len - 4, "\r\n\r\n", 4);
+	assert_null(memmem(f->data, f->len, body, sizeof(body) - 1));
+	sse_frame_unref(f);
 }
 
 static void test_frame_stream_open(void **state)
