@@ -619,12 +619,7 @@ def _refusal(port, host="127.0.0.1"):
     """Connects (from host, to host) without sending anything and reads the
     whole close-delimited answer: (status, headers, body)."""
     with socket.create_connection((host, port), timeout=15, source_address=(host, 0)) as s:
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
+        data = b"".join(iter(lambda: s.recv(65536), b""))
     head, sep, body = data.partition(b"\r\n\r\n")
     assert sep, data
     lines = head.decode().split("\r\n")
