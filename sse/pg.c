@@ -4,7 +4,8 @@
  * (xid, id) tail below the settled horizon rtw_horizon() (see
  * sql/001_init.sql), and the per-connection queries (handshake, catch-up)
  * run one at a time between tail queries. Never blocks; never touches a
- * client socket (it hands rows to conn.c).
+ * client socket. Tier: below loop.c only; it hands rows and catch-up
+ * batches down to conn.c and the handshake's answer to routes.c.
  *
  * Phase order for one readable event: PQconsumeInput, every complete
  * result, PQnotifies, then the next query. The loop flushes client output
