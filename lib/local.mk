@@ -1,5 +1,6 @@
 # lib/: code every rtw program shares (message model, config, logging,
-# tokens, PostgreSQL helpers).
+# tokens, PostgreSQL helpers, the event loop and the async PostgreSQL
+# connection of the two loop daemons).
 noinst_LIBRARIES += lib/librtw.a
 lib_librtw_a_SOURCES = \
 	lib/rtw.h lib/util.c \
@@ -14,7 +15,9 @@ lib_librtw_a_SOURCES = \
 	lib/url.h lib/url.c \
 	lib/cors.h lib/cors.c \
 	lib/anonid.h lib/anonid.c \
-	lib/row.h lib/row.c
+	lib/row.h lib/row.c \
+	lib/loop.h lib/loop.c \
+	lib/pgconn.h lib/pgconn.c
 lib_librtw_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(INIH_CFLAGS) $(OPENSSL_CFLAGS)
 
 # What a program linking librtw needs.

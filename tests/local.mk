@@ -64,6 +64,17 @@ tests_unit_test_sse_CFLAGS = $(UNIT_CFLAGS) -I$(top_srcdir)/sse
 tests_unit_test_sse_LDADD = sse/libsse.a $(UNIT_LIBS) $(HTTP_PARSER_LIBS)
 TESTS += tests/unit/test_sse
 
+check_PROGRAMS += tests/unit/test_loop tests/unit/test_pgconn
+tests_unit_test_loop_SOURCES = tests/unit/test_loop.c
+tests_unit_test_loop_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_loop_LDADD = $(UNIT_LIBS)
+tests_unit_test_pgconn_SOURCES = tests/unit/test_pgconn.c
+tests_unit_test_pgconn_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_pgconn_LDADD = $(UNIT_LIBS)
+# test_pgconn needs a PostgreSQL: its script starts a throwaway cluster
+TESTS += tests/unit/test_loop tests/unit/run-pgconn.sh
+EXTRA_DIST += tests/unit/run-pgconn.sh
+
 # Fuzz drivers: with --enable-fuzzing they are libFuzzer targets (clang);
 # otherwise they replay the committed corpus as ordinary tests. Each lists
 # the file it fuzzes among its sources, so that file is built with the
