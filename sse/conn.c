@@ -37,14 +37,6 @@
 #define CONN_IOV_MAX 64
 #define CONN_CLOSING_MS 5000
 
-void sse_ctx_mod_fd(struct sse_ctx *ctx, int fd, void *handle, uint32_t events)
-{
-	struct epoll_event ev = {.events = events, .data.ptr = handle};
-
-	if (epoll_ctl(ctx->epfd, EPOLL_CTL_MOD, fd, &ev) != 0)
-		log_error("could not change epoll registration: %s", strerror(errno));
-}
-
 static const unsigned conn__legal[] = {
     [SSE_CONN_READING_HEAD] =
 	1u << SSE_CONN_HANDSHAKE | 1u << SSE_CONN_LIVE | 1u << SSE_CONN_CLOSING | 1u << SSE_CONN_CLOSED,
@@ -77,7 +69,7 @@ void sse_conn_set_state(struct sse_conn *c, enum sse_conn_state to)
 		sse_list_add_tail(&ctx->closed, &c->link);
 	}
 	if (to == SSE_CONN_CLOSING)
-		c->deadline_ms = ctx->now_ms + CONN_CLOSING_MS;
+		c->deadline_ms = sse_now(ctx) + CONN_CLOSING_MS;
 }
 
 void sse_conn_close(struct sse_conn *c)
@@ -87,7 +79,7 @@ void sse_conn_close(struct sse_conn *c)
 	if (c->state == SSE_CONN_CLOSED)
 		return;
 	sse_conn_set_state(c, SSE_CONN_CLOSED);
-	epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	rtw_loop_del(&ctx->loop, &c->io);
 	close(c->fd);
 	c->fd = -1;
 	if (c->in_index) {
@@ -168,7 +160,8 @@ static void conn__set_out(struct sse_conn *c, bool on)
 	if (c->want_out == on || c->state == SSE_CONN_CLOSED)
 		return;
 	c->want_out = on;
-	sse_ctx_mod_fd(c->ctx, c->fd, c, EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0));
+	if (rtw_loop_mod(&c->ctx->loop, &c->io, EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0)) != RTW_OK)
+		log_error("could not change epoll registration: %s", strerror(errno));
 }
 
 void sse_conn_want_job(struct sse_conn *c)
@@ -700,11 +693,10 @@ void sse_conn_accept(struct sse_ctx *ctx)
 			ipc->n++;
 			c->ipc = ipc;
 		}
-		c->kind = SSE_H_CONN;
 		c->ctx = ctx;
 		c->fd = fd;
 		c->state = SSE_CONN_READING_HEAD;
-		c->born_ms = ctx->now_ms;
+		c->born_ms = sse_now(ctx);
 		sse_list_init(&c->job_link);
 		sse_list_init(&c->sub.stream_link);
 		sse_list_init(&c->sub.user_link);
@@ -714,8 +706,7 @@ void sse_conn_accept(struct sse_ctx *ctx)
 		ctx->n_conns++;
 		ctx->m.accepted++;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
-		if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+		if (rtw_loop_add(&ctx->loop, &c->io, fd, EPOLLIN | EPOLLRDHUP, ctx->conn_io, c) != RTW_OK) {
 			sse_conn_close(c);
 			continue;
 		}
@@ -727,21 +718,21 @@ void sse_conn_tick(struct sse_ctx *ctx)
 {
 	struct sse_link *l, *next;
 	uint64_t hb_ms = (uint64_t)ctx->cfg->sse_heartbeat_s * 1000u;
-	bool hb = hb_ms > 0 && ctx->now_ms - ctx->last_hb_ms >= hb_ms;
+	bool hb = hb_ms > 0 && sse_now(ctx) - ctx->last_hb_ms >= hb_ms;
 
 	for (l = ctx->heads.next; l != &ctx->heads; l = next) {
 		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, link);
 		next = l->next;
-		if (ctx->now_ms - c->born_ms < (uint64_t)ctx->cfg->sse_header_timeout_ms)
+		if (sse_now(ctx) - c->born_ms < (uint64_t)ctx->cfg->sse_header_timeout_ms)
 			break; /* oldest first */
 		sse_conn_error(c, 408, "invalid_field", NULL, NULL, "request head not received in time");
 	}
 	if (hb)
-		ctx->last_hb_ms = ctx->now_ms;
+		ctx->last_hb_ms = sse_now(ctx);
 	for (l = ctx->conns.next; l != &ctx->conns; l = next) {
 		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, link);
 		next = l->next;
-		if (c->state == SSE_CONN_CLOSING && ctx->now_ms > c->deadline_ms)
+		if (c->state == SSE_CONN_CLOSING && sse_now(ctx) > c->deadline_ms)
 			sse_conn_close(c);
 		else if (hb && (c->state == SSE_CONN_LIVE || c->state == SSE_CONN_CATCHING_UP) && c->out_n == 0)
 			sse_conn_push(c, ctx->heartbeat, false);

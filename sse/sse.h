@@ -28,6 +28,8 @@
 #include "rtw.h"
 #include "cfg.h"
 #include "msg.h"
+#include "loop.h"
+#include "pgconn.h"
 
 #include <libpq-fe.h>
 #include <netinet/in.h>
@@ -251,9 +253,6 @@ bool sse_url_decode(char *s);
 
 /* ---- connections (conn.c) ---------------------------------------------- */
 
-/* What an epoll registration points at: the first member of each. */
-enum sse_handle_kind { SSE_H_LISTEN, SSE_H_TICK, SSE_H_PGTIMER, SSE_H_SIGNAL, SSE_H_PG, SSE_H_CONN };
-
 /* A connection's state; every change goes through sse_conn_set_state. */
 enum sse_conn_state {
 	SSE_CONN_READING_HEAD, /* reading the request head (header timeout runs) */
@@ -280,7 +279,7 @@ struct sse_hs {
 };
 
 struct sse_conn {
-	enum sse_handle_kind kind; /* SSE_H_CONN; first member */
+	struct rtw_io io; /* on ctx->loop while open */
 	struct sse_ctx *ctx;
 	int fd;
 	enum sse_conn_state state;
@@ -322,14 +321,6 @@ struct sse_ipcount {
 
 /* ---- the process context (loop.c owns it) ------------------------------ */
 
-/* The PostgreSQL connection's state; changed only in pg.c. */
-enum sse_pg_state {
-	SSE_PG_DOWN,	   /* waiting for the reconnect timer */
-	SSE_PG_CONNECTING, /* PQconnectPoll in progress */
-	SSE_PG_SETUP,	   /* LISTEN and statement preparation */
-	SSE_PG_READY	   /* tail and jobs may run */
-};
-
 /* What the one in-flight query is. */
 enum sse_pg_query { SSE_Q_NONE, SSE_Q_SETUP, SSE_Q_CURSOR, SSE_Q_TAIL, SSE_Q_HANDSHAKE, SSE_Q_CATCHUP };
 
@@ -346,12 +337,15 @@ struct sse_metrics {
 struct sse_ctx {
 	const struct rtw_cfg *cfg;
 	bool token_mode;
-	int epfd;
-	enum sse_handle_kind h_listen, h_tick, h_pgtimer, h_signal, h_pg;
-	int listen_fd, tick_fd, pgtimer_fd, signal_fd;
-	int reserve_fd; /* spare descriptor to refuse connections at EMFILE */
+	struct rtw_loop loop;
+	struct rtw_io listen_io;
+	struct rtw_timer tick;	   /* header timeouts, heartbeats, trim */
+	struct rtw_signal signals; /* SIGTERM, SIGINT, SIGHUP */
+	struct rtw_hook pass_end;  /* queries, flushes and frees after each pass */
+	int listen_fd;
+	int reserve_fd;	   /* spare descriptor to refuse connections at EMFILE */
+	rtw_io_fn conn_io; /* a connection's socket callback (loop.c's) */
 	bool stopping;
-	uint64_t now_ms;
 	uint64_t last_hb_ms;
 	struct sse_index ix;
 	struct sse_link heads;	/* connections reading their head, oldest first */
@@ -372,10 +366,9 @@ struct sse_ctx {
 	char *rbuf; /* sse.max_header_bytes + SSE_RBUF_SLACK */
 	uint64_t trim_accepted, trim_last_accepted, trim_ms;
 	/* PostgreSQL */
-	PGconn *pg;
-	int pg_fd;
-	uint32_t pg_events;
-	enum sse_pg_state pg_state;
+	struct rtw_pgconn pg;	   /* the connection half (lib/pgconn.c) */
+	struct rtw_timer pg_timer; /* safety poll, re-poll behind the horizon */
+	bool pg_ready;		   /* connected, LISTENing and prepared: changed only in pg.c */
 	enum sse_pg_query pg_q;
 	int pg_setup_step;
 	struct sse_conn *pg_job_conn;
@@ -385,7 +378,6 @@ struct sse_ctx {
 	bool cursor_valid;
 	bool pg_was_ready;
 	struct sse_pos cursor; /* everything <= cursor has been dispatched */
-	uint64_t backoff_ms;
 	uint64_t repoll_ms;
 	bool jobs_turn; /* alternate tail and connection jobs */
 	struct sse_metrics m;
@@ -394,7 +386,13 @@ struct sse_ctx {
 /* The PostgreSQL connection is ready: queries may be sent. */
 static inline bool sse_pg_up(const struct sse_ctx *ctx)
 {
-	return ctx->pg_state == SSE_PG_READY;
+	return ctx->pg_ready;
+}
+
+/* The loop's clock as of this pass. */
+static inline uint64_t sse_now(const struct sse_ctx *ctx)
+{
+	return rtw_loop_now(&ctx->loop);
 }
 
 /* ---- conn.c ---- */
@@ -403,8 +401,6 @@ static inline bool sse_pg_up(const struct sse_ctx *ctx)
  * RTW_OK, or RTW_ERROR (out of memory); teardown frees what was built. */
 int sse_conn_setup(struct sse_ctx *ctx) RTW_WUR;
 void sse_conn_teardown(struct sse_ctx *ctx);
-/* Changes the events of a registered descriptor (handle: its epoll data). */
-void sse_ctx_mod_fd(struct sse_ctx *ctx, int fd, void *handle, uint32_t events);
 void sse_conn_accept(struct sse_ctx *ctx);
 /* Handles a socket event. Returns the loop's scratch request when a
  * complete, well-formed head was read (the caller routes it before the
@@ -456,9 +452,9 @@ void sse_route_handshake_done(struct sse_conn *c, PGresult *res);
 void sse_metrics_lag(struct sse_ctx *ctx, double seconds);
 
 /* ---- pg.c ---- */
-void sse_pg_start(struct sse_ctx *ctx);
-void sse_pg_event(struct sse_ctx *ctx, uint32_t events);
-void sse_pg_timer(struct sse_ctx *ctx);
+/* Sets up the connection and its timer on ctx->loop and starts
+ * connecting. RTW_OK, or RTW_ERROR (out of memory, timerfd). */
+int sse_pg_start(struct sse_ctx *ctx) RTW_WUR;
 /* Sends the next query when none is in flight (the loop calls it after
  * each pass's events and again after flushing). */
 void sse_pg_kick(struct sse_ctx *ctx);
