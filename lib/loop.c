@@ -167,6 +167,30 @@ void rtw_loop_stop(struct rtw_loop *l)
 	l->stopping = true;
 }
 
+/* Registers an fd the source owns (a timerfd, a signalfd) for reading;
+ * closes it when that fails, keeping epoll's errno. */
+static int loop__add_own(struct rtw_loop *l, struct rtw_io *io, int fd, rtw_io_fn fn, void *arg)
+{
+	if (rtw_loop_add(l, io, fd, EPOLLIN, fn, arg) != RTW_OK) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return RTW_ERROR;
+	}
+	return RTW_OK;
+}
+
+/* Undoes loop__add_own; *loop is NULL once closed (or never opened). */
+static void loop__close_own(struct rtw_loop **loop, struct rtw_io *io)
+{
+	if (*loop == NULL)
+		return;
+	rtw_loop_del(*loop, io);
+	close(io->fd);
+	io->fd = -1;
+	*loop = NULL;
+}
+
 static void timer__io(void *arg, uint32_t events)
 {
 	struct rtw_timer *t = arg;
@@ -188,12 +212,8 @@ int rtw_timer_init(struct rtw_loop *l, struct rtw_timer *t, void (*fn)(void *arg
 	t->arg = arg;
 	if (fd < 0)
 		return RTW_ERROR;
-	if (rtw_loop_add(l, &t->io, fd, EPOLLIN, timer__io, t) != RTW_OK) {
-		int e = errno;
-		close(fd);
-		errno = e;
+	if (loop__add_own(l, &t->io, fd, timer__io, t) != RTW_OK)
 		return RTW_ERROR;
-	}
 	t->loop = l;
 	return RTW_OK;
 }
@@ -227,12 +247,7 @@ void rtw_timer_stop(struct rtw_timer *t)
 
 void rtw_timer_close(struct rtw_timer *t)
 {
-	if (t->loop == NULL)
-		return;
-	rtw_loop_del(t->loop, &t->io);
-	close(t->io.fd);
-	t->io.fd = -1;
-	t->loop = NULL;
+	loop__close_own(&t->loop, &t->io);
 }
 
 static void signal__io(void *arg, uint32_t events)
@@ -259,22 +274,13 @@ int rtw_signal_init(struct rtw_loop *l, struct rtw_signal *s, const sigset_t *se
 	fd = signalfd(-1, set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (fd < 0)
 		return RTW_ERROR;
-	if (rtw_loop_add(l, &s->io, fd, EPOLLIN, signal__io, s) != RTW_OK) {
-		int e = errno;
-		close(fd);
-		errno = e;
+	if (loop__add_own(l, &s->io, fd, signal__io, s) != RTW_OK)
 		return RTW_ERROR;
-	}
 	s->loop = l;
 	return RTW_OK;
 }
 
 void rtw_signal_close(struct rtw_signal *s)
 {
-	if (s->loop == NULL)
-		return;
-	rtw_loop_del(s->loop, &s->io);
-	close(s->io.fd);
-	s->io.fd = -1;
-	s->loop = NULL;
+	loop__close_own(&s->loop, &s->io);
 }

@@ -108,7 +108,7 @@ tests_fuzz_fuzz_sse_req_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_sse_req_LDADD = $(RTW_LIBS) $(HTTP_PARSER_LIBS)
 # fuzz_whk_url #includes webhookd/fetch.c to reach its static checks.
 tests_fuzz_fuzz_whk_url_SOURCES = tests/fuzz/fuzz_whk_url.c tests/fuzz/replay.h \
-	webhookd/addr.c webhookd/job.c webhookd/loop.c
+	webhookd/addr.c webhookd/job.c
 tests_fuzz_fuzz_whk_url_CFLAGS = $(RTW_CFLAGS) $(LIBCURL_CFLAGS) $(FUZZ_COMPILE_FLAGS) -I$(top_srcdir)/webhookd
 tests_fuzz_fuzz_whk_url_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_whk_url_LDADD = $(RTW_LIBS) $(LIBCURL_LIBS)

@@ -17,19 +17,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
 struct whk_fetch {
 	struct whk_worker *w;
 	CURLM *multi;
-	int tfd;
-	struct whk_io timer_io;
+	struct rtw_timer timer;
 };
 
 struct fetch__sock {
-	struct whk_io io; /* first: the loop hands back &io */
+	struct rtw_io io; /* first: released through &io */
 	struct whk_fetch *f;
 };
 
@@ -94,7 +92,7 @@ static void fetch__sock_io(void *arg, uint32_t events)
 	fetch__check_done(f);
 }
 
-static void fetch__sock_release(struct whk_io *io)
+static void fetch__sock_release(struct rtw_io *io)
 {
 	free((struct fetch__sock *)io);
 }
@@ -108,7 +106,7 @@ static int fetch__socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, vo
 	if (what == CURL_POLL_REMOVE) {
 		if (s) {
 			curl_multi_assign(f->multi, fd, NULL);
-			whk_loop_retire(&f->w->loop, &s->io);
+			rtw_loop_retire(&f->w->loop, &s->io, fetch__sock_release);
 		}
 		return 0;
 	}
@@ -120,40 +118,33 @@ static int fetch__socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, vo
 		if (!(s = calloc(1, sizeof(*s))))
 			return -1;
 		s->f = f;
-		s->io.release = fetch__sock_release;
-		if (whk_loop_add(&f->w->loop, &s->io, fd, events, fetch__sock_io, s) != RTW_OK) {
+		if (rtw_loop_add(&f->w->loop, &s->io, fd, events, fetch__sock_io, s) != RTW_OK) {
 			free(s);
 			return -1;
 		}
 		curl_multi_assign(f->multi, fd, s);
 		return 0;
 	}
-	return whk_loop_mod(&f->w->loop, &s->io, events) == RTW_OK ? 0 : -1;
+	return rtw_loop_mod(&f->w->loop, &s->io, events) == RTW_OK ? 0 : -1;
 }
 
 static int fetch__timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
 	struct whk_fetch *f = userp;
-	struct itimerspec its;
 
-	memset(&its, 0, sizeof(its));
-	if (timeout_ms == 0) {
-		its.it_value.tv_nsec = 1; /* "now": run from the loop, not from here */
-	} else if (timeout_ms > 0) {
-		its.it_value.tv_sec = timeout_ms / 1000;
-		its.it_value.tv_nsec = (timeout_ms % 1000) * 1000000L;
+	if (timeout_ms < 0) {
+		rtw_timer_stop(&f->timer);
+		return 0;
 	}
-	return timerfd_settime(f->tfd, 0, &its, NULL) < 0 ? -1 : 0;
+	/* 0 is "now": run from the loop, not from here */
+	return rtw_timer_start(&f->timer, (uint64_t)timeout_ms, 0) == RTW_OK ? 0 : -1;
 }
 
-static void fetch__timer_io(void *arg, uint32_t events)
+static void fetch__timer_io(void *arg)
 {
 	struct whk_fetch *f = arg;
-	uint64_t ticks;
 	int running;
 
-	if (read(f->tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
-		log_warn("could not read curl timer: %s", strerror(errno));
 	curl_multi_socket_action(f->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	fetch__check_done(f);
 }
@@ -165,22 +156,18 @@ struct whk_fetch *whk_fetch_new(struct whk_worker *w)
 	if (!f)
 		return NULL;
 	f->w = w;
-	f->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (f->tfd < 0 || !(f->multi = curl_multi_init()))
+	if (rtw_timer_init(&w->loop, &f->timer, fetch__timer_io, f) != RTW_OK || !(f->multi = curl_multi_init()))
 		goto fail;
 	curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, fetch__socket_cb);
 	curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f);
 	curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, fetch__timer_cb);
 	curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f);
 	curl_multi_setopt(f->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)w->cfg->webhook_concurrency);
-	if (whk_loop_add(&w->loop, &f->timer_io, f->tfd, EPOLLIN, fetch__timer_io, f) != RTW_OK)
-		goto fail;
 	return f;
 fail:
 	if (f->multi)
 		curl_multi_cleanup(f->multi);
-	if (f->tfd >= 0)
-		close(f->tfd);
+	rtw_timer_close(&f->timer);
 	free(f);
 	return NULL;
 }
@@ -189,9 +176,8 @@ void whk_fetch_free(struct whk_fetch *f)
 {
 	if (!f)
 		return;
-	whk_loop_del(&f->w->loop, &f->timer_io);
 	curl_multi_cleanup(f->multi);
-	close(f->tfd);
+	rtw_timer_close(&f->timer);
 	free(f);
 }
 

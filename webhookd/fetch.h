@@ -2,7 +2,7 @@
  * fetch.h: the libcurl multi side of rtw-webhookd: builds each call
  * (policy pre-checks, headers, body, signature), drives the transfers
  * from the loop through CURLMOPT_SOCKETFUNCTION/CURLMOPT_TIMERFUNCTION
- * and a timerfd, checks every peer address in CURLOPT_OPENSOCKETFUNCTION,
+ * and a loop timer, checks every peer address in CURLOPT_OPENSOCKETFUNCTION,
  * and reports each finished attempt to the worker.
  */
 #ifndef WHK_FETCH_H

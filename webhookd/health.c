@@ -26,7 +26,7 @@
 #define WHK_HEALTH_MAX_CONNS 64
 
 struct whk_hconn {
-	struct whk_io io; /* first: released through &io */
+	struct rtw_io io; /* first: released through &io */
 	struct whk_health *h;
 	struct whk_hconn *prev, *next;
 	uint64_t accepted_ms;
@@ -35,11 +35,13 @@ struct whk_hconn {
 
 struct whk_health {
 	struct whk_worker *w;
-	struct whk_io io;
+	struct rtw_io io;
 	int fd;
 	struct whk_hconn *conns;
 	int n_conns;
 };
+
+static void whk_hconn__release(struct rtw_io *io);
 
 static void whk_hconn__close(struct whk_hconn *c)
 {
@@ -52,11 +54,11 @@ static void whk_hconn__close(struct whk_hconn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	h->n_conns--;
-	whk_loop_retire(&h->w->loop, &c->io);
+	rtw_loop_retire(&h->w->loop, &c->io, whk_hconn__release);
 	close(c->io.fd);
 }
 
-static void whk_hconn__release(struct whk_io *io)
+static void whk_hconn__release(struct rtw_io *io)
 {
 	free((struct whk_hconn *)io);
 }
@@ -140,9 +142,8 @@ static void whk_health__accept(void *arg, uint32_t events)
 		}
 		c->h = h;
 		c->accepted_ms = rtw_now_ms();
-		c->io.release = whk_hconn__release;
 		rtw_probe_init(&c->probe);
-		if (whk_loop_add(&h->w->loop, &c->io, fd, EPOLLIN, whk_hconn__io, c) != RTW_OK) {
+		if (rtw_loop_add(&h->w->loop, &c->io, fd, EPOLLIN, whk_hconn__io, c) != RTW_OK) {
 			close(fd);
 			free(c);
 			continue;
@@ -168,7 +169,7 @@ struct whk_health *whk_health_new(struct whk_worker *w, const char *addr, char *
 	}
 	h->w = w;
 	h->fd = fd;
-	if (whk_loop_add(&w->loop, &h->io, fd, EPOLLIN, whk_health__accept, h) != RTW_OK) {
+	if (rtw_loop_add(&w->loop, &h->io, fd, EPOLLIN, whk_health__accept, h) != RTW_OK) {
 		snprintf(err, errlen, "could not watch the health socket");
 		goto fail;
 	}
@@ -197,7 +198,7 @@ void whk_health_free(struct whk_health *h)
 		return;
 	while (h->conns)
 		whk_hconn__close(h->conns);
-	whk_loop_del(&h->w->loop, &h->io);
+	rtw_loop_del(&h->w->loop, &h->io);
 	close(h->fd);
 	free(h);
 }

@@ -1,11 +1,11 @@
 # webhookd/: rtw-webhookd, the webhook worker (libcurl multi + libpq on
-# one epoll loop). Pure parts (addr.c, job.c) are unit-tested by
-# tests/unit/test_whk_addr.c and tests/unit/test_whk_job.c.
+# one epoll loop: lib/loop.c, lib/pgconn.c). Pure parts (addr.c, job.c)
+# are unit-tested by tests/unit/test_whk_addr.c and
+# tests/unit/test_whk_job.c.
 bin_PROGRAMS += webhookd/rtw-webhookd
 webhookd_rtw_webhookd_SOURCES = \
 	webhookd/addr.h webhookd/addr.c \
 	webhookd/job.h webhookd/job.c \
-	webhookd/loop.h webhookd/loop.c \
 	webhookd/db.h webhookd/db.c \
 	webhookd/fetch.h webhookd/fetch.c \
 	webhookd/worker.h webhookd/worker.c \

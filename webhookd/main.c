@@ -1,10 +1,11 @@
 /*
  * main.c: rtw-webhookd, the webhook worker: configuration, signals and the
- * one loop. Phase order of a loop pass: PostgreSQL (results, NOTIFY on
- * rtw_jobs → claim), curl sockets and curl's timer (finished calls →
- * record), the 100 ms tick (reconnects, the poll for due retries every
- * webhook.poll_interval_ms, lease recovery, retention, shutdown steps),
- * health connections; retired sources are freed after the pass.
+ * one loop (lib/loop.h). A loop pass dispatches what is ready: PostgreSQL
+ * (lib/pgconn.c: results, NOTIFY on rtw_jobs → claim, reconnects), curl
+ * sockets and curl's timer (finished calls → record), the 100 ms tick
+ * (the poll for due retries every webhook.poll_interval_ms, lease
+ * recovery, retention, shutdown steps), health connections; retired
+ * sources are freed after the pass.
  * SIGTERM/SIGINT: stop claiming, let calls in flight finish for up to
  * WHK_GRACE_MS, release the rest to the queue, exit 0. SIGHUP: reopen log.
  */
@@ -20,9 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/signalfd.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #define WHK_TICK_MS 100
@@ -31,8 +29,8 @@
 struct whk_main {
 	struct whk_worker w;
 	struct whk_health *health;
-	int sfd, tfd;
-	struct whk_io sig_io, tick_io;
+	struct rtw_signal sig;
+	struct rtw_timer tick;
 	bool quit;
 };
 
@@ -41,28 +39,23 @@ static void whk_main__notify(void *arg)
 	whk_worker_claim(arg);
 }
 
-static void whk_main__signal(void *arg, uint32_t events)
+static void whk_main__signal(void *arg, int signo)
 {
 	struct whk_main *m = arg;
-	struct signalfd_siginfo si;
 
-	while (read(m->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-		if (si.ssi_signo == SIGHUP) {
-			log_reopen();
-		} else {
-			log_info("received signal %u", si.ssi_signo);
-			whk_worker_stop(&m->w, WHK_GRACE_MS);
-		}
+	if (signo == SIGHUP) {
+		log_reopen();
+	} else {
+		log_info("received signal %d", signo);
+		whk_worker_stop(&m->w, WHK_GRACE_MS);
 	}
 }
 
-static void whk_main__tick(void *arg, uint32_t events)
+static void whk_main__tick(void *arg)
 {
 	struct whk_main *m = arg;
-	uint64_t ticks, now = rtw_now_ms();
+	uint64_t now = rtw_now_ms();
 
-	if (read(m->tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
-		log_warn("could not read the tick timer: %s", strerror(errno));
 	whk_worker_tick(&m->w, now);
 	whk_health_tick(m->health, now);
 	if (whk_worker_done(&m->w)) {
@@ -126,8 +119,7 @@ int main(int argc, char **argv)
 		goto out_cfg;
 	}
 	m.w.cfg = &cfg;
-	m.sfd = m.tfd = -1;
-	if (whk_main__identity(m.w.me, sizeof(m.w.me)) != RTW_OK || whk_loop_init(&m.w.loop) != RTW_OK) {
+	if (whk_main__identity(m.w.me, sizeof(m.w.me)) != RTW_OK || rtw_loop_init(&m.w.loop) != RTW_OK) {
 		log_error("could not start the loop");
 		goto out_curl;
 	}
@@ -147,11 +139,9 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
 	signal(SIGPIPE, SIG_IGN);
-	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0 || (m.sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0 ||
-	    whk_loop_add(&m.w.loop, &m.sig_io, m.sfd, EPOLLIN, whk_main__signal, &m) != RTW_OK ||
-	    (m.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0 ||
-	    whk_timer_arm(m.tfd, WHK_TICK_MS, WHK_TICK_MS) != RTW_OK ||
-	    whk_loop_add(&m.w.loop, &m.tick_io, m.tfd, EPOLLIN, whk_main__tick, &m) != RTW_OK) {
+	if (rtw_signal_init(&m.w.loop, &m.sig, &mask, whk_main__signal, &m) != RTW_OK ||
+	    rtw_timer_init(&m.w.loop, &m.tick, whk_main__tick, &m) != RTW_OK ||
+	    rtw_timer_start(&m.tick, WHK_TICK_MS, WHK_TICK_MS) != RTW_OK) {
 		log_error("could not set up signals and timers: %s", strerror(errno));
 		goto out_loop;
 	}
@@ -159,9 +149,9 @@ int main(int argc, char **argv)
 		log_warn("auth.mode is open: for local experiments only");
 	log_info("started as %s: concurrency %d, lease %d s, health on %s", m.w.me, cfg.webhook_concurrency,
 		 cfg.webhook_lease_s, cfg.webhook_health_listen[0] ? cfg.webhook_health_listen : "(off)");
-	whk_db_tick(&m.w.db, rtw_now_ms());
+	whk_db_start(&m.w.db);
 	while (!m.quit) {
-		if (whk_loop_run_once(&m.w.loop, -1) != RTW_OK) {
+		if (rtw_loop_run_once(&m.w.loop, -1) != RTW_OK) {
 			log_error("event loop failed: %s", strerror(errno));
 			goto out_loop;
 		}
@@ -190,11 +180,9 @@ out_loop:
 	whk_health_free(m.health);
 	whk_db_close(&m.w.db);
 	whk_fetch_free(m.w.fetch);
-	if (m.sfd >= 0)
-		close(m.sfd);
-	if (m.tfd >= 0)
-		close(m.tfd);
-	whk_loop_close(&m.w.loop);
+	rtw_signal_close(&m.sig);
+	rtw_timer_close(&m.tick);
+	rtw_loop_close(&m.w.loop);
 out_curl:
 	curl_global_cleanup();
 out_cfg:

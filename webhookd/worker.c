@@ -388,7 +388,6 @@ void whk_worker_tick(struct whk_worker *w, uint64_t now_ms)
 {
 	const struct rtw_cfg *cfg = w->cfg;
 
-	whk_db_tick(&w->db, now_ms);
 	if (w->stopping) {
 		if (now_ms >= w->stop_deadline_ms) {
 			bool again = true;

@@ -52,7 +52,7 @@ struct whk_fetch;
 
 struct whk_worker {
 	const struct rtw_cfg *cfg;
-	struct whk_loop loop;
+	struct rtw_loop loop;
 	struct whk_db db;
 	struct whk_fetch *fetch;
 	char me[96]; /* leased_by: host:pid:random */

@@ -93,6 +93,22 @@ static void hook_cb(void *arg)
 	trace_add(arg, 'H');
 }
 
+/* Two sources that know each other, both made ready before the pass, so
+ * that one pass holds both events. */
+static void pair_ready(struct rtw_loop *l, struct trace *t, struct src *a, struct src *b, rtw_io_fn cb)
+{
+	src_open(a, l, t, 'a');
+	src_open(b, l, t, 'b');
+	a->other = b;
+	b->other = a;
+	assert_int_equal(rtw_loop_add(l, &a->io, a->fds[0], EPOLLIN, cb, a), RTW_OK);
+	assert_int_equal(rtw_loop_add(l, &b->io, b->fds[0], EPOLLIN, cb, b), RTW_OK);
+	src_poke(a);
+	src_poke(b);
+	struct pollfd pf[2] = {{a->fds[0], POLLIN, 0}, {b->fds[0], POLLIN, 0}};
+	assert_int_equal(poll(pf, 2, -1), 2);
+}
+
 static void test_dispatch_and_mod(void **state)
 {
 	struct rtw_loop l;
@@ -139,19 +155,9 @@ static void test_retire_after_pass(void **state)
 	struct rtw_hook h1 = {0}, h2 = {0};
 
 	assert_int_equal(rtw_loop_init(&l), RTW_OK);
-	src_open(&a, &l, &t, 'a');
-	src_open(&b, &l, &t, 'b');
-	a.other = &b;
-	b.other = &a;
-	assert_int_equal(rtw_loop_add(&l, &a.io, a.fds[0], EPOLLIN, src_retire_other_cb, &a), RTW_OK);
-	assert_int_equal(rtw_loop_add(&l, &b.io, b.fds[0], EPOLLIN, src_retire_other_cb, &b), RTW_OK);
 	rtw_loop_hook_add(&l, &h1, hook_cb, &t);
 	rtw_loop_hook_add(&l, &h2, hook_cb, &t);
-	src_poke(&a);
-	src_poke(&b);
-	/* wait until both are ready, so one pass holds both events */
-	struct pollfd pf[2] = {{a.fds[0], POLLIN, 0}, {b.fds[0], POLLIN, 0}};
-	assert_int_equal(poll(pf, 2, -1), 2);
+	pair_ready(&l, &t, &a, &b, src_retire_other_cb);
 	assert_int_equal(rtw_loop_run_once(&l, -1), RTW_OK);
 	assert_int_equal(a.calls + b.calls, 1);
 	assert_true(a.released && b.released);
@@ -194,16 +200,7 @@ static void test_stale_event_after_del(void **state)
 	struct src a, b;
 
 	assert_int_equal(rtw_loop_init(&l), RTW_OK);
-	src_open(&a, &l, &t, 'a');
-	src_open(&b, &l, &t, 'b');
-	a.other = &b;
-	b.other = &a;
-	assert_int_equal(rtw_loop_add(&l, &a.io, a.fds[0], EPOLLIN, src_readd_other_cb, &a), RTW_OK);
-	assert_int_equal(rtw_loop_add(&l, &b.io, b.fds[0], EPOLLIN, src_readd_other_cb, &b), RTW_OK);
-	src_poke(&a);
-	src_poke(&b);
-	struct pollfd pf[2] = {{a.fds[0], POLLIN, 0}, {b.fds[0], POLLIN, 0}};
-	assert_int_equal(poll(pf, 2, -1), 2);
+	pair_ready(&l, &t, &a, &b, src_readd_other_cb);
 	assert_int_equal(rtw_loop_run_once(&l, -1), RTW_OK);
 	/* one ran and moved the other, whose old event was dropped */
 	assert_int_equal(a.calls + b.calls, 1);
