@@ -127,21 +127,24 @@ void rtw_probe_answer(const struct rtw_probe *p, int rc, const char *service, bo
 	case RTW_PROBE_BAD_METHOD: probe__text(out, 405, "method not allowed\n"); return;
 	case RTW_PROBE_NOT_FOUND: probe__text(out, 404, "not found\n"); return;
 	case RTW_PROBE_HEALTHZ: rtw_probe_healthz(service, db_ok, out); return;
-	case RTW_PROBE_METRICS:
-		if (!metrics) {
-			probe__text(out, 500, "metrics unavailable\n");
-			return;
-		}
-		if (rtw_metrics_end(metrics) != RTW_OK) {
-			probe__text(out, 500, "metrics truncated\n");
-			return;
-		}
-		out->status = 200;
-		out->ctype = RTW_PROBE_CTYPE_METRICS;
-		out->body = metrics->buf;
-		out->body_len = metrics->len;
+	case RTW_PROBE_METRICS: rtw_probe_metrics(metrics, out); return;
+	}
+}
+
+void rtw_probe_metrics(const struct rtw_metrics *metrics, struct rtw_probe_reply *out)
+{
+	if (!metrics) {
+		probe__text(out, 500, "metrics unavailable\n");
 		return;
 	}
+	if (rtw_metrics_end(metrics) != RTW_OK) {
+		probe__text(out, 500, "metrics truncated\n");
+		return;
+	}
+	out->status = 200;
+	out->ctype = RTW_PROBE_CTYPE_METRICS;
+	out->body = metrics->buf;
+	out->body_len = metrics->len;
 }
 
 static int probe__send_all(int fd, const char *p, size_t n)

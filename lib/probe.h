@@ -71,6 +71,12 @@ struct rtw_probe_reply {
  * a static string) when PostgreSQL is reachable (db_ok) or not. */
 void rtw_probe_healthz(const char *service, bool db_ok, struct rtw_probe_reply *out);
 
+/* The /metrics answer for the text written into metrics (its buffer
+ * borrowed until the reply is sent): 200, or 500 when it was truncated or
+ * is NULL (could not be made). For daemons that parse their own requests
+ * (rtw-sse); rtw_probe_answer() uses it too. */
+void rtw_probe_metrics(const struct rtw_metrics *metrics, struct rtw_probe_reply *out);
+
 /* The answer to a request after rtw_probe_feed() returned rc (RTW_OK or
  * RTW_ERROR: 400): 405 for other methods, 404 for other paths, /healthz
  * as rtw_probe_healthz(). For /metrics, metrics is the text (its buffer

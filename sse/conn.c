@@ -1,33 +1,37 @@
 /*
- * conn.c: rtw-sse's client connections: accept and limits, the request
- * head (with its timeout), identity and the handshake, the state machine
- * (reading_head -> handshake -> catching_up <-> live -> closing -> closed,
- * changed only in sse_conn_set_state), and output: a bounded ring of
- * shared frame references written at once with writev, EPOLLOUT armed
- * only while output remains. A connection whose output exceeds
- * sse.outbuf_max drops its queued live frames and is caught up from
- * PostgreSQL once it drains. Dead connections are parked and freed after
- * the loop pass. Never blocks; never talks to PostgreSQL itself (pg.c
- * runs its queries). Responses are close-delimited (Connection: close).
+ * conn.c: rtw-sse's client connections: accept and its limits (the 503
+ * and 429 refusals, the reserve descriptor at EMFILE), reading the
+ * request head (with its timeout), the state machine (reading_head ->
+ * handshake -> catching_up <-> live -> closing -> closed, changed only in
+ * sse_conn_set_state), fan-out to a stream's subscribers, and output: a
+ * bounded ring of shared frame references written at once with writev,
+ * EPOLLOUT armed only while output remains. A connection whose output
+ * exceeds sse.outbuf_max drops its queued live frames and is caught up
+ * from PostgreSQL once it drains. Whole responses (errors and the like)
+ * are queued here too, then the connection closes (responses are
+ * close-delimited: Connection: close). Dead connections are parked and
+ * freed after the loop pass.
+ *
+ * Tier: below routes.c, pg.c and loop.c; above frame.c, subs.c and req.c.
+ * It decides nothing about what a request asks for: a complete head goes
+ * back to the loop, which hands it to routes.c. Never blocks; never talks
+ * to PostgreSQL (pg.c runs the queries connections wait for).
  */
 #include "config.h"
 #include "sse.h"
+#include "cors.h"
 #include "log.h"
 #include "msg.h"
-#include "token.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <http_parser.h>
-#include <jansson.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #define CONN_IOV_MAX 64
@@ -65,7 +69,7 @@ void sse_conn_set_state(struct sse_conn *c, enum sse_conn_state to)
 		sse_list_add_tail(&ctx->closed, &c->link);
 	}
 	if (to == SSE_CONN_CLOSING)
-		c->deadline_ms = ctx->now_ms + CONN_CLOSING_MS;
+		c->deadline_ms = sse_now(ctx) + CONN_CLOSING_MS;
 }
 
 void sse_conn_close(struct sse_conn *c)
@@ -75,7 +79,7 @@ void sse_conn_close(struct sse_conn *c)
 	if (c->state == SSE_CONN_CLOSED)
 		return;
 	sse_conn_set_state(c, SSE_CONN_CLOSED);
-	epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	rtw_loop_del(&ctx->loop, &c->io);
 	close(c->fd);
 	c->fd = -1;
 	if (c->in_index) {
@@ -96,7 +100,7 @@ void sse_conn_close(struct sse_conn *c)
 	ctx->n_conns--;
 }
 
-static void conn__hs_free(struct sse_conn *c)
+void sse_conn_hs_free(struct sse_conn *c)
 {
 	if (c->hs) {
 		free(c->hs->minted);
@@ -112,7 +116,7 @@ static void conn__free(struct sse_conn *c)
 	if (c->outq != c->out_inline)
 		free(c->outq);
 	free(c->head);
-	conn__hs_free(c);
+	sse_conn_hs_free(c);
 	free(c);
 }
 
@@ -156,7 +160,8 @@ static void conn__set_out(struct sse_conn *c, bool on)
 	if (c->want_out == on || c->state == SSE_CONN_CLOSED)
 		return;
 	c->want_out = on;
-	sse_ctx_mod_fd(c->ctx, c->fd, c, EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0));
+	if (rtw_loop_mod(&c->ctx->loop, &c->io, EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0)) != RTW_OK)
+		log_error("could not change epoll registration: %s", strerror(errno));
 }
 
 void sse_conn_want_job(struct sse_conn *c)
@@ -308,64 +313,28 @@ static void conn__write(struct sse_conn *c)
 	conn__drained(c);
 }
 
-/* ---- responses ---------------------------------------------------------- */
+/* ---- whole responses --------------------------------------------------------- */
 
-/* The deployment's own origins (http.cors_origins), before any widget's. */
-static bool conn__origin_in_cfg(const struct rtw_cfg *cfg, const char *origin)
-{
-	return rtw_list_has(cfg->http_cors_origins, origin);
-}
-
-static bool conn__cors_any(const struct rtw_cfg *cfg)
-{
-	return strcmp(cfg->http_cors_origins, "*") == 0;
-}
-
-/* Appends the CORS headers for the request's Origin (allowed: the
- * deployment's list, or a widget's when widget_ok). */
-static int conn__cors(const struct sse_conn *c, bool widget_ok, char *out, size_t cap)
+void sse_conn_cors(const struct sse_conn *c, bool widget_ok, char *out, size_t cap)
 {
 	const struct rtw_cfg *cfg = c->ctx->cfg;
 	const char *origin = c->hs ? c->hs->origin : NULL;
 
-	if (conn__cors_any(cfg))
-		return snprintf(out, cap, "Access-Control-Allow-Origin: *\r\n");
-	if (origin && strpbrk(origin, "\r\n") == NULL && (widget_ok || conn__origin_in_cfg(cfg, origin)))
-		return snprintf(out, cap, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
-	return 0;
+	out[0] = '\0';
+	if (rtw_cors_any(cfg->http_cors_origins))
+		snprintf(out, cap, "Access-Control-Allow-Origin: *\r\n");
+	else if (rtw_cors_echoable(origin) && (widget_ok || rtw_cors_cfg_allows(cfg->http_cors_origins, origin)))
+		snprintf(out, cap, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
 }
 
-/* Queues a whole response and closes after it is written. */
-static void conn__respond(struct sse_conn *c, int status, const char *ctype, const char *extra, const char *body,
-			  size_t blen)
+/* Queues f (a whole response; NULL: out of memory) and closes the
+ * connection once it is written. */
+static void conn__answer(struct sse_conn *c, struct sse_frame *f)
 {
-	char head[1024], cors[400];
-	int hl;
-	struct sse_frame *f;
-
-	if (c->state == SSE_CONN_CLOSED || c->state == SSE_CONN_CLOSING)
-		return;
-	cors[0] = '\0';
-	conn__cors(c, false, cors, sizeof(cors));
-	hl = snprintf(head, sizeof(head),
-		      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
-		      "Connection: close\r\n%s%s\r\n",
-		      status, rtw_http_reason(status), ctype, blen, cors, extra ? extra : "");
-	if (hl < 0 || (size_t)hl >= sizeof(head)) {
-		sse_conn_close(c);
-		return;
-	}
-	f = malloc(sizeof(*f) + (size_t)hl + blen);
 	if (f == NULL) {
 		sse_conn_close(c);
 		return;
 	}
-	f->refs = 1;
-	f->has_pos = false;
-	f->len = (uint32_t)((size_t)hl + blen);
-	memcpy(f->data, head, (size_t)hl);
-	if (blen)
-		memcpy(f->data + hl, body, blen);
 	if (c->in_index) {
 		sse_index_remove(&c->ctx->ix, &c->sub);
 		c->in_index = false;
@@ -375,145 +344,70 @@ static void conn__respond(struct sse_conn *c, int status, const char *ctype, con
 	sse_frame_unref(f);
 }
 
-static void conn__error(struct sse_conn *c, int status, const char *code, const char *field, const char *extra,
-			const char *message)
+/* The CORS headers for the connection's request, then extra. */
+static void conn__headers(const struct sse_conn *c, const char *extra, char *out, size_t cap)
+{
+	char cors[SSE_CORS_MAX];
+
+	sse_conn_cors(c, false, cors, sizeof(cors));
+	snprintf(out, cap, "%s%s", cors, extra ? extra : "");
+}
+
+void sse_conn_respond(struct sse_conn *c, int status, const char *ctype, const char *extra, const char *body,
+		      size_t blen, bool head_only)
+{
+	char headers[SSE_CORS_MAX + 512];
+
+	if (c->state == SSE_CONN_CLOSED || c->state == SSE_CONN_CLOSING)
+		return;
+	conn__headers(c, extra, headers, sizeof(headers));
+	conn__answer(c, sse_frame_response(status, ctype, headers, body, blen, head_only));
+}
+
+/* The contract's error JSON and a newline, as a response frame; NULL on
+ * out of memory. */
+static struct sse_frame *conn__error_frame(int status, const char *code, const char *field, const char *headers,
+					   const char *message)
 {
 	struct msg_error err;
-	char *body;
+	struct sse_frame *f = NULL;
+	char *json, *body;
+	size_t n;
 
 	msg_error_set(&err, status, code, field, "%s", message);
-	body = msg_error_json(&err);
-	if (body == NULL) {
-		sse_conn_close(c);
-		return;
-	}
-	size_t n = strlen(body);
-	char *b = malloc(n + 2);
-	if (b) {
-		memcpy(b, body, n);
-		b[n] = '\n';
-		conn__respond(c, status, "application/json", extra, b, n + 1);
-		free(b);
-	} else {
-		sse_conn_close(c);
-	}
-	free(body);
-}
-
-/* ---- the event stream ----------------------------------------------------- */
-
-static char *conn__init_json(struct sse_conn *c, bool resumed)
-{
-	struct sse_ctx *ctx = c->ctx;
-	const struct sse_hs *hs = c->hs;
-	unsigned char rnd[8];
-	char cid[17];
-	json_t *msg, *root;
-	char *out;
-
-	if (rtw_random(rnd, sizeof(rnd)) != RTW_OK)
+	json = msg_error_json(&err);
+	if (json == NULL)
 		return NULL;
-	rtw_hex(rnd, sizeof(rnd), cid);
-	msg = json_object();
-	json_object_set_new(msg, "connection_id", json_string(cid));
-	json_object_set_new(msg, "last_event_id",
-			    hs->last_id && msg_valid_id(hs->last_id) ? json_string(hs->last_id) : json_null());
-	json_object_set_new(msg, "resumed", json_boolean(resumed));
-	json_object_set_new(msg, "heartbeat_s", json_integer(ctx->cfg->sse_heartbeat_s));
-	if (hs->minted)
-		json_object_set_new(msg, "token", json_string(hs->minted));
-	root = json_object();
-	json_object_set_new(root, "type", json_string("init"));
-	json_object_set_new(root, "stream_id", json_string(c->sub.stream->id));
-	json_object_set_new(root, "author_id", json_string(c->sub.user->id));
-	json_object_set_new(root, "timestamp", json_integer(0));
-	json_object_set_new(root, "widget_key", c->has_widget ? json_string(c->widget) : json_null());
-	json_object_set_new(root, "message", msg);
-	out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(root);
-	return out;
-}
-
-/* Sends the 200 head, retry: and init, and drops the request. */
-static int conn__start_stream(struct sse_conn *c, bool resumed, bool origin_ok)
-{
-	char head[1024], cors[400];
-	char *init = conn__init_json(c, resumed);
-	int hl;
-	struct sse_frame *f;
-
-	if (init == NULL)
-		return RTW_ERROR;
-	cors[0] = '\0';
-	conn__cors(c, origin_ok, cors, sizeof(cors));
-	hl = snprintf(head, sizeof(head),
-		      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
-		      "X-Accel-Buffering: no\r\nConnection: close\r\n%s\r\nretry: %d\n\ndata: ",
-		      cors, c->ctx->cfg->sse_retry_ms);
-	size_t il = strlen(init);
-	f = (hl > 0 && (size_t)hl < sizeof(head)) ? malloc(sizeof(*f) + (size_t)hl + il + 2) : NULL;
-	if (f == NULL) {
-		free(init);
-		return RTW_ERROR;
+	n = strlen(json);
+	body = malloc(n + 1);
+	if (body) {
+		memcpy(body, json, n);
+		body[n] = '\n';
+		f = sse_frame_response(status, "application/json", headers, body, n + 1, false);
+		free(body);
 	}
-	f->refs = 1;
-	f->has_pos = false;
-	f->len = (uint32_t)((size_t)hl + il + 2);
-	memcpy(f->data, head, (size_t)hl);
-	memcpy(f->data + hl, init, il);
-	memcpy(f->data + hl + il, "\n\n", 2);
-	free(init);
-	sse_conn_push(c, f, false);
-	sse_frame_unref(f);
-	conn__hs_free(c);
-	return RTW_OK;
+	free(json);
+	return f;
 }
 
-static void conn__go_live(struct sse_conn *c)
+void sse_conn_error(struct sse_conn *c, int status, const char *code, const char *field, const char *extra,
+		    const char *message)
+{
+	char headers[SSE_CORS_MAX + 512];
+
+	if (c->state == SSE_CONN_CLOSED || c->state == SSE_CONN_CLOSING)
+		return;
+	conn__headers(c, extra, headers, sizeof(headers));
+	conn__answer(c, conn__error_frame(status, code, field, headers, message));
+}
+
+/* ---- the stream --------------------------------------------------------------- */
+
+void sse_conn_go_live(struct sse_conn *c)
 {
 	if (sse_pos_cmp(c->pos, c->ctx->cursor) < 0)
 		c->pos = c->ctx->cursor;
 	sse_conn_set_state(c, SSE_CONN_LIVE);
-}
-
-void sse_conn_handshake_done(struct sse_conn *c, PGresult *res)
-{
-	struct sse_ctx *ctx = c->ctx;
-	bool resumed = false, origin_ok;
-
-	if (c->state != SSE_CONN_HANDSHAKE)
-		return;
-	if (res == NULL || PQntuples(res) != 1) {
-		conn__error(c, 503, "unavailable", NULL, "Retry-After: 1\r\n", "database unavailable");
-		return;
-	}
-	if (PQgetvalue(res, 0, 0)[0] != 't') {
-		conn__error(c, 403, "unknown_widget", "widget_key", NULL,
-			    "widget_key is not a registered, enabled widget");
-		return;
-	}
-	origin_ok = PQgetvalue(res, 0, 1)[0] == 't';
-	if (!PQgetisnull(res, 0, 2) && c->hs->last_id) {
-		char *end;
-		errno = 0;
-		c->pos.xid = strtoull(PQgetvalue(res, 0, 2), &end, 10);
-		c->pos.id = strtoll(c->hs->last_id, NULL, 10);
-		resumed = *end == '\0' && errno == 0;
-	}
-	if (!resumed)
-		c->pos = ctx->cursor;
-	c->sent_pos = c->pos;
-	if (conn__start_stream(c, resumed, origin_ok) != RTW_OK) {
-		sse_conn_close(c);
-		return;
-	}
-	if (resumed) {
-		ctx->m.resume_catchups++;
-		sse_conn_set_state(c, SSE_CONN_CATCHING_UP);
-		sse_conn_want_job(c);
-	} else {
-		conn__go_live(c);
-	}
 }
 
 void sse_conn_catchup_done(struct sse_conn *c, bool ok, bool full)
@@ -527,7 +421,7 @@ void sse_conn_catchup_done(struct sse_conn *c, bool ok, bool full)
 		return;
 	}
 	if (!full && sse_pos_cmp(c->pos, ctx->cursor) >= 0) {
-		conn__go_live(c);
+		sse_conn_go_live(c);
 		return;
 	}
 	/* more to fetch: after this batch is written (bounded memory) */
@@ -565,207 +459,6 @@ void sse_conn_dispatch(struct sse_ctx *ctx, struct sse_frame *f, const char *str
 	}
 }
 
-/* ---- requests ------------------------------------------------------------- */
-
-static void conn__identity(struct sse_conn *c, char *user, size_t cap)
-{
-	unsigned char rnd[8];
-	char hex[17];
-
-	if (rtw_random(rnd, sizeof(rnd)) != RTW_OK)
-		memset(rnd, 0, sizeof(rnd));
-	rtw_hex(rnd, sizeof(rnd), hex);
-	snprintf(user, cap, "anon-%s", hex);
-}
-
-static void conn__metrics(struct sse_conn *c);
-
-static void conn__route_events(struct sse_conn *c)
-{
-	struct sse_ctx *ctx = c->ctx;
-	const struct rtw_cfg *cfg = ctx->cfg;
-	struct sse_req *r = c->req;
-	char user[MSG_ID_MAX + 1];
-	bool need_query;
-
-	if (r->bad_path) {
-		conn__error(c, 400, "invalid_field", "stream_id", NULL,
-			    "stream id must be 1-128 characters of A-Za-z0-9._:-");
-		return;
-	}
-	if (r->bad_field) {
-		char m[160];
-		snprintf(m, sizeof(m), "%s is too long or malformed", r->bad_field);
-		conn__error(c, 400, "invalid_field", r->bad_field, NULL, m);
-		return;
-	}
-	if (r->has_widget) {
-		if (!msg_valid_uuid(r->widget_key, c->widget)) {
-			conn__error(c, 400, "invalid_field", "widget_key", NULL, "widget_key must be a UUID");
-			return;
-		}
-		c->has_widget = true;
-	}
-	if (ctx->token_mode) {
-		if (r->has_token) {
-			struct tok_claims cl;
-			const char *why = NULL;
-			if (tok_verify(cfg->auth_secret, strlen(cfg->auth_secret), r->token, (int64_t)time(NULL), &cl,
-				       &why) != RTW_OK) {
-				char m[160];
-				snprintf(m, sizeof(m), "invalid token: %s", why ? why : "rejected");
-				conn__error(c, 401, "unauthorized", NULL, NULL, m);
-				return;
-			}
-			if (!tok_allows_stream(&cl, r->stream_id)) {
-				tok_claims_free(&cl);
-				conn__error(c, 403, "forbidden", NULL, NULL, "the token does not allow this stream");
-				return;
-			}
-			snprintf(user, sizeof(user), "%s", cl.sub);
-			tok_claims_free(&cl);
-		} else {
-			conn__identity(c, user, sizeof(user));
-			c->hs->minted = tok_mint(cfg->auth_secret, strlen(cfg->auth_secret), user,
-						 (int64_t)time(NULL) + cfg->auth_anon_ttl_s, r->stream_id, false);
-			if (c->hs->minted == NULL) {
-				conn__error(c, 503, "unavailable", NULL, "Retry-After: 1\r\n",
-					    "could not mint a token");
-				return;
-			}
-		}
-	} else if (r->has_user) {
-		if (!msg_valid_user_id(r->user_id)) {
-			conn__error(c, 400, "invalid_field", "user_id", NULL, "user_id must be 1-128 characters");
-			return;
-		}
-		memcpy(user, r->user_id, strlen(r->user_id) + 1); /* validated: <= 128 */
-	} else {
-		conn__identity(c, user, sizeof(user));
-	}
-	need_query = c->has_widget || (r->has_last_id && msg_valid_id(r->last_id)) ||
-		     (r->has_origin && !conn__cors_any(cfg) && !conn__origin_in_cfg(cfg, r->origin));
-	if (need_query && !sse_pg_up(ctx)) {
-		conn__error(c, 503, "unavailable", NULL, "Retry-After: 1\r\n", "database unavailable");
-		return;
-	}
-	/* Until the first tail position is known (just after start, or while
-	 * PostgreSQL is down at start) a live-only subscriber has no place to
-	 * start from: rows committed meanwhile would be lost to it. Once known,
-	 * the cursor survives reconnects, so this only refuses at start-up. */
-	if (!ctx->cursor_valid) {
-		conn__error(c, 503, "unavailable", NULL, "Retry-After: 1\r\n", "starting up; no stream position yet");
-		return;
-	}
-	if (sse_index_add(&ctx->ix, &c->sub, r->stream_id, user) != RTW_OK) {
-		sse_conn_close(c);
-		return;
-	}
-	c->in_index = true;
-	if (need_query) {
-		sse_conn_set_state(c, SSE_CONN_HANDSHAKE);
-		sse_conn_want_job(c);
-		sse_pg_kick(ctx);
-		return;
-	}
-	c->pos = c->sent_pos = ctx->cursor;
-	if (conn__start_stream(c, false, false) != RTW_OK) {
-		sse_conn_close(c);
-		return;
-	}
-	conn__go_live(c);
-}
-
-static void conn__route(struct sse_conn *c)
-{
-	struct sse_ctx *ctx = c->ctx;
-	struct sse_req *r = c->req;
-
-	if (r->method == HTTP_OPTIONS) {
-		conn__respond(c, 204, "text/plain",
-			      "Access-Control-Allow-Methods: GET, OPTIONS\r\n"
-			      "Access-Control-Allow-Headers: Authorization, Last-Event-ID, Cache-Control\r\n"
-			      "Access-Control-Max-Age: 600\r\n",
-			      "", 0);
-		return;
-	}
-	if (r->route == SSE_ROUTE_NONE) {
-		conn__error(c, 404, "not_found", NULL, NULL, "no such resource");
-		return;
-	}
-	if (r->method != HTTP_GET) {
-		conn__error(c, 405, "method_not_allowed", NULL, "Allow: GET, OPTIONS\r\n", "only GET is allowed here");
-		return;
-	}
-	switch (r->route) {
-	case SSE_ROUTE_HEALTHZ:
-		if (sse_pg_up(ctx)) {
-			static const char ok[] = "{\"status\":\"ok\"}\n";
-			conn__respond(c, 200, "application/json", NULL, ok, sizeof(ok) - 1);
-		} else {
-			conn__error(c, 503, "unavailable", NULL, "Retry-After: 1\r\n", "database unavailable");
-		}
-		return;
-	case SSE_ROUTE_METRICS: conn__metrics(c); return;
-	default: conn__route_events(c); return;
-	}
-}
-
-static void conn__metrics(struct sse_conn *c)
-{
-	struct sse_ctx *ctx = c->ctx;
-	const struct sse_metrics *m = &ctx->m;
-	static const double bounds[SSE_LAG_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
-	char *buf;
-	size_t cap = 4096;
-	int n = 0;
-	uint64_t cum = 0;
-
-	buf = malloc(cap);
-	if (buf == NULL) {
-		sse_conn_close(c);
-		return;
-	}
-#define MPUT(...) n += snprintf(buf + n, cap - (size_t)n, __VA_ARGS__)
-	MPUT("# HELP rtw_sse_connections Open client connections.\n# TYPE rtw_sse_connections gauge\n"
-	     "rtw_sse_connections %zu\n",
-	     ctx->n_conns);
-	MPUT("# HELP rtw_sse_subscribers Connections subscribed to a stream.\n# TYPE rtw_sse_subscribers gauge\n"
-	     "rtw_sse_subscribers %zu\n",
-	     ctx->ix.n_subs);
-	MPUT("# TYPE rtw_sse_events_delivered_total counter\nrtw_sse_events_delivered_total %llu\n",
-	     (unsigned long long)m->delivered);
-	MPUT("# TYPE rtw_sse_bytes_sent_total counter\nrtw_sse_bytes_sent_total %llu\n",
-	     (unsigned long long)m->bytes_sent);
-	MPUT("# TYPE rtw_sse_resume_catchups_total counter\nrtw_sse_resume_catchups_total %llu\n",
-	     (unsigned long long)m->resume_catchups);
-	MPUT("# TYPE rtw_sse_slow_consumer_cutoffs_total counter\nrtw_sse_slow_consumer_cutoffs_total %llu\n",
-	     (unsigned long long)m->slow_cutoffs);
-	MPUT("# TYPE rtw_sse_pg_reconnects_total counter\nrtw_sse_pg_reconnects_total %llu\n",
-	     (unsigned long long)m->pg_reconnects);
-	MPUT("# TYPE rtw_sse_tail_rows_total counter\nrtw_sse_tail_rows_total %llu\n",
-	     (unsigned long long)m->tail_rows);
-	MPUT("# TYPE rtw_sse_connections_rejected_total counter\nrtw_sse_connections_rejected_total %llu\n",
-	     (unsigned long long)m->rejected);
-	MPUT("# TYPE rtw_sse_pg_up gauge\nrtw_sse_pg_up %d\n", sse_pg_up(ctx) ? 1 : 0);
-	MPUT("# HELP rtw_sse_delivery_lag_seconds Message created_at to dispatch by this process.\n"
-	     "# TYPE rtw_sse_delivery_lag_seconds histogram\n");
-	for (int i = 0; i < SSE_LAG_BUCKETS; i++) {
-		cum += m->lag_bucket[i];
-		MPUT("rtw_sse_delivery_lag_seconds_bucket{le=\"%g\"} %llu\n", bounds[i], (unsigned long long)cum);
-	}
-	cum += m->lag_bucket[SSE_LAG_BUCKETS];
-	MPUT("rtw_sse_delivery_lag_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-	MPUT("rtw_sse_delivery_lag_seconds_sum %.6f\nrtw_sse_delivery_lag_seconds_count %llu\n", m->lag_sum,
-	     (unsigned long long)m->lag_count);
-	MPUT("# TYPE rtw_sse_delivery_lag_max_seconds gauge\nrtw_sse_delivery_lag_max_seconds %.6f\n", m->lag_max);
-#undef MPUT
-	if (n >= (int)cap)
-		n = (int)cap - 1;
-	conn__respond(c, 200, "text/plain; version=0.0.4", NULL, buf, (size_t)n);
-	free(buf);
-}
-
 /* ---- socket events ---------------------------------------------------------- */
 
 /* The request's Last-Event-ID and Origin, kept past routing. */
@@ -787,8 +480,11 @@ static struct sse_hs *conn__hs_new(const struct sse_req *r)
  * with the loop's one parser and scratch request: a connection owns no
  * parser state, only the bytes of an incomplete head (heads almost always
  * arrive in one read, and are at most sse.max_header_bytes), so a burst of
- * thousands of pending handshakes costs no large transient allocations. */
-static void conn__read_head(struct sse_conn *c)
+ * thousands of pending handshakes costs no large transient allocations.
+ * Returns the loop's scratch request when a head became complete and
+ * valid (routing is the caller's), NULL otherwise (a malformed or too
+ * large head is answered here). */
+static const struct sse_req *conn__read_head(struct sse_conn *c)
 {
 	struct sse_ctx *ctx = c->ctx;
 	size_t cap = (size_t)ctx->cfg->sse_max_header_bytes + SSE_RBUF_SLACK;
@@ -809,7 +505,7 @@ static void conn__read_head(struct sse_conn *c)
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK) {
 				sse_conn_close(c);
-				return;
+				return NULL;
 			}
 			break;
 		}
@@ -818,7 +514,7 @@ static void conn__read_head(struct sse_conn *c)
 	if (len == c->head_len) {
 		if (eof)
 			sse_conn_close(c);
-		return;
+		return NULL;
 	}
 	sse_reqparser_reset(ctx->parser);
 	memset(&ctx->req, 0, sizeof(ctx->req));
@@ -827,17 +523,17 @@ static void conn__read_head(struct sse_conn *c)
 		char *h;
 		if (eof) {
 			sse_conn_close(c);
-			return;
+			return NULL;
 		}
 		h = realloc(c->head, len);
 		if (h == NULL) {
 			sse_conn_close(c);
-			return;
+			return NULL;
 		}
 		memcpy(h + c->head_len, ctx->rbuf + c->head_len, len - c->head_len);
 		c->head = h;
 		c->head_len = (uint32_t)len;
-		return;
+		return NULL;
 	}
 	free(c->head);
 	c->head = NULL;
@@ -845,18 +541,16 @@ static void conn__read_head(struct sse_conn *c)
 	c->hs = conn__hs_new(&ctx->req);
 	if (c->hs == NULL) {
 		sse_conn_close(c);
-		return;
+		return NULL;
 	}
-	c->req = &ctx->req;
 	if (r == RTW_ERROR) {
 		if (ctx->req.too_large)
-			conn__error(c, 431, "invalid_field", NULL, NULL, "request head is too large");
+			sse_conn_error(c, 431, "invalid_field", NULL, NULL, "request head is too large");
 		else
-			conn__error(c, 400, "invalid_field", NULL, NULL, "malformed request");
-	} else {
-		conn__route(c);
+			sse_conn_error(c, 400, "invalid_field", NULL, NULL, "malformed request");
+		return NULL;
 	}
-	c->req = NULL;
+	return &ctx->req;
 }
 
 /* After the head: the client only ever closes; discard what it sends. */
@@ -880,20 +574,52 @@ static void conn__read_discard(struct sse_conn *c)
 	}
 }
 
-void sse_conn_event(struct sse_conn *c, uint32_t events)
+const struct sse_req *sse_conn_event(struct sse_conn *c, uint32_t events)
 {
 	if (c->state == SSE_CONN_CLOSED)
-		return; /* a stale event for a connection closed this pass */
+		return NULL; /* a stale event for a connection closed this pass */
 	if (events & EPOLLOUT)
 		conn__write(c);
 	if (c->state == SSE_CONN_CLOSED)
-		return;
+		return NULL;
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
 		if (c->state == SSE_CONN_READING_HEAD)
-			conn__read_head(c);
-		else
-			conn__read_discard(c);
+			return conn__read_head(c);
+		conn__read_discard(c);
 	}
+	return NULL;
+}
+
+int sse_conn_setup(struct sse_ctx *ctx)
+{
+	ctx->heartbeat = sse_frame_static(": hb\n\n", 6);
+	ctx->refuse_busy = conn__error_frame(503, "unavailable", NULL, "Retry-After: 1\r\n", "too many connections");
+	ctx->refuse_per_ip = conn__error_frame(429, "rate_limited", NULL, "Retry-After: 5\r\n",
+					       "too many connections from this address");
+	if (ctx->heartbeat == NULL || ctx->refuse_busy == NULL || ctx->refuse_per_ip == NULL)
+		return RTW_ERROR;
+	return RTW_OK;
+}
+
+void sse_conn_teardown(struct sse_ctx *ctx)
+{
+	free(ctx->heartbeat);
+	if (ctx->refuse_busy)
+		sse_frame_unref(ctx->refuse_busy);
+	if (ctx->refuse_per_ip)
+		sse_frame_unref(ctx->refuse_per_ip);
+	ctx->heartbeat = ctx->refuse_busy = ctx->refuse_per_ip = NULL;
+}
+
+/* Answers a connection refused at accept with a prebuilt response (one
+ * attempt, never blocks) and closes it. */
+static void conn__refuse(struct sse_ctx *ctx, int fd, const struct sse_frame *f)
+{
+	ssize_t w = send(fd, f->data, f->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+	(void)w;
+	close(fd);
+	ctx->m.rejected++;
 }
 
 void sse_conn_accept(struct sse_ctx *ctx)
@@ -936,14 +662,7 @@ void sse_conn_accept(struct sse_ctx *ctx)
 			loopback = IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
 		}
 		if (ctx->stopping || ctx->n_conns >= (size_t)ctx->cfg->sse_max_connections) {
-			static const char busy[] =
-			    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-			    "Retry-After: 1\r\nConnection: close\r\nContent-Length: 80\r\n\r\n"
-			    "{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections\"}}\n";
-			ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-			(void)w;
-			close(fd);
-			ctx->m.rejected++;
+			conn__refuse(ctx, fd, ctx->refuse_busy);
 			continue;
 		}
 		c = calloc(1, sizeof(*c));
@@ -956,16 +675,8 @@ void sse_conn_accept(struct sse_ctx *ctx)
 			struct sse_hentry *e = sse_htab_get(&ctx->ips, ip);
 			struct sse_ipcount *ipc = e ? SSE_CONTAINER(e, struct sse_ipcount, he) : NULL;
 			if (ipc && ipc->n >= ctx->cfg->sse_max_per_ip) {
-				static const char busy[] =
-				    "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
-				    "Retry-After: 5\r\nConnection: close\r\nContent-Length: 88\r\n\r\n"
-				    "{\"error\":{\"code\":\"rate_limited\",\"message\":\"too many connections from "
-				    "this address\"}}";
-				ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-				(void)w;
-				close(fd);
+				conn__refuse(ctx, fd, ctx->refuse_per_ip);
 				free(c);
-				ctx->m.rejected++;
 				continue;
 			}
 			if (ipc == NULL) {
@@ -982,11 +693,10 @@ void sse_conn_accept(struct sse_ctx *ctx)
 			ipc->n++;
 			c->ipc = ipc;
 		}
-		c->kind = SSE_H_CONN;
 		c->ctx = ctx;
 		c->fd = fd;
 		c->state = SSE_CONN_READING_HEAD;
-		c->born_ms = ctx->now_ms;
+		c->born_ms = sse_now(ctx);
 		sse_list_init(&c->job_link);
 		sse_list_init(&c->sub.stream_link);
 		sse_list_init(&c->sub.user_link);
@@ -996,8 +706,7 @@ void sse_conn_accept(struct sse_ctx *ctx)
 		ctx->n_conns++;
 		ctx->m.accepted++;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
-		if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+		if (rtw_loop_add(&ctx->loop, &c->io, fd, EPOLLIN | EPOLLRDHUP, ctx->conn_io, c) != RTW_OK) {
 			sse_conn_close(c);
 			continue;
 		}
@@ -1009,21 +718,21 @@ void sse_conn_tick(struct sse_ctx *ctx)
 {
 	struct sse_link *l, *next;
 	uint64_t hb_ms = (uint64_t)ctx->cfg->sse_heartbeat_s * 1000u;
-	bool hb = hb_ms > 0 && ctx->now_ms - ctx->last_hb_ms >= hb_ms;
+	bool hb = hb_ms > 0 && sse_now(ctx) - ctx->last_hb_ms >= hb_ms;
 
 	for (l = ctx->heads.next; l != &ctx->heads; l = next) {
 		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, link);
 		next = l->next;
-		if (ctx->now_ms - c->born_ms < (uint64_t)ctx->cfg->sse_header_timeout_ms)
+		if (sse_now(ctx) - c->born_ms < (uint64_t)ctx->cfg->sse_header_timeout_ms)
 			break; /* oldest first */
-		conn__error(c, 408, "invalid_field", NULL, NULL, "request head not received in time");
+		sse_conn_error(c, 408, "invalid_field", NULL, NULL, "request head not received in time");
 	}
 	if (hb)
-		ctx->last_hb_ms = ctx->now_ms;
+		ctx->last_hb_ms = sse_now(ctx);
 	for (l = ctx->conns.next; l != &ctx->conns; l = next) {
 		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, link);
 		next = l->next;
-		if (c->state == SSE_CONN_CLOSING && ctx->now_ms > c->deadline_ms)
+		if (c->state == SSE_CONN_CLOSING && sse_now(ctx) > c->deadline_ms)
 			sse_conn_close(c);
 		else if (hb && (c->state == SSE_CONN_LIVE || c->state == SSE_CONN_CATCHING_UP) && c->out_n == 0)
 			sse_conn_push(c, ctx->heartbeat, false);

@@ -1,14 +1,17 @@
 /*
- * loop.c: rtw-sse's main() and its one epoll loop: the listening socket
- * (SO_REUSEPORT, so several processes may share the port; each is
- * correct on its own), a tick timer (header timeouts, heartbeats), the
- * PostgreSQL timer (reconnect backoff, safety poll, re-poll behind the
- * horizon), signals through signalfd (SIGTERM/SIGINT: end every stream
- * and exit; SIGHUP: reopen the log), and the PostgreSQL socket.
+ * loop.c: rtw-sse's main() and its one event loop (lib/loop.c): the
+ * listening socket (SO_REUSEPORT, so several processes may share the
+ * port; each is correct on its own), a tick timer (header timeouts,
+ * heartbeats, heap trim), signals (SIGTERM/SIGINT: end every stream and
+ * exit; SIGHUP: reopen the log), the client sockets (their callback hands
+ * complete heads to routes.c) and, through pg.c, the PostgreSQL socket and
+ * timers. The top tier of sse/: it calls into the other files, and none
+ * calls it.
  *
  * Phase order of one pass: every ready event (accepts, client reads and
- * writes, PostgreSQL input and the dispatch of its rows, timers), then
- * start the next query, flush connections with new output, start a query
+ * writes, complete heads routed, PostgreSQL input and the dispatch of its
+ * rows, timers), then the pass hook: start the next query (a handshake
+ * routed this pass), flush connections with new output, start a query
  * again (drained connections may want a catch-up), and finally free the
  * connections closed during the pass.
  */
@@ -20,57 +23,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
-#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #define LOOP_TICK_MS 200
-#define LOOP_EVENTS 256
 #define LOOP_TRIM_BURST 256	 /* connections accepted since the last trim */
 #define LOOP_TRIM_MS (60 * 1000) /* trim after fewer, at most this often */
-
-void sse_ctx_mod_fd(struct sse_ctx *ctx, int fd, void *handle, uint32_t events)
-{
-	struct epoll_event ev = {.events = events, .data.ptr = handle};
-
-	if (epoll_ctl(ctx->epfd, EPOLL_CTL_MOD, fd, &ev) != 0)
-		log_error("could not change epoll registration: %s", strerror(errno));
-}
-
-void sse_pg_timer_arm(struct sse_ctx *ctx, uint64_t ms)
-{
-	struct itimerspec its = {{0, 0}, {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L}};
-
-	if (ms == 0)
-		its.it_value.tv_nsec = 1; /* 0 would disarm */
-	timerfd_settime(ctx->pgtimer_fd, 0, &its, NULL);
-}
-
-void sse_metrics_lag(struct sse_ctx *ctx, double s)
-{
-	static const double bounds[SSE_LAG_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
-	int i;
-
-	if (s < 0)
-		s = 0;
-	for (i = 0; i < SSE_LAG_BUCKETS && s > bounds[i]; i++)
-		;
-	ctx->m.lag_bucket[i]++;
-	ctx->m.lag_sum += s;
-	ctx->m.lag_count++;
-	if (s > ctx->m.lag_max)
-		ctx->m.lag_max = s;
-}
-
-/* "host:port", "[v6]:port" or ":port" (any address). */
 
 static void loop__raise_nofile(void)
 {
@@ -84,19 +47,6 @@ static void loop__raise_nofile(void)
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
 		log_info("open file limit %llu (more connections need more processes on the same port)",
 			 (unsigned long long)rl.rlim_cur);
-}
-
-static int loop__add(struct sse_ctx *ctx, int fd, void *handle)
-{
-	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = handle};
-	return epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-static void loop__drain_fd(int fd)
-{
-	uint64_t v;
-	ssize_t n = read(fd, &v, sizeof(v));
-	(void)n;
 }
 
 /* Gives the heap's free pages back after a burst of connections. Each
@@ -114,67 +64,62 @@ static void loop__trim(struct sse_ctx *ctx)
 	ctx->trim_last_accepted = ctx->m.accepted;
 	if (since == 0 || !quiet || !sse_list_empty(&ctx->heads))
 		return;
-	if (since < LOOP_TRIM_BURST && ctx->now_ms - ctx->trim_ms < LOOP_TRIM_MS)
+	if (since < LOOP_TRIM_BURST && sse_now(ctx) - ctx->trim_ms < LOOP_TRIM_MS)
 		return;
 	malloc_trim(0);
 	ctx->trim_accepted = ctx->m.accepted;
-	ctx->trim_ms = ctx->now_ms;
+	ctx->trim_ms = sse_now(ctx);
 }
 
-static void loop__signal(struct sse_ctx *ctx)
+static void loop__tick(void *arg)
 {
-	struct signalfd_siginfo si;
+	struct sse_ctx *ctx = arg;
 
-	while (read(ctx->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-		if (si.ssi_signo == SIGHUP) {
-			log_reopen();
-			log_info("log reopened");
-		} else {
-			log_info("received signal %u; closing streams", si.ssi_signo);
-			ctx->stopping = true;
-		}
-	}
+	sse_conn_tick(ctx);
+	loop__trim(ctx);
 }
 
-static int loop__run(struct sse_ctx *ctx)
+static void loop__signal(void *arg, int signo)
 {
-	struct epoll_event evs[LOOP_EVENTS];
+	struct sse_ctx *ctx = arg;
 
-	while (!ctx->stopping) {
-		int n = epoll_wait(ctx->epfd, evs, LOOP_EVENTS, -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			log_error("epoll_wait failed: %s", strerror(errno));
-			return RTW_ERROR;
-		}
-		ctx->now_ms = rtw_now_ms();
-		for (int i = 0; i < n; i++) {
-			enum sse_handle_kind *h = evs[i].data.ptr;
-			switch (*h) {
-			case SSE_H_LISTEN: sse_conn_accept(ctx); break;
-			case SSE_H_TICK:
-				loop__drain_fd(ctx->tick_fd);
-				sse_conn_tick(ctx);
-				loop__trim(ctx);
-				break;
-			case SSE_H_PGTIMER:
-				loop__drain_fd(ctx->pgtimer_fd);
-				sse_pg_timer(ctx);
-				break;
-			case SSE_H_SIGNAL: loop__signal(ctx); break;
-			case SSE_H_PG: sse_pg_event(ctx, evs[i].events); break;
-			case SSE_H_CONN: sse_conn_event((struct sse_conn *)h, evs[i].events); break;
-			}
-		}
-		sse_pg_kick(ctx);
-		sse_conn_flush_dirty(ctx);
-		sse_pg_kick(ctx);
-		sse_conn_free_closed(ctx);
+	if (signo == SIGHUP) {
+		log_reopen();
+		log_info("log reopened");
+		return;
 	}
-	sse_conn_shutdown_all(ctx);
+	log_info("received signal %d; closing streams", signo);
+	ctx->stopping = true;
+	rtw_loop_stop(&ctx->loop);
+}
+
+static void loop__listen(void *arg, uint32_t events)
+{
+	(void)events;
+	sse_conn_accept(arg);
+}
+
+/* A client socket: its I/O is conn.c's; a complete head is routed. */
+static void loop__conn(void *arg, uint32_t events)
+{
+	struct sse_conn *c = arg;
+	const struct sse_req *r = sse_conn_event(c, events);
+
+	if (r != NULL)
+		sse_route(c, r);
+}
+
+/* After every pass's events: start the next query, flush connections
+ * with new output, start a query again (drained connections may want a
+ * catch-up), and free the connections closed during the pass. */
+static void loop__pass_end(void *arg)
+{
+	struct sse_ctx *ctx = arg;
+
+	sse_pg_kick(ctx);
+	sse_conn_flush_dirty(ctx);
+	sse_pg_kick(ctx);
 	sse_conn_free_closed(ctx);
-	return RTW_OK;
 }
 
 int main(int argc, char **argv)
@@ -183,7 +128,6 @@ int main(int argc, char **argv)
 	struct sse_ctx ctx;
 	char err[256];
 	sigset_t sigs;
-	struct itimerspec tick = {{0, LOOP_TICK_MS * 1000000L}, {0, LOOP_TICK_MS * 1000000L}};
 	int rc = 1;
 
 	memset(&ctx, 0, sizeof(ctx));
@@ -213,57 +157,69 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP);
-	sigprocmask(SIG_BLOCK, &sigs, NULL);
 
-	ctx.h_listen = SSE_H_LISTEN;
-	ctx.h_tick = SSE_H_TICK;
-	ctx.h_pgtimer = SSE_H_PGTIMER;
-	ctx.h_signal = SSE_H_SIGNAL;
-	ctx.h_pg = SSE_H_PG;
-	ctx.pg_fd = -1;
+	ctx.listen_fd = ctx.reserve_fd = -1;
+	ctx.conn_io = loop__conn;
 	sse_list_init(&ctx.heads);
 	sse_list_init(&ctx.conns);
 	sse_list_init(&ctx.closed);
 	sse_list_init(&ctx.jobs);
-	ctx.now_ms = ctx.last_hb_ms = rtw_now_ms();
-	ctx.heartbeat = sse_frame_static(": hb\n\n", 6);
+	if (rtw_loop_init(&ctx.loop) != RTW_OK) {
+		log_error("could not set up the event loop: %s", strerror(errno));
+		goto out_cfg;
+	}
+	ctx.last_hb_ms = sse_now(&ctx);
 	ctx.parser = sse_reqparser_new((size_t)cfg.sse_max_header_bytes);
 	ctx.rbuf = malloc((size_t)cfg.sse_max_header_bytes + SSE_RBUF_SLACK);
-	ctx.trim_ms = ctx.now_ms;
-	if (ctx.heartbeat == NULL || ctx.parser == NULL || ctx.rbuf == NULL || sse_index_init(&ctx.ix) != RTW_OK ||
-	    sse_htab_init(&ctx.ips, 64) != RTW_OK) {
+	ctx.trim_ms = sse_now(&ctx);
+	if (sse_conn_setup(&ctx) != RTW_OK || ctx.parser == NULL || ctx.rbuf == NULL ||
+	    sse_index_init(&ctx.ix) != RTW_OK || sse_htab_init(&ctx.ips, 64) != RTW_OK) {
 		log_error("out of memory");
-		goto out_cfg;
+		goto out_loop;
 	}
 	ctx.listen_fd = rtw_listen_tcp(cfg.sse_listen, "sse.listen", RTW_LISTEN_NONBLOCK | RTW_LISTEN_REUSEPORT, 4096,
 				       err, sizeof(err));
 	if (ctx.listen_fd < 0) {
 		log_error("%s", err);
-		goto out_cfg;
+		goto out_loop;
 	}
-	ctx.epfd = epoll_create1(EPOLL_CLOEXEC);
-	ctx.tick_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	ctx.pgtimer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	ctx.signal_fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
 	ctx.reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (ctx.epfd < 0 || ctx.tick_fd < 0 || ctx.pgtimer_fd < 0 || ctx.signal_fd < 0 ||
-	    loop__add(&ctx, ctx.listen_fd, &ctx.h_listen) != 0 || loop__add(&ctx, ctx.tick_fd, &ctx.h_tick) != 0 ||
-	    loop__add(&ctx, ctx.pgtimer_fd, &ctx.h_pgtimer) != 0 ||
-	    loop__add(&ctx, ctx.signal_fd, &ctx.h_signal) != 0) {
+	if (rtw_loop_add(&ctx.loop, &ctx.listen_io, ctx.listen_fd, EPOLLIN, loop__listen, &ctx) != RTW_OK ||
+	    rtw_timer_init(&ctx.loop, &ctx.tick, loop__tick, &ctx) != RTW_OK ||
+	    rtw_timer_start(&ctx.tick, LOOP_TICK_MS, LOOP_TICK_MS) != RTW_OK ||
+	    rtw_signal_init(&ctx.loop, &ctx.signals, &sigs, loop__signal, &ctx) != RTW_OK) {
 		log_error("could not set up the event loop: %s", strerror(errno));
-		goto out_cfg;
+		goto out_loop;
 	}
-	timerfd_settime(ctx.tick_fd, 0, &tick, NULL);
+	rtw_loop_hook_add(&ctx.loop, &ctx.pass_end, loop__pass_end, &ctx);
 	log_info("listening on %s", cfg.sse_listen);
-	sse_pg_start(&ctx);
-	if (loop__run(&ctx) == RTW_OK)
+	if (sse_pg_start(&ctx) != RTW_OK) {
+		log_error("could not set up the database connection");
+		goto out_pg;
+	}
+	if (rtw_loop_run(&ctx.loop) == RTW_OK)
 		rc = 0;
+	else
+		log_error("epoll_wait failed: %s", strerror(errno));
+	sse_conn_shutdown_all(&ctx);
+	sse_conn_free_closed(&ctx);
+out_pg:
 	sse_pg_close(&ctx);
 	log_info("stopped");
+out_loop:
+	rtw_loop_hook_del(&ctx.loop, &ctx.pass_end);
+	rtw_loop_del(&ctx.loop, &ctx.listen_io);
+	rtw_timer_close(&ctx.tick);
+	rtw_signal_close(&ctx.signals);
+	rtw_loop_close(&ctx.loop);
+	if (ctx.listen_fd >= 0)
+		close(ctx.listen_fd);
+	if (ctx.reserve_fd >= 0)
+		close(ctx.reserve_fd);
 out_cfg:
 	sse_index_free(&ctx.ix);
 	sse_htab_free(&ctx.ips);
-	free(ctx.heartbeat);
+	sse_conn_teardown(&ctx);
 	sse_reqparser_free(ctx.parser);
 	free(ctx.rbuf);
 	cfg_free(&cfg);

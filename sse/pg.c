@@ -1,20 +1,25 @@
 /*
- * pg.c: rtw-sse's one PostgreSQL connection, non-blocking on the loop:
- * connect and reconnect with backoff, LISTEN rtw_messages, the global
- * (xid, id) tail below the settled horizon rtw_horizon() (see
+ * pg.c: rtw-sse's query policy on its one PostgreSQL connection (the
+ * connection half, with its reconnect backoff, is lib/pgconn.c): LISTEN
+ * rtw_messages and the prepared statements after every connect, the
+ * global (xid, id) tail below the settled horizon rtw_horizon() (see
  * sql/001_init.sql), and the per-connection queries (handshake, catch-up)
- * run one at a time between tail queries. Never blocks; never touches a
- * client socket (it hands rows to conn.c).
+ * run one at a time between tail queries; the safety poll and the re-poll
+ * behind the horizon on its own timer. Never blocks; never touches a
+ * client socket. Tier: below loop.c only; it hands rows and catch-up
+ * batches down to conn.c and the handshake's answer to routes.c.
  *
- * Phase order for one readable event: PQconsumeInput, every complete
- * result, PQnotifies, then the next query. The loop flushes client output
- * after this returns.
+ * Per readable event (lib/pgconn.c's order): every complete result, the
+ * end of the query (the next one is sent), then notifications (the tail
+ * is sent when the loop kicks after the pass). The loop flushes client
+ * output after the pass.
  */
 #include "config.h"
 #include "sse.h"
 #include "log.h"
 #include "msg.h"
 #include "pgutil.h"
+#include "row.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -23,10 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 
-#define PG_ROW_COLS                                                                                                    \
-	"m.xid::text, m.id::text, m.stream_id, m.author_id, m.to_user_id, m.message::text, m.ts::text, m.type, "       \
-	"m.widget_key::text, rtw_rfc3339(m.created_at), extract(epoch from m.created_at)::text"
+/* The position's xid, the stored message (lib/row.h), the epoch of
+ * created_at (delivery lag). */
+#define PG_ROW_COLS "m.xid::text, " RTW_ROW_COLS ", extract(epoch from m.created_at)::text"
 
 /* Rows after $1,$2 in stream order; settled says whether it is below the
  * horizon (deliverable). Unsettled rows come last since they have the
@@ -72,158 +78,76 @@ static const struct {
     {"sse_handshake", pg__handshake_sql, 5},
 };
 
-enum {
-	PG_COL_XID,
-	PG_COL_ID,
-	PG_COL_STREAM,
-	PG_COL_AUTHOR,
-	PG_COL_TO,
-	PG_COL_MSG,
-	PG_COL_TS,
-	PG_COL_TYPE,
-	PG_COL_WIDGET,
-	PG_COL_CREATED,
-	PG_COL_EPOCH,
-	PG_COL_SETTLED
-};
+enum { PG_COL_XID, PG_COL_ROW, PG_COL_EPOCH = PG_COL_ROW + RTW_ROW_NCOLS, PG_COL_SETTLED };
 
-static void pg__lost(struct sse_ctx *ctx, const char *why);
 static void pg__send_next(struct sse_ctx *ctx);
 
-bool sse_pg_up(const struct sse_ctx *ctx)
+/* The PostgreSQL side's own timer: the safety poll and the re-poll for
+ * rows behind the horizon (reconnects are lib/pgconn.c's). */
+static void pg__timer_arm(struct sse_ctx *ctx, uint64_t ms)
 {
-	return ctx->pg_state == SSE_PG_READY;
+	if (rtw_timer_start(&ctx->pg_timer, ms, 0) != RTW_OK)
+		log_error("could not arm the poll timer: %s", strerror(errno));
 }
 
-static void pg__set_events(struct sse_ctx *ctx, uint32_t ev)
+static void pg__timer(void *arg)
 {
-	if (ctx->pg_fd < 0 || ev == ctx->pg_events)
-		return;
-	ctx->pg_events = ev;
-	sse_ctx_mod_fd(ctx, ctx->pg_fd, &ctx->h_pg, ev);
+	struct sse_ctx *ctx = arg;
+
+	ctx->tail_wanted = true;
+	sse_pg_kick(ctx);
 }
 
-/* (Re)registers PQsocket, which may change while connecting. */
-static void pg__track_socket(struct sse_ctx *ctx, uint32_t ev)
+/* The query in flight will not be answered: its connection hears so. */
+static void pg__abandon(struct sse_ctx *ctx)
 {
-	int fd = PQsocket(ctx->pg);
-
-	if (fd != ctx->pg_fd) {
-		if (ctx->pg_fd >= 0)
-			epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, ctx->pg_fd, NULL);
-		ctx->pg_fd = fd;
-		ctx->pg_events = 0;
-		if (fd >= 0) {
-			struct epoll_event e = {.events = ev, .data.ptr = &ctx->h_pg};
-			epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &e);
-			ctx->pg_events = ev;
-		}
-		return;
-	}
-	pg__set_events(ctx, ev);
-}
-
-static void pg__schedule_reconnect(struct sse_ctx *ctx)
-{
-	ctx->pg_state = SSE_PG_DOWN;
-	ctx->backoff_ms = ctx->backoff_ms ? ctx->backoff_ms * 2 : 100;
-	if (ctx->backoff_ms > 5000)
-		ctx->backoff_ms = 5000;
-	sse_pg_timer_arm(ctx, ctx->backoff_ms);
-}
-
-void sse_pg_close(struct sse_ctx *ctx)
-{
-	if (ctx->pg_fd >= 0)
-		epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, ctx->pg_fd, NULL);
-	ctx->pg_fd = -1;
-	ctx->pg_events = 0;
-	if (ctx->pg) {
-		PQfinish(ctx->pg);
-		ctx->pg = NULL;
-	}
-}
-
-static void pg__connect_poll(struct sse_ctx *ctx)
-{
-	switch (PQconnectPoll(ctx->pg)) {
-	case PGRES_POLLING_READING: pg__track_socket(ctx, EPOLLIN); return;
-	case PGRES_POLLING_WRITING: pg__track_socket(ctx, EPOLLOUT); return;
-	case PGRES_POLLING_OK:
-		if (PQsetnonblocking(ctx->pg, 1) != 0) {
-			pg__lost(ctx, "could not set non-blocking mode");
-			return;
-		}
-		pg__track_socket(ctx, EPOLLIN);
-		ctx->pg_state = SSE_PG_SETUP;
-		ctx->pg_setup_step = 0;
-		ctx->pg_q = SSE_Q_NONE;
-		pg__send_next(ctx);
-		return;
-	default: pg__lost(ctx, PQerrorMessage(ctx->pg)); return;
-	}
-}
-
-void sse_pg_start(struct sse_ctx *ctx)
-{
-	/* the DSN wins; the name lets operators find this backend */
-	static const char *const keys[] = {"dbname", "fallback_application_name", NULL};
-	const char *const vals[] = {ctx->cfg->pgdsn, "rtw-sse", NULL};
-
-	ctx->pg = PQconnectStartParams(keys, vals, 1);
-	if (ctx->pg == NULL || PQstatus(ctx->pg) == CONNECTION_BAD) {
-		pg__lost(ctx, ctx->pg ? PQerrorMessage(ctx->pg) : "out of memory");
-		return;
-	}
-	ctx->pg_state = SSE_PG_CONNECTING;
-	pg__track_socket(ctx, EPOLLOUT);
-	pg__connect_poll(ctx);
-}
-
-static void pg__lost(struct sse_ctx *ctx, const char *why)
-{
-	char msg[256];
 	struct sse_conn *c = ctx->pg_job_conn;
 	enum sse_pg_query q = ctx->pg_q;
 
-	snprintf(msg, sizeof(msg), "%s", why ? why : "");
-	msg[strcspn(msg, "\r\n")] = '\0';
-	log_warn("lost the database connection: %s", msg);
-	sse_pg_close(ctx);
 	ctx->pg_q = SSE_Q_NONE;
 	ctx->pg_job_conn = NULL;
 	if (c) {
 		c->pg_job = false;
 		if (q == SSE_Q_HANDSHAKE)
-			sse_conn_handshake_done(c, NULL);
+			sse_route_handshake_done(c, NULL);
 		else
 			sse_conn_catchup_done(c, false, false);
 	}
-	pg__schedule_reconnect(ctx);
 }
 
-void sse_pg_timer(struct sse_ctx *ctx)
+static void pg__on_lost(struct rtw_pgconn *pc, const char *why, void *arg)
 {
-	if (ctx->pg_state == SSE_PG_DOWN) {
-		log_info("connecting to the database");
-		sse_pg_start(ctx);
-		return;
-	}
-	/* safety poll or a re-poll for rows behind the horizon */
-	ctx->tail_wanted = true;
-	sse_pg_kick(ctx);
+	struct sse_ctx *ctx = arg;
+
+	(void)pc;
+	(void)why; /* logged by lib/pgconn.c */
+	ctx->pg_ready = false;
+	pg__abandon(ctx);
 }
 
-static int pg__flush(struct sse_ctx *ctx)
+/* Sends q; RTW_ERROR means the connection proved dead (on_lost ran). */
+static void pg__sent(struct sse_ctx *ctx, int rc)
 {
-	int r = PQflush(ctx->pg);
+	if (rc == RTW_AGAIN) /* not READY: cannot happen, pg__send_next checked */
+		pg__abandon(ctx);
+}
 
-	if (r < 0) {
-		pg__lost(ctx, PQerrorMessage(ctx->pg));
-		return RTW_ERROR;
-	}
-	pg__set_events(ctx, r == 1 ? (EPOLLIN | EPOLLOUT) : EPOLLIN);
-	return RTW_OK;
+static void pg__on_ready(struct rtw_pgconn *pc, void *arg)
+{
+	struct sse_ctx *ctx = arg;
+
+	(void)pc;
+	ctx->pg_setup_step = 0;
+	ctx->pg_q = SSE_Q_NONE;
+	pg__send_next(ctx);
+}
+
+static void pg__on_notify(struct rtw_pgconn *pc, const char *channel, const char *payload, void *arg)
+{
+	(void)pc;
+	(void)channel;
+	(void)payload;
+	((struct sse_ctx *)arg)->tail_wanted = true; /* sent when the loop kicks, after the pass */
 }
 
 static void pg__pos_text(struct sse_pos p, char xid[24], char id[24])
@@ -232,32 +156,22 @@ static void pg__pos_text(struct sse_pos p, char xid[24], char id[24])
 	snprintf(id, 24, "%" PRId64, p.id);
 }
 
-static int pg__send_prepared(struct sse_ctx *ctx, enum sse_pg_query q, const char *stmt, int n, const char *const *v)
+static void pg__send_prepared(struct sse_ctx *ctx, enum sse_pg_query q, const char *stmt, int n, const char *const *v)
 {
-	if (!PQsendQueryPrepared(ctx->pg, stmt, n, v, NULL, NULL, 0)) {
-		pg__lost(ctx, PQerrorMessage(ctx->pg));
-		return RTW_ERROR;
-	}
 	ctx->pg_q = q;
-	return pg__flush(ctx);
+	pg__sent(ctx, rtw_pgconn_send_prepared(&ctx->pg, stmt, n, v));
 }
 
 static void pg__send_setup(struct sse_ctx *ctx)
 {
-	int ok;
+	int i = ctx->pg_setup_step - 1;
 
-	if (ctx->pg_setup_step == 0)
-		ok = PQsendQuery(ctx->pg, "LISTEN rtw_messages");
-	else {
-		int i = ctx->pg_setup_step - 1;
-		ok = PQsendPrepare(ctx->pg, pg__stmts[i].name, pg__stmts[i].sql, pg__stmts[i].nparams, NULL);
-	}
-	if (!ok) {
-		pg__lost(ctx, PQerrorMessage(ctx->pg));
-		return;
-	}
 	ctx->pg_q = SSE_Q_SETUP;
-	(void)pg__flush(ctx);
+	if (ctx->pg_setup_step == 0)
+		pg__sent(ctx, rtw_pgconn_send_query(&ctx->pg, "LISTEN rtw_messages"));
+	else
+		pg__sent(ctx,
+			 rtw_pgconn_send_prepare(&ctx->pg, pg__stmts[i].name, pg__stmts[i].sql, pg__stmts[i].nparams));
 }
 
 static void pg__send_tail(struct sse_ctx *ctx)
@@ -268,7 +182,7 @@ static void pg__send_tail(struct sse_ctx *ctx)
 	pg__pos_text(ctx->cursor, xid, id);
 	snprintf(lim, sizeof(lim), "%d", ctx->cfg->sse_batch_rows);
 	ctx->tail_wanted = false;
-	(void)pg__send_prepared(ctx, SSE_Q_TAIL, "sse_tail", 3, v);
+	pg__send_prepared(ctx, SSE_Q_TAIL, "sse_tail", 3, v);
 }
 
 static void pg__send_job(struct sse_ctx *ctx, struct sse_conn *c)
@@ -278,7 +192,7 @@ static void pg__send_job(struct sse_ctx *ctx, struct sse_conn *c)
 	if (c->state == SSE_CONN_HANDSHAKE) {
 		const char *v[5] = {c->has_widget ? c->widget : NULL, c->hs->last_id, c->sub.stream->id,
 				    c->sub.user->id, c->hs->origin};
-		(void)pg__send_prepared(ctx, SSE_Q_HANDSHAKE, "sse_handshake", 5, v);
+		pg__send_prepared(ctx, SSE_Q_HANDSHAKE, "sse_handshake", 5, v);
 	} else {
 		char fx[24], fi[24], tx[24], ti[24], lim[16];
 		const char *v[8] = {
@@ -287,23 +201,21 @@ static void pg__send_job(struct sse_ctx *ctx, struct sse_conn *c)
 		pg__pos_text(ctx->cursor, tx, ti);
 		snprintf(lim, sizeof(lim), "%d", ctx->cfg->sse_batch_rows);
 		ctx->pg_job_target = ctx->cursor;
-		(void)pg__send_prepared(ctx, SSE_Q_CATCHUP, "sse_catchup", 8, v);
+		pg__send_prepared(ctx, SSE_Q_CATCHUP, "sse_catchup", 8, v);
 	}
 }
 
 /* Starts the next query when none is in flight. */
 static void pg__send_next(struct sse_ctx *ctx)
 {
-	if (ctx->pg_q != SSE_Q_NONE || ctx->pg == NULL)
+	if (ctx->pg_q != SSE_Q_NONE || rtw_pgconn_state(&ctx->pg) != RTW_PGCONN_READY)
 		return;
-	if (ctx->pg_state == SSE_PG_SETUP) {
+	if (!ctx->pg_ready) {
 		pg__send_setup(ctx);
 		return;
 	}
-	if (ctx->pg_state != SSE_PG_READY)
-		return;
 	if (!ctx->cursor_valid) {
-		(void)pg__send_prepared(ctx, SSE_Q_CURSOR, "sse_cursor", 0, NULL);
+		pg__send_prepared(ctx, SSE_Q_CURSOR, "sse_cursor", 0, NULL);
 		return;
 	}
 	for (;;) {
@@ -348,19 +260,6 @@ static bool pg__parse_pos(const char *xid, const char *id, struct sse_pos *out)
 	return *end == '\0' && errno == 0;
 }
 
-static void pg__row(const PGresult *res, int i, struct msg_stored *m)
-{
-	m->id = PQgetvalue(res, i, PG_COL_ID);
-	m->stream_id = PQgetvalue(res, i, PG_COL_STREAM);
-	m->author_id = PQgetvalue(res, i, PG_COL_AUTHOR);
-	m->to_user_id = PQgetisnull(res, i, PG_COL_TO) ? NULL : PQgetvalue(res, i, PG_COL_TO);
-	m->message_json = PQgetvalue(res, i, PG_COL_MSG);
-	m->timestamp = PQgetvalue(res, i, PG_COL_TS);
-	m->type = PQgetvalue(res, i, PG_COL_TYPE);
-	m->widget_key = PQgetvalue(res, i, PG_COL_WIDGET);
-	m->created_at = PQgetvalue(res, i, PG_COL_CREATED);
-}
-
 static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 {
 	int n = PQntuples(res), i;
@@ -377,17 +276,17 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 			ctx->tail_pending = true;
 			break;
 		}
-		if (!pg__parse_pos(PQgetvalue(res, i, PG_COL_XID), PQgetvalue(res, i, PG_COL_ID), &pos))
+		rtw_row_message(res, i, PG_COL_ROW, &m);
+		if (!pg__parse_pos(PQgetvalue(res, i, PG_COL_XID), m.id, &pos))
 			continue;
 		ctx->cursor = pos;
 		ctx->m.tail_rows++;
-		st = sse_index_stream(&ctx->ix, PQgetvalue(res, i, PG_COL_STREAM));
+		st = sse_index_stream(&ctx->ix, m.stream_id);
 		if (st == NULL)
 			continue; /* nobody listens: do not even format it */
-		to = PQgetisnull(res, i, PG_COL_TO) ? NULL : PQgetvalue(res, i, PG_COL_TO);
+		to = m.to_user_id;
 		if (to != NULL && sse_index_user(st, to) == NULL)
 			continue;
-		pg__row(res, i, &m);
 		struct sse_frame *f = sse_frame_row(&m, pos);
 		if (f == NULL) {
 			log_error("could not format message %s", m.id);
@@ -405,10 +304,10 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 		ctx->repoll_ms = ctx->repoll_ms ? ctx->repoll_ms * 2 : 5;
 		if (ctx->repoll_ms > (uint64_t)ctx->cfg->sse_poll_interval_ms)
 			ctx->repoll_ms = (uint64_t)ctx->cfg->sse_poll_interval_ms;
-		sse_pg_timer_arm(ctx, ctx->repoll_ms);
+		pg__timer_arm(ctx, ctx->repoll_ms);
 	} else {
 		ctx->repoll_ms = 0;
-		sse_pg_timer_arm(ctx, (uint64_t)ctx->cfg->sse_poll_interval_ms);
+		pg__timer_arm(ctx, (uint64_t)ctx->cfg->sse_poll_interval_ms);
 	}
 }
 
@@ -422,9 +321,9 @@ static void pg__catchup_result(struct sse_ctx *ctx, struct sse_conn *c, PGresult
 		struct msg_stored m;
 		struct sse_frame *f;
 
-		if (!pg__parse_pos(PQgetvalue(res, i, PG_COL_XID), PQgetvalue(res, i, PG_COL_ID), &pos))
+		rtw_row_message(res, i, PG_COL_ROW, &m);
+		if (!pg__parse_pos(PQgetvalue(res, i, PG_COL_XID), m.id, &pos))
 			continue;
-		pg__row(res, i, &m);
 		f = sse_frame_row(&m, pos);
 		if (f == NULL) {
 			log_error("could not format message %s", m.id);
@@ -468,13 +367,13 @@ static void pg__result(struct sse_ctx *ctx, PGresult *res)
 		if (ok)
 			pg__tail_result(ctx, res);
 		else
-			sse_pg_timer_arm(ctx, 1000);
+			pg__timer_arm(ctx, 1000);
 		break;
 	case SSE_Q_HANDSHAKE:
 		if (c) {
 			c->pg_job = false;
 			ctx->pg_job_conn = NULL;
-			sse_conn_handshake_done(c, ok ? res : NULL);
+			sse_route_handshake_done(c, ok ? res : NULL);
 		}
 		break;
 	case SSE_Q_CATCHUP:
@@ -491,59 +390,52 @@ static void pg__result(struct sse_ctx *ctx, PGresult *res)
 	}
 }
 
-static void pg__query_done(struct sse_ctx *ctx)
+/* The query in flight ended after its last result. */
+static void pg__on_done(struct rtw_pgconn *pc, void *arg)
 {
+	struct sse_ctx *ctx = arg;
 	enum sse_pg_query q = ctx->pg_q;
 
+	(void)pc;
 	ctx->pg_q = SSE_Q_NONE;
 	ctx->pg_job_conn = NULL;
 	if (q == SSE_Q_SETUP && ctx->pg_setup_step > (int)RTW_ARRAY_LEN(pg__stmts)) {
-		ctx->pg_state = SSE_PG_READY;
-		ctx->backoff_ms = 0;
+		ctx->pg_ready = true;
 		if (ctx->pg_was_ready)
 			ctx->m.pg_reconnects++;
 		ctx->pg_was_ready = true;
 		ctx->tail_wanted = true; /* catch up from the cursor: nothing lost */
 		log_info("database connection ready");
 	}
+	pg__send_next(ctx);
 }
 
-void sse_pg_event(struct sse_ctx *ctx, uint32_t events)
+static void pg__on_result(struct rtw_pgconn *pc, PGresult *res, void *arg)
 {
-	PGnotify *n;
+	(void)pc;
+	pg__result(arg, res);
+}
 
-	if (ctx->pg_state == SSE_PG_CONNECTING) {
-		pg__connect_poll(ctx);
-		return;
-	}
-	if (ctx->pg == NULL)
-		return;
-	if ((events & EPOLLOUT) && pg__flush(ctx) != RTW_OK)
-		return;
-	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-		if (!PQconsumeInput(ctx->pg)) {
-			pg__lost(ctx, PQerrorMessage(ctx->pg));
-			return;
-		}
-	}
-	while (ctx->pg_q != SSE_Q_NONE && !PQisBusy(ctx->pg)) {
-		PGresult *res = PQgetResult(ctx->pg);
-		if (res == NULL) {
-			pg__query_done(ctx);
-			break;
-		}
-		pg__result(ctx, res);
-		PQclear(res);
-		if (ctx->pg == NULL)
-			return;
-	}
-	while ((n = PQnotifies(ctx->pg)) != NULL) {
-		ctx->tail_wanted = true;
-		PQfreemem(n);
-	}
-	if (PQstatus(ctx->pg) == CONNECTION_BAD) {
-		pg__lost(ctx, PQerrorMessage(ctx->pg));
-		return;
-	}
-	pg__send_next(ctx);
+int sse_pg_start(struct sse_ctx *ctx)
+{
+	static const struct rtw_pgconn_callbacks cb = {
+	    .on_ready = pg__on_ready,
+	    .on_result = pg__on_result,
+	    .on_done = pg__on_done,
+	    .on_notify = pg__on_notify,
+	    .on_lost = pg__on_lost,
+	};
+
+	if (rtw_timer_init(&ctx->loop, &ctx->pg_timer, pg__timer, ctx) != RTW_OK ||
+	    rtw_pgconn_init(&ctx->pg, &ctx->loop, ctx->cfg->pgdsn, "rtw-sse", &cb, ctx) != RTW_OK)
+		return RTW_ERROR;
+	rtw_pgconn_start(&ctx->pg);
+	return RTW_OK;
+}
+
+void sse_pg_close(struct sse_ctx *ctx)
+{
+	rtw_pgconn_free(&ctx->pg);
+	rtw_timer_close(&ctx->pg_timer);
+	ctx->pg_ready = false;
 }

@@ -1,14 +1,24 @@
 /*
  * sse.h: the internals of rtw-sse, the Server-Sent Events daemon, shared
- * by its files. Each file owns one subsystem:
- *   frame.c  refcounted, preformatted SSE frames shared by all recipients
- *   subs.c   the subscriber index: stream -> connections, (stream, user) ->
- *            connections, so fan-out of a private costs O(its recipients)
- *   req.c    the request-head glue over http-parser and the query string
- *   conn.c   client connections: state machine, output queue, handshake
- *   pg.c     the non-blocking libpq side: LISTEN, the (xid, id) tail,
- *            handshakes and per-connection catch-ups, reconnects
- *   loop.c   the epoll loop, timers, signals, /healthz and /metrics
+ * by its files. Each file owns one subsystem; the files form tiers, and a
+ * file calls only files of lower tiers (never one above it):
+ *   loop.c    main(), the one epoll loop, timers, signals          (top)
+ *   pg.c      the non-blocking libpq side: LISTEN, the (xid, id)
+ *             tail, handshakes and per-connection catch-ups,
+ *             reconnects; hands rows and answers down
+ *   routes.c  what a request head asks for: the events route
+ *             (identity, the handshake's answer, init), /healthz,
+ *             /metrics, the CORS preflight
+ *   conn.c    client connections: accept and limits, reading the
+ *             head, the state machine, the output ring and writing,
+ *             fan-out, timeouts and heartbeats
+ *   frame.c   every frame a client is sent: refcounted, preformatted
+ *             events shared by all recipients, stream heads, responses
+ *   subs.c    the subscriber index: stream -> connections, (stream,
+ *             user) -> connections, so fan-out of a private costs
+ *             O(its recipients)
+ *   req.c     the request-head glue over http-parser and the query
+ *             string                                              (bottom)
  * Everything runs on the one loop thread of the process; nothing is
  * shared between processes (several may share the port via SO_REUSEPORT).
  */
@@ -18,6 +28,8 @@
 #include "rtw.h"
 #include "cfg.h"
 #include "msg.h"
+#include "loop.h"
+#include "pgconn.h"
 
 #include <libpq-fe.h>
 #include <netinet/in.h>
@@ -74,6 +86,22 @@ static inline struct sse_frame *sse_frame_ref(struct sse_frame *f)
 }
 
 void sse_frame_unref(struct sse_frame *f);
+
+/* A whole close-delimited HTTP/1.1 response: status line, Content-Type,
+ * Content-Length (computed from blen), Cache-Control: no-store,
+ * Connection: close, then headers (complete lines ending in CRLF, or
+ * NULL), a blank line and the body (left out when head_only: the answer
+ * to HEAD). Returns a new frame (refs 1, no position), or NULL (out of
+ * memory, or headers too long). */
+struct sse_frame *sse_frame_response(int status, const char *ctype, const char *headers, const char *body, size_t blen,
+				     bool head_only) RTW_WUR;
+
+/* The head of an event stream (200, text/event-stream, the given header
+ * lines or NULL), "retry: <retry_ms>" and the init event
+ * "data: <init_json>\n\n" (no id:). A new frame (refs 1), or NULL (out of
+ * memory, a newline in init_json, headers too long). */
+struct sse_frame *sse_frame_stream_open(const char *headers, int retry_ms, const char *init_json,
+					size_t init_len) RTW_WUR;
 
 /* A frame that is never freed by unref (refs < 0), e.g. the heartbeat
  * comment every connection shares; the owner frees it with free(). */
@@ -225,9 +253,6 @@ bool sse_url_decode(char *s);
 
 /* ---- connections (conn.c) ---------------------------------------------- */
 
-/* What an epoll registration points at: the first member of each. */
-enum sse_handle_kind { SSE_H_LISTEN, SSE_H_TICK, SSE_H_PGTIMER, SSE_H_SIGNAL, SSE_H_PG, SSE_H_CONN };
-
 /* A connection's state; every change goes through sse_conn_set_state. */
 enum sse_conn_state {
 	SSE_CONN_READING_HEAD, /* reading the request head (header timeout runs) */
@@ -254,7 +279,7 @@ struct sse_hs {
 };
 
 struct sse_conn {
-	enum sse_handle_kind kind; /* SSE_H_CONN; first member */
+	struct rtw_io io; /* on ctx->loop while open */
 	struct sse_ctx *ctx;
 	int fd;
 	enum sse_conn_state state;
@@ -270,10 +295,9 @@ struct sse_conn {
 	struct sse_link job_link; /* ctx->jobs */
 	struct sse_conn *dirty_next;
 	struct sse_sub sub;
-	char *head;	     /* READING_HEAD: the bytes of an incomplete head */
-	uint32_t head_len;   /* exactly-sized; parsed whole on each read */
-	struct sse_req *req; /* only while routing: the loop's scratch request */
-	struct sse_hs *hs;   /* what the head leaves until the stream starts */
+	char *head;	   /* READING_HEAD: the bytes of an incomplete head */
+	uint32_t head_len; /* exactly-sized; parsed whole on each read */
+	struct sse_hs *hs; /* what the head leaves until the stream starts */
 	uint64_t born_ms;
 	struct sse_pos pos;	 /* last position queued (or skipped) */
 	struct sse_pos sent_pos; /* last position fully written */
@@ -297,14 +321,6 @@ struct sse_ipcount {
 
 /* ---- the process context (loop.c owns it) ------------------------------ */
 
-/* The PostgreSQL connection's state; changed only in pg.c. */
-enum sse_pg_state {
-	SSE_PG_DOWN,	   /* waiting for the reconnect timer */
-	SSE_PG_CONNECTING, /* PQconnectPoll in progress */
-	SSE_PG_SETUP,	   /* LISTEN and statement preparation */
-	SSE_PG_READY	   /* tail and jobs may run */
-};
-
 /* What the one in-flight query is. */
 enum sse_pg_query { SSE_Q_NONE, SSE_Q_SETUP, SSE_Q_CURSOR, SSE_Q_TAIL, SSE_Q_HANDSHAKE, SSE_Q_CATCHUP };
 
@@ -315,19 +331,21 @@ struct sse_metrics {
 	uint64_t accepted, rejected, tail_rows;
 	uint64_t lag_bucket[SSE_LAG_BUCKETS + 1]; /* last is +Inf */
 	double lag_sum;
-	uint64_t lag_count;
 	double lag_max;
 };
 
 struct sse_ctx {
 	const struct rtw_cfg *cfg;
 	bool token_mode;
-	int epfd;
-	enum sse_handle_kind h_listen, h_tick, h_pgtimer, h_signal, h_pg;
-	int listen_fd, tick_fd, pgtimer_fd, signal_fd;
-	int reserve_fd; /* spare descriptor to refuse connections at EMFILE */
+	struct rtw_loop loop;
+	struct rtw_io listen_io;
+	struct rtw_timer tick;	   /* header timeouts, heartbeats, trim */
+	struct rtw_signal signals; /* SIGTERM, SIGINT, SIGHUP */
+	struct rtw_hook pass_end;  /* queries, flushes and frees after each pass */
+	int listen_fd;
+	int reserve_fd;	   /* spare descriptor to refuse connections at EMFILE */
+	rtw_io_fn conn_io; /* a connection's socket callback (loop.c's) */
 	bool stopping;
-	uint64_t now_ms;
 	uint64_t last_hb_ms;
 	struct sse_index ix;
 	struct sse_link heads;	/* connections reading their head, oldest first */
@@ -338,6 +356,9 @@ struct sse_ctx {
 	size_t n_conns;
 	struct sse_htab ips;	     /* struct sse_ipcount, non-loopback peers */
 	struct sse_frame *heartbeat; /* ": hb\n\n", static */
+	/* the answers to connections refused at accept (503 over
+	 * sse.max_connections, 429 over sse.max_per_ip), built once */
+	struct sse_frame *refuse_busy, *refuse_per_ip;
 	/* request heads: parsed whole, one at a time, into these (no
 	 * per-connection parser; see conn.c) */
 	struct sse_reqparser *parser;
@@ -345,10 +366,9 @@ struct sse_ctx {
 	char *rbuf; /* sse.max_header_bytes + SSE_RBUF_SLACK */
 	uint64_t trim_accepted, trim_last_accepted, trim_ms;
 	/* PostgreSQL */
-	PGconn *pg;
-	int pg_fd;
-	uint32_t pg_events;
-	enum sse_pg_state pg_state;
+	struct rtw_pgconn pg;	   /* the connection half (lib/pgconn.c) */
+	struct rtw_timer pg_timer; /* safety poll, re-poll behind the horizon */
+	bool pg_ready;		   /* connected, LISTENing and prepared: changed only in pg.c */
 	enum sse_pg_query pg_q;
 	int pg_setup_step;
 	struct sse_conn *pg_job_conn;
@@ -358,20 +378,34 @@ struct sse_ctx {
 	bool cursor_valid;
 	bool pg_was_ready;
 	struct sse_pos cursor; /* everything <= cursor has been dispatched */
-	uint64_t backoff_ms;
 	uint64_t repoll_ms;
 	bool jobs_turn; /* alternate tail and connection jobs */
 	struct sse_metrics m;
 };
 
-/* loop.c */
-void sse_ctx_mod_fd(struct sse_ctx *ctx, int fd, void *handle, uint32_t events);
-void sse_pg_timer_arm(struct sse_ctx *ctx, uint64_t ms);
-void sse_metrics_lag(struct sse_ctx *ctx, double seconds);
+/* The PostgreSQL connection is ready: queries may be sent. */
+static inline bool sse_pg_up(const struct sse_ctx *ctx)
+{
+	return ctx->pg_ready;
+}
 
-/* conn.c */
+/* The loop's clock as of this pass. */
+static inline uint64_t sse_now(const struct sse_ctx *ctx)
+{
+	return rtw_loop_now(&ctx->loop);
+}
+
+/* ---- conn.c ---- */
+
+/* Builds the frames the connections share (heartbeat, refusals).
+ * RTW_OK, or RTW_ERROR (out of memory); teardown frees what was built. */
+int sse_conn_setup(struct sse_ctx *ctx) RTW_WUR;
+void sse_conn_teardown(struct sse_ctx *ctx);
 void sse_conn_accept(struct sse_ctx *ctx);
-void sse_conn_event(struct sse_conn *c, uint32_t events);
+/* Handles a socket event. Returns the loop's scratch request when a
+ * complete, well-formed head was read (the caller routes it before the
+ * next event: the request is reused), NULL otherwise. */
+const struct sse_req *sse_conn_event(struct sse_conn *c, uint32_t events);
 void sse_conn_set_state(struct sse_conn *c, enum sse_conn_state to);
 void sse_conn_close(struct sse_conn *c);
 /* Queues a frame reference (the caller keeps its own). live: apply the
@@ -381,21 +415,49 @@ void sse_conn_flush_dirty(struct sse_ctx *ctx);
 void sse_conn_free_closed(struct sse_ctx *ctx);
 void sse_conn_tick(struct sse_ctx *ctx);
 void sse_conn_shutdown_all(struct sse_ctx *ctx);
-/* The handshake query's answer (NULL result: PostgreSQL unavailable). */
-void sse_conn_handshake_done(struct sse_conn *c, PGresult *res);
-/* A catch-up batch ended at target with n rows (full: more may follow). */
+/* Starts feeding c from the tail, at the cursor or its own later position. */
+void sse_conn_go_live(struct sse_conn *c);
+/* A catch-up batch ended (ok false: PostgreSQL failed; full: more may follow). */
 void sse_conn_catchup_done(struct sse_conn *c, bool ok, bool full);
 /* Queues c for a PostgreSQL job (handshake or catch-up). */
 void sse_conn_want_job(struct sse_conn *c);
+/* Queues f (borrowed) on the stream's subscribers, or on to_user's when
+ * given, except those filtering on another widget. */
 void sse_conn_dispatch(struct sse_ctx *ctx, struct sse_frame *f, const char *stream_id, const char *to_user,
 		       const char *widget_key);
+/* Frees what the head left (Last-Event-ID, Origin, minted token). */
+void sse_conn_hs_free(struct sse_conn *c);
 
-/* pg.c */
-void sse_pg_start(struct sse_ctx *ctx);
-void sse_pg_event(struct sse_ctx *ctx, uint32_t events);
-void sse_pg_timer(struct sse_ctx *ctx);
+#define SSE_CORS_MAX 400
+/* The CORS header lines for c's request Origin into out (always
+ * NUL-terminated, "" when none), by lib/cors.c's rule: "*", or the Origin
+ * echoed when the deployment or (widget_ok) a widget allows it. */
+void sse_conn_cors(const struct sse_conn *c, bool widget_ok, char *out, size_t cap);
+/* Queues a whole response (extra: header lines or NULL; head_only: the
+ * answer to HEAD) and closes c once it is written; nothing when c is
+ * already closing. */
+void sse_conn_respond(struct sse_conn *c, int status, const char *ctype, const char *extra, const char *body,
+		      size_t blen, bool head_only);
+/* The same with the contract's error JSON as the body. */
+void sse_conn_error(struct sse_conn *c, int status, const char *code, const char *field, const char *extra,
+		    const char *message);
+
+/* ---- routes.c ---- */
+
+/* Answers a complete head (borrowed; valid only during the call). */
+void sse_route(struct sse_conn *c, const struct sse_req *r);
+/* The handshake query's answer (NULL result: PostgreSQL unavailable). */
+void sse_route_handshake_done(struct sse_conn *c, PGresult *res);
+/* Records one delivery lag (created_at to dispatch) for /metrics. */
+void sse_metrics_lag(struct sse_ctx *ctx, double seconds);
+
+/* ---- pg.c ---- */
+/* Sets up the connection and its timer on ctx->loop and starts
+ * connecting. RTW_OK, or RTW_ERROR (out of memory, timerfd). */
+int sse_pg_start(struct sse_ctx *ctx) RTW_WUR;
+/* Sends the next query when none is in flight (the loop calls it after
+ * each pass's events and again after flushing). */
 void sse_pg_kick(struct sse_ctx *ctx);
-bool sse_pg_up(const struct sse_ctx *ctx);
 void sse_pg_close(struct sse_ctx *ctx);
 
 #endif

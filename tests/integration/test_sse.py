@@ -204,6 +204,27 @@ def token_identity_and_errors():
 
 
 @test
+def healthz_and_metrics_as_every_daemon():
+    """/healthz and /metrics are lib/probe.c's answers: the one body shape,
+    HEAD answered like GET without the body, other methods 405."""
+    r = request(STACK.sse_port, "GET", "/healthz")
+    assert r.status == 200 and r.json == {"status": "ok", "service": "rtw-sse"}, r
+    h = request(STACK.sse_port, "HEAD", "/healthz")
+    assert h.status == 200 and h.body == b"" and int(h.header("Content-Length")) == len(r.body), h
+    m = request(STACK.sse_port, "GET", "/metrics")
+    text = m.body.decode()
+    assert m.status == 200 and m.header("Content-Type").startswith("text/plain"), m
+    for line in ("# TYPE rtw_sse_connections gauge", "# TYPE rtw_sse_events_delivered_total counter",
+                 "# TYPE rtw_sse_delivery_lag_seconds histogram", 'rtw_sse_delivery_lag_seconds_bucket{le="+Inf"} ',
+                 "rtw_sse_delivery_lag_seconds_count ", "rtw_sse_pg_up 1"):
+        assert line in text, (line, text)
+    h = request(STACK.sse_port, "HEAD", "/metrics")
+    assert h.status == 200 and h.body == b"" and int(h.header("Content-Length")) > 0, h
+    r = request(STACK.sse_port, "POST", "/healthz", body={})
+    assert r.status == 405 and "HEAD" in r.header("Allow"), r
+
+
+@test
 def heartbeat_comment():
     c = subscribe(stream_name())
     deadline = time.time() + 5
@@ -446,7 +467,8 @@ def postgres_restart_live_and_resume():
     STACK.pg.stop()
     wait_healthy(ok=False)
     r = request(STACK.sse_port, "GET", "/healthz")
-    assert r.status == 503 and r.json["error"]["code"] == "unavailable"
+    assert r.status == 503 and r.json == {"status": "unavailable", "service": "rtw-sse",
+                                          "error": "database unreachable"}, r
     STACK.pg.start()
     wait_healthy()
     after = [insert(s) for _ in range(4)]
@@ -579,6 +601,75 @@ def sigterm_ends_streams_cleanly():
     c.close()
     SSE.start()
     wait_healthy()
+
+
+def _local_address():
+    """A non-loopback address of this machine, or None: connections from it
+    count against sse.max_per_ip (loopback peers are exempt)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.connect(("192.0.2.1", 9))  # no packet is sent; picks the source address
+            addr = u.getsockname()[0]
+    except OSError:
+        return None
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
+
+
+def _refusal(port, host="127.0.0.1"):
+    """Connects (from host, to host) without sending anything and reads the
+    whole close-delimited answer: (status, headers, body)."""
+    with socket.create_connection((host, port), timeout=15, source_address=(host, 0)) as s:
+        data = b"".join(iter(lambda: s.recv(65536), b""))
+    head, sep, body = data.partition(b"\r\n\r\n")
+    assert sep, data
+    lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def _assert_refusal(answer, status, code):
+    st, headers, body = answer
+    assert st == status, answer
+    # the declared length is the body's (it was hand-counted, and wrong)
+    assert int(headers["content-length"]) == len(body), answer
+    assert json.loads(body)["error"]["code"] == code, answer
+    assert headers["connection"] == "close" and "retry-after" in headers, answer
+
+
+@test
+def refusals_at_accept_declare_their_length():
+    """Over sse.max_connections a connection is answered 503 at accept, over
+    sse.max_per_ip (non-loopback peers) 429; each answer's Content-Length
+    is exactly its body's length."""
+    port = rtwtest.free_port()
+    d = STACK.start_sse(name="rtw-sse-cap", port=port,
+                        env={"RTW_SSE_LISTEN": "0.0.0.0:%d" % port, "RTW_SSE_MAX_CONNECTIONS": "2",
+                             "RTW_SSE_MAX_PER_IP": "1"})
+    held = []
+    try:
+        wait_healthy(port)
+        # only the /metrics request itself is open: the next ones are counted in order
+        wait_for(lambda: metric("rtw_sse_connections", port) == 1, 20, "no leftover connections")
+        addr = _local_address()
+        if addr is not None:
+            held.append(socket.create_connection((addr, port), timeout=15, source_address=(addr, 0)))
+            wait_for(lambda: metric("rtw_sse_connections", port) == 2, 20, "the held connection")
+            _assert_refusal(_refusal(port, addr), 429, "rate_limited")
+        else:
+            print("# no non-loopback address: the 429 refusal is not exercised")
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=15))
+        held.append(socket.create_connection(("127.0.0.1", port), timeout=15))
+        _assert_refusal(_refusal(port), 503, "unavailable")
+        for h in held:
+            h.close()
+        held = []
+        # the process is full until it has seen the held connections close
+        wait_for(lambda: metric("rtw_sse_connections_rejected_total", port) >= (2 if addr else 1), 20,
+                 "the refusals counted")
+    finally:
+        for h in held:
+            h.close()
+        d.stop()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 /*
  * test_sse.c: unit tests of rtw-sse's pure parts: frame formatting and
- * sharing (sse/frame.c), the subscriber index (sse/subs.c) and the
+ * sharing, stream heads and whole responses (sse/frame.c), the subscriber index (sse/subs.c) and the
  * request-head glue over http-parser (sse/req.c).
  */
 #include "config.h"
@@ -74,6 +74,62 @@ static void test_frame_row(void **state)
 	assert_non_null(strstr(s, "\"message\":{\"text\":\"line1\\nline2\",\"n\":[1,2]}"));
 	free(s);
 	sse_frame_unref(f);
+}
+
+static void test_frame_response(void **state)
+{
+	static const char body[] = "{\"status\":\"ok\"}\n";
+	static const char want[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+				   "Content-Length: 16\r\nCache-Control: no-store\r\nConnection: close\r\n"
+				   "Retry-After: 1\r\n\r\n{\"status\":\"ok\"}\n";
+	struct sse_frame *f =
+	    sse_frame_response(503, "application/json", "Retry-After: 1\r\n", body, sizeof(body) - 1, false);
+	const char *cl, *end;
+
+	assert_non_null(f);
+	assert_int_equal(f->len, sizeof(want) - 1);
+	assert_memory_equal(f->data, want, sizeof(want) - 1);
+	assert_false(f->has_pos);
+	sse_frame_unref(f);
+
+	/* Content-Length is computed: it always equals the body's length */
+	for (size_t blen = 0; blen < 300; blen += 37) {
+		char b[300];
+		memset(b, 'x', blen);
+		f = sse_frame_response(429, "application/json", NULL, b, blen, false);
+		assert_non_null(f);
+		cl = memmem(f->data, f->len, "Content-Length: ", 16);
+		end = memmem(f->data, f->len, "\r\n\r\n", 4);
+		assert_non_null(cl);
+		assert_non_null(end);
+		assert_int_equal(strtoul(cl + 16, NULL, 10), blen);
+		assert_int_equal(f->data + f->len - (end + 4), blen);
+		sse_frame_unref(f);
+	}
+	/* HEAD: the head declares the body it leaves out */
+	f = sse_frame_response(200, "application/json", NULL, body, sizeof(body) - 1, true);
+	assert_non_null(f);
+	assert_non_null(memmem(f->data, f->len, "Content-Length: 16\r\n", 20));
+	assert_memory_equal(f->data + f->len - 4, "\r\n\r\n", 4);
+	assert_null(memmem(f->data, f->len, body, sizeof(body) - 1));
+	sse_frame_unref(f);
+}
+
+static void test_frame_stream_open(void **state)
+{
+	static const char init[] = "{\"type\":\"init\"}";
+	static const char want[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+				   "X-Accel-Buffering: no\r\nConnection: close\r\nVary: Origin\r\n\r\n"
+				   "retry: 2000\n\ndata: {\"type\":\"init\"}\n\n";
+	struct sse_frame *f = sse_frame_stream_open("Vary: Origin\r\n", 2000, init, sizeof(init) - 1);
+
+	assert_non_null(f);
+	assert_int_equal(f->len, sizeof(want) - 1);
+	assert_memory_equal(f->data, want, sizeof(want) - 1);
+	assert_false(f->has_pos);
+	sse_frame_unref(f);
+	/* a newline would end the init event early */
+	assert_null(sse_frame_stream_open(NULL, 2000, "{\n}", 3));
 }
 
 static void test_frame_static(void **state)
@@ -300,6 +356,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_frame_event),	    cmocka_unit_test(test_frame_refuses_newlines),
 	    cmocka_unit_test(test_frame_row),	    cmocka_unit_test(test_frame_static),
+	    cmocka_unit_test(test_frame_response),  cmocka_unit_test(test_frame_stream_open),
 	    cmocka_unit_test(test_pos_order),	    cmocka_unit_test(test_index),
 	    cmocka_unit_test(test_htab_grows),	    cmocka_unit_test(test_req_events),
 	    cmocka_unit_test(test_req_headers_win), cmocka_unit_test(test_req_routes),
