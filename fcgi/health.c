@@ -153,6 +153,23 @@ static bool fcg_health__db_ok(struct fcg_health *h)
 
 /* ---- the listener ---- */
 
+/* A lingering close: bytes the client sent that we never read (a body on
+ * a probe) would make close() answer with a reset, which can destroy the
+ * reply before the client reads it. So say we are done, then read and drop
+ * what is left, bounded in bytes and time. */
+static void fcg_health__linger(int fd)
+{
+	struct timeval tv = {.tv_usec = 200 * 1000};
+	char sink[4096];
+	size_t left = 64 * 1024;
+	ssize_t n;
+
+	shutdown(fd, SHUT_WR);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	while (left > 0 && (n = recv(fd, sink, sizeof(sink), 0)) > 0)
+		left -= (size_t)n < left ? (size_t)n : left;
+}
+
 static void fcg_health__serve(struct fcg_health *h, int fd)
 {
 	struct timeval tv = {.tv_sec = FCG_HEALTH_IO_TIMEOUT_S};
@@ -185,6 +202,7 @@ static void fcg_health__serve(struct fcg_health *h, int fd)
 	rtw_probe_answer(&q, rc, "rtw-fcgi", db_ok, text ? &mw : NULL, &reply);
 	rtw_probe_send(fd, &reply, rc == RTW_OK && rtw_probe_head_only(&q));
 	free(text);
+	fcg_health__linger(fd);
 }
 
 static void *fcg_health__main(void *arg)
