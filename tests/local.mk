@@ -107,6 +107,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_sse.py \
 	tests/integration/test_webhook.py \
 	tests/integration/test_e2e.py \
+	tests/integration/test_horizon.py \
 	tests/integration/test_apache.py \
 	tests/integration/test_browser.py
 TESTS += $(INTEGRATION_TESTS)

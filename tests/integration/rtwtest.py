@@ -111,6 +111,7 @@ class Postgres:
             "synchronous_commit = %s" % ("on" if durable else "off"),
             "full_page_writes = %s" % ("on" if durable else "off"),
             "shared_buffers = 128MB",
+            "max_prepared_transactions = 4",  # test_horizon: a dangling prepared transaction
             "log_min_messages = warning",
         ]
         with open(os.path.join(self.dir, "postgresql.conf"), "a") as f:
