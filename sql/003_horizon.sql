@@ -118,8 +118,8 @@ RETURNS TABLE (xid xid8, pid integer, marked_for integer) LANGUAGE sql STABLE AS
     FROM mk JOIN run USING (v)
     GROUP BY mk.v, mk.since
     UNION ALL
-    SELECT x, NULL, NULL FROM pg_snapshot_xip(s) x
-    WHERE NOT EXISTS (SELECT FROM run WHERE run.x = x::text::bigint)
+    SELECT xs.x, NULL, NULL FROM pg_snapshot_xip(s) AS xs (x)
+    WHERE NOT EXISTS (SELECT FROM run WHERE run.x = xs.x::text::bigint)
 $$;
 
 -- The settled horizon: no row with a smaller xid can still appear. STABLE,
