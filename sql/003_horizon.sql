@@ -122,9 +122,7 @@ RETURNS TABLE (xid xid8, pid integer, marked_for integer) LANGUAGE sql STABLE AS
     WHERE NOT EXISTS (SELECT FROM run WHERE run.x = xs.x::text::bigint)
 $$;
 
--- The settled horizon: no row with a smaller xid can still appear. STABLE,
--- so it reads the caller's statement snapshot, the one the caller's scan
--- of rtw_messages uses.
+-- The horizon of snapshot s when something is in progress in it.
 --
 -- A horizon found for a snapshot stays right for every snapshot with the
 -- same content (which transactions are writers does not change), so the
@@ -136,22 +134,16 @@ $$;
 -- Writers that have held it longer than rtw.writer_timeout (a setting,
 -- '10s' unless set; 0 turns it off) are ended here, so a hung writer is
 -- bounded by the next reader (rtw-sse's safety poll at the latest); a
--- reader without the right to signal it logs that and carries on.
-CREATE OR REPLACE FUNCTION rtw_horizon() RETURNS xid8 LANGUAGE plpgsql STABLE AS $$
+-- reader without the right to signal it says so and carries on.
+CREATE FUNCTION rtw_horizon_held(s pg_snapshot) RETURNS xid8 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    s pg_snapshot := pg_current_snapshot();
-    tag text;
-    cached text;
+    tag text := s::text || '@' || floor(extract(epoch FROM clock_timestamp()))::text || '=';
+    cached text := current_setting('rtw.horizon_cache', true);
     h xid8;
     overdue integer[];
     bound integer;
     p integer;
 BEGIN
-    IF pg_snapshot_xmin(s) = pg_snapshot_xmax(s) THEN
-        RETURN pg_snapshot_xmax(s);
-    END IF;
-    tag := s::text || '@' || floor(extract(epoch FROM clock_timestamp()))::text || '=';
-    cached := current_setting('rtw.horizon_cache', true);
     IF starts_with(cached, tag) THEN
         RETURN substr(cached, length(tag) + 1)::xid8;
     END IF;
@@ -166,10 +158,21 @@ BEGIN
             RAISE WARNING 'rtw: writer pid % holds the stream horizon; not allowed to end it: %', p, SQLERRM;
         END;
     END LOOP;
-    h := coalesce(h, pg_snapshot_xmax(s));
+    h := least(coalesce(h, pg_snapshot_xmax(s)), pg_snapshot_xmax(s));
     PERFORM set_config('rtw.horizon_cache', tag || h::text, false);
     RETURN h;
 END $$;
+
+-- The settled horizon: no row with a smaller xid can still appear. STABLE,
+-- so it reads the caller's statement snapshot, the one the caller's scan
+-- of rtw_messages uses. Plain SQL, so the planner inlines it: with nothing
+-- in progress it costs what 001's did, and the lock table is read only
+-- when something is.
+CREATE OR REPLACE FUNCTION rtw_horizon() RETURNS xid8 LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN pg_snapshot_xmin(pg_current_snapshot()) = pg_snapshot_xmax(pg_current_snapshot())
+                THEN pg_snapshot_xmax(pg_current_snapshot())
+                ELSE rtw_horizon_held(pg_current_snapshot()) END
+$$;
 
 -- For operators: who holds the horizon now, oldest first.
 CREATE VIEW rtw_horizon_holders AS
