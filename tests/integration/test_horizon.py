@@ -19,6 +19,7 @@ Run: RTW_BUILDDIR=$PWD/build/test /usr/bin/python3 tests/integration/test_horizo
 """
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -37,8 +38,23 @@ ST.pg.psql_admin("CREATE DATABASE other_app")
 ST.start_fcgi()
 ST.start_sse()
 ST.start_nginx()
-wait_for(lambda: request(ST.http_port, "GET", "/healthz", timeout=2).status == 200, WAIT, "rtw-sse ready")
+rtwtest.wait_streams(ST.http_port, WAIT)
 TOKEN = ST.token("poster")
+# what a platform sharing the cluster writes: a table in rtw's database and
+# one in a database of its own
+ST.pg.query("CREATE TABLE platform_rows (x int)")
+
+
+def connect(dbname="rtw"):
+    import psycopg2
+    return psycopg2.connect(ST.pg.dsn.replace("dbname=rtw", "dbname=" + dbname))
+
+
+_c = connect("other_app")
+with _c.cursor() as _cur:
+    _cur.execute("CREATE TABLE other_rows (x int)")
+_c.commit()
+_c.close()
 _n = [0]
 
 
@@ -62,11 +78,6 @@ def bcast(stream, payload):
                 token=TOKEN, timeout=WAIT)
     assert r.status == 201, r
     return r.json["id"]
-
-
-def connect(dbname="rtw"):
-    import psycopg2
-    return psycopg2.connect(ST.pg.dsn.replace("dbname=rtw", "dbname=" + dbname))
 
 
 def open_xid(conn):
@@ -100,12 +111,6 @@ def foreign_transactions_do_not_hold_delivery():
     stay open; a broadcast posted meanwhile arrives while they are open."""
     other = connect("other_app")
     same = connect()
-    with other.cursor() as cur:
-        cur.execute("CREATE TABLE IF NOT EXISTS other_rows (x int)")
-    other.commit()
-    with same.cursor() as cur:
-        cur.execute("CREATE TABLE IF NOT EXISTS platform_rows (x int)")
-    same.commit()
     with other.cursor() as cur:
         cur.execute("INSERT INTO other_rows VALUES (1)")
     with same.cursor() as cur:
@@ -145,8 +150,6 @@ def foreign_transactions_do_not_hold_delivery():
 @test
 def prepared_transaction_does_not_hold_delivery():
     admin = ST.pg.connect()
-    with admin.cursor() as cur:
-        cur.execute("CREATE TABLE IF NOT EXISTS platform_rows (x int)")
     p = connect()
     with p.cursor() as cur:
         cur.execute("INSERT INTO platform_rows VALUES (2)")
@@ -179,9 +182,6 @@ def late_writer_keeps_the_order_gap_free():
     first = bcast(s, {"n": "first"})
     assert c.next_event(WAIT)["id"] == first
     w = connect()
-    with w.cursor() as cur:
-        cur.execute("CREATE TABLE IF NOT EXISTS platform_rows (x int)")
-    w.commit()
     with w.cursor() as cur:
         cur.execute("INSERT INTO platform_rows VALUES (3)")
         cur.execute("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message)"
@@ -305,7 +305,7 @@ def concurrent_writers_exactly_once():
 
     def sql_writer(k, late):
         conn = connect()
-        for i in range(10):
+        for i in range(25):
             with conn.cursor() as cur:
                 if late:
                     cur.execute("INSERT INTO platform_rows VALUES (%s)", (i,))
@@ -313,14 +313,14 @@ def concurrent_writers_exactly_once():
                             " VALUES (%s, 'broadcast', %s, 'sql', %s) RETURNING id::text",
                             (s, ST.widget_key, json.dumps({"k": k, "i": i})))
                 mid = cur.fetchone()[0]
+            time.sleep(random.random() * 0.02)  # commit out of id order now and then
             conn.commit()
             with lock:
                 ids.append(mid)
         conn.close()
 
-    ST.pg.query("CREATE TABLE IF NOT EXISTS platform_rows (x int)")
     threads = [threading.Thread(target=poster, args=(k,)) for k in range(3)]
-    threads += [threading.Thread(target=sql_writer, args=(k, k % 2 == 1)) for k in range(2)]
+    threads += [threading.Thread(target=sql_writer, args=(k, k % 2 == 1)) for k in range(6)]
     for t in threads:
         t.start()
     for t in threads:
