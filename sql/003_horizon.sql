@@ -16,7 +16,7 @@
 -- marking). The second key tells readers how long the writer has held the
 -- horizon without a look at pg_stat_activity.
 CREATE FUNCTION rtw_mark_class() RETURNS integer LANGUAGE sql IMMUTABLE AS $$
-    SELECT 1920235383   -- 'rtw' 0x72747777, a fixed class shared by nothing else
+    SELECT 1920235383   -- 0x72747777 ('rtww'), a fixed class nothing else uses
 $$;
 
 -- Marks the current transaction as a writer once and fixes the order key
