@@ -137,6 +137,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_sse.py \
 	tests/integration/test_webhook.py \
 	tests/integration/test_e2e.py \
+	tests/integration/test_horizon.py \
 	tests/integration/test_apache.py \
 	tests/integration/test_front_retry.py \
 	tests/integration/test_hostile.py \

@@ -60,6 +60,20 @@ def wait_for(pred, timeout=10.0, what="condition", interval=0.02):
     raise TimeoutError("timed out waiting for %s (last error: %r)" % (what, last))
 
 
+def wait_streams(port, timeout=30.0):
+    """Waits until rtw-sse (directly or through a front on port) is healthy
+    and knows its stream position: /healthz says 200 once PostgreSQL is up,
+    a moment before the first position query has answered, and a new
+    stream is refused with 503 until then."""
+    def ready():
+        if request(port, "GET", "/healthz", timeout=2).status != 200:
+            return False
+        c = SSEClient(port, "/v1/streams/probe/events", timeout=2)
+        c.close()
+        return c.status == 200
+    wait_for(ready, timeout, "rtw-sse streaming")
+
+
 def wait_port(port, timeout=10.0):
     def up():
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -111,6 +125,7 @@ class Postgres:
             "synchronous_commit = %s" % ("on" if durable else "off"),
             "full_page_writes = %s" % ("on" if durable else "off"),
             "shared_buffers = 128MB",
+            "max_prepared_transactions = 4",  # test_horizon: a dangling prepared transaction
             "log_min_messages = warning",
         ]
         with open(os.path.join(self.dir, "postgresql.conf"), "a") as f:

@@ -94,7 +94,7 @@ def full_stack(webhook_env):
     st.start_nginx()
     # rtw-sse accepts subscribers before its database connection is ready;
     # see sse_accepted_before_ready_misses_nothing for why the tests wait
-    wait_for(lambda: request(st.http_port, "GET", "/healthz", timeout=2).status == 200, WAIT, "rtw-sse ready")
+    rtwtest.wait_streams(st.http_port, WAIT)
     return st
 
 
@@ -601,7 +601,7 @@ def sse_never_streams_before_it_knows_its_position():
     assert body.startswith("retry: ") and "data:" not in body, body
     c.close()
     st.pg.start()
-    wait_for(lambda: request(st.http_port, "GET", "/healthz", timeout=2).status == 200, WAIT, "rtw-sse ready")
+    rtwtest.wait_streams(st.http_port, WAIT)
     c = subscribe(st, s, tok)
     assert c.init["message"]["resumed"] is False, c.init
     conn = st.pg.connect()

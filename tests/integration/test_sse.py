@@ -27,7 +27,7 @@ STACK = rtwtest.Stack(extra_env={"RTW_SSE_HEARTBEAT_S": "1", "RTW_LOG_LEVEL": os
 STACK.start_sse(env={"RTW_SSE_HEARTBEAT_S": "1",
                      "ASAN_OPTIONS": (os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4").lstrip(":")})
 SSE = STACK.daemons["rtw-sse"]
-wait_for(lambda: request(STACK.sse_port, "GET", "/healthz").status == 200, 20, "rtw-sse healthy")
+rtwtest.wait_streams(STACK.sse_port)
 _n = [0]
 
 
@@ -116,9 +116,11 @@ def no_event(c, wait=0.7):
 
 
 def wait_healthy(port=None, ok=True, timeout=30):
-    want = 200 if ok else 503
-    wait_for(lambda: request(port or STACK.sse_port, "GET", "/healthz", timeout=2).status == want, timeout,
-             "/healthz %d" % want)
+    if ok:
+        rtwtest.wait_streams(port or STACK.sse_port, timeout)
+        return
+    wait_for(lambda: request(port or STACK.sse_port, "GET", "/healthz", timeout=2).status == 503, timeout,
+             "/healthz 503")
 
 
 def metric(name, port=None):
