@@ -2,7 +2,7 @@
 
 Real nginx in front of rtw-fcgi and rtw-sse, a real PostgreSQL, a real
 rtw-webhookd calling a real local HTTP target (http.server in a thread on a
-free loopback port; the worker runs with RTW_WEBHOOK_ALLOW_HOSTS=127.0.0.1
+free loopback port; the worker runs with RTW_WEBHOOK_ALLOW_HOSTS=127.0.0.1:<its port>
 so that loopback is allowed here). Every request and every event stream
 goes through nginx; SQL is used only to read the truth back.
 
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rtwtest  # noqa: E402
 from rtwtest import SSEClient, request, test, wait_for  # noqa: E402
 
-ALLOW = {"RTW_WEBHOOK_ALLOW_HOSTS": "127.0.0.1", "RTW_WEBHOOK_POLL_INTERVAL_MS": "100",
+ALLOW = {"RTW_WEBHOOK_POLL_INTERVAL_MS": "100",
          "RTW_WEBHOOK_BACKOFF_BASE_MS": "100", "RTW_WEBHOOK_BACKOFF_MAX_MS": "400"}
 STRICT = {"RTW_WEBHOOK_POLL_INTERVAL_MS": "100"}
 WAIT = 30.0  # generous: only ever a bound on waiting, never an assertion
@@ -87,7 +87,8 @@ class Target:
 
 
 def full_stack(webhook_env):
-    st = rtwtest.Stack()
+    # the test widget has no webhook host list (webhook.require_widget_hosts)
+    st = rtwtest.Stack(extra_env={"RTW_WEBHOOK_REQUIRE_WIDGET_HOSTS": "false"})
     st.start_fcgi()
     st.start_sse()
     st.start_webhookd(env=webhook_env)
@@ -98,8 +99,9 @@ def full_stack(webhook_env):
     return st
 
 
-ST = full_stack(ALLOW)
 TARGET = Target()
+ALLOW["RTW_WEBHOOK_ALLOW_HOSTS"] = "127.0.0.1:%d" % TARGET.port
+ST = full_stack(ALLOW)
 _strict = []
 
 
