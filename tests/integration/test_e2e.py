@@ -194,17 +194,19 @@ def assert_not_found(r):
     assert r.json["error"]["code"] == "not_found", r
 
 
-def verify_signature(secret, headers, body):
+def verify_signature(secret, headers, body, method, url):
+    # v2 (contract 1.1): t "." delivery "." METHOD "." url "." body
     sig = headers.get("X-RTW-Signature")
     assert sig, headers
     parts = dict(p.split("=", 1) for p in sig.split(","))
-    assert set(parts) == {"t", "v1"}, sig
+    assert set(parts) == {"t", "v2"}, sig
     assert parts["t"].isdigit(), sig
-    want = hmac.new(secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(want, parts["v1"]), (sig, want)
+    signed = b".".join([parts["t"].encode(), headers["X-RTW-Delivery"].encode(), method.encode(), url.encode(), body])
+    want = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(want, parts["v2"]), (sig, want)
     # and a signature with another secret would not have matched
-    other = hmac.new(b"not-the-secret", parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
-    assert not hmac.compare_digest(other, parts["v1"])
+    other = hmac.new(b"not-the-secret", signed, hashlib.sha256).hexdigest()
+    assert not hmac.compare_digest(other, parts["v2"])
 
 
 def barrier(st, stream, token, clients, tag):
@@ -263,7 +265,7 @@ def webhook_round_trip_signed_and_routed_to_requester_only():
     assert headers.get("Content-Type") == "application/json", headers
     assert headers.get("X-RTW-Delivery") == job, headers
     assert headers.get("User-Agent", "").startswith("rtw-webhookd/"), headers
-    verify_signature(ST.webhook_secret, headers, body)
+    verify_signature(ST.webhook_secret, headers, body, "POST", url)
     doc = json.loads(body)
     assert doc == {"job_id": job, "stream_id": s, "author_id": a, "widget_key": ST.widget_key,
                    "timestamp": 12.5, "body": {"answer": 42, "text": "é\n\"q\""}}, doc
