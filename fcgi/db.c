@@ -58,6 +58,12 @@ static const struct {
     {"job_ins", "INSERT INTO rtw_webhook_jobs (stream_id, widget_key, author_id, url, method, headers, body, ts) "
 		"VALUES ($1, $2::uuid, $3, $4, $5, coalesce($6::jsonb, '{}'), $7::jsonb, $8::float8) "
 		"RETURNING id::text, rtw_rfc3339(created_at)"},
+    /* queued jobs of a widget and of an author, each counted up to its cap
+     * only ($3, $4; 0: no cap, count 0), on sql/004's partial indexes */
+    {"job_quota",
+     "SELECT (SELECT count(*) FROM (SELECT 1 FROM rtw_webhook_jobs WHERE widget_key = $1::uuid AND status = 'queued' "
+     "LIMIT $3::int) w), (SELECT count(*) FROM (SELECT 1 FROM rtw_webhook_jobs WHERE author_id = $2 "
+     "AND status = 'queued' LIMIT $4::int) a)"},
     {"job_get",
      "SELECT id::text, status, attempts, last_http_status, last_error, author_id, stream_id, widget_key::text, "
      "url, method, rtw_rfc3339(created_at), rtw_rfc3339(started_at), rtw_rfc3339(finished_at), "

@@ -212,29 +212,48 @@ static const char *fcg__webhook_url(const json_t *m)
 	return json_is_string(m) ? json_string_value(m) : json_string_value(json_object_get(m, "url"));
 }
 
-/* Only http and https; and when the widget lists webhook hosts, only
- * those (address checks after DNS are rtw-webhookd's). */
-static int fcg__webhook_policy(struct fcg_req *r, const char *url)
+/* True when host equals pattern, or pattern is "*.example.com" and host
+ * a subdomain of example.com (rtw-webhookd matches the same way). */
+static bool fcg__host_match(const char *host, const char *pattern)
 {
+	size_t hn = strlen(host), pn = strlen(pattern);
+
+	if (pn > 2 && pattern[0] == '*' && pattern[1] == '.')
+		return hn > pn - 1 && strcasecmp(host + hn - (pn - 1), pattern + 1) == 0;
+	return strcasecmp(host, pattern) == 0;
+}
+
+/* The deployment's and the widget's webhook rules that need no
+ * connection: no anonymous requester (webhook.refuse_anonymous: 403
+ * forbidden; "anon-" ids are the ones rtw-sse and open mode mint); only
+ * http and https; a widget host list required (webhook.require_widget_hosts)
+ * and, when there is one, only its hosts (address checks after DNS are
+ * rtw-webhookd's, which applies all of these again). */
+static int fcg__webhook_policy(struct fcg_req *r, const char *url, const char *author)
+{
+	const struct rtw_cfg *cfg = r->w->cfg;
 	const char *p = strstr(url, "://");
 	char host[256];
 	size_t n;
 
+	if (cfg->webhook_refuse_anonymous && strncmp(author, "anon-", 5) == 0) {
+		fcg_fail(r, 403, "forbidden", NULL, "anonymous viewers may not call webhooks");
+		return RTW_ERROR;
+	}
 	if (!p || !((p - url == 4 && strncasecmp(url, "http", 4) == 0) ||
 		    (p - url == 5 && strncasecmp(url, "https", 5) == 0))) {
 		fcg_fail(r, 403, "webhook_target_refused", "message", "webhook URLs must use http or https");
 		return RTW_ERROR;
 	}
-	if (json_array_size(r->widget->hosts) == 0)
-		return RTW_OK;
-	p += 3;
-	n = strcspn(p, "/?#");
-	const char *at = memchr(p, '@', n);
-	while (at) { /* the last '@' of the authority ends the userinfo */
-		n -= (size_t)(at + 1 - p);
-		p = at + 1;
-		at = memchr(p, '@', n);
+	if (json_array_size(r->widget->hosts) == 0) {
+		if (!cfg->webhook_require_widget_hosts)
+			return RTW_OK;
+		fcg_fail(r, 403, "webhook_target_refused", "message", "this widget has no webhook hosts");
+		return RTW_ERROR;
 	}
+	/* lib/msg.c let no userinfo through: the host starts the authority */
+	p += 3;
+	n = strcspn(p, "/?#\\");
 	if (*p == '[') {
 		const char *e = memchr(p, ']', n);
 		n = e ? (size_t)(e + 1 - p) : n;
@@ -251,11 +270,43 @@ static int fcg__webhook_policy(struct fcg_req *r, const char *url)
 	size_t i;
 	json_t *v;
 	json_array_foreach (r->widget->hosts, i, v) {
-		if (json_string_value(v) && strcasecmp(json_string_value(v), host) == 0)
+		if (json_string_value(v) && fcg__host_match(host, json_string_value(v)))
 			return RTW_OK;
 	}
 	fcg_fail(r, 403, "webhook_target_refused", "message", "webhook host %s is not allowed for this widget",
 		 strlen(host) < 100 ? host : "given");
+	return RTW_ERROR;
+}
+
+/* The queued caps (webhook.widget_max_queued, webhook.author_max_queued):
+ * 429 rate_limited over either, with Retry-After one call timeout (by
+ * then the worker has taken or finished jobs of the queue), 503 when the
+ * database is away. A race between two requests may queue one more. */
+static int fcg__webhook_quota(struct fcg_req *r, const char *widget, const char *author)
+{
+	const struct rtw_cfg *cfg = r->w->cfg;
+	char wcap[16], acap[16];
+	const char *params[4] = {widget, author, wcap, acap};
+	PGresult *res;
+	bool over;
+
+	if (cfg->webhook_widget_max_queued == 0 && cfg->webhook_author_max_queued == 0)
+		return RTW_OK;
+	snprintf(wcap, sizeof(wcap), "%d", cfg->webhook_widget_max_queued);
+	snprintf(acap, sizeof(acap), "%d", cfg->webhook_author_max_queued);
+	if (!(res = fcg_db_run(&r->w->db, "job_quota", 4, params, PGRES_TUPLES_OK, NULL))) {
+		fcg_unavailable(r);
+		return RTW_ERROR;
+	}
+	over = (cfg->webhook_widget_max_queued && atoi(PQgetvalue(res, 0, 0)) >= cfg->webhook_widget_max_queued) ||
+	       (cfg->webhook_author_max_queued && atoi(PQgetvalue(res, 0, 1)) >= cfg->webhook_author_max_queued);
+	PQclear(res);
+	if (!over)
+		return RTW_OK;
+	FCG_COUNT(r->w->metrics, rate_limited, 1);
+	r->retry_after = (cfg->webhook_timeout_ms + 999) / 1000;
+	fcg_fail(r, 429, "rate_limited", NULL, "too many queued webhooks for this widget or author; retry in %d s",
+		 r->retry_after);
 	return RTW_ERROR;
 }
 
@@ -465,7 +516,8 @@ void fcg_handle_post(struct fcg_req *r)
 		fcg__history(r, m.widget_key, author, m.message);
 		goto out;
 	}
-	if (m.type == MSG_WEBHOOK && fcg__webhook_policy(r, fcg__webhook_url(m.message)) != RTW_OK)
+	if (m.type == MSG_WEBHOOK && (fcg__webhook_policy(r, fcg__webhook_url(m.message), author) != RTW_OK ||
+				      fcg__webhook_quota(r, m.widget_key, author) != RTW_OK))
 		goto out;
 	if (r->idem_key) {
 		fcg__write_idempotent(r, &m, author);

@@ -50,7 +50,13 @@ struct rtw_cfg {
 	int sse_batch_rows;
 	/* [webhook] */
 	char *webhook_secret;
-	char *webhook_allow_hosts; /* comma list of hosts allowed even if internal */
+	char *webhook_allow_hosts; /* comma list of host:port opened even if internal */
+	bool webhook_require_widget_hosts;
+	bool webhook_refuse_anonymous;
+	int webhook_widget_max_running;
+	int webhook_author_max_running;
+	int webhook_widget_max_queued;
+	int webhook_author_max_queued;
 	int webhook_concurrency;
 	int webhook_connect_timeout_ms;
 	int webhook_timeout_ms;

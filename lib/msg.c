@@ -50,8 +50,9 @@
  *   - "\u0000" is accepted by the parser (JSON_ALLOW_NUL) and then refused
  *     as invalid_field of the field that holds it: ids cannot hold NUL, and
  *     PostgreSQL jsonb cannot store it in the payload.
- *   - a webhook URL is checked for syntax only: a scheme, "://", then 1 or
- *     more printable ASCII characters without spaces, 2048 bytes at most.
+ *   - a webhook URL is checked for syntax only: a scheme, "://", a
+ *     non-empty host without "user:password@" (curl would send it as
+ *     Basic auth), then printable ASCII without spaces, 2048 bytes at most.
  *     Which schemes and hosts are allowed is the webhook layer's call (403
  *     webhook_target_refused). Header names must be RFC 9110 tokens and
  *     values may not hold CR, LF or other control characters but tab.
@@ -458,11 +459,11 @@ static bool msg__is_tchar(unsigned char c)
 	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
-/* Syntax only: scheme "://" rest; see the comment at the top. */
+/* Syntax only: scheme "://" authority rest; see the comment at the top. */
 static bool msg__valid_url(const json_t *v)
 {
 	const char *s = msg__cstr(v);
-	size_t n, i = 1;
+	size_t n, i = 1, auth, host_end;
 
 	if (s == NULL)
 		return false;
@@ -475,11 +476,19 @@ static bool msg__valid_url(const json_t *v)
 		i++;
 	if (n - i < 4 || memcmp(s + i, "://", 3) != 0)
 		return false;
-	for (i += 3; i < n; i++) {
+	auth = i + 3;
+	for (i = auth; i < n; i++) {
 		if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
 			return false;
 	}
-	return true;
+	/* the authority ends at the path, query or fragment (curl also ends
+	 * it at a backslash); it holds a host and no userinfo */
+	host_end = auth + strcspn(s + auth, "/?#\\");
+	if (memchr(s + auth, '@', host_end - auth) != NULL)
+		return false;
+	if (s[auth] == '[')
+		return host_end - auth > 2 && memchr(s + auth, ']', host_end - auth) != NULL;
+	return auth < host_end && s[auth] != ':';
 }
 
 static bool msg__valid_header_value(const char *s)

@@ -1,13 +1,16 @@
 /*
  * addr.c: owns the classification of webhook peer addresses and host-name
- * matching. rtw-webhookd calls it from curl's open-socket callback on the
- * address curl is about to connect to, so the check also holds against
- * DNS rebinding. Pure: no I/O, no resolver, no state.
+ * matching, and the host:port allow-list. rtw-webhookd calls it from
+ * curl's open-socket callback on the address and port curl is about to
+ * connect to, so the check also holds against DNS rebinding and against
+ * the numeric spellings curl normalises. Pure: no I/O, no resolver, no
+ * state.
  */
 #include "config.h"
 #include "addr.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -205,18 +208,161 @@ bool whk_host_match(const char *host, const char *pattern)
 	return addr__match_span(host, strlen(host), pattern, strlen(pattern));
 }
 
-bool whk_host_in_list(const char *host, const char *list)
+/* One webhook.allow_hosts entry. */
+struct addr__entry {
+	char host[256]; /* brackets of an IPv6 literal removed */
+	unsigned port;
+};
+
+/* Parses the entry [e, e + n). RTW_OK, RTW_DECLINED for an empty entry,
+ * RTW_ERROR when it is not host:port. */
+static int addr__entry_parse(const char *e, size_t n, struct addr__entry *out)
 {
-	if (!host || !list)
-		return false;
-	while (*list) {
+	const char *colon, *end;
+	size_t hn, pn;
+
+	while (n && (*e == ' ' || *e == '\t')) {
+		e++;
+		n--;
+	}
+	while (n && (e[n - 1] == ' ' || e[n - 1] == '\t'))
+		n--;
+	if (n == 0)
+		return RTW_DECLINED;
+	end = e + n;
+	if (e[0] == '[') {
+		const char *close = memchr(e, ']', n);
+		if (!close || close + 1 == e + n || close[1] != ':')
+			return RTW_ERROR;
+		colon = close + 1;
+		e++;
+		hn = (size_t)(close - e);
+	} else {
+		colon = NULL;
+		for (size_t i = 0; i < n; i++)
+			if (e[i] == ':') {
+				if (colon) /* an IPv6 literal needs its brackets */
+					return RTW_ERROR;
+				colon = e + i;
+			}
+		if (!colon)
+			return RTW_ERROR;
+		hn = (size_t)(colon - e);
+	}
+	pn = (size_t)(end - (colon + 1));
+	if (hn == 0 || hn >= sizeof(out->host) || pn == 0 || pn > 5)
+		return RTW_ERROR;
+	out->port = 0;
+	for (size_t i = 0; i < pn; i++) {
+		if (!isdigit((unsigned char)colon[1 + i]))
+			return RTW_ERROR;
+		out->port = out->port * 10 + (unsigned)(colon[1 + i] - '0');
+	}
+	if (out->port == 0 || out->port > 65535)
+		return RTW_ERROR;
+	memcpy(out->host, e, hn);
+	out->host[hn] = '\0';
+	return RTW_OK;
+}
+
+/* Calls fn on each entry of list until it returns true; RTW_ERROR at the
+ * first malformed entry (its span in *bad, *bad_n). */
+static int addr__each(const char *list, bool (*fn)(const struct addr__entry *, void *), void *arg, bool *hit,
+		      const char **bad, size_t *bad_n)
+{
+	struct addr__entry ent;
+
+	*hit = false;
+	while (list && *list) {
 		const char *comma = strchr(list, ',');
 		size_t n = comma ? (size_t)(comma - list) : strlen(list);
-		if (addr__match_span(host, strlen(host), list, n))
-			return true;
+		int rc = addr__entry_parse(list, n, &ent);
+		if (rc == RTW_ERROR) {
+			*bad = list;
+			*bad_n = n;
+			return RTW_ERROR;
+		}
+		if (rc == RTW_OK && fn(&ent, arg)) {
+			*hit = true;
+			return RTW_OK;
+		}
 		if (!comma)
 			break;
 		list = comma + 1;
 	}
+	return RTW_OK;
+}
+
+static bool addr__never(const struct addr__entry *e, void *arg)
+{
+	(void)e;
+	(void)arg;
 	return false;
+}
+
+int whk_allow_list_check(const char *list, char *err, size_t errlen)
+{
+	const char *bad = NULL;
+	size_t bad_n = 0;
+	bool hit;
+
+	if (addr__each(list, addr__never, NULL, &hit, &bad, &bad_n) == RTW_OK)
+		return RTW_OK;
+	snprintf(err, errlen, "invalid webhook.allow_hosts entry \"%.*s\": expected host:port (IPv6 as [addr]:port)",
+		 (int)(bad_n > 100 ? 100 : bad_n), bad);
+	return RTW_ERROR;
+}
+
+/* The peer as the allow-list sees it. */
+struct addr__peer {
+	const char *url_host;
+	int family; /* AF_INET (v4 holds it, also for a mapped IPv6) or AF_INET6 */
+	unsigned char ip[16];
+	unsigned port;
+};
+
+static bool addr__opens(const struct addr__entry *e, void *arg)
+{
+	const struct addr__peer *p = arg;
+	unsigned char buf[16];
+
+	if (e->port != p->port)
+		return false;
+	if (inet_pton(AF_INET, e->host, buf) == 1)
+		return p->family == AF_INET && memcmp(buf, p->ip, 4) == 0;
+	if (inet_pton(AF_INET6, e->host, buf) == 1)
+		return p->family == AF_INET6 && memcmp(buf, p->ip, 16) == 0;
+	/* a name: the URL named it, and the peer is what it resolved to */
+	return whk_host_match(p->url_host, e->host);
+}
+
+bool whk_allow_match(const char *list, const char *url_host, const struct sockaddr *sa, socklen_t len)
+{
+	static const unsigned char mapped[12] = {[10] = 0xff, [11] = 0xff};
+	struct addr__peer p = {.url_host = url_host};
+	const char *bad;
+	size_t bad_n;
+	bool hit;
+
+	if (!sa)
+		return false;
+	if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		p.family = AF_INET;
+		memcpy(p.ip, &in->sin_addr, 4);
+		p.port = ntohs(in->sin_port);
+	} else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		p.port = ntohs(in6->sin6_port);
+		if (memcmp(in6->sin6_addr.s6_addr, mapped, 12) == 0) {
+			p.family = AF_INET;
+			memcpy(p.ip, in6->sin6_addr.s6_addr + 12, 4);
+		} else {
+			p.family = AF_INET6;
+			memcpy(p.ip, in6->sin6_addr.s6_addr, 16);
+		}
+	} else {
+		return false;
+	}
+	return addr__each(list, addr__opens, &p, &hit, &bad, &bad_n) == RTW_OK && hit;
 }

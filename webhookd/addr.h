@@ -1,8 +1,9 @@
 /*
  * addr.h: the webhook target policy on addresses and host names: which
  * peer addresses count as internal (loopback, private, link-local,
- * reserved...) and whether a host name is on a comma list or a widget's
- * list. Pure code: no I/O, no resolver, no globals, thread-safe.
+ * reserved...), whether a host name is on a widget's list, and whether
+ * an address and port are opened by the deployment's host:port
+ * allow-list. Pure code: no I/O, no resolver, no globals, thread-safe.
  */
 #ifndef WHK_ADDR_H
 #define WHK_ADDR_H
@@ -47,8 +48,20 @@ const char *whk_addr_class_name(enum whk_addr_class c);
  * subdomain of example.com, not example.com itself. */
 bool whk_host_match(const char *host, const char *pattern);
 
-/* True when host matches an entry of a comma-separated list (spaces
- * around entries ignored). NULL or "" lists match nothing. */
-bool whk_host_in_list(const char *host, const char *list);
+/* Checks a webhook.allow_hosts value: a comma list (spaces around
+ * entries ignored, empty entries skipped) of host:port entries, where
+ * host is a name, a "*.example.com" wildcard, a dotted-quad IPv4 or a
+ * bracketed IPv6 literal, and port is 1 to 65535. RTW_OK, or RTW_ERROR
+ * with the first bad entry described in err. */
+int whk_allow_list_check(const char *list, char *err, size_t errlen) RTW_WUR;
+
+/* True when the peer address sa (what curl is about to connect to) is
+ * opened by an entry of list: the entry's port equals the peer's port,
+ * and either the entry's host is an IP literal equal to the peer address
+ * (an IPv4-mapped peer counts as its IPv4 address), or the entry's host
+ * is a name that url_host matches (whk_host_match). Nothing else opens
+ * anything: a NULL or empty list, a malformed entry or a non-IP sa match
+ * nothing. */
+bool whk_allow_match(const char *list, const char *url_host, const struct sockaddr *sa, socklen_t len);
 
 #endif

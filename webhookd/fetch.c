@@ -3,8 +3,9 @@
  * the target safety checks at call time: only http/https, no proxies, no
  * redirects followed, bounded time and response size, and every address
  * curl is about to connect to classified (addr.c) in the open-socket
- * callback, so names that resolve (or rebind) to internal addresses are
- * refused unless their host is in webhook.allow_hosts. Runs on the loop.
+ * callback, so names that resolve (or rebind) to internal addresses, and
+ * numeric spellings of them, are refused unless webhook.allow_hosts opens
+ * that very address and port. Runs on the loop.
  */
 #include "config.h"
 #include "fetch.h"
@@ -151,9 +152,15 @@ static void fetch__timer_io(void *arg)
 
 struct whk_fetch *whk_fetch_new(struct whk_worker *w)
 {
-	struct whk_fetch *f = calloc(1, sizeof(*f));
+	struct whk_fetch *f;
+	char err[256];
 
-	if (!f)
+	/* a bad entry would open nothing; say so at start, not per job */
+	if (whk_allow_list_check(w->cfg->webhook_allow_hosts, err, sizeof(err)) != RTW_OK) {
+		log_error("%s", err);
+		return NULL;
+	}
+	if (!(f = calloc(1, sizeof(*f))))
 		return NULL;
 	f->w = w;
 	if (rtw_timer_init(&w->loop, &f->timer, fetch__timer_io, f) != RTW_OK || !(f->multi = curl_multi_init()))
@@ -209,24 +216,30 @@ static size_t fetch__write(char *p, size_t size, size_t n, void *ud)
 }
 
 /* The pinning check: runs for every address curl connects to (also
- * after its own DNS resolution, so rebinding cannot slip through). */
+ * after its own DNS resolution, so rebinding cannot slip through). An
+ * internal address passes only when webhook.allow_hosts opens that
+ * address and port: whatever the URL spelled, this is what is reached. */
 static curl_socket_t fetch__opensocket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
 {
 	struct whk_job *job = clientp;
+	enum whk_addr_class c = whk_addr_classify(&a->addr, a->addrlen);
 
-	if (!job->allow_internal) {
-		enum whk_addr_class c = whk_addr_classify(&a->addr, a->addrlen);
-		if (c != WHK_ADDR_PUBLIC) {
-			char ip[INET6_ADDRSTRLEN] = "?";
-			if (a->family == AF_INET)
-				inet_ntop(AF_INET, &((struct sockaddr_in *)&a->addr)->sin_addr, ip, sizeof(ip));
-			else if (a->family == AF_INET6)
-				inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a->addr)->sin6_addr, ip, sizeof(ip));
-			job->addr_refused = true;
-			snprintf(job->refuse_why, sizeof(job->refuse_why), "target refused: %s address %s",
-				 whk_addr_class_name(c), ip);
-			return CURL_SOCKET_BAD;
+	(void)purpose;
+	if (c != WHK_ADDR_PUBLIC &&
+	    !whk_allow_match(job->w->cfg->webhook_allow_hosts, job->url_host, &a->addr, a->addrlen)) {
+		char ip[INET6_ADDRSTRLEN] = "?";
+		unsigned port = 0;
+		if (a->family == AF_INET) {
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&a->addr)->sin_addr, ip, sizeof(ip));
+			port = ntohs(((struct sockaddr_in *)&a->addr)->sin_port);
+		} else if (a->family == AF_INET6) {
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a->addr)->sin6_addr, ip, sizeof(ip));
+			port = ntohs(((struct sockaddr_in6 *)&a->addr)->sin6_port);
 		}
+		job->addr_refused = true;
+		snprintf(job->refuse_why, sizeof(job->refuse_why), "target refused: %s address %s port %u",
+			 whk_addr_class_name(c), ip, port);
+		return CURL_SOCKET_BAD;
 	}
 	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
 }
@@ -238,12 +251,85 @@ static int fetch__refuse(struct whk_job *job, const char *why, const char *arg)
 	return RTW_DECLINED;
 }
 
-/* Scheme and host rules that need no connection. */
+/* True when the URL carries a user, password or login options: curl
+ * would send them as Basic auth, around the header allow-list. */
+static bool fetch__has_userinfo(CURLU *cu)
+{
+	static const CURLUPart parts[] = {CURLUPART_USER, CURLUPART_PASSWORD, CURLUPART_OPTIONS};
+
+	for (size_t i = 0; i < RTW_ARRAY_LEN(parts); i++) {
+		char *v = NULL;
+		CURLUcode rc = curl_url_get(cu, parts[i], &v, 0);
+		curl_free(v);
+		if (rc == CURLUE_OK)
+			return true;
+	}
+	return false;
+}
+
+/* A literal internal address in the URL fails fast, without a connect
+ * attempt, unless the allow-list opens it (the open-socket check still
+ * judges what is actually connected to). */
+static bool fetch__literal_refused(const struct whk_job *job, const char *host, enum whk_addr_class c)
+{
+	struct sockaddr_in6 sa6 = {.sin6_family = AF_INET6};
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	char *port = NULL, bare[INET6_ADDRSTRLEN];
+	unsigned long pn = 0;
+	size_t n = strlen(host);
+
+	if (c == WHK_ADDR_PUBLIC || c == WHK_ADDR_INVALID)
+		return false;
+	if (curl_url_get(job->cu, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK)
+		pn = strtoul(port, NULL, 10);
+	curl_free(port);
+	if (inet_pton(AF_INET, host, &sa.sin_addr) == 1) {
+		sa.sin_port = htons((uint16_t)pn);
+		return !whk_allow_match(job->w->cfg->webhook_allow_hosts, host, (struct sockaddr *)&sa, sizeof(sa));
+	}
+	if (n >= 2 && host[0] == '[' && n - 2 < sizeof(bare)) {
+		memcpy(bare, host + 1, n - 2);
+		bare[n - 2] = '\0';
+		char *zone = strchr(bare, '%');
+		if (zone)
+			*zone = '\0';
+		if (inet_pton(AF_INET6, bare, &sa6.sin6_addr) == 1) {
+			sa6.sin6_port = htons((uint16_t)pn);
+			return !whk_allow_match(job->w->cfg->webhook_allow_hosts, host, (struct sockaddr *)&sa6,
+						sizeof(sa6));
+		}
+	}
+	return true;
+}
+
+/* True when the widget's webhook_hosts (JSON array text) has host. An
+ * empty or missing list allows every host unless the deployment requires
+ * one (webhook.require_widget_hosts): *empty tells which it was. */
+static bool fetch__widget_allows(const struct whk_job *job, const char *host, bool *empty)
+{
+	json_error_t jerr;
+	json_t *hosts = job->widget_hosts_json ? json_loads(job->widget_hosts_json, 0, &jerr) : NULL;
+	size_t i;
+	json_t *h;
+	bool ok = false;
+
+	*empty = !json_is_array(hosts) || json_array_size(hosts) == 0;
+	json_array_foreach (hosts, i, h)
+		if (json_is_string(h) && whk_host_match(host, json_string_value(h)))
+			ok = true;
+	json_decref(hosts);
+	return ok;
+}
+
+/* Scheme, credential, requester and host rules that need no connection.
+ * The URL may come from anywhere that writes the jobs table, so every
+ * rule rtw-fcgi applies at POST is applied again here. */
 static int fetch__policy(struct whk_fetch *f, struct whk_job *job)
 {
+	const struct rtw_cfg *cfg = f->w->cfg;
 	char *scheme = NULL, *host = NULL;
 	int rc = RTW_OK;
-	json_t *hosts = NULL;
+	bool empty;
 
 	if (!(job->cu = curl_url()))
 		return RTW_ERROR;
@@ -254,37 +340,30 @@ static int fetch__policy(struct whk_fetch *f, struct whk_job *job)
 		rc = fetch__refuse(job, "scheme not allowed: ", scheme ? scheme : "(none)");
 		goto out;
 	}
+	if (fetch__has_userinfo(job->cu)) {
+		rc = fetch__refuse(job, "url carries credentials", "");
+		goto out;
+	}
 	if (curl_url_get(job->cu, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host[0]) {
 		rc = fetch__refuse(job, "url has no host", "");
 		goto out;
 	}
-	if (job->widget_hosts_json) {
-		json_error_t jerr;
-		hosts = json_loads(job->widget_hosts_json, 0, &jerr);
-		if (json_is_array(hosts) && json_array_size(hosts) > 0) {
-			size_t i;
-			json_t *h;
-			bool ok = false;
-			json_array_foreach (hosts, i, h)
-				if (json_is_string(h) && whk_host_match(host, json_string_value(h)))
-					ok = true;
-			if (!ok) {
-				rc = fetch__refuse(job, "host not in the widget's webhook hosts: ", host);
-				goto out;
-			}
-		}
+	if (cfg->webhook_refuse_anonymous && whk_author_anonymous(job->author_id)) {
+		rc = fetch__refuse(job, "anonymous requester", "");
+		goto out;
 	}
-	job->allow_internal = whk_host_in_list(host, f->w->cfg->webhook_allow_hosts);
-	/* A literal internal address fails fast, without a connect attempt. */
-	if (!job->allow_internal) {
-		enum whk_addr_class c = whk_addr_classify_text(host);
-		if (c != WHK_ADDR_PUBLIC && c != WHK_ADDR_INVALID) {
-			rc = fetch__refuse(job, whk_addr_class_name(c), " address");
-			goto out;
-		}
+	if (!fetch__widget_allows(job, host, &empty) && (!empty || cfg->webhook_require_widget_hosts)) {
+		rc = empty ? fetch__refuse(job, "the widget has no webhook hosts", "")
+			   : fetch__refuse(job, "host not in the widget's webhook hosts: ", host);
+		goto out;
 	}
+	if (fetch__literal_refused(job, host, whk_addr_classify_text(host))) {
+		rc = fetch__refuse(job, whk_addr_class_name(whk_addr_classify_text(host)), " address");
+		goto out;
+	}
+	job->url_host = host; /* for the allow-list at connect time */
+	host = NULL;
 out:
-	json_decref(hosts);
 	curl_free(scheme);
 	curl_free(host);
 	return rc;
@@ -296,6 +375,7 @@ static int fetch__headers(struct whk_fetch *f, struct whk_job *job)
 	char line[WHK_HEADER_NAME_MAX + WHK_HEADER_VALUE_MAX + 8], sig[96];
 	struct curl_slist *l;
 	json_t *h = NULL;
+	char *url = NULL;
 	int kept = 0;
 
 	if (job->headers_json) {
@@ -318,8 +398,13 @@ static int fetch__headers(struct whk_fetch *f, struct whk_job *job)
 		json_decref(h);
 		h = NULL;
 	}
-	whk_signature(cfg->webhook_secret, strlen(cfg->webhook_secret), (int64_t)(rtw_wall_us() / 1000000u),
-		      job->req_body ? job->req_body : "", job->req_len, sig);
+	if (curl_url_get(job->cu, CURLUPART_URL, &url, 0) != CURLUE_OK)
+		goto fail;
+	/* the URL as curl requests it (normalised), the method as sent */
+	whk_signature(cfg->webhook_secret, strlen(cfg->webhook_secret), (int64_t)(rtw_wall_us() / 1000000u), job->id,
+		      job->method, url, job->req_body ? job->req_body : "", job->req_len, sig);
+	if (!sig[0])
+		goto fail;
 	snprintf(line, sizeof(line), "X-RTW-Signature: %s", sig);
 	if (!(l = curl_slist_append(job->hdrs, line)))
 		goto fail;
@@ -335,8 +420,10 @@ static int fetch__headers(struct whk_fetch *f, struct whk_job *job)
 	if (!(l = curl_slist_append(job->hdrs, "Expect:")))
 		goto fail;
 	job->hdrs = l;
+	curl_free(url);
 	return RTW_OK;
 fail:
+	curl_free(url);
 	json_decref(h);
 	return RTW_ERROR;
 }
@@ -418,6 +505,8 @@ void whk_fetch_cleanup(struct whk_job *job)
 	if (job->cu)
 		curl_url_cleanup(job->cu);
 	job->cu = NULL;
+	curl_free(job->url_host);
+	job->url_host = NULL;
 	curl_slist_free_all(job->hdrs);
 	job->hdrs = NULL;
 	free(job->req_body);

@@ -164,28 +164,45 @@ out:
 	return out;
 }
 
-void whk_signature(const char *secret, size_t secret_len, int64_t unix_s, const char *body, size_t body_len,
-		   char out[96])
+void whk_signature(const char *secret, size_t secret_len, int64_t unix_s, const char *delivery, const char *method,
+		   const char *url, const char *body, size_t body_len, char out[96])
 {
 	unsigned char mac[32];
 	char hex[65], ts[24];
 	size_t tn = (size_t)snprintf(ts, sizeof(ts), "%" PRId64, unix_s);
-	/* signed string: t + "." + body */
-	size_t n = tn + 1 + body_len;
-	char *msg = malloc(n ? n : 1);
+	size_t dn = strlen(delivery), mn = strlen(method), un = strlen(url);
+	/* signed string: t "." delivery "." METHOD "." url "." body, so that
+	 * a captured signature is valid for no other delivery, method or URL */
+	size_t n = tn + 1 + dn + 1 + mn + 1 + un + 1 + body_len;
+	char *msg = malloc(n), *p = msg;
 
 	if (!msg) {
 		out[0] = '\0';
 		return;
 	}
-	memcpy(msg, ts, tn);
-	msg[tn] = '.';
+	memcpy(p, ts, tn);
+	p += tn;
+	*p++ = '.';
+	memcpy(p, delivery, dn);
+	p += dn;
+	*p++ = '.';
+	memcpy(p, method, mn);
+	p += mn;
+	*p++ = '.';
+	memcpy(p, url, un);
+	p += un;
+	*p++ = '.';
 	if (body_len)
-		memcpy(msg + tn + 1, body, body_len);
+		memcpy(p, body, body_len);
 	tok_hmac_sha256(secret, secret_len, msg, n, mac);
 	free(msg);
 	rtw_hex(mac, sizeof(mac), hex);
-	snprintf(out, 96, "t=%s,v1=%s", ts, hex);
+	snprintf(out, 96, "t=%s,v2=%s", ts, hex);
+}
+
+bool whk_author_anonymous(const char *author_id)
+{
+	return author_id && strncmp(author_id, "anon-", 5) == 0;
 }
 
 /* Length of the valid UTF-8 sequence at p (at most left bytes), 0 when

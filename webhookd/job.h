@@ -76,9 +76,18 @@ bool whk_header_allowed(const char *name, const char *value);
 char *whk_request_body(const char *job_id, const char *stream_id, const char *author_id, const char *widget_key,
 		       double timestamp, const char *body_json) RTW_WUR;
 
-/* Writes "t=<unix>,v1=<hex hmac>" into out (needs 96 bytes). */
-void whk_signature(const char *secret, size_t secret_len, int64_t unix_s, const char *body, size_t body_len,
-		   char out[96]);
+/* Writes "t=<unix>,v2=<hex hmac>" into out (needs 96 bytes): the
+ * HMAC-SHA256 under secret of t "." delivery "." method "." url "." body
+ * (contract 1.1; body is empty when none is sent). out is "" when memory
+ * runs out. */
+void whk_signature(const char *secret, size_t secret_len, int64_t unix_s, const char *delivery, const char *method,
+		   const char *url, const char *body, size_t body_len, char out[96]);
+
+/* True when author_id is an identity rtw minted for an anonymous viewer
+ * ("anon-" + hex: rtw-sse's minted tokens and rtw-fcgi's open-mode ids).
+ * Only rtw and the holder of auth.secret can sign a token for a subject,
+ * so a viewer can neither shed nor forge the prefix. */
+bool whk_author_anonymous(const char *author_id);
 
 /* Copies at most max bytes of data into a NUL-terminated malloc'd string
  * that is valid UTF-8 without NUL characters (bad bytes become U+FFFD;

@@ -1,6 +1,7 @@
 /*
  * worker.c: owns the jobs of one rtw-webhookd process from claim to their
- * last write: the claim (SKIP LOCKED, leased, committed before any call),
+ * last write: the claim (fair share per widget and author, SKIP LOCKED,
+ * leased, committed before any call),
  * the one transition function, the retry/final/release statements (the
  * final one also inserts the result message, atomically), lease recovery
  * and retention. Runs on the loop; every statement is parameterized and
@@ -18,12 +19,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The claim picks fairly (sql/004_webhook_fairness.sql has its indexes):
+ * a widget or author at its running cap (webhook.widget_max_running,
+ * webhook.author_max_running; 0: none) gets nothing more, and the due
+ * jobs are taken round-robin by widget (every widget's oldest first, then
+ * every widget's second...), so one widget's backlog or tarpit target
+ * holds at most its cap of slots. wn/an rank a job among its widget's and
+ * author's due jobs; rank + running must stay within the cap. Two workers
+ * claiming at the same instant may each fill a cap (at most one overshoot
+ * per worker, until those calls end).
+ * $1 room, $2 me, $3 lease s, $4 widget cap, $5 author cap */
 static const char whk__claim_sql[] =
-    "UPDATE rtw_webhook_jobs j SET status = 'running',"
+    "WITH due AS (SELECT id, widget_key, author_id, run_at,"
+    "   row_number() OVER (PARTITION BY widget_key ORDER BY run_at, id) AS wn,"
+    "   row_number() OVER (PARTITION BY author_id ORDER BY run_at, id) AS an"
+    "   FROM rtw_webhook_jobs WHERE status = 'queued' AND run_at <= now()),"
+    " rw AS (SELECT widget_key, count(*) AS n FROM rtw_webhook_jobs WHERE status = 'running' GROUP BY widget_key),"
+    " ra AS (SELECT author_id, count(*) AS n FROM rtw_webhook_jobs WHERE status = 'running' GROUP BY author_id),"
+    " pick AS (SELECT d.id FROM due d LEFT JOIN rw ON rw.widget_key = d.widget_key"
+    "   LEFT JOIN ra ON ra.author_id = d.author_id"
+    "   WHERE ($4::int = 0 OR d.wn + coalesce(rw.n, 0) <= $4::int)"
+    "   AND ($5::int = 0 OR d.an + coalesce(ra.n, 0) <= $5::int)"
+    "   ORDER BY d.wn, d.run_at, d.id LIMIT $1::int)"
+    " UPDATE rtw_webhook_jobs j SET status = 'running',"
     " lease_until = now() + $3::int * interval '1 second', leased_by = $2,"
     " attempts = attempts + 1, started_at = coalesce(started_at, now()), updated_at = now()"
-    " WHERE id IN (SELECT id FROM rtw_webhook_jobs WHERE status = 'queued' AND run_at <= now()"
-    "   ORDER BY run_at LIMIT $1::int FOR UPDATE SKIP LOCKED)"
+    " WHERE id IN (SELECT id FROM rtw_webhook_jobs WHERE id IN (SELECT id FROM pick) AND status = 'queued'"
+    "   FOR UPDATE SKIP LOCKED)"
     " RETURNING id, attempts, url, method, headers::text, body::text, stream_id, widget_key::text,"
     " author_id, ts, greatest(extract(epoch FROM now() - run_at), 0)::float8,"
     " (SELECT array_to_json(w.webhook_hosts)::text FROM rtw_widgets w WHERE w.widget_key = j.widget_key)";
@@ -329,8 +351,8 @@ static void whk__claimed(void *arg, PGresult *res)
 
 void whk_worker_claim(struct whk_worker *w)
 {
-	char n[16], lease[16];
-	const char *p[3];
+	char n[16], lease[16], wcap[16], acap[16];
+	const char *p[5];
 	int room = w->cfg->webhook_concurrency - w->n_jobs;
 
 	if (w->stopping || !whk_db_ready(&w->db))
@@ -346,7 +368,11 @@ void whk_worker_claim(struct whk_worker *w)
 	p[0] = n;
 	p[1] = w->me;
 	p[2] = lease;
-	if (whk_db_query(&w->db, whk__claim_sql, 3, p, whk__claimed, w) == RTW_OK)
+	snprintf(wcap, sizeof(wcap), "%d", w->cfg->webhook_widget_max_running);
+	snprintf(acap, sizeof(acap), "%d", w->cfg->webhook_author_max_running);
+	p[3] = wcap;
+	p[4] = acap;
+	if (whk_db_query(&w->db, whk__claim_sql, 5, p, whk__claimed, w) == RTW_OK)
 		w->claim_pending = true;
 }
 

@@ -36,7 +36,7 @@ struct whk_job {
 	size_t req_len;
 	char *resp;
 	size_t resp_len, resp_cap;
-	bool allow_internal;
+	char *url_host; /* curl's host of the URL (curl_free), for webhook.allow_hosts */
 	uint64_t started_ms;
 	int64_t duration_ms;
 	struct whk_attempt at;

@@ -2,7 +2,8 @@
  * fuzz_whk_url.c: libFuzzer driver for rtw-webhookd's target checks: the
  * URL policy and the header building of webhookd/fetch.c (included here
  * so its static functions can be called, as SQLite's tests do), the
- * address classifier and host-list matching of webhookd/addr.c, and the
+ * address classifier, host matching and host:port allow-list of
+ * webhookd/addr.c, and the
  * pure delivery pieces of webhookd/job.c (header allow-list, backoff with
  * a Retry-After, response excerpt, result message, request body). No
  * connection is ever made. abort() on a violated invariant. Built with
@@ -61,10 +62,18 @@ static int pieces(char *s, char *out[MAX_PIECES])
 /* url, widget hosts JSON, webhook.allow_hosts, headers JSON */
 static void fuzz_policy(char *p[MAX_PIECES])
 {
-	struct rtw_cfg cfg = {.webhook_secret = "k", .webhook_allow_hosts = p[2] ? p[2] : ""};
+	struct rtw_cfg cfg = {.webhook_secret = "k",
+			      .webhook_allow_hosts = p[2] ? p[2] : "",
+			      .webhook_require_widget_hosts = p[4] && p[4][0] == 'r',
+			      .webhook_refuse_anonymous = true};
 	struct whk_worker w = {.cfg = &cfg};
 	struct whk_fetch f = {.w = &w};
-	struct whk_job job = {.w = &w, .url = p[0], .widget_hosts_json = p[1], .headers_json = p[3]};
+	struct whk_job job = {.w = &w,
+			      .url = p[0],
+			      .widget_hosts_json = p[1],
+			      .headers_json = p[3],
+			      .method = "POST",
+			      .author_id = p[5] ? p[5] : "u"};
 	int rc;
 
 	snprintf(job.id, sizeof(job.id), "42");
@@ -79,10 +88,16 @@ static void fuzz_policy(char *p[MAX_PIECES])
 		CHECK(curl_url_get(job.cu, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0] != '\0');
 		CHECK(curl_url_get(job.cu, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK);
 		CHECK(strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0);
-		CHECK(job.allow_internal == whk_host_in_list(host, cfg.webhook_allow_hosts));
-		if (!job.allow_internal) {
-			enum whk_addr_class c = whk_addr_classify_text(host);
-			CHECK(c == WHK_ADDR_PUBLIC || c == WHK_ADDR_INVALID);
+		/* never credentials, never an anonymous requester, never a
+		 * widget without hosts when they are required */
+		char *user = NULL;
+		CHECK(curl_url_get(job.cu, CURLUPART_USER, &user, 0) != CURLUE_OK);
+		curl_free(user);
+		CHECK(!whk_author_anonymous(job.author_id));
+		CHECK(job.url_host != NULL && strcmp(job.url_host, host) == 0);
+		if (cfg.webhook_require_widget_hosts) {
+			bool empty;
+			CHECK(fetch__widget_allows(&job, host, &empty) && !empty);
 		}
 		curl_free(host);
 		curl_free(scheme);
@@ -140,21 +155,17 @@ static void fuzz_addr(const uint8_t *d, size_t n, char *p[MAX_PIECES])
 		(void)whk_addr_class_name(whk_addr_classify_text(p[i]));
 }
 
-/* host, pattern, more list entries */
-static void fuzz_hosts(char *p[MAX_PIECES])
+/* host, pattern, more list entries; the raw bytes give a peer address */
+static void fuzz_hosts(const uint8_t *d, size_t n, char *p[MAX_PIECES])
 {
 	const char *host = p[0], *pat = p[1] ? p[1] : "";
 	bool m = whk_host_match(host, pat);
-	char list[8192];
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	unsigned char ip[4];
+	char list[8192], err[256], port[16];
 
-	if (strchr(pat, ',') == NULL)
-		CHECK(whk_host_in_list(host, pat) == m);
 	if (m) {
-		/* a match stays a match with other entries around it */
-		snprintf(list, sizeof(list), "%s, %s ,%s", p[2] ? p[2] : "", pat, p[3] ? p[3] : "");
-		if (strchr(pat, ',') == NULL && strlen(list) < sizeof(list) - 1)
-			CHECK(whk_host_in_list(host, list));
-		/* and case does not matter */
+		/* case does not matter */
 		char *up = strdup(host);
 		CHECK(up != NULL);
 		for (char *c = up; *c; c++)
@@ -163,9 +174,28 @@ static void fuzz_hosts(char *p[MAX_PIECES])
 		CHECK(whk_host_match(up, pat));
 		free(up);
 	}
-	CHECK(!whk_host_in_list(host, "") && !whk_host_in_list(host, NULL) && !whk_host_match(NULL, pat));
-	for (int i = 2; i < MAX_PIECES && p[i]; i++)
-		(void)whk_host_in_list(host, p[i]);
+	CHECK(!whk_host_match(NULL, pat));
+
+	/* the allow-list opens a peer only on a port that an entry names */
+	memset(ip, 0, sizeof(ip));
+	memcpy(ip, d, n < 4 ? n : 4);
+	memcpy(&sin.sin_addr, ip, 4);
+	sin.sin_port = htons(n > 5 ? (uint16_t)(d[4] | d[5] << 8) : 8080);
+	snprintf(port, sizeof(port), ":%u", (unsigned)ntohs(sin.sin_port));
+	for (int i = 1; i < MAX_PIECES && p[i]; i++) {
+		err[0] = '\0';
+		if (whk_allow_list_check(p[i], err, sizeof(err)) != RTW_OK)
+			CHECK(strstr(err, "expected host:port") != NULL);
+		if (whk_allow_match(p[i], host, (struct sockaddr *)&sin, sizeof(sin)))
+			CHECK(strstr(p[i], port) != NULL);
+	}
+	/* a plain name entry "pat:port" opens exactly what the name match says */
+	if (pat[0] && strlen(pat) < 200 && strpbrk(pat, ",:[] \t") == NULL && inet_pton(AF_INET, pat, ip) != 1) {
+		snprintf(list, sizeof(list), "%s%s", pat, port);
+		CHECK(whk_allow_list_check(list, err, sizeof(err)) == (ntohs(sin.sin_port) ? RTW_OK : RTW_ERROR));
+		if (ntohs(sin.sin_port))
+			CHECK(whk_allow_match(list, host, (struct sockaddr *)&sin, sizeof(sin)) == m);
+	}
 }
 
 static bool valid_utf8(const unsigned char *s)
@@ -257,7 +287,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	switch (data[0] % MODE_COUNT) {
 	case MODE_POLICY: fuzz_policy(p); break;
 	case MODE_ADDR: fuzz_addr(data + 1, size - 1, p); break;
-	case MODE_HOSTS: fuzz_hosts(p); break;
+	case MODE_HOSTS: fuzz_hosts(data + 1, size - 1, p); break;
 	case MODE_JOB: fuzz_job(data + 1, size - 1, p); break;
 	}
 	free(s);

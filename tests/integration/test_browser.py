@@ -113,16 +113,19 @@ def make_webroot(stack):
     return root
 
 
-S = rtwtest.Stack()
+# the demo's card is an anonymous viewer's webhook on a widget without a
+# host list, as on ./dev up's stack
+S = rtwtest.Stack(extra_env={"RTW_WEBHOOK_REQUIRE_WIDGET_HOSTS": "false", "RTW_WEBHOOK_REFUSE_ANONYMOUS": "false"})
 S.start_fcgi()
 S.start_sse()
-# the shopping card's webhook calls the page's own origin on loopback
-S.start_webhookd(env={"RTW_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"})
 WEBROOT = make_webroot(S)
 if FRONT == "apache":
     S.http_port = S.start_apache(webroot=WEBROOT)
 else:
     S.start_nginx(webroot=WEBROOT)
+# the shopping card's webhook calls the page's own origin on loopback:
+# that port only
+S.start_webhookd(env={"RTW_WEBHOOK_ALLOW_HOSTS": "127.0.0.1:%d" % S.http_port})
 B = Browser(os.path.join(S.tmp, "browser.log"))
 rtwtest.atexit.register(B.close)
 STATE = {}

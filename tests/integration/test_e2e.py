@@ -2,7 +2,7 @@
 
 Real nginx in front of rtw-fcgi and rtw-sse, a real PostgreSQL, a real
 rtw-webhookd calling a real local HTTP target (http.server in a thread on a
-free loopback port; the worker runs with RTW_WEBHOOK_ALLOW_HOSTS=127.0.0.1
+free loopback port; the worker runs with RTW_WEBHOOK_ALLOW_HOSTS=127.0.0.1:<its port>
 so that loopback is allowed here). Every request and every event stream
 goes through nginx; SQL is used only to read the truth back.
 
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rtwtest  # noqa: E402
 from rtwtest import SSEClient, request, test, wait_for  # noqa: E402
 
-ALLOW = {"RTW_WEBHOOK_ALLOW_HOSTS": "127.0.0.1", "RTW_WEBHOOK_POLL_INTERVAL_MS": "100",
+ALLOW = {"RTW_WEBHOOK_POLL_INTERVAL_MS": "100",
          "RTW_WEBHOOK_BACKOFF_BASE_MS": "100", "RTW_WEBHOOK_BACKOFF_MAX_MS": "400"}
 STRICT = {"RTW_WEBHOOK_POLL_INTERVAL_MS": "100"}
 WAIT = 30.0  # generous: only ever a bound on waiting, never an assertion
@@ -87,7 +87,8 @@ class Target:
 
 
 def full_stack(webhook_env):
-    st = rtwtest.Stack()
+    # the test widget has no webhook host list (webhook.require_widget_hosts)
+    st = rtwtest.Stack(extra_env={"RTW_WEBHOOK_REQUIRE_WIDGET_HOSTS": "false"})
     st.start_fcgi()
     st.start_sse()
     st.start_webhookd(env=webhook_env)
@@ -98,8 +99,9 @@ def full_stack(webhook_env):
     return st
 
 
-ST = full_stack(ALLOW)
 TARGET = Target()
+ALLOW["RTW_WEBHOOK_ALLOW_HOSTS"] = "127.0.0.1:%d" % TARGET.port
+ST = full_stack(ALLOW)
 _strict = []
 
 
@@ -192,17 +194,19 @@ def assert_not_found(r):
     assert r.json["error"]["code"] == "not_found", r
 
 
-def verify_signature(secret, headers, body):
+def verify_signature(secret, headers, body, method, url):
+    # v2 (contract 1.1): t "." delivery "." METHOD "." url "." body
     sig = headers.get("X-RTW-Signature")
     assert sig, headers
     parts = dict(p.split("=", 1) for p in sig.split(","))
-    assert set(parts) == {"t", "v1"}, sig
+    assert set(parts) == {"t", "v2"}, sig
     assert parts["t"].isdigit(), sig
-    want = hmac.new(secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(want, parts["v1"]), (sig, want)
+    signed = b".".join([parts["t"].encode(), headers["X-RTW-Delivery"].encode(), method.encode(), url.encode(), body])
+    want = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(want, parts["v2"]), (sig, want)
     # and a signature with another secret would not have matched
-    other = hmac.new(b"not-the-secret", parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
-    assert not hmac.compare_digest(other, parts["v1"])
+    other = hmac.new(b"not-the-secret", signed, hashlib.sha256).hexdigest()
+    assert not hmac.compare_digest(other, parts["v2"])
 
 
 def barrier(st, stream, token, clients, tag):
@@ -261,7 +265,7 @@ def webhook_round_trip_signed_and_routed_to_requester_only():
     assert headers.get("Content-Type") == "application/json", headers
     assert headers.get("X-RTW-Delivery") == job, headers
     assert headers.get("User-Agent", "").startswith("rtw-webhookd/"), headers
-    verify_signature(ST.webhook_secret, headers, body)
+    verify_signature(ST.webhook_secret, headers, body, "POST", url)
     doc = json.loads(body)
     assert doc == {"job_id": job, "stream_id": s, "author_id": a, "widget_key": ST.widget_key,
                    "timestamp": 12.5, "body": {"answer": 42, "text": "é\n\"q\""}}, doc

@@ -1,8 +1,12 @@
 """test_webhook: rtw-webhookd against a real PostgreSQL and a scripted
-local HTTP target: delivery shape and signature, retries and backoff,
-timeouts, refusals (SSRF), widget host lists, result routing into
-rtw_messages, several workers on one queue, a crashed worker's lease,
-SIGTERM release, /healthz and /metrics. Jobs are inserted with SQL."""
+local HTTP target: delivery shape and signature (v2, not replayable),
+retries and backoff, timeouts, refusals (SSRF, the host:port allow-list,
+credentials in the URL, anonymous requesters, widgets without hosts),
+widget host lists, fair share between widgets (a tarpit target), result
+routing into rtw_messages, several workers on one queue, a crashed
+worker's lease, SIGTERM release, /healthz and /metrics. Jobs are inserted
+with SQL, except where rtw-fcgi's checks at POST are the subject (then
+through nginx and rtw-fcgi)."""
 import hashlib
 import hmac
 import http.server
@@ -17,7 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rtwtest  # noqa: E402
 from rtwtest import test  # noqa: E402
 
-ALLOW = {"RTW_WEBHOOK_ALLOW_HOSTS": "127.0.0.1,localhost"}
+# Filled by setup(): the target's own port, by address and by name; the
+# test widget has no host list, so workers here do not require one.
+ALLOW = {"RTW_WEBHOOK_REQUIRE_WIDGET_HOSTS": "false"}
 FAST = {"RTW_WEBHOOK_BACKOFF_BASE_MS": "100", "RTW_WEBHOOK_BACKOFF_MAX_MS": "400",
         "RTW_WEBHOOK_POLL_INTERVAL_MS": "100"}
 
@@ -114,6 +120,9 @@ class Target:
             self.reply(req, 302, b"", {"Location": self.url("/ok")})
         elif p.startswith("/big"):
             self.reply(req, 200, b"x" * 200000, ctype="text/plain")
+        elif p.startswith("/tarpit"):
+            time.sleep(30)  # never answers before the worker's timeout
+            self.reply(req, 200, b"{}")
         elif p.startswith("/concurrent"):
             time.sleep(0.2)
             self.reply(req, 200, b"{}")
@@ -130,6 +139,7 @@ def setup():
     if STACK is None:
         STACK = rtwtest.Stack()
         TARGET = Target()
+        ALLOW["RTW_WEBHOOK_ALLOW_HOSTS"] = "127.0.0.1:%d,localhost:%d" % (TARGET.port, TARGET.port)
     return STACK, TARGET
 
 
@@ -184,13 +194,22 @@ class Worker:
         assert rc == 0, "worker exited with %r; log:\n%s" % (rc, self.d.log_text()[-2000:])
 
 
-def verify_signature(secret, headers, body):
+def signature_ok(secret, sig, delivery, method, url, body):
+    """Checks an X-RTW-Signature v2 as a receiver does (contract 1.1)."""
+    parts = dict(p.split("=", 1) for p in sig.split(","))
+    if "v2" not in parts:
+        return False
+    msg = b".".join([parts["t"].encode(), delivery.encode(), method.encode(), url.encode(), body])
+    want = hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(want, parts["v2"])
+
+
+def verify_signature(secret, headers, body, method, url):
     sig = headers.get("X-RTW-Signature")
     assert sig, headers
     parts = dict(p.split("=", 1) for p in sig.split(","))
     assert abs(int(parts["t"]) - time.time()) < 300
-    want = hmac.new(secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(want, parts["v1"]), (sig, want)
+    assert signature_ok(secret, sig, headers["X-RTW-Delivery"], method, url, body), (sig, method, url)
 
 
 # ---- delivery ----------------------------------------------------------------
@@ -212,7 +231,7 @@ def success_signed_body_and_result_routed():
     assert len(hits) == 1
     path, method, headers, body, _ = hits[0]
     assert method == "POST"
-    verify_signature(st.webhook_secret, headers, body)
+    verify_signature(st.webhook_secret, headers, body, "POST", tg.url("/ok/1"))
     assert headers["X-RTW-Delivery"] == str(jid), headers
     assert headers["User-Agent"].startswith("rtw-webhookd/"), headers
     assert headers["Content-Type"] == "application/json"
@@ -240,7 +259,7 @@ def get_sends_no_body_and_text_result_is_cut():
     assert j["status"] == "succeeded", j
     _, method, headers, body, _ = tg.hits_for("/text/get")[0]
     assert method == "GET" and body == b"" and "Content-Type" not in headers, headers
-    verify_signature(st.webhook_secret, headers, b"")
+    verify_signature(st.webhook_secret, headers, b"", "GET", tg.url("/text/get"))
     m = result_message(st, jid)["message"]
     assert m["body"] == ("plain " * 100)[:50], m
     assert j["response_excerpt"] == ("plain " * 100)[:50], j
@@ -358,7 +377,7 @@ def internal_targets_refused_without_allow():
         "http://0.0.0.0:%d/ref/12" % p,
         "not a url",
     ]
-    with Worker(st, FAST):
+    with Worker(st, dict(FAST, RTW_WEBHOOK_REQUIRE_WIDGET_HOSTS="false")):
         ids = [insert_job(st, u) for u in urls]
         jobs = [wait_final(st, i) for i in ids]
         want = 'rtw_webhook_jobs_total{outcome="refused"} %d\n' % len(urls)
@@ -387,6 +406,229 @@ def widget_host_list_restricts_targets():
     assert ja["last_error"].startswith("target refused"), ja
     assert tg.hits_for("/ok/wl-a") == []
     assert jb["status"] == "succeeded", jb
+
+
+class Other:
+    """A second loopback listener standing for an internal service: it
+    counts the connections it accepts (an HTTP request or anything else)."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            c.close()
+
+
+@test
+def allow_list_opens_one_port_only():
+    # Issue 10, finding 1: an allowed host used to skip the address check
+    # for every port, and curl's numeric spellings of 127.0.0.1 reached
+    # it. Now 127.0.0.1:P opens that port only, judged on the address and
+    # port curl connects to: every spelling reaches P, none any other port
+    # (a stand-in listener, rtw-fcgi's health port, rtw-sse, PostgreSQL).
+    st, tg = setup()
+    front(st)
+    other = Other()
+    spellings = ["127.0.0.1", "127.1", "2130706433", "0x7f000001", "0177.0.0.1", "localhost", "[::ffff:127.0.0.1]"]
+    ports = {"stand-in": other.port, "fcgi health": st.fcgi_health_port, "sse": st.sse_port, "postgres": st.pg.port}
+    env = dict(FAST, RTW_WEBHOOK_ALLOW_HOSTS="127.0.0.1:%d" % tg.port, RTW_WEBHOOK_REQUIRE_WIDGET_HOSTS="false")
+    with Worker(st, env):
+        good = [insert_job(st, "http://%s:%d/ok/port-%d" % (h, tg.port, i)) for i, h in enumerate(spellings)]
+        bad = [(h, name, insert_job(st, "http://%s:%d/metrics" % (h, port), method="GET"))
+               for h in spellings for name, port in ports.items()]
+        good_jobs = [wait_final(st, j) for j in good]
+        bad_jobs = [(h, name, wait_final(st, j)) for h, name, j in bad]
+    # the IPv4 spellings reach the allowed port (localhost and the mapped
+    # form depend on the host's IPv6: refused or reached, never elsewhere)
+    for h, j in zip(spellings[:5], good_jobs):
+        assert j["status"] == "succeeded", (h, j)
+    for h, name, j in bad_jobs:
+        assert j["status"] == "failed" and j["last_error"].startswith("target refused"), (h, name, j)
+        assert j["last_http_status"] is None and j["attempts"] == 1, (h, name, j)
+    assert other.accepted == 0
+
+
+@test
+def credentials_in_the_url_are_refused():
+    # Issue 10, finding 9: user:pw@ in a webhook URL was sent as Basic
+    # auth, around the header allow-list. rtw-webhookd refuses it (the
+    # URL may come from elsewhere than rtw-fcgi, which answers 400).
+    st, tg = setup()
+    with Worker(st, dict(ALLOW, **FAST)):
+        jid = insert_job(st, "http://user:pw@127.0.0.1:%d/ok/userinfo" % tg.port)
+        j = wait_final(st, jid)
+    assert j["status"] == "failed" and j["last_error"] == "target refused: url carries credentials", j
+    assert tg.hits_for("/ok/userinfo") == []
+
+
+@test
+def signature_v2_cannot_be_replayed():
+    # Issue 10, finding 5: a GET/DELETE delivery signed only "t.", so a
+    # signature captured on one's own server was valid for any receiver.
+    # v2 covers delivery id, method and URL too.
+    st, tg = setup()
+    with Worker(st, dict(ALLOW, **FAST)):
+        a = insert_job(st, tg.url("/ok/sig-a"), method="GET")
+        b = insert_job(st, tg.url("/ok/sig-b"), method="DELETE")
+        c = insert_job(st, tg.url("/ok/sig-a"), method="GET")
+        for jid in (a, b, c):
+            assert wait_final(st, jid)["status"] == "succeeded"
+    by_delivery = {h[2]["X-RTW-Delivery"]: h[2] for h in tg.hits_for("/ok/sig-")}
+    ha, hb, hc = by_delivery[str(a)], by_delivery[str(b)], by_delivery[str(c)]
+    secret = st.webhook_secret
+    sa = ha["X-RTW-Signature"]
+    assert "v1=" not in sa and signature_ok(secret, sa, str(a), "GET", tg.url("/ok/sig-a"), b"")
+    assert signature_ok(secret, hb["X-RTW-Signature"], str(b), "DELETE", tg.url("/ok/sig-b"), b"")
+    # a's signature, replayed: for another URL, method or delivery it fails
+    assert not signature_ok(secret, sa, str(a), "GET", tg.url("/ok/sig-b"), b"")
+    assert not signature_ok(secret, sa, str(a), "DELETE", tg.url("/ok/sig-a"), b"")
+    assert not signature_ok(secret, sa, str(c), "GET", tg.url("/ok/sig-a"), b"")
+    assert not signature_ok(secret, sa, str(b), "DELETE", tg.url("/ok/sig-b"), b"")
+    assert signature_ok(secret, hc["X-RTW-Signature"], str(c), "GET", tg.url("/ok/sig-a"), b"")
+
+
+@test
+def webhookd_refuses_anonymous_and_widgets_without_hosts():
+    # Issue 10, finding 5, in rtw-webhookd (defaults on): a job of an
+    # anonymous identity, or of a widget without a host list, is refused
+    # without a call, whoever wrote the row.
+    st, tg = setup()
+    listed = st.add_widget("listed-whk", "--webhook-hosts", "127.0.0.1")
+    env = dict(FAST, RTW_WEBHOOK_ALLOW_HOSTS=ALLOW["RTW_WEBHOOK_ALLOW_HOSTS"])
+    with Worker(st, env):
+        anon = insert_job(st, tg.url("/ok/anon-job"), author="anon-0123456789abcdef", widget_key=listed)
+        bare = insert_job(st, tg.url("/ok/bare-widget"))
+        fine = insert_job(st, tg.url("/ok/listed-widget"), widget_key=listed)
+        ja, jb, jf = wait_final(st, anon), wait_final(st, bare), wait_final(st, fine)
+    assert ja["status"] == "failed" and ja["last_error"] == "target refused: anonymous requester", ja
+    assert jb["status"] == "failed" and jb["last_error"] == "target refused: the widget has no webhook hosts", jb
+    assert jf["status"] == "succeeded", jf
+    assert tg.hits_for("/ok/anon-job") == [] and tg.hits_for("/ok/bare-widget") == []
+
+
+# ---- at POST (nginx, rtw-fcgi) ---------------------------------------------------
+
+FRONT = {}
+QUEUED_CAP = 3
+
+
+def front(st):
+    """rtw-fcgi, rtw-sse and nginx on the shared stack, started once, with
+    the deployment defaults but a small per-author queued cap."""
+    if not FRONT:
+        st.start_fcgi(env={"RTW_WEBHOOK_AUTHOR_MAX_QUEUED": str(QUEUED_CAP)})
+        st.start_sse()
+        st.start_nginx()
+        FRONT["listed"] = st.add_widget("listed-post", "--webhook-hosts", "127.0.0.1,*.hooks.test")
+    return FRONT
+
+
+def post_webhook(st, message, token, widget_key):
+    return rtwtest.request(st.http_port, "POST", "/v1/streams/s1/messages",
+                           {"type": "webhook", "widget_key": widget_key, "message": message}, token=token)
+
+
+@test
+def post_refuses_hostless_and_credential_urls():
+    # Issue 10, findings 1 and 9: a URL without a host, or with user:pw@,
+    # is 400 invalid_field at POST and nothing is queued.
+    st, tg = setup()
+    f = front(st)
+    tok = st.token("user-post")
+    before = st.pg.query("SELECT count(*) FROM rtw_webhook_jobs")[0][0]
+    for url in ("http:///x", "http://:80/x", "http://[]/x", "http://user:pw@127.0.0.1/x", "http://u@127.0.0.1/x",
+                "https://a:b@hooks.test@127.0.0.1/"):
+        for message in (url, {"url": url}):
+            r = post_webhook(st, message, tok, f["listed"])
+            assert r.status == 400 and r.json["error"]["code"] == "invalid_field", (url, r)
+    assert st.pg.query("SELECT count(*) FROM rtw_webhook_jobs")[0][0] == before
+
+
+@test
+def post_refuses_anonymous_and_widgets_without_hosts():
+    # Issue 10, finding 5: by default an anonymous viewer (the identity
+    # rtw-sse mints) gets 403 forbidden, and a widget without a host list
+    # 403 webhook_target_refused; a named user on a listed widget is queued.
+    st, tg = setup()
+    f = front(st)
+    c = rtwtest.SSEClient(st.sse_port, "/v1/streams/s1/events")
+    init = c.next_event(10)["json"]
+    c.close()
+    anon = init["message"]["token"]
+    assert init["author_id"].startswith("anon-"), init
+    url = tg.url("/ok/never")
+    r = post_webhook(st, url, anon, f["listed"])
+    assert r.status == 403 and r.json["error"]["code"] == "forbidden", r
+    r = post_webhook(st, url, st.token("user-bare"), st.widget_key)
+    assert r.status == 403 and r.json["error"]["code"] == "webhook_target_refused", r
+    r = post_webhook(st, "http://a.hooks.test/x", st.token("user-listed"), f["listed"])
+    assert r.status == 202, r
+    st.pg.query("DELETE FROM rtw_webhook_jobs WHERE id = %s", (r.json["message"]["job_id"],))
+
+
+@test
+def post_over_the_queued_cap_is_429():
+    # Issue 10, finding 6: an author's queued jobs are capped at POST
+    # (webhook.author_max_queued): over it, 429 rate_limited with
+    # Retry-After; another author is not affected.
+    st, tg = setup()
+    f = front(st)
+    tok = st.token("user-flood")
+    ids = []
+    for i in range(QUEUED_CAP):
+        r = post_webhook(st, "http://a.hooks.test/q%d" % i, tok, f["listed"])
+        assert r.status == 202, r
+        ids.append(r.json["message"]["job_id"])
+    r = post_webhook(st, "http://a.hooks.test/over", tok, f["listed"])
+    assert r.status == 429 and r.json["error"]["code"] == "rate_limited", r
+    assert int(r.header("Retry-After")) >= 1, r
+    r = post_webhook(st, "http://a.hooks.test/other", st.token("user-calm"), f["listed"])
+    assert r.status == 202, r
+    ids.append(r.json["message"]["job_id"])
+    st.pg.query("DELETE FROM rtw_webhook_jobs WHERE id = ANY(%s::bigint[])", ([int(i) for i in ids],))
+
+
+# ---- fair share ------------------------------------------------------------------
+
+@test
+def tarpit_widget_does_not_starve_another():
+    # Issue 10, finding 6: one FIFO let a tarpit target fed by one widget
+    # hold every slot, so another widget's webhook waited for the tarpit's
+    # timeouts. With a per-widget running cap below the worker's slots,
+    # the other widget's job is claimed while the tarpit's first calls
+    # still run: it starts before any tarpit call has ended, that is
+    # within one call timeout (an order of events, not a time measured).
+    st, tg = setup()
+    tarpit = st.add_widget("tarpit", "--webhook-hosts", "127.0.0.1")
+    calm = st.add_widget("calm", "--webhook-hosts", "127.0.0.1")
+    env = dict(ALLOW, RTW_WEBHOOK_CONCURRENCY="4", RTW_WEBHOOK_WIDGET_MAX_RUNNING="2",
+               RTW_WEBHOOK_AUTHOR_MAX_RUNNING="0", RTW_WEBHOOK_TIMEOUT_MS="4000", RTW_WEBHOOK_MAX_ATTEMPTS="1",
+               **FAST)
+    with Worker(st, env):
+        slow = [insert_job(st, tg.url("/tarpit/%d" % i), widget_key=tarpit, author="user-tar%d" % i)
+                for i in range(8)]
+        rtwtest.wait_for(lambda: len(tg.hits_for("/tarpit/")) >= 2, 10, "the tarpit's first calls")
+        fast = insert_job(st, tg.url("/ok/calm"), widget_key=calm, author="user-calm")
+        jf = wait_final(st, fast)
+        began = st.pg.query("SELECT started_at FROM rtw_webhook_jobs WHERE id = %s", (fast,))[0][0]
+        first_end = st.pg.query("SELECT min(finished_at) FROM rtw_webhook_jobs WHERE id = ANY(%s)", (slow,))[0][0]
+        st.pg.query("DELETE FROM rtw_webhook_jobs WHERE id = ANY(%s) AND status = 'queued'", (slow,))
+    assert jf["status"] == "succeeded", jf
+    # no tarpit call had ended (timed out) when the calm widget's call began
+    assert first_end is None or began < first_end, (began, first_end)
+    st.pg.query("DELETE FROM rtw_webhook_jobs WHERE id = ANY(%s)", (slow,))
 
 
 # ---- workers, leases, shutdown -------------------------------------------------

@@ -1,6 +1,7 @@
 /*
  * test_whk_addr.c: unit tests of webhookd/addr.c, the webhook target
- * address classifier and host matching (cmocka). Pure; no network.
+ * address classifier, host matching and the host:port allow-list
+ * (cmocka). Pure; no network.
  */
 #include "config.h"
 
@@ -164,27 +165,90 @@ static void test_host_match(void **state)
 	assert_false(whk_host_match(NULL, "x"));
 }
 
-static void test_host_in_list(void **state)
+static struct sockaddr_in v4(const char *ip, unsigned port)
 {
-	assert_true(whk_host_in_list("localhost", "127.0.0.1,localhost"));
-	assert_true(whk_host_in_list("127.0.0.1", "127.0.0.1, localhost"));
-	assert_true(whk_host_in_list("hooks.example.com", " a.example.org , *.example.com "));
-	assert_false(whk_host_in_list("localhost", "127.0.0.1"));
-	assert_false(whk_host_in_list("localhost", ""));
-	assert_false(whk_host_in_list("localhost", NULL));
-	assert_false(whk_host_in_list("localhost", ",,"));
-	assert_false(whk_host_in_list("local", "localhost"));
-	assert_false(whk_host_in_list("localhost", "local"));
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	assert_int_equal(inet_pton(AF_INET, ip, &sa.sin_addr), 1);
+	return sa;
+}
+
+static struct sockaddr_in6 v6(const char *ip, unsigned port)
+{
+	struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+	assert_int_equal(inet_pton(AF_INET6, ip, &sa.sin6_addr), 1);
+	return sa;
+}
+
+#define ALLOWS(list, host, sa) whk_allow_match(list, host, (const struct sockaddr *)&(sa), sizeof(sa))
+
+/* Issue 10, finding 1: an allow-list entry used to match the host alone
+ * and then skip the address check for every port. An entry now opens one
+ * address (or one name's resolution) on one port, judged on what is
+ * connected to, whatever the URL spelled. */
+static void test_allow_match(void **state)
+{
+	struct sockaddr_in lo = v4("127.0.0.1", 8080), lo_other = v4("127.0.0.1", 5432), lo2 = v4("127.0.0.2", 8080);
+	struct sockaddr_in6 mapped = v6("::ffff:127.0.0.1", 8080), six = v6("::1", 8080), six_other = v6("::1", 8081);
+
+	/* the allowed address and port, whatever host the URL spelled */
+	assert_true(ALLOWS("127.0.0.1:8080", "127.0.0.1", lo));
+	assert_true(ALLOWS("127.0.0.1:8080", "2130706433", lo));
+	assert_true(ALLOWS("127.0.0.1:8080", NULL, lo));
+	assert_true(ALLOWS("127.0.0.1:8080", "x", mapped));
+	/* any other port or address of the same host: refused */
+	assert_false(ALLOWS("127.0.0.1:8080", "127.0.0.1", lo_other));
+	assert_false(ALLOWS("127.0.0.1:8080", "127.0.0.1", lo2));
+	assert_false(ALLOWS("127.0.0.1:8080", "127.0.0.1", six));
+	/* a name opens what it resolves to, on its port only */
+	assert_true(ALLOWS("localhost:8080", "localhost", lo));
+	assert_true(ALLOWS("localhost:8080", "LOCALHOST.", six));
+	assert_false(ALLOWS("localhost:8080", "localhost", lo_other));
+	assert_false(ALLOWS("localhost:8080", "127.0.0.1", lo));
+	assert_true(ALLOWS("*.hooks.test:8080", "a.hooks.test", lo));
+	assert_false(ALLOWS("*.hooks.test:8080", "hooks.test", lo));
+	/* IPv6 literals in brackets */
+	assert_true(ALLOWS("[::1]:8080", "[::1]", six));
+	assert_false(ALLOWS("[::1]:8080", "[::1]", six_other));
+	/* lists: spaces and empty entries ignored, any entry may match */
+	assert_true(ALLOWS(" a.test:1 ,, 127.0.0.1:8080 ", "x", lo));
+	assert_false(ALLOWS("a.test:1,b.test:8080", "x", lo));
+	/* nothing opens anything without a valid entry */
+	assert_false(ALLOWS("", "127.0.0.1", lo));
+	assert_false(ALLOWS(NULL, "127.0.0.1", lo));
+	assert_false(ALLOWS("127.0.0.1", "127.0.0.1", lo));
+	assert_false(ALLOWS("127.0.0.1:8080x", "127.0.0.1", lo));
+	assert_false(whk_allow_match("127.0.0.1:8080", "127.0.0.1", NULL, 0));
+	assert_false(whk_allow_match("127.0.0.1:8080", "127.0.0.1", (const struct sockaddr *)&lo, 4));
+}
+
+static void test_allow_list_check(void **state)
+{
+	static const char *const good[] = {"", "127.0.0.1:8080", "localhost:1, [::1]:65535", "*.x.test:443,",
+					   " a.test:80 , b.test:81 "};
+	static const char *const bad[] = {"127.0.0.1",	    "localhost:", ":80",     "a.test:0", "a.test:65536",
+					  "a.test:8o",	    "::1:80",	  "[::1]80", "[::1]",	 "a.test:123456",
+					  "x:80,127.0.0.1", "[]:80x"};
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		if (whk_allow_list_check(good[i], err, sizeof(err)) != RTW_OK)
+			fail_msg("\"%s\" refused: %s", good[i], err);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		if (whk_allow_list_check(bad[i], err, sizeof(err)) != RTW_ERROR)
+			fail_msg("\"%s\" accepted", bad[i]);
+		assert_non_null(strstr(err, "expected host:port"));
+	}
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_v4_internal),	 cmocka_unit_test(test_v4_public_edges),
-	    cmocka_unit_test(test_v6),		 cmocka_unit_test(test_v6_embedded_v4),
-	    cmocka_unit_test(test_text_forms),	 cmocka_unit_test(test_sockaddr),
-	    cmocka_unit_test(test_class_names),	 cmocka_unit_test(test_host_match),
-	    cmocka_unit_test(test_host_in_list),
+	    cmocka_unit_test(test_v4_internal), cmocka_unit_test(test_v4_public_edges),
+	    cmocka_unit_test(test_v6),		cmocka_unit_test(test_v6_embedded_v4),
+	    cmocka_unit_test(test_text_forms),	cmocka_unit_test(test_sockaddr),
+	    cmocka_unit_test(test_class_names), cmocka_unit_test(test_host_match),
+	    cmocka_unit_test(test_allow_match), cmocka_unit_test(test_allow_list_check),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

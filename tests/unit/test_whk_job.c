@@ -163,27 +163,46 @@ static void test_request_body(void **state)
 	assert_null(whk_request_body("1", "s", "u", "k", 0, "{not json"));
 }
 
+/* Issue 10, finding 5: GET/DELETE deliveries signed only "t.", so a
+ * signature captured on one's own server replayed against any receiver.
+ * v2 signs time, delivery id, method, URL and body (contract 1.1). */
 static void test_signature(void **state)
 {
-	char sig[96], hex[65], want[96];
+	char sig[96], hex[65], want[96], other[96];
 	unsigned char mac[32];
 	const char *body = "{\"x\":1}";
+	const char *signed_text = "1700000000.17.POST.https://h.test/a?b=1.{\"x\":1}";
 
-	whk_signature("secret", 6, 1700000000, body, strlen(body), sig);
-	tok_hmac_sha256("secret", 6, "1700000000.{\"x\":1}", strlen("1700000000.{\"x\":1}"), mac);
+	whk_signature("secret", 6, 1700000000, "17", "POST", "https://h.test/a?b=1", body, strlen(body), sig);
+	tok_hmac_sha256("secret", 6, signed_text, strlen(signed_text), mac);
 	rtw_hex(mac, 32, hex);
-	snprintf(want, sizeof(want), "t=1700000000,v1=%s", hex);
+	snprintf(want, sizeof(want), "t=1700000000,v2=%s", hex);
 	assert_string_equal(sig, want);
-	/* empty body (GET): t + "." */
-	whk_signature("secret", 6, 5, "", 0, sig);
-	tok_hmac_sha256("secret", 6, "5.", 2, mac);
+	/* empty body (GET): the string ends in "." */
+	whk_signature("secret", 6, 5, "9", "GET", "http://h.test/", "", 0, sig);
+	tok_hmac_sha256("secret", 6, "5.9.GET.http://h.test/.", strlen("5.9.GET.http://h.test/."), mac);
 	rtw_hex(mac, 32, hex);
-	snprintf(want, sizeof(want), "t=5,v1=%s", hex);
+	snprintf(want, sizeof(want), "t=5,v2=%s", hex);
 	assert_string_equal(sig, want);
-	/* a different key gives a different signature */
-	char other[96];
-	whk_signature("secreT", 6, 5, "", 0, other);
+	/* a GET signature is valid for no other key, delivery, method or URL */
+	whk_signature("secreT", 6, 5, "9", "GET", "http://h.test/", "", 0, other);
 	assert_string_not_equal(sig, other);
+	whk_signature("secret", 6, 5, "10", "GET", "http://h.test/", "", 0, other);
+	assert_string_not_equal(sig, other);
+	whk_signature("secret", 6, 5, "9", "DELETE", "http://h.test/", "", 0, other);
+	assert_string_not_equal(sig, other);
+	whk_signature("secret", 6, 5, "9", "GET", "http://evil.test/", "", 0, other);
+	assert_string_not_equal(sig, other);
+	whk_signature("secret", 6, 6, "9", "GET", "http://h.test/", "", 0, other);
+	assert_string_not_equal(sig, other);
+}
+
+static void test_author_anonymous(void **state)
+{
+	assert_true(whk_author_anonymous("anon-0123456789abcdef"));
+	assert_false(whk_author_anonymous("user-7"));
+	assert_false(whk_author_anonymous("xanon-1"));
+	assert_false(whk_author_anonymous(NULL));
 }
 
 static void test_excerpt(void **state)
@@ -247,9 +266,11 @@ static void test_result_message(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_transitions), cmocka_unit_test(test_verdicts),       cmocka_unit_test(test_backoff),
-	    cmocka_unit_test(test_headers),	cmocka_unit_test(test_request_body),   cmocka_unit_test(test_signature),
-	    cmocka_unit_test(test_excerpt),	cmocka_unit_test(test_result_message),
+	    cmocka_unit_test(test_transitions),	     cmocka_unit_test(test_verdicts),
+	    cmocka_unit_test(test_backoff),	     cmocka_unit_test(test_headers),
+	    cmocka_unit_test(test_request_body),     cmocka_unit_test(test_signature),
+	    cmocka_unit_test(test_author_anonymous), cmocka_unit_test(test_excerpt),
+	    cmocka_unit_test(test_result_message),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
