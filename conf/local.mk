@@ -19,7 +19,7 @@ dist_doc_DATA = README.md conf/rtw.ini.sample doc/architecture.md doc/config.md 
 
 systemdunitdir = $(systemdsystemunitdir)
 RTW_UNITS = rtw-fcgi.service rtw-sse.service rtw-sse@.service rtw-webhookd.service
-EXTRA_DIST += $(RTW_UNITS:%=conf/systemd/%)
+EXTRA_DIST += $(RTW_UNITS:%=conf/systemd/%) debian
 
 install-data-local:
 	$(MKDIR_P) '$(DESTDIR)$(systemdunitdir)' '$(DESTDIR)$(rtwconfdir)'
