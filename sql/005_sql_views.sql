@@ -8,7 +8,7 @@
 -- function of the reader's own in a WHERE clause never sees the rows they
 -- filter out. Roles belong to the cluster: every rtw database of one
 -- cluster shares rtw_reader. Creating it needs CREATEROLE; without it the
--- migration leaves a notice and rtw_grant_reader() does the grants later.
+-- migration leaves a warning and rtw_grant_reader() does the grants later.
 
 -- Settled broadcasts: the rows every subscriber has seen or will see, in
 -- the one stream order; read them with ORDER BY xid, id. Rows at or above
@@ -75,7 +75,7 @@ DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rtw_reader') THEN
         IF NOT (SELECT rolcreaterole OR rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-            RAISE NOTICE 'role rtw_reader not created (needs CREATEROLE); a superuser may run: '
+            RAISE WARNING 'role rtw_reader not created (needs CREATEROLE); a superuser may run: '
                          'CREATE ROLE rtw_reader NOLOGIN; SELECT rtw_grant_reader(''rtw_reader'');';
             RETURN;
         END IF;

@@ -11,6 +11,7 @@ Never touches the dev stack (var/): everything lives under a mkdtemp().
 """
 import atexit
 import base64
+import glob
 import hashlib
 import hmac
 import http.client
@@ -30,7 +31,9 @@ import uuid
 
 SRCDIR = os.path.abspath(os.environ.get("RTW_SRCDIR", os.path.join(os.path.dirname(__file__), "..", "..")))
 BUILDDIR = os.path.abspath(os.environ.get("RTW_BUILDDIR", SRCDIR))
-PGBIN = os.environ.get("RTW_PGBIN", "/usr/lib/postgresql/15/bin")
+# The newest installed PostgreSQL major, unless RTW_PGBIN names one.
+PGBIN = os.environ.get("RTW_PGBIN") or max(
+    glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]), default="/usr/lib/postgresql/15/bin")
 IS_ROOT = os.geteuid() == 0
 
 
@@ -578,6 +581,19 @@ def sanitizer_reports():
 def test(fn):
     _tests.append(fn)
     return fn
+
+
+def need(ok, what):
+    """Skips the whole file (exit 77, automake's SKIP) when ok is false,
+    saying what is missing; under RTW_REQUIRE_ALL=1 (./dev test, which
+    installs everything) a missing tool is a failure instead."""
+    if ok:
+        return
+    if os.environ.get("RTW_REQUIRE_ALL") == "1":
+        print("FAIL: needs %s (RTW_REQUIRE_ALL=1: every test must run)" % what, flush=True)
+        sys.exit(1)
+    print("SKIP: needs %s" % what, flush=True)
+    sys.exit(77)
 
 
 def main():

@@ -2,5 +2,5 @@
 # doc/sql.md against its pgTAP test, `make install DESTDIR=...` against the
 # paths the docs name, and (under ./dev test) the Debian package and the
 # deploy guide on this machine.
-TESTS += tests/doc_sql.sh tests/package/test_install.sh
-EXTRA_DIST += tests/doc_sql.sh tests/package/test_install.sh
+TESTS += tests/doc_sql.sh tests/package/test_install.sh tests/package/test_deb.py
+EXTRA_DIST += tests/doc_sql.sh tests/package/test_install.sh tests/package/test_deb.py

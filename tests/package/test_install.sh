@@ -13,7 +13,7 @@ dirs=(prefix=/usr sysconfdir=/etc systemdsystemunitdir=/lib/systemd/system)
 fail=0 checked=0
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
 
-make -C "$build" -s install DESTDIR="$dest" "${dirs[@]}" >/dev/null
+env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make -C "$build" -s install DESTDIR="$dest" "${dirs[@]}" >/dev/null
 
 for f in usr/bin/rtw-fcgi usr/bin/rtw-sse usr/bin/rtw-webhookd usr/bin/rtwctl \
 	usr/share/rtw/sql/001_init.sql usr/share/rtw/sql/005_sql_views.sql \
@@ -58,7 +58,7 @@ if "$dest/usr/bin/rtw-sse" --config "$dest/nonexistent.ini" 2>/dev/null; then
 	bad "a missing --config file is not an error"
 fi
 
-make -C "$build" -s uninstall DESTDIR="$dest" "${dirs[@]}" >/dev/null
+env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make -C "$build" -s uninstall DESTDIR="$dest" "${dirs[@]}" >/dev/null
 left=$(find "$dest" -type f)
 checked=$((checked + 1))
 [ -z "$left" ] || bad "left after make uninstall: $left"
