@@ -93,6 +93,7 @@ class Postgres:
     """A throwaway cluster. fsync is off unless durable=True (benchmarks)."""
 
     def __init__(self, tmp, durable=False):
+        need(os.path.exists(os.path.join(PGBIN, "initdb")), "PostgreSQL (%s/initdb)" % PGBIN)
         self.dir = os.path.join(tmp, "pg")
         self.port = free_port()
         self.sockdir = os.path.join(tmp, "pgsock")
@@ -353,6 +354,7 @@ class Stack:
     def start_nginx(self, webroot=None):
         """nginx in front of rtw-fcgi and rtw-sse (start those first).
         webroot: the folder served at / (default: the checkout's web/)."""
+        need(shutil.which("nginx"), "nginx")
         self.http_port = free_port()
         rundir, conf = self._front_conf("nginx", self.http_port, webroot)
         subprocess.run(["nginx", "-c", conf, "-e", os.path.join(rundir, "nginx-error.log")], check=True)
@@ -375,6 +377,7 @@ class Stack:
         """Apache httpd (conf/apache.conf.in) in front of rtw-fcgi and
         rtw-sse (start those first), in the foreground as a Daemon named
         "apache". Returns its port, also in self.apache_port."""
+        need(os.path.exists("/usr/sbin/apache2"), "Apache httpd (apache2)")
         self.apache_port = free_port()
         _, conf = self._front_conf("apache", self.apache_port, webroot)
         self._daemon("apache", ["/usr/sbin/apache2", "-f", conf, "-DFOREGROUND"], self.apache_port)
