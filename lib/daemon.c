@@ -10,7 +10,6 @@
 #include "daemon.h"
 #include "log.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,33 +51,42 @@ static const char *daemon__config_path(const char *opt)
 
 int rtw_start(const struct rtw_prog *p, int argc, char **argv, struct rtw_cfg *cfg, int *argi)
 {
-	static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-					     {"help", no_argument, NULL, 'h'},
-					     {"version", no_argument, NULL, 'V'},
-					     {NULL, 0, NULL, 0}};
 	const char *opt_config = NULL;
 	char err[512];
-	int c;
+	int i = 1;
 
-	/* "+": stop at the first word that is not an option (rtwctl's command,
-	 * whose own options follow it). */
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+c:hV", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c': opt_config = optarg; break;
-		case 'h': daemon__help(p, stdout); return 0;
-		case 'V': printf("%s (%s) %s\n", p->name, PACKAGE_NAME, PACKAGE_VERSION); return 0;
-		default: fprintf(stderr, "Try '%s --help'.\n", p->name); return 2;
+	/* By hand rather than getopt: options end at the first other word
+	 * (rtwctl's command), whose own getopt_long() loop must start from a
+	 * fresh getopt state. */
+	for (; i < argc && argv[i][0] == '-' && argv[i][1] != '\0'; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		} else if ((strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0) && i + 1 < argc) {
+			opt_config = argv[++i];
+		} else if (strncmp(a, "--config=", 9) == 0) {
+			opt_config = a + 9;
+		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			daemon__help(p, stdout);
+			return 0;
+		} else if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
+			printf("%s (%s) %s\n", p->name, PACKAGE_NAME, PACKAGE_VERSION);
+			return 0;
+		} else {
+			fprintf(stderr, "%s: unknown option \"%s\" (or it lacks its value)\nTry '%s --help'.\n",
+				p->name, a, p->name);
+			return 2;
 		}
 	}
-	if ((p->flags & RTW_START_COMMANDS) ? optind >= argc : optind < argc) {
-		if (optind < argc)
-			fprintf(stderr, "%s: unexpected argument \"%s\"\n", p->name, argv[optind]);
+	if ((p->flags & RTW_START_COMMANDS) ? i >= argc : i < argc) {
+		if (i < argc)
+			fprintf(stderr, "%s: unexpected argument \"%s\"\n", p->name, argv[i]);
 		daemon__help(p, stderr);
 		return 2;
 	}
 	if (argi)
-		*argi = optind;
+		*argi = i;
 
 	if (cfg_load(cfg, daemon__config_path(opt_config), err, sizeof(err)) != RTW_OK) {
 		fprintf(stderr, "%s: %s\n", p->name, err);
