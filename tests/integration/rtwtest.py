@@ -269,6 +269,8 @@ class Stack:
             "RTW_HTTP_CORS_ORIGINS": "",
             "RTW_LOG_LEVEL": "info",
             "RTW_SQL_DIR": os.path.join(SRCDIR, "sql"),
+            # never the machine's $(sysconfdir)/rtw/rtw.ini, should one exist
+            "RTW_CONFIG": os.devnull,
             # rtw-fcgi: no side listener on the default port (start_fcgi
             # gives it a free one), and no rate limit unless a test sets one
             # (tests post far faster than people do)
