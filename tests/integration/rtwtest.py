@@ -415,9 +415,10 @@ class Response:
         return "<Response %d %r>" % (self.status, self.body[:300])
 
 
-def request(port, method, path, body=None, headers=None, token=None, timeout=10.0):
+def request(port, method, path, body=None, headers=None, token=None, timeout=10.0, tls=None, host=None):
     """One HTTP/1.1 request on a fresh connection. body: dict/list (sent as
-    JSON), str or bytes."""
+    JSON), str or bytes. tls: an ssl.SSLContext for HTTPS, whose certificate
+    is checked against host (also sent as Host)."""
     h = {"Content-Type": "application/json"} if body is not None else {}
     if token:
         h["Authorization"] = "Bearer " + token
@@ -427,6 +428,11 @@ def request(port, method, path, body=None, headers=None, token=None, timeout=10.
     if isinstance(body, str):
         body = body.encode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    if tls:
+        conn.sock = tls.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=timeout),
+                                    server_hostname=host)
+    if host:
+        h.setdefault("Host", host)
     try:
         conn.request(method, path, body=body, headers=h)
         r = conn.getresponse()
@@ -439,9 +445,11 @@ class SSEClient:
     """Reads an event stream on a raw socket: events() yields dicts
     {"id":..., "data":..., "json":...}; comments are counted."""
 
-    def __init__(self, port, path, headers=None, timeout=10.0):
+    def __init__(self, port, path, headers=None, timeout=10.0, tls=None, host=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1", "Accept: text/event-stream"]
+        if tls:  # an ssl.SSLContext; the certificate is checked against host
+            self.sock = tls.wrap_socket(self.sock, server_hostname=host)
+        lines = ["GET %s HTTP/1.1" % path, "Host: " + (host or "127.0.0.1"), "Accept: text/event-stream"]
         for k, v in (headers or {}).items():
             lines.append("%s: %s" % (k, v))
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())

@@ -22,13 +22,11 @@ them it skips (a failure under RTW_REQUIRE_ALL=1, as in ./dev test).
 import atexit
 import fcntl
 import glob
-import http.client
 import http.server
 import json
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -36,7 +34,7 @@ import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import rtwtest  # noqa: E402
-from rtwtest import Response, test, wait_for  # noqa: E402
+from rtwtest import test, wait_for  # noqa: E402
 
 rtwtest.need(os.geteuid() == 0, "root (it installs the package with dpkg)")
 for tool in ("dpkg-buildpackage", "dh", "lintian", "nginx", "openssl", "systemd-analyze", "psql"):
@@ -228,41 +226,13 @@ atexit.register(APACHE.stop)
 # ---- HTTPS helpers --------------------------------------------------------
 
 def https(port, method, path, body=None, headers=None, token=None):
-    h = {"Content-Type": "application/json"} if body is not None else {}
-    if token:
-        h["Authorization"] = "Bearer " + token
-    h.update(headers or {})
-    if isinstance(body, (dict, list)):
-        body = json.dumps(body)
-    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=TLS)
-    # Verify the certificate against the site's name, as a browser would.
-    conn.sock = TLS.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname=HOST)
-    try:
-        conn.request(method, path, body=body, headers=dict(h, Host=HOST))
-        r = conn.getresponse()
-        return Response(r.status, r.getheaders(), r.read())
-    finally:
-        conn.close()
-
-
-class TLSEvents(rtwtest.SSEClient):
-    """rtwtest's event-stream reader over TLS."""
-
-    def __init__(self, port, path, headers=None, timeout=10.0):
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock = TLS.wrap_socket(raw, server_hostname=HOST)
-        lines = ["GET %s HTTP/1.1" % path, "Host: " + HOST, "Accept: text/event-stream"]
-        lines += ["%s: %s" % kv for kv in (headers or {}).items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        self.buf = self._raw = b""
-        self.status, self.headers, self.comments, self.retry = None, {}, 0, None
-        self.closed = self.chunked = False
-        self._read_head()
+    """A request over TLS, the certificate checked against the site's name."""
+    return rtwtest.request(port, method, path, body, headers, token, tls=TLS, host=HOST)
 
 
 def subscribe(port, token, stream="demo", last_id=None):
-    c = TLSEvents(port, "/v1/streams/%s/events?access_token=%s" % (stream, token),
-                  {"Last-Event-ID": last_id} if last_id else None)
+    c = rtwtest.SSEClient(port, "/v1/streams/%s/events?access_token=%s" % (stream, token),
+                          {"Last-Event-ID": last_id} if last_id else None, tls=TLS, host=HOST)
     assert c.status == 200, (c.status, c.body_text())
     init = c.next_event()
     assert init["json"]["type"] == "init", init
