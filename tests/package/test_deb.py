@@ -409,9 +409,10 @@ def apache_site_from_the_guide():
 
 @test
 def purge_leaves_nothing():
+    # rtw-sse first: it ends the event streams Apache would otherwise wait on
+    stop_daemons()
     APACHE.stop()
     stop_nginx()
-    stop_daemons()
     run(["dpkg", "--purge", "rtw"])
     assert not installed()
     for f in ("/usr/bin/rtwctl", "/etc/rtw", "/lib/systemd/system/rtw-sse@.service", "/usr/share/rtw"):
