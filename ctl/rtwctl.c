@@ -6,6 +6,7 @@
  */
 #include "config.h"
 #include "cfg.h"
+#include "daemon.h"
 #include "msg.h"
 #include "pgutil.h"
 #include "row.h"
@@ -19,21 +20,21 @@
 #include <string.h>
 #include <time.h>
 
-static const char usage[] = "usage: rtwctl [--config FILE] COMMAND ...\n"
-			    "\n"
-			    "  migrate [--sql-dir DIR]          apply pending schema migrations\n"
-			    "  widget add NAME [--key UUID] [--origins O,O] [--webhook-hosts H,H]\n"
-			    "                                   register a widget, print its key\n"
-			    "  widget list                      list registered widgets\n"
-			    "  widget enable KEY | disable KEY  switch a widget on or off\n"
-			    "  widget set KEY [--name N] [--origins O,O] [--webhook-hosts H,H]\n"
-			    "  token --user ID [--ttl S] [--stream S] [--admin]\n"
-			    "                                   mint an HS256 token (auth.secret)\n"
-			    "  stats                            counts of messages and webhook jobs\n"
-			    "  tail [--stream S] [--all] [--last N] [--no-follow]\n"
-			    "                                   print stored messages as JSON lines in stream\n"
-			    "                                   order, then follow new ones (--all: also\n"
-			    "                                   privates and webhook results)\n";
+#define CTL_COMMANDS                                                                                                   \
+	"  migrate [--sql-dir DIR]          apply pending schema migrations\n"                                         \
+	"  widget add NAME [--key UUID] [--origins O,O] [--webhook-hosts H,H]\n"                                       \
+	"                                   register a widget, print its key\n"                                        \
+	"  widget list                      list registered widgets\n"                                                 \
+	"  widget enable KEY | disable KEY  switch a widget on or off\n"                                               \
+	"  widget set KEY [--name N] [--origins O,O] [--webhook-hosts H,H]\n"                                          \
+	"  token --user ID [--ttl S] [--stream S] [--admin]\n"                                                         \
+	"                                   mint an HS256 token (auth.secret)\n"                                       \
+	"  stats                            counts of messages and webhook jobs\n"                                     \
+	"  tail [--stream S] [--all] [--last N] [--no-follow]\n"                                                       \
+	"                                   print stored messages as JSON lines in stream\n"                           \
+	"                                   order, then follow new ones (--all: also\n"                                \
+	"                                   privates and webhook results)\n"
+static const char usage[] = "usage: rtwctl [--config FILE] COMMAND ...\n\n" CTL_COMMANDS;
 
 struct ctl {
 	struct rtw_cfg cfg;
@@ -410,25 +411,14 @@ out:
 
 int main(int argc, char **argv)
 {
+	static const struct rtw_prog prog = {"rtwctl", "The admin command line of rtw.", CTL_COMMANDS,
+					     RTW_START_COMMANDS};
 	struct ctl c = {0};
-	char err[512];
-	int i = 1, rc;
+	int i, rc;
 
 	/* Global options come before the command. */
-	while (i < argc && argv[i][0] == '-') {
-		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
-			i += 2;
-		else if (strncmp(argv[i], "--config=", 9) == 0)
-			i++;
-		else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
-			return printf("%s", usage), 0;
-		else
-			return fprintf(stderr, "%s", usage), 2;
-	}
-	if (i >= argc)
-		return fprintf(stderr, "%s", usage), 2;
-	if (cfg_load(&c.cfg, cfg_path_from_args(i, argv), err, sizeof(err)) != RTW_OK)
-		return ctl__fail(err, NULL);
+	if ((rc = rtw_start(&prog, argc, argv, &c.cfg, &i)) >= 0)
+		return rc;
 
 	const char *cmd = argv[i];
 	if (strcmp(cmd, "migrate") == 0)

@@ -14,6 +14,7 @@
 /* Rate-limit buckets per process: fixed memory (about 24 bytes each). */
 #define FCG_RL_BUCKETS 16384
 #include "config.h"
+#include "daemon.h"
 #include "fcgi.h"
 #include "log.h"
 #include "ratelimit.h"
@@ -49,13 +50,6 @@ static void *fcg__worker_main(void *arg)
 	return NULL;
 }
 
-static void fcg__usage(void)
-{
-	fprintf(stderr, "usage: rtw-fcgi [--config FILE]\n"
-			"FastCGI application of rtw: ingest, history, webhook status.\n"
-			"Options come from FILE, then RTW_* environment variables (see doc/config.md).\n");
-}
-
 int main(int argc, char **argv)
 {
 	struct rtw_cfg cfg;
@@ -70,27 +64,13 @@ int main(int argc, char **argv)
 	const char *unix_path = NULL; /* unlinked at exit */
 	sigset_t sigs;
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-			fcg__usage();
-			return 0;
-		}
-	}
-	if (cfg_load(&cfg, cfg_path_from_args(argc, argv), err, sizeof(err)) != RTW_OK) {
-		fprintf(stderr, "rtw-fcgi: %s\n", err);
-		return 1;
-	}
-	if (log_init("rtw-fcgi", cfg.log_level, cfg.log_file) != RTW_OK) {
-		fprintf(stderr, "rtw-fcgi: could not set up logging (level \"%s\", file \"%s\")\n", cfg.log_level,
-			cfg.log_file);
-		goto out;
-	}
-	if (strcmp(cfg.auth_mode, "open") == 0)
-		log_warn("auth.mode is open: ids are taken from requests as given; use for local experiments only");
-	else if (cfg.auth_secret[0] == '\0') {
-		log_error("auth.secret is empty; set it (RTW_AUTH_SECRET) or use auth.mode = open");
-		goto out;
-	}
+	static const struct rtw_prog prog = {"rtw-fcgi",
+					     "The FastCGI application of rtw: ingest, history, webhook job status.",
+					     NULL, RTW_START_LOG_FILE | RTW_START_WARN_OPEN | RTW_START_NEED_SECRET};
+
+	if ((rc = rtw_start(&prog, argc, argv, &cfg, NULL)) >= 0)
+		return rc;
+	rc = 1;
 	if (cfg.fcgi_workers < 1 || cfg.fcgi_workers > 1024) {
 		log_error("fcgi.workers must be between 1 and 1024");
 		goto out;

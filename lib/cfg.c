@@ -271,14 +271,3 @@ void cfg_free(struct rtw_cfg *cfg)
 			*slot = NULL;
 		}
 }
-
-const char *cfg_path_from_args(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
-			return argv[i + 1];
-		if (strncmp(argv[i], "--config=", 9) == 0)
-			return argv[i] + 9;
-	}
-	return getenv("RTW_CONFIG");
-}

@@ -102,8 +102,4 @@ void cfg_free(struct rtw_cfg *cfg);
 /* "RTW_SSE_LISTEN" for "sse.listen"; out needs strlen(name) + 5 bytes. */
 void cfg_env_name(const char *name, char *out, size_t outlen);
 
-/* Finds "--config PATH" / "--config=PATH" in argv; NULL when absent.
- * Also honours RTW_CONFIG. */
-const char *cfg_path_from_args(int argc, char **argv);
-
 #endif

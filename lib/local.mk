@@ -6,6 +6,7 @@ lib_librtw_a_SOURCES = \
 	lib/rtw.h lib/util.c \
 	lib/log.h lib/log.c \
 	lib/cfg.h lib/cfg.c \
+	lib/daemon.h lib/daemon.c \
 	lib/token.h lib/token.c \
 	lib/msg.h lib/msg.c lib/msg_json.c \
 	lib/pgutil.h lib/pgutil.c \

@@ -16,6 +16,7 @@
  * connections closed during the pass.
  */
 #include "config.h"
+#include "daemon.h"
 #include "sse.h"
 #include "log.h"
 #include "net.h"
@@ -131,22 +132,15 @@ int main(int argc, char **argv)
 	int rc = 1;
 
 	memset(&ctx, 0, sizeof(ctx));
-	if (cfg_load(&cfg, cfg_path_from_args(argc, argv), err, sizeof(err)) != RTW_OK) {
-		fprintf(stderr, "rtw-sse: %s\n", err);
-		return 1;
-	}
-	if (log_init("rtw-sse", cfg.log_level, cfg.log_file) != RTW_OK) {
-		fprintf(stderr, "rtw-sse: could not open the log\n");
-		goto out_cfg;
-	}
+	static const struct rtw_prog prog = {"rtw-sse",
+					     "The Server-Sent Events daemon of rtw: live and resumed event streams.",
+					     NULL, RTW_START_LOG_FILE | RTW_START_WARN_OPEN | RTW_START_NEED_SECRET};
+
+	if ((rc = rtw_start(&prog, argc, argv, &cfg, NULL)) >= 0)
+		return rc;
+	rc = 1;
 	ctx.cfg = &cfg;
 	ctx.token_mode = strcmp(cfg.auth_mode, "token") == 0;
-	if (ctx.token_mode && (cfg.auth_secret == NULL || cfg.auth_secret[0] == '\0')) {
-		log_error("auth.secret is required in token mode");
-		goto out_cfg;
-	}
-	if (!ctx.token_mode)
-		log_warn("auth.mode is open: identities are taken from requests as given (experiments only)");
 	if (cfg.sse_batch_rows < 1 || cfg.sse_outbuf_max < 1024 || cfg.sse_max_header_bytes < 256) {
 		log_error("sse.batch_rows, sse.outbuf_max or sse.max_header_bytes is too small");
 		goto out_cfg;

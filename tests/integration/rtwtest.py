@@ -11,6 +11,7 @@ Never touches the dev stack (var/): everything lives under a mkdtemp().
 """
 import atexit
 import base64
+import glob
 import hashlib
 import hmac
 import http.client
@@ -30,7 +31,9 @@ import uuid
 
 SRCDIR = os.path.abspath(os.environ.get("RTW_SRCDIR", os.path.join(os.path.dirname(__file__), "..", "..")))
 BUILDDIR = os.path.abspath(os.environ.get("RTW_BUILDDIR", SRCDIR))
-PGBIN = os.environ.get("RTW_PGBIN", "/usr/lib/postgresql/15/bin")
+# The newest installed PostgreSQL major, unless RTW_PGBIN names one.
+PGBIN = os.environ.get("RTW_PGBIN") or max(
+    glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]), default="/usr/lib/postgresql/15/bin")
 IS_ROOT = os.geteuid() == 0
 
 
@@ -104,6 +107,7 @@ class Postgres:
     """A throwaway cluster. fsync is off unless durable=True (benchmarks)."""
 
     def __init__(self, tmp, durable=False):
+        need(os.path.exists(os.path.join(PGBIN, "initdb")), "PostgreSQL (%s/initdb)" % PGBIN)
         self.dir = os.path.join(tmp, "pg")
         self.port = free_port()
         self.sockdir = os.path.join(tmp, "pgsock")
@@ -280,6 +284,8 @@ class Stack:
             "RTW_HTTP_CORS_ORIGINS": "",
             "RTW_LOG_LEVEL": "info",
             "RTW_SQL_DIR": os.path.join(SRCDIR, "sql"),
+            # never the machine's $(sysconfdir)/rtw/rtw.ini, should one exist
+            "RTW_CONFIG": os.devnull,
             # rtw-fcgi: no side listener on the default port (start_fcgi
             # gives it a free one), and no rate limit unless a test sets one
             # (tests post far faster than people do)
@@ -365,6 +371,7 @@ class Stack:
     def start_nginx(self, webroot=None):
         """nginx in front of rtw-fcgi and rtw-sse (start those first).
         webroot: the folder served at / (default: the checkout's web/)."""
+        need(shutil.which("nginx"), "nginx")
         self.http_port = free_port()
         rundir, conf = self._front_conf("nginx", self.http_port, webroot)
         subprocess.run(["nginx", "-c", conf, "-e", os.path.join(rundir, "nginx-error.log")], check=True)
@@ -387,6 +394,7 @@ class Stack:
         """Apache httpd (conf/apache.conf.in) in front of rtw-fcgi and
         rtw-sse (start those first), in the foreground as a Daemon named
         "apache". Returns its port, also in self.apache_port."""
+        need(os.path.exists("/usr/sbin/apache2"), "Apache httpd (apache2)")
         self.apache_port = free_port()
         _, conf = self._front_conf("apache", self.apache_port, webroot)
         self._daemon("apache", ["/usr/sbin/apache2", "-f", conf, "-DFOREGROUND"], self.apache_port)
@@ -422,9 +430,10 @@ class Response:
         return "<Response %d %r>" % (self.status, self.body[:300])
 
 
-def request(port, method, path, body=None, headers=None, token=None, timeout=10.0):
+def request(port, method, path, body=None, headers=None, token=None, timeout=10.0, tls=None, host=None):
     """One HTTP/1.1 request on a fresh connection. body: dict/list (sent as
-    JSON), str or bytes."""
+    JSON), str or bytes. tls: an ssl.SSLContext for HTTPS, whose certificate
+    is checked against host (also sent as Host)."""
     h = {"Content-Type": "application/json"} if body is not None else {}
     if token:
         h["Authorization"] = "Bearer " + token
@@ -434,6 +443,11 @@ def request(port, method, path, body=None, headers=None, token=None, timeout=10.
     if isinstance(body, str):
         body = body.encode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    if tls:
+        conn.sock = tls.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=timeout),
+                                    server_hostname=host)
+    if host:
+        h.setdefault("Host", host)
     try:
         conn.request(method, path, body=body, headers=h)
         r = conn.getresponse()
@@ -446,9 +460,11 @@ class SSEClient:
     """Reads an event stream on a raw socket: events() yields dicts
     {"id":..., "data":..., "json":...}; comments are counted."""
 
-    def __init__(self, port, path, headers=None, timeout=10.0):
+    def __init__(self, port, path, headers=None, timeout=10.0, tls=None, host=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1", "Accept: text/event-stream"]
+        if tls:  # an ssl.SSLContext; the certificate is checked against host
+            self.sock = tls.wrap_socket(self.sock, server_hostname=host)
+        lines = ["GET %s HTTP/1.1" % path, "Host: " + (host or "127.0.0.1"), "Accept: text/event-stream"]
         for k, v in (headers or {}).items():
             lines.append("%s: %s" % (k, v))
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -593,6 +609,19 @@ def sanitizer_reports():
 def test(fn):
     _tests.append(fn)
     return fn
+
+
+def need(ok, what):
+    """Skips the whole file (exit 77, automake's SKIP) when ok is false,
+    saying what is missing; under RTW_REQUIRE_ALL=1 (./dev test, which
+    installs everything) a missing tool is a failure instead."""
+    if ok:
+        return
+    if os.environ.get("RTW_REQUIRE_ALL") == "1":
+        print("FAIL: needs %s (RTW_REQUIRE_ALL=1: every test must run)" % what, flush=True)
+        sys.exit(1)
+    print("SKIP: needs %s" % what, flush=True)
+    sys.exit(77)
 
 
 def main():
