@@ -18,21 +18,28 @@
 /* Least time between two connect attempts of one worker. */
 #define FCG_DB_RETRY_MS 500
 
-/* A history page: one widget's broadcasts of one stream below the horizon,
- * strictly between two stream positions (xid, id) ($6, $7) and ($8, $9);
- * an absent since_id/before_id is passed as the lowest/highest position,
- * so one statement per direction serves every filter and both walk the
- * partial index rtw_messages_history (forwards or backwards) with both
- * bounds as index conditions (doc/fcgi.md shows the plans). ORDER BY
- * names are qualified on purpose: a bare "id" would mean the output
- * column id::text, sorting "10" before "9". A later redaction filter
- * belongs in this WHERE clause, so both directions get it. */
+/* A history page: one widget's broadcasts of one stream strictly between
+ * two positions, ($1, $2, $6, $7) and ($1, $2, $8, $9) as
+ * (stream_id, widget_key, xid, id), and below the horizon. An absent
+ * since_id/before_id is passed as the lowest/highest (xid, id). Written
+ * as one row comparison per side, the horizon folded into the upper one,
+ * because that is what lets the btree start exactly at one bound and stop
+ * at the other: a separate "xid < rtw_horizon()" or "stream_id = $1" key
+ * would be chosen as the start instead, scanning from the stream's far
+ * end. Only rtw_messages_history (stream_id, widget_key, xid, id) gives
+ * that order, so both directions walk it (doc/fcgi.md shows the plans).
+ * ORDER BY names are qualified on purpose: a bare "id" would mean the
+ * output column id::text, sorting "10" before "9". A later redaction
+ * filter belongs in this WHERE clause, so both directions get it. */
 /* clang-format off: one entry per line reads better as a table */
 #define FCG_HIST_PAGE                                                                                                  \
 	"SELECT " RTW_ROW_COLS " "                                                                                     \
-	"FROM rtw_messages m WHERE m.stream_id = $1 AND m.widget_key = $2::uuid AND m.type = 'broadcast' "             \
-	"AND m.xid < rtw_horizon() AND m.ts >= $3::float8 AND m.ts <= $4::float8 "                                     \
-	"AND (m.xid, m.id) > ($6::xid8, $7::bigint) AND (m.xid, m.id) < ($8::xid8, $9::bigint) "
+	"FROM rtw_messages m WHERE m.type = 'broadcast' AND m.ts >= $3::float8 AND m.ts <= $4::float8 "                \
+	"AND (m.stream_id, m.widget_key, m.xid, m.id) > ($1, $2::uuid, $6::xid8, $7::bigint) "                        \
+	"AND (m.stream_id, m.widget_key, m.xid, m.id) < ($1, $2::uuid, least($8::xid8, rtw_horizon()), "              \
+	"CASE WHEN $8::xid8 < rtw_horizon() THEN $9::bigint ELSE 0 END) "
+#define FCG_HIST_ASC "ORDER BY m.stream_id, m.widget_key, m.xid, m.id LIMIT $5::int"
+#define FCG_HIST_DESC "ORDER BY m.stream_id DESC, m.widget_key DESC, m.xid DESC, m.id DESC LIMIT $5::int"
 
 static const struct {
 	const char *name;
@@ -72,8 +79,8 @@ static const struct {
      "rtw_rfc3339(updated_at), rtw_rfc3339(run_at), response_excerpt, result_message_id::text "
      "FROM rtw_webhook_jobs WHERE id = $1::bigint"},
     {"hist_pos", "SELECT xid::text FROM rtw_messages WHERE id = $1::bigint AND stream_id = $2 AND type = 'broadcast'"},
-    {"hist_asc", FCG_HIST_PAGE "ORDER BY m.xid, m.id LIMIT $5::int"},
-    {"hist_desc", FCG_HIST_PAGE "ORDER BY m.xid DESC, m.id DESC LIMIT $5::int"},
+    {"hist_asc", FCG_HIST_PAGE FCG_HIST_ASC},
+    {"hist_desc", FCG_HIST_PAGE FCG_HIST_DESC},
 };
 /* clang-format on */
 
