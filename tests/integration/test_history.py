@@ -213,29 +213,32 @@ def parallel_large_pages_leave_memory_bounded():
                " SELECT %s, 'broadcast', %s, 'w', jsonb_build_object('i', g, 'pad', repeat('x', 60000)), g"
                " FROM generate_series(1, 1000) g", (s, S.widget_key))
     pid = S.daemons["rtw-fcgi"].proc.pid
-    assert len(request(s, {"limit": 1000}).body) <= (1 << 20) + 200  # warm up one worker
+    assert request(s, {"limit": 1000}).status == 200  # warms up one worker
     rss0 = rss_kb(pid)
     results = []
 
     def pages(desc):
         for _ in range(3):
-            results.append(request(s, {"limit": 1000, "order": "desc" if desc else "asc"}))
+            try:
+                results.append(request(s, {"limit": 1000, "order": "desc" if desc else "asc"}))
+            except OSError as e:  # an unbounded page may not even arrive in time
+                results.append(e)
 
     th = [threading.Thread(target=pages, args=(i % 2 == 1,)) for i in range(6)]
     for x in th:
         x.start()
     for x in th:
         x.join()
+    growth_mb = (rss_kb(pid) - rss0) / 1024.0
+    print("rtw-fcgi VmRSS grew by %.1f MB after 18 pages in 6 parallel clients" % growth_mb)
+    # e8acdea kept each worker's 60 MB page buffer for good (88 MB for six)
+    assert growth_mb < 40, "rtw-fcgi grew by %.1f MB" % growth_mb
     assert len(results) == 18
     for r in results:
-        assert r.status == 200, r
+        assert isinstance(r, t.Response) and r.status == 200, r
         assert len(r.body) <= (1 << 20) + 200, len(r.body)
         m = r.json["message"]
         assert 10 <= len(m["messages"]) < 1000 and (m.get("next_since_id") or m.get("next_before_id")), len(r.body)
-    growth_mb = (rss_kb(pid) - rss0) / 1024.0
-    print("rtw-fcgi VmRSS grew by %.1f MB after 18 parallel 1 MiB pages" % growth_mb)
-    # e8acdea kept each worker's 60 MB page buffer for good (88 MB for six)
-    assert growth_mb < 40, "rtw-fcgi grew by %.1f MB" % growth_mb
 
 
 # ---- rate limit --------------------------------------------------------------
