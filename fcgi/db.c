@@ -1,7 +1,8 @@
 /*
  * db.c: owns a worker's PostgreSQL connection: connecting with bounded
- * timeouts, preparing every statement rtw-fcgi runs, running them and
- * noticing when the server went away (the connection goes DOWN and the next
+ * timeouts, preparing every statement rtw-fcgi runs, running them (a
+ * history page row by row, in single-row mode) and noticing when the
+ * server went away (the connection goes DOWN and the next
  * request reconnects; callers answer 503 meanwhile). Blocking libpq, run on
  * the worker thread that owns the struct fcg_db; never shared. Tier 0 of
  * fcgi/: calls nothing else in fcgi/.
