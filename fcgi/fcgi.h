@@ -46,6 +46,9 @@ int fcg_buf_str(struct fcg_buf *b, const char *s) RTW_WUR;
 int fcg_buf_printf(struct fcg_buf *b, const char *fmt, ...) RTW_PRINTF(2, 3) RTW_WUR;
 /* Appends s as a JSON string literal (with quotes). */
 int fcg_buf_json_str(struct fcg_buf *b, const char *s) RTW_WUR;
+/* Empties b, and frees its memory when it grew past keep bytes (after a
+ * large answer), so one such answer does not pin memory for good. */
+void fcg_buf_shrink(struct fcg_buf *b, size_t keep);
 void fcg_buf_free(struct fcg_buf *b);
 
 /* ---- metrics (health.c formats them; everyone counts) ---- */
@@ -92,6 +95,7 @@ struct fcg_db {
 	const struct rtw_cfg *cfg;
 	int worker_id;
 	bool connected_once;	     /* a later connect counts as a reconnect */
+	const char *streaming;	     /* the statement fcg_db_stream started, until its end */
 	struct fcg_metrics *metrics; /* borrowed */
 };
 
@@ -115,6 +119,20 @@ int fcg_db_ready(struct fcg_db *db) RTW_WUR;
  * SQLSTATE of a failed statement ("" for a lost connection). */
 PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *const *params, ExecStatusType expected,
 		     char sqlstate[6]) RTW_WUR;
+
+/* Starts prepared statement name in single-row mode, so that a large
+ * answer never sits whole in memory: read its rows with fcg_db_row until
+ * it returns NULL (or drop the rest with fcg_db_stream_end) before the
+ * connection runs anything else. RTW_OK, or RTW_AGAIN (unavailable). */
+int fcg_db_stream(struct fcg_db *db, const char *name, int n, const char *const *params) RTW_WUR;
+/* The next row of the streamed statement: a one-row result (caller
+ * PQclear's), or NULL at its end, with *rc RTW_OK when the statement
+ * succeeded and RTW_AGAIN when it failed or the connection was lost.
+ * After NULL the statement is over. */
+PGresult *fcg_db_row(struct fcg_db *db, int *rc) RTW_WUR;
+/* Reads and drops the rest of the streamed statement's rows (a reader that
+ * stops early); nothing to do when it is over. RTW_OK or RTW_AGAIN. */
+int fcg_db_stream_end(struct fcg_db *db) RTW_WUR;
 
 /* Plain command (BEGIN, COMMIT, ROLLBACK); RTW_OK or RTW_AGAIN/RTW_ERROR. */
 int fcg_db_cmd(struct fcg_db *db, const char *sql) RTW_WUR;

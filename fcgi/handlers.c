@@ -99,9 +99,10 @@ static int fcg__widget(struct fcg_req *r, const char *key)
 	return RTW_OK;
 }
 
-/* Per (author, stream) token bucket of this process: 429 rate_limited
- * with Retry-After (whole seconds, rounded up) when it is empty. Checked
- * after the widget, so the answer carries the widget's CORS headers. */
+/* Per (author, stream) token bucket of this process, shared by posts and
+ * history reads (request and GET): 429 rate_limited with Retry-After
+ * (whole seconds, rounded up) when it is empty. Checked after the widget,
+ * so the answer carries the widget's CORS headers. */
 static int fcg__rate_limit(struct fcg_req *r, const char *author)
 {
 	uint64_t wait_ms;
@@ -110,58 +111,101 @@ static int fcg__rate_limit(struct fcg_req *r, const char *author)
 		return RTW_OK;
 	FCG_COUNT(r->w->metrics, rate_limited, 1);
 	r->retry_after = (int)((wait_ms + 999) / 1000);
-	fcg_fail(r, 429, "rate_limited", NULL, "too many messages from this author on this stream; retry in %d s",
+	fcg_fail(r, 429, "rate_limited", NULL, "too many requests from this author on this stream; retry in %d s",
 		 r->retry_after);
 	return RTW_ERROR;
 }
 
 /* ---- history (request and GET) ---- */
 
+/* The lowest and highest stream positions (xid, id): the bounds of a page
+ * without since_id or before_id (xid8 is unsigned 64-bit, ids are
+ * positive bigints). */
+#define FCG_POS_MIN_XID "0"
+#define FCG_POS_MIN_ID "0"
+#define FCG_POS_MAX_XID "18446744073709551615"
+#define FCG_POS_MAX_ID "9223372036854775807"
+
+/* A worker keeps at most this much response buffer between requests: a
+ * large history page would otherwise pin its size for the worker's life. */
+#define FCG_OUT_KEEP (64 * 1024)
+
 static void fcg__fmt_double(double d, char out[32])
 {
 	snprintf(out, 32, "%.17g", d);
 }
 
+/* The stream position (xid) of id, which must be a broadcast of r's
+ * stream. RTW_ERROR after answering 400 invalid_field (naming field) or
+ * 503. */
+static int fcg__history_pos(struct fcg_req *r, const char *id, const char *field, char xid[32])
+{
+	const char *pp[2] = {id, r->stream_id};
+	PGresult *pos = fcg_db_run(&r->w->db, "hist_pos", 2, pp, PGRES_TUPLES_OK, NULL);
+
+	if (!pos) {
+		fcg_unavailable(r);
+		return RTW_ERROR;
+	}
+	if (PQntuples(pos) != 1) {
+		PQclear(pos);
+		fcg_fail(r, 400, "invalid_field", field, "%s is not a broadcast of this stream", field);
+		return RTW_ERROR;
+	}
+	snprintf(xid, 32, "%s", PQgetvalue(pos, 0, 0));
+	PQclear(pos);
+	return RTW_OK;
+}
+
+/*
+ * One history page in stream order (asc) or its reverse (desc), built in
+ * w->out from rows read one at a time (single-row mode), so neither a
+ * whole PGresult nor more than one message beyond history.max_bytes is
+ * ever held. The page ends after f.limit messages, or before the message
+ * that would take the body past history.max_bytes; never before its first
+ * message, so a client paging with the next id always progresses. The
+ * next id (next_since_id asc, next_before_id desc) is the last message
+ * shown, set when another row exists (limit + 1 rows are asked for).
+ */
 static void fcg__history(struct fcg_req *r, const char *widget_key, const char *author, const json_t *filters)
 {
 	const struct rtw_cfg *cfg = r->w->cfg;
+	struct fcg_db *db = &r->w->db;
 	struct fcg_buf *o = &r->w->out;
 	struct msg_filter f;
 	struct msg_error err;
-	PGresult *pos = NULL, *res = NULL;
-	char from[32] = "0", to[32] = "Infinity", lim[16], xid[32] = "";
-	int rc = RTW_OK, n, shown;
+	PGresult *row;
+	char from[32] = "0", to[32] = "Infinity", lim[16], lo[32] = FCG_POS_MIN_XID, hi[32] = FCG_POS_MAX_XID;
+	char last_id[32] = "";
+	int rc = RTW_OK, db_rc = RTW_OK, shown = 0;
+	bool more = false;
 
 	if (msg_filter_decode(filters, cfg->history_default_limit, cfg->history_max_limit, &f, &err) != RTW_OK) {
 		fcg_send_error(r, &err);
 		return;
 	}
-	if (f.has_since) {
-		const char *pp[2] = {f.since_id, r->stream_id};
-		if (!(pos = fcg_db_run(&r->w->db, "hist_pos", 2, pp, PGRES_TUPLES_OK, NULL))) {
-			fcg_unavailable(r);
-			goto out;
-		}
-		if (PQntuples(pos) != 1) {
-			fcg_fail(r, 400, "invalid_field", "since_id", "since_id is not a broadcast of this stream");
-			goto out;
-		}
-		snprintf(xid, sizeof(xid), "%s", PQgetvalue(pos, 0, 0));
-	}
+	if (f.has_since && fcg__history_pos(r, f.since_id, "since_id", lo) != RTW_OK)
+		return;
+	if (f.has_before && fcg__history_pos(r, f.before_id, "before_id", hi) != RTW_OK)
+		return;
 	if (f.has_from)
 		fcg__fmt_double(f.from_ts, from);
 	if (f.has_to)
 		fcg__fmt_double(f.to_ts, to);
 	snprintf(lim, sizeof(lim), "%d", f.limit + 1);
-	const char *params[7] = {r->stream_id, widget_key, from, to, lim, xid, f.since_id};
-	res = fcg_db_run(&r->w->db, f.has_since ? "hist_after" : "hist_first", f.has_since ? 7 : 5, params,
-			 PGRES_TUPLES_OK, NULL);
-	if (!res) {
+	const char *params[9] = {r->stream_id,
+				 widget_key,
+				 from,
+				 to,
+				 lim,
+				 lo,
+				 f.has_since ? f.since_id : FCG_POS_MIN_ID,
+				 hi,
+				 f.has_before ? f.before_id : FCG_POS_MAX_ID};
+	if (fcg_db_stream(db, f.desc ? "hist_desc" : "hist_asc", 9, params) != RTW_OK) {
 		fcg_unavailable(r);
-		goto out;
+		return;
 	}
-	n = PQntuples(res);
-	shown = n > f.limit ? f.limit : n;
 	o->len = 0;
 	o->max = SIZE_MAX;
 	rc |= fcg_buf_str(o, "{\"type\":\"request\",\"stream_id\":");
@@ -171,27 +215,39 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 	rc |= fcg_buf_str(o, ",\"author_id\":");
 	rc |= fcg_buf_json_str(o, author);
 	rc |= fcg_buf_str(o, ",\"timestamp\":0,\"message\":{\"messages\":[");
-	for (int i = 0; i < shown && rc == RTW_OK; i++) {
+	while (rc == RTW_OK && (row = fcg_db_row(db, &db_rc)) != NULL) {
 		struct msg_stored s;
 		size_t len;
+		char *js;
 
-		rtw_row_message(res, i, 0, &s);
-		char *js = msg_serialize(&s, &len);
-		if (!js) {
-			rc = RTW_ERROR;
+		if (shown == f.limit) {
+			more = true;
+			PQclear(row);
 			break;
 		}
-		if (i)
-			rc |= fcg_buf_add(o, ",", 1);
-		rc |= fcg_buf_add(o, js, len);
+		rtw_row_message(row, 0, 0, &s);
+		if (!(js = msg_serialize(&s, &len))) {
+			rc = RTW_ERROR;
+		} else if (shown > 0 && o->len + 1 + len > (size_t)cfg->history_max_bytes) {
+			more = true;
+		} else {
+			if (shown++)
+				rc |= fcg_buf_add(o, ",", 1);
+			rc |= fcg_buf_add(o, js, len);
+			snprintf(last_id, sizeof(last_id), "%s", s.id);
+		}
 		free(js);
+		PQclear(row);
+		if (more)
+			break;
 	}
-	rc |= fcg_buf_str(o, "],\"next_since_id\":");
-	if (n > f.limit) {
-		rc |= fcg_buf_json_str(o, PQgetvalue(res, shown - 1, 0));
-	} else {
-		rc |= fcg_buf_str(o, "null");
+	/* a page that stopped early drops the rest of its rows */
+	if (fcg_db_stream_end(db) != RTW_OK || db_rc != RTW_OK) {
+		fcg_unavailable(r);
+		goto out;
 	}
+	rc |= fcg_buf_str(o, f.desc ? "],\"next_before_id\":" : "],\"next_since_id\":");
+	rc |= more ? fcg_buf_json_str(o, last_id) : fcg_buf_str(o, "null");
 	rc |= fcg_buf_str(o, "}}");
 	if (rc != RTW_OK) {
 		log_error("worker %d: could not format a history page", r->w->id);
@@ -200,8 +256,7 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 	}
 	fcg_send(r, 200, o->p, o->len);
 out:
-	PQclear(pos);
-	PQclear(res);
+	fcg_buf_shrink(o, FCG_OUT_KEEP);
 }
 
 /* ---- writes ---- */
@@ -569,8 +624,10 @@ static int fcg__query_filters(struct fcg_req *r, json_t *filters, char widget[MS
 			}
 			memcpy(author, val, strlen(val) + 1); /* <= MSG_ID_MAX, checked above */
 			*has_author = true;
-		} else if (strcmp(name, "since_id") == 0) {
-			json_object_set_new(filters, "since_id", json_string(val));
+		} else if (strcmp(name, "since_id") == 0 || strcmp(name, "before_id") == 0 ||
+			   strcmp(name, "order") == 0) {
+			/* checked by msg_filter_decode, as in a request */
+			json_object_set_new(filters, name, json_string(val));
 		} else if (strcmp(name, "limit") == 0) {
 			char *end;
 			long long l = strtoll(val, &end, 10);
@@ -617,6 +674,8 @@ void fcg_handle_get_messages(struct fcg_req *r)
 	if (fcg__author(r, has_author ? client_author : NULL, author) != RTW_OK)
 		goto out;
 	if (fcg__widget(r, widget) != RTW_OK)
+		goto out;
+	if (fcg__rate_limit(r, author) != RTW_OK)
 		goto out;
 	fcg__history(r, widget, author, filters);
 out:

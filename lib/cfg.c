@@ -56,16 +56,19 @@ const struct cfg_option cfg_options[] = {
     INT("fcgi.group_commit_max", fcgi_group_commit_max, "64", 1, 10000,
 	"most messages written in one shared transaction (1 disables group commit)"),
     INT("fcgi.rate_limit_per_s", fcgi_rate_limit_per_s, "50", 0, 1000000,
-	"messages per second each author may post to one stream, per rtw-fcgi process (429 rate_limited above; 0 "
-	"disables)"),
+	"messages and history reads per second each author may send to one stream, per rtw-fcgi process (429 "
+	"rate_limited above; 0 disables)"),
     INT("fcgi.rate_limit_burst", fcgi_rate_limit_burst, "100", 1, 1000000,
-	"messages an author may post to one stream at once before fcgi.rate_limit_per_s applies"),
+	"messages and history reads an author may send to one stream at once before fcgi.rate_limit_per_s applies"),
     OPT("fcgi.health_listen", CFG_STR, fcgi_health_listen, "127.0.0.1:8083",
 	"rtw-fcgi address for /healthz and /metrics (plain HTTP); empty to disable"),
 
     INT("history.default_limit", history_default_limit, "100", 1, 100000,
 	"messages per history page when the request sets no limit"),
     INT("history.max_limit", history_max_limit, "1000", 1, 100000, "largest history page a request may ask for"),
+    INT("history.max_bytes", history_max_bytes, "1048576", 1024, 1073741824,
+	"most bytes in one history page; a longer page is cut short with its next id (one larger message is sent "
+	"alone)"),
 
     OPT("sse.listen", CFG_STR, sse_listen, "127.0.0.1:8081",
 	"rtw-sse listen address host:port (SO_REUSEPORT: several processes may share it)"),

@@ -37,6 +37,7 @@ struct rtw_cfg {
 	/* [history] */
 	int history_default_limit;
 	int history_max_limit;
+	int history_max_bytes;
 	/* [sse] */
 	char *sse_listen;
 	int sse_max_connections;

@@ -77,6 +77,9 @@ char *msg_error_json(const struct msg_error *err) RTW_WUR;
 struct msg_filter {
 	bool has_since;
 	char since_id[24];
+	bool has_before;
+	char before_id[24];
+	bool desc; /* order "desc": newest first */
 	int limit;
 	bool has_from;
 	double from_ts;
