@@ -90,12 +90,14 @@ void fcg_insert_one(struct fcg_db *db, struct fcg_gc_item *it)
 	free(text);
 }
 
-json_t *fcg_row_json(const struct msg_in *m, const char *author)
+/* One row of the batch as the JSON object jsonb_to_recordset reads. */
+static json_t *fcg__row(const struct fcg_gc_item *it)
 {
-	/* "O" takes a reference to the decoded payload (jansson's refcounts
-	 * are atomic; a group-commit waiter sleeps until the batch is done). */
+	const struct msg_in *m = it->m;
+	/* "O" takes a reference to the waiter's decoded payload (jansson's
+	 * refcounts are atomic; the waiter sleeps until the batch is done). */
 	return json_pack("{s:s,s:s,s:s,s:s,s:o,s:O,s:f}", "stream_id", m->stream_id, "type", msg_type_name(m->type),
-			 "widget_key", m->widget_key, "author_id", author, "to_user_id",
+			 "widget_key", m->widget_key, "author_id", it->author, "to_user_id",
 			 m->has_to_user ? json_string(m->to_user_id) : json_null(), "message", m->message, "ts",
 			 m->timestamp);
 }
@@ -115,7 +117,7 @@ static void fcg__write_batch(struct fcg_db *db, struct fcg_gc_item **batch, int 
 	}
 	rows = json_array();
 	for (int i = 0; rows && i < n; i++) {
-		json_t *row = fcg_row_json(batch[i]->m, batch[i]->author);
+		json_t *row = fcg__row(batch[i]);
 		if (!row || json_array_append_new(rows, row) != 0) {
 			json_decref(rows);
 			rows = NULL;

@@ -17,7 +17,7 @@
  *	1  widget.c (db.c)   commit.c (db.c)
  *	2  respond.c (buf.c, widget.c)
  *	3  handlers.c (respond.c, widget.c, commit.c, db.c, ratelimit.c, buf.c)
- *	4  publish.c (handlers.c, respond.c, widget.c, commit.c, db.c, buf.c)
+ *	4  publish.c (handlers.c, respond.c, widget.c, db.c, buf.c)
  *	5  http.c (publish.c, handlers.c, respond.c, buf.c, health.c's counters)
  *	6  main.c
  */
@@ -216,10 +216,6 @@ void fcg_handle_post(struct fcg_req *r);
 /* Token check (401; 403 forbidden when stream, if given, is outside the
  * token's streams); sends the error itself and returns RTW_ERROR. */
 int fcg_req_auth(struct fcg_req *r, const char *stream) RTW_WUR;
-/* The author of a message whose author_id is client (NULL: absent): the
- * token's sub (a service token may name any author), or in open mode the
- * client's value or a fresh anonymous id. Sends the error itself. */
-int fcg_req_author(struct fcg_req *r, const char *client, char out[MSG_ID_MAX + 1]) RTW_WUR;
 /* Writes what an idempotent request stores, inside the transaction that
  * holds the key, formatting the answer into r->w->out with *status.
  * RTW_OK; RTW_DECLINED when it sent a refusal itself (nothing is kept);
@@ -265,11 +261,6 @@ void fcg_gc_free(struct fcg_gc *gc);
  * db when this thread leads the batch. Returns when the item is done. */
 void fcg_gc_submit(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item *item);
 void fcg_gc_item_clear(struct fcg_gc_item *item);
-
-/* One message as the row object the "ins_many" and "pub_many" statements
- * read (jsonb_to_recordset); new reference, NULL when out of memory. m is
- * borrowed (its payload is referenced, not copied). */
-json_t *fcg_row_json(const struct msg_in *m, const char *author);
 
 /* Writes one message in its own statement (the path without group commit). */
 void fcg_insert_one(struct fcg_db *db, struct fcg_gc_item *item);

@@ -467,11 +467,6 @@ int fcg_req_auth(struct fcg_req *r, const char *stream)
 	return fcg__auth(r, stream);
 }
 
-int fcg_req_author(struct fcg_req *r, const char *client, char out[MSG_ID_MAX + 1])
-{
-	return fcg__author(r, client, out);
-}
-
 void fcg_handle_post(struct fcg_req *r)
 {
 	struct fcg_buf *body = &r->w->body;

@@ -104,6 +104,8 @@ static bool fcg__is_json(const char *ct)
 	return *ct == '\0' || *ct == ';';
 }
 
+#define FCG_BUF_KEEP (1u << 20)
+
 /* The body limit of the route: a batch of backend messages may be larger. */
 static int fcg__max_body(const struct fcg_req *r)
 {
@@ -152,10 +154,12 @@ static void fcg__post(struct fcg_req *r)
 	}
 	if (r->route == FCG_ROUTE_PUBLISH) {
 		fcg_handle_publish(r);
-		/* a worker keeps its buffers between requests: not ones of batch size */
-		if (r->w->body.cap > (size_t)r->w->cfg->http_max_body)
+		/* A worker keeps its buffers between requests, which spares a
+		 * publisher's next batch the page faults of fresh memory; but not
+		 * beyond FCG_BUF_KEEP, or every worker would hold a large one. */
+		if (r->w->body.cap > FCG_BUF_KEEP)
 			fcg_buf_free(&r->w->body);
-		if (r->w->out.cap > (size_t)r->w->cfg->http_max_body)
+		if (r->w->out.cap > FCG_BUF_KEEP)
 			fcg_buf_free(&r->w->out);
 		return;
 	}

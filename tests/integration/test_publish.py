@@ -61,18 +61,23 @@ def batch_is_stored_in_order_through_both_fronts():
         batch = [bc(s1, "a"), bc(s2, "b", author_id="price-bot"),
                  {"stream_id": s1, "type": "private", "to_user_id": "u-9", "widget_key": S.widget_key2,
                   "timestamp": 2.5, "message": [1, 2]},
-                 bc(s1, "c", ts=0)]
+                 bc(s1, "c", ts=0),
+                 # written from the checked body itself: the stored form is still canonical
+                 bc(s2, "d", ts=-0.0, widget_key=S.widget_key.upper())]
         r = publish(port, batch)
         assert r.status == 201, (front, r)
         out = r.json
-        assert isinstance(out, list) and len(out) == 4, out
-        assert [m.get("message") for m in out] == [{"text": "a"}, {"text": "b"}, [1, 2], {"text": "c"}], out
-        assert [m["stream_id"] for m in out] == [s1, s2, s1, s1], out
+        assert isinstance(out, list) and len(out) == 5, out
+        assert [m.get("message") for m in out] == [{"text": "a"}, {"text": "b"}, [1, 2], {"text": "c"}, {"text": "d"}]
+        assert [m["stream_id"] for m in out] == [s1, s2, s1, s1, s2], out
         # the token's sub by default; a service token may name any author
-        assert [m["author_id"] for m in out] == ["shop-backend", "price-bot", "shop-backend", "shop-backend"], out
+        assert [m["author_id"] for m in out] == ["shop-backend", "price-bot", "shop-backend", "shop-backend",
+                                                 "shop-backend"], out
+        assert out[4]["widget_key"] == S.widget_key and '"timestamp":0,' in r.body.decode(), r.body[-300:]
         assert out[2]["type"] == "private" and out[2]["to_user_id"] == "u-9", out[2]
         assert all(m["id"] and m["created_at"].endswith("Z") for m in out), out
-        rows = S.pg.query("SELECT id::text, xid::text FROM rtw_messages WHERE stream_id IN (%s, %s) ORDER BY id",
+        rows = S.pg.query("SELECT m.id::text, m.xid::text FROM rtw_messages m WHERE m.stream_id IN (%s, %s) "
+                          "ORDER BY m.id",
                           (s1, s2))
         assert [r[0] for r in rows] == [m["id"] for m in out], (rows, out)
         assert len({r[1] for r in rows}) == 1, "one transaction: %r" % rows
