@@ -174,10 +174,13 @@ BEGIN
     -- Every message is checked, in order, before the first row is
     -- written: the sort reads all of c first. A refusal aborts the
     -- statement, so nothing of the array is kept either way.
+    -- LATERAL, not (rtw_publish_check(...)).*, which would call the
+    -- function once per output column.
     WITH c AS MATERIALIZED (
-        SELECT e.ord, (rtw_publish_check(e.value,
-                           CASE WHEN jsonb_typeof(m) = 'array' THEN (e.ord - 1)::integer END)).*
-        FROM jsonb_array_elements(batch) WITH ORDINALITY AS e(value, ord)
+        SELECT e.ord, k.*
+        FROM jsonb_array_elements(batch) WITH ORDINALITY AS e(value, ord),
+             LATERAL rtw_publish_check(e.value,
+                                       CASE WHEN jsonb_typeof(m) = 'array' THEN (e.ord - 1)::integer END) AS k
     ), ins AS (
         INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts)
         SELECT c.stream_id, c.type, c.widget_key, c.author_id, c.to_user_id, c.message, c.ts
