@@ -37,6 +37,19 @@ CREATE FUNCTION rtw_publish_user_id_ok(v jsonb) RETURNS boolean LANGUAGE sql IMM
     SELECT jsonb_typeof(v) = 'string' AND (v #>> '{}') ~ '^[!#-\[\]-~]{1,128}$'
 $$;
 
+-- The string at key of m: missing_field (with the text missing) when it is
+-- absent or null, invalid_field when it is not a string.
+CREATE FUNCTION rtw_publish_string(m jsonb, key text, missing text, idx integer) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF m -> key IS NULL OR m -> key = 'null' THEN
+        PERFORM rtw_publish_fail('missing_field', key, missing, idx);
+    ELSIF jsonb_typeof(m -> key) <> 'string' THEN
+        PERFORM rtw_publish_fail('invalid_field', key, key || ' must be a string', idx);
+    END IF;
+    RETURN m ->> key;
+END $$;
+
 -- Checks message m (index idx of an array, or NULL) and returns it as the
 -- row to insert: stream_id, type, widget_key (canonical), author_id,
 -- to_user_id, message, ts. Raises the first refusal, in lib/msg.c's order.
@@ -64,13 +77,7 @@ BEGIN
         PERFORM rtw_publish_fail('unexpected_field', left(k, 128), format('unrecognized field "%s"', left(k, 128)), idx);
     END IF;
     -- 3. type: what a batch may hold
-    v := m -> 'type';
-    IF v IS NULL OR v = 'null' THEN
-        PERFORM rtw_publish_fail('missing_field', 'type', 'type is required', idx);
-    ELSIF jsonb_typeof(v) <> 'string' THEN
-        PERFORM rtw_publish_fail('invalid_field', 'type', 'type must be a string', idx);
-    END IF;
-    type := v #>> '{}';
+    type := rtw_publish_string(m, 'type', 'type is required', idx);
     IF type = 'init' THEN
         PERFORM rtw_publish_fail('unknown_type', 'type', 'type init is sent by the server only', idx);
     ELSIF type IN ('webhook', 'request') THEN
@@ -80,13 +87,7 @@ BEGIN
         PERFORM rtw_publish_fail('unknown_type', 'type', 'type must be broadcast, private, webhook or request', idx);
     END IF;
     -- 4. stream
-    v := m -> 'stream_id';
-    IF v IS NULL OR v = 'null' THEN
-        PERFORM rtw_publish_fail('missing_field', 'stream_id', 'stream_id is required in a batch', idx);
-    ELSIF jsonb_typeof(v) <> 'string' THEN
-        PERFORM rtw_publish_fail('invalid_field', 'stream_id', 'stream_id must be a string', idx);
-    END IF;
-    stream_id := v #>> '{}';
+    stream_id := rtw_publish_string(m, 'stream_id', 'stream_id is required in a batch', idx);
     IF stream_id !~ '^[A-Za-z0-9._:-]{1,128}$' THEN
         PERFORM rtw_publish_fail('invalid_field', 'stream_id',
             'stream id must be 1 to 128 characters of A-Z, a-z, 0-9, ".", "_", ":" and "-"', idx);
