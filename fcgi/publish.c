@@ -189,8 +189,10 @@ void fcg_handle_publish(struct fcg_req *r)
 		return;
 	}
 	if (r->idem_key) {
-		/* The scope "" is no stream's: a batch key never meets a per-stream one. */
-		fcg_idempotent(r, "", author, fcg__write_batch, author);
+		/* The scope "" is no stream's: a batch key never meets a per-stream
+		 * one. Keyed by the token's subject; in open mode by no one, since
+		 * a fresh anonymous id would never match a retry. */
+		fcg_idempotent(r, "", r->has_claims ? r->claims.sub : "", fcg__write_batch, author);
 		return;
 	}
 	if (fcg__write_batch(r, author, &status) != RTW_OK) {

@@ -280,6 +280,25 @@ def rtw_publish_rolled_back_is_never_delivered():
         c.close()
 
 
+@test
+def open_mode_publishes_without_a_token():
+    o = rtwtest.Stack(auth="open")
+    o.start_fcgi()
+    port = o.start_nginx()
+    batch = [{"stream_id": "pub-open", "type": "broadcast", "widget_key": o.widget_key, "timestamp": 1,
+              "message": i} for i in range(3)]
+    batch[1]["author_id"] = "named"
+    r = request(port, "POST", "/v1/messages", batch, headers={"Idempotency-Key": "open-1"})
+    assert r.status == 201, r
+    authors = [m["author_id"] for m in r.json]
+    # one caller, one identity: the same anonymous id for every message without one
+    assert authors[1] == "named" and authors[0] == authors[2] and authors[0] != "named", authors
+    again = request(port, "POST", "/v1/messages", batch, headers={"Idempotency-Key": "open-1"})
+    assert again.status == 201 and again.json == r.json, again
+    assert o.pg.query("SELECT count(*) FROM rtw_messages")[0][0] == 3
+    o.stop_all()
+
+
 def rtwctl(*args, stdin=None):
     return subprocess.run([rtwtest.prog("rtwctl")] + list(args), env=S.env, input=stdin, capture_output=True,
                           text=True)
