@@ -5,7 +5,7 @@
 # and the documentation. tests/package/test_install.sh checks the result
 # against the paths the docs name.
 rtwconfdir = $(sysconfdir)/rtw
-dist_rtwconf_DATA = conf/nginx-rtw.conf conf/apache-rtw.conf
+dist_rtwconf_DATA = conf/nginx-rtw.conf conf/apache-rtw.conf conf/apache-events-retry.lua
 
 webdir = $(pkgdatadir)/web
 dist_web_DATA = web/rtw.js

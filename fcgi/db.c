@@ -65,6 +65,20 @@ static const struct {
      "RETURNING id, created_at, ts, message) "
      "SELECT ins.id::text, rtw_rfc3339(ins.created_at), ins.ts::text, ins.message::text FROM ins "
      "ORDER BY ins.id"},
+    /* POST /v1/messages: the request body itself (a JSON array that
+     * publish.c has checked message by message) is the recordset, so no
+     * row is rebuilt in C; $2 is the author of messages without one. The
+     * keys are the contract's; "timestamp" + 0 turns a -0 into 0 as
+     * msg_decode does. Answered in the standard format, in the batch's
+     * order (identity values are drawn in recordset order, as above). */
+    {"pub_many",
+     "WITH ins AS (INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
+     "SELECT r.stream_id, r.type, r.widget_key, coalesce(r.author_id, $2), r.to_user_id, r.message, "
+     "r.\"timestamp\" + 0 "
+     "FROM jsonb_to_recordset($1::jsonb) AS r(stream_id text, type text, widget_key uuid, author_id text, "
+     "to_user_id text, message jsonb, \"timestamp\" float8) "
+     "RETURNING *) "
+     "SELECT " RTW_ROW_COLS " FROM ins m ORDER BY m.id"},
     {"idem_claim", "INSERT INTO rtw_idempotency (stream_id, author_id, key, request_hash, status, response) "
 		   "VALUES ($1, $2, $3, decode($4, 'hex'), 0, '') ON CONFLICT DO NOTHING RETURNING 1"},
     {"idem_get", "SELECT encode(request_hash, 'hex'), status, response FROM rtw_idempotency "

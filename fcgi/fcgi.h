@@ -17,8 +17,9 @@
  *	1  widget.c (db.c)   commit.c (db.c)
  *	2  respond.c (buf.c, widget.c)
  *	3  handlers.c (respond.c, widget.c, commit.c, db.c, ratelimit.c, buf.c)
- *	4  http.c (handlers.c, respond.c, buf.c, health.c's counters)
- *	5  main.c
+ *	4  publish.c (handlers.c, respond.c, widget.c, db.c, buf.c)
+ *	5  http.c (publish.c, handlers.c, respond.c, buf.c, health.c's counters)
+ *	6  main.c
  */
 #ifndef RTW_FCGI_H
 #define RTW_FCGI_H
@@ -54,7 +55,14 @@ void fcg_buf_free(struct fcg_buf *b);
 /* ---- metrics (health.c formats them; everyone counts) ---- */
 
 /* Routes as the metrics name them. */
-enum fcg_mroute { FCG_M_MESSAGES_POST, FCG_M_MESSAGES_GET, FCG_M_WEBHOOK_GET, FCG_M_OTHER, FCG_M_NROUTES };
+enum fcg_mroute {
+	FCG_M_MESSAGES_POST,
+	FCG_M_MESSAGES_GET,
+	FCG_M_WEBHOOK_GET,
+	FCG_M_PUBLISH_POST,
+	FCG_M_OTHER,
+	FCG_M_NROUTES
+};
 #define FCG_M_NSTATUS 15  /* the statuses rtw-fcgi answers, and "other" */
 #define FCG_M_NBUCKETS 13 /* histogram upper bounds, +Inf excluded */
 
@@ -157,13 +165,13 @@ struct fcg_worker {
 	/* union of every enabled widget's origins, for preflights */
 	json_t *all_origins;
 	uint64_t all_origins_ms;
-	struct fcg_buf body;  /* request body, max http.max_body */
+	struct fcg_buf body;  /* request body, max http.max_body (http.max_batch_body for a batch) */
 	struct fcg_buf out;   /* response body */
 	struct fcg_buf head;  /* response head */
 	pthread_cond_t gc_cv; /* this worker's wait in the group committer */
 };
 
-enum fcg_route { FCG_ROUTE_NONE, FCG_ROUTE_MESSAGES, FCG_ROUTE_WEBHOOK };
+enum fcg_route { FCG_ROUTE_NONE, FCG_ROUTE_MESSAGES, FCG_ROUTE_WEBHOOK, FCG_ROUTE_PUBLISH };
 
 struct fcg_req {
 	struct fcg_worker *w;
@@ -193,6 +201,7 @@ struct fcg_req {
 /* The methods each route allows (Allow, preflights). */
 #define FCG_ALLOW_MESSAGES "GET, POST, OPTIONS"
 #define FCG_ALLOW_WEBHOOK "GET, OPTIONS"
+#define FCG_ALLOW_PUBLISH "POST, OPTIONS"
 
 /* Sends status + JSON body (len bytes) with the CORS, Allow and
  * Retry-After headers the request calls for. */
@@ -222,8 +231,29 @@ bool fcg_origin_any_widget(struct fcg_worker *w, const char *origin);
 /* ---- handlers (handlers.c) ---- */
 
 void fcg_handle_post(struct fcg_req *r);
+/* Token check (401; 403 forbidden when stream, if given, is outside the
+ * token's streams); sends the error itself and returns RTW_ERROR. */
+int fcg_req_auth(struct fcg_req *r, const char *stream) RTW_WUR;
+/* Writes what an idempotent request stores, inside the transaction that
+ * holds the key, formatting the answer into r->w->out with *status.
+ * RTW_OK; RTW_DECLINED when it sent a refusal itself (nothing is kept);
+ * RTW_AGAIN/RTW_ERROR: unavailable. */
+typedef int (*fcg_write_fn)(struct fcg_req *r, void *arg, int *status);
+/* Runs write under r->idem_key in the scope (scope, author): the first
+ * request writes and stores the answer, a replay with the same body gets
+ * it again, a different body 409; an invalid key is 400. Sends the
+ * answer. */
+void fcg_idempotent(struct fcg_req *r, const char *scope, const char *author, fcg_write_fn write, void *arg);
 void fcg_handle_get_messages(struct fcg_req *r);
 void fcg_handle_get_webhook(struct fcg_req *r);
+
+/* ---- backend publishing (publish.c) ---- */
+
+#define FCG_PUBLISH_MAX 1000 /* messages in one POST /v1/messages */
+
+/* POST /v1/messages: a batch of messages from a service token, validated
+ * as a whole, then stored in one transaction. */
+void fcg_handle_publish(struct fcg_req *r);
 
 /* ---- group commit (commit.c) ---- */
 

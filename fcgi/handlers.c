@@ -4,7 +4,8 @@
  * privates (through the group committer or alone), queueing webhook jobs,
  * Idempotency-Key records, history pages (request and its GET alias) and
  * webhook job status. Tier 3 of fcgi/: calls respond.c, widget.c,
- * commit.c, db.c, ratelimit.c and buf.c; called by http.c. Runs on the
+ * commit.c, db.c, ratelimit.c and buf.c; called by http.c, and by
+ * publish.c for identity and Idempotency-Key. Runs on the
  * worker thread; every write is one transaction, so a failure leaves
  * nothing behind.
  */
@@ -58,11 +59,11 @@ static int fcg__auth(struct fcg_req *r, const char *stream)
 }
 
 /* The author of a request: the token's sub (a different client value is
- * 403 author_mismatch), or in open mode the client's value or a fresh
- * anonymous id. */
+ * 403 author_mismatch; a service token may name any author), or in open
+ * mode the client's value or a fresh anonymous id. */
 static int fcg__author(struct fcg_req *r, const char *client, char out[MSG_ID_MAX + 1])
 {
-	if (r->has_claims) {
+	if (r->has_claims && !(r->claims.service && client)) {
 		if (client && strcmp(client, r->claims.sub) != 0) {
 			fcg_fail(r, 403, "author_mismatch", "author_id", "author_id must equal the token's subject");
 			return RTW_ERROR;
@@ -107,6 +108,9 @@ static int fcg__rate_limit(struct fcg_req *r, const char *author)
 {
 	uint64_t wait_ms;
 
+	/* a platform's backend speaks for many authors: no per-author bucket */
+	if (r->has_claims && r->claims.service)
+		return RTW_OK;
 	if (!r->w->rl || !(wait_ms = fcg_rl_take(r->w->rl, author, r->stream_id, rtw_now_ms())))
 		return RTW_OK;
 	FCG_COUNT(r->w->metrics, rate_limited, 1);
@@ -476,25 +480,43 @@ static void fcg__rollback(struct fcg_db *db)
 		log_warn("worker %d: rollback failed", db->worker_id);
 }
 
+/* fcg_idempotent's writer for one message of the per-stream POST. */
+struct fcg__one {
+	const struct msg_in *m;
+	const char *author;
+};
+
+static int fcg__write_one(struct fcg_req *r, void *arg, int *status)
+{
+	const struct fcg__one *one = arg;
+	return fcg__write(r, one->m, one->author, true, status);
+}
+
 /*
- * Idempotency-Key: one transaction. Claim (stream, author, key) with ON
+ * Idempotency-Key: one transaction. Claim (scope, author, key) with ON
  * CONFLICT DO NOTHING: a concurrent request with the same key waits on the
  * unique index until the first commits, then finds its row. The claimer
- * writes the message and stores the answer; anyone else replays it (same
- * body) or gets 409 (different body), and writes nothing.
+ * writes (write, inside the transaction) and stores the answer; anyone
+ * else replays it (same body) or gets 409 (different body), and writes
+ * nothing.
  */
-static void fcg__write_idempotent(struct fcg_req *r, const struct msg_in *m, const char *author)
+void fcg_idempotent(struct fcg_req *r, const char *scope, const char *author, fcg_write_fn write, void *arg)
 {
 	struct fcg_db *db = &r->w->db;
 	struct fcg_buf *body = &r->w->body;
 	unsigned char digest[SHA256_DIGEST_LENGTH];
 	char hash[2 * SHA256_DIGEST_LENGTH + 1], st[8];
 	PGresult *res = NULL;
-	int status = 0;
+	int status = 0, rc;
 
+	if (!fcg__idem_key_valid(r->idem_key)) {
+		fcg_fail(r, 400, "invalid_field", "Idempotency-Key",
+			 "Idempotency-Key must be 1 to %d printable ASCII characters", MSG_IDEM_KEY_MAX);
+		return;
+	}
 	SHA256((const unsigned char *)body->p, body->len, digest);
 	rtw_hex(digest, sizeof(digest), hash);
-	const char *key_params[5] = {r->stream_id, author, r->idem_key, hash, NULL};
+	const char *key_params[5] = {scope, author, r->idem_key, hash, NULL};
 
 	if (fcg_db_cmd(db, "BEGIN") != RTW_OK)
 		goto unavailable;
@@ -519,7 +541,13 @@ static void fcg__write_idempotent(struct fcg_req *r, const struct msg_in *m, con
 	}
 	PQclear(res);
 	res = NULL;
-	if (fcg__write(r, m, author, true, &status) != RTW_OK)
+	rc = write(r, arg, &status);
+	if (rc == RTW_DECLINED) {
+		/* the writer answered (a refusal): nothing is kept */
+		fcg__rollback(db);
+		return;
+	}
+	if (rc != RTW_OK)
 		goto unavailable;
 	snprintf(st, sizeof(st), "%d", status);
 	key_params[3] = st;
@@ -538,6 +566,11 @@ unavailable:
 	PQclear(res);
 	fcg__rollback(db);
 	fcg_unavailable(r);
+}
+
+int fcg_req_auth(struct fcg_req *r, const char *stream)
+{
+	return fcg__auth(r, stream);
 }
 
 void fcg_handle_post(struct fcg_req *r)
@@ -575,7 +608,8 @@ void fcg_handle_post(struct fcg_req *r)
 				      fcg__webhook_quota(r, m.widget_key, author) != RTW_OK))
 		goto out;
 	if (r->idem_key) {
-		fcg__write_idempotent(r, &m, author);
+		struct fcg__one one = {.m = &m, .author = author};
+		fcg_idempotent(r, r->stream_id, author, fcg__write_one, &one);
 		goto out;
 	}
 	if (fcg__write(r, &m, author, false, &status) != RTW_OK) {

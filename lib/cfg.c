@@ -45,6 +45,8 @@ const struct cfg_option cfg_options[] = {
 	"origins allowed for every widget (comma list; * for any), besides each widget's own"),
     INT("http.max_body", http_max_body, "65536", 256, 67108864,
 	"largest accepted request body, bytes (413 payload_too_large above)"),
+    INT("http.max_batch_body", http_max_batch_body, "8388608", 256, 67108864,
+	"largest accepted body of POST /v1/messages (backend publishing, up to 1000 messages), bytes"),
 
     OPT("fcgi.socket", CFG_STR, fcgi_socket, "127.0.0.1:9000",
 	"FastCGI listen address: host:port, :port or a unix socket path; empty to use the inherited socket (fd 0)"),

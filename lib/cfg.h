@@ -25,6 +25,7 @@ struct rtw_cfg {
 	/* [http] shared by rtw-fcgi and rtw-sse */
 	char *http_cors_origins; /* deployment-wide allowed origins, comma list, "*" for any */
 	int http_max_body;
+	int http_max_batch_body; /* POST /v1/messages */
 	/* [fcgi] */
 	char *fcgi_socket;
 	char *fcgi_socket_mode; /* octal permissions of a unix socket */

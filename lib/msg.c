@@ -733,8 +733,19 @@ int msg_decode(const char *body, size_t len, const char *path_stream, struct msg
 		json_decref(root);
 		return msg__bad(err, "invalid_json", NULL, "request body must be a json object");
 	}
-	rc = msg__check_fields(root, path_stream, out, err);
+	rc = msg_decode_value(root, path_stream, out, err);
 	json_decref(root);
+	return rc;
+}
+
+int msg_decode_value(json_t *root, const char *path_stream, struct msg_in *out, struct msg_error *err)
+{
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(root))
+		return msg__bad(err, "invalid_json", NULL, "a message must be a json object");
+	rc = msg__check_fields(root, path_stream, out, err);
 	if (rc != RTW_OK)
 		msg_in_clear(out);
 	return rc;

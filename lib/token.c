@@ -115,6 +115,7 @@ static int tok__claims_from_json(json_t *payload, int64_t now, struct tok_claims
 	json_t *exp = json_object_get(payload, "exp");
 	json_t *admin = json_object_get(payload, "admin");
 	json_t *streams = json_object_get(payload, "streams");
+	json_t *service = json_object_get(payload, "service");
 
 	if (!json_is_string(sub) || json_string_length(sub) == 0 || json_string_length(sub) > TOK_SUB_MAX) {
 		*why = "token has no valid sub claim";
@@ -145,6 +146,13 @@ static int tok__claims_from_json(json_t *payload, int64_t now, struct tok_claims
 			return RTW_ERROR;
 		}
 		out->admin = json_is_true(admin);
+	}
+	if (service) {
+		if (!json_is_boolean(service)) {
+			*why = "token service claim is not a boolean";
+			return RTW_ERROR;
+		}
+		out->service = json_is_true(service);
 	}
 	if (!streams || (json_is_string(streams) && strcmp(json_string_value(streams), "*") == 0)) {
 		out->streams_any = true;
@@ -226,6 +234,12 @@ out:
 
 char *tok_mint(const char *secret, size_t secret_len, const char *sub, int64_t exp, const char *stream, bool admin)
 {
+	return tok_mint_service(secret, secret_len, sub, exp, stream, admin, false);
+}
+
+char *tok_mint_service(const char *secret, size_t secret_len, const char *sub, int64_t exp, const char *stream,
+		       bool admin, bool service)
+{
 	static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
 	json_t *payload = json_pack("{s:s}", "sub", sub);
 	char *claims = NULL, *out = NULL;
@@ -238,7 +252,8 @@ char *tok_mint(const char *secret, size_t secret_len, const char *sub, int64_t e
 	 * would allow every stream (or never expire). Found by fuzz_token. */
 	if ((exp && json_object_set_new(payload, "exp", json_integer(exp)) != 0) ||
 	    (stream && json_object_set_new(payload, "streams", json_pack("[s]", stream)) != 0) ||
-	    (admin && json_object_set_new(payload, "admin", json_true()) != 0))
+	    (admin && json_object_set_new(payload, "admin", json_true()) != 0) ||
+	    (service && json_object_set_new(payload, "service", json_true()) != 0))
 		goto done;
 	claims = json_dumps(payload, JSON_COMPACT);
 	if (!claims)

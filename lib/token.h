@@ -14,6 +14,7 @@ struct tok_claims {
 	char sub[TOK_SUB_MAX + 1];
 	int64_t exp; /* 0 when the token has no exp */
 	bool admin;
+	bool service;	  /* "service": true: backend publishing (POST /v1/messages) */
 	bool streams_any; /* no "streams" claim, or "streams": "*" */
 	char **streams;	  /* owned; NULL unless a list was given */
 	size_t n_streams;
@@ -35,6 +36,11 @@ bool tok_allows_stream(const struct tok_claims *c, const char *stream_id);
  * out. Returns a malloc'd string (caller frees) or NULL. */
 char *tok_mint(const char *secret, size_t secret_len, const char *sub, int64_t exp, const char *stream,
 	       bool admin) RTW_WUR;
+
+/* As tok_mint, plus "service": true when service is set (backend
+ * publishing: any author_id, no per-author rate limit). */
+char *tok_mint_service(const char *secret, size_t secret_len, const char *sub, int64_t exp, const char *stream,
+		       bool admin, bool service) RTW_WUR;
 
 /* HMAC-SHA256 of data under key; out receives 32 bytes. */
 void tok_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len, unsigned char out[32]);

@@ -197,7 +197,7 @@ def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
-def mint(secret, sub, ttl=3600, streams=None, admin=None, exp=None):
+def mint(secret, sub, ttl=3600, streams=None, admin=None, exp=None, service=None):
     """An HS256 token, minted independently of lib/token.c."""
     claims = {"sub": sub}
     if exp is not None:
@@ -208,6 +208,8 @@ def mint(secret, sub, ttl=3600, streams=None, admin=None, exp=None):
         claims["streams"] = streams
     if admin is not None:
         claims["admin"] = admin
+    if service is not None:
+        claims["service"] = service
     head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
     body = b64url(json.dumps(claims).encode())
     sig = hmac.new(secret.encode(), ("%s.%s" % (head, body)).encode(), hashlib.sha256).digest()

@@ -208,7 +208,7 @@ os.makedirs(APACHE_DIR)
 vhost = localize(doc_block("apache", "SSLEngine"))
 vhost = vhost.replace("<VirtualHost *:443>", "<VirtualHost 127.0.0.1:%d>" % PORTS["apache"])
 mods = ["mpm_event", "authz_core", "mime", "dir", "alias", "headers", "rewrite", "proxy", "proxy_http",
-        "proxy_fcgi", "socache_shmcb", "ssl", "http2"]
+        "proxy_fcgi", "socache_shmcb", "ssl", "http2", "lua"]
 with open(os.path.join(APACHE_DIR, "apache.conf"), "w") as f:
     f.write('ServerRoot "{d}"\nDefaultRuntimeDir "{d}"\nPidFile "{d}/apache.pid"\nErrorLog "{d}/error.log"\n'
             "LogLevel warn\nServerName 127.0.0.1\nListen 127.0.0.1:{port}\nUser www-data\nGroup www-data\n"

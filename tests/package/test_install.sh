@@ -18,7 +18,7 @@ env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make -C "$build" -s install DESTDIR="$de
 for f in usr/bin/rtw-fcgi usr/bin/rtw-sse usr/bin/rtw-webhookd usr/bin/rtwctl \
 	usr/share/rtw/sql/001_init.sql usr/share/rtw/sql/005_sql_views.sql \
 	usr/share/rtw/web/rtw.js usr/share/rtw/web/errors/413.json usr/share/rtw/web/errors/503.json \
-	etc/rtw/rtw.ini etc/rtw/nginx-rtw.conf etc/rtw/apache-rtw.conf \
+	etc/rtw/rtw.ini etc/rtw/nginx-rtw.conf etc/rtw/apache-rtw.conf etc/rtw/apache-events-retry.lua \
 	lib/systemd/system/rtw-fcgi.service lib/systemd/system/rtw-sse.service \
 	lib/systemd/system/rtw-sse@.service lib/systemd/system/rtw-webhookd.service \
 	usr/share/man/man8/rtw-fcgi.8 usr/share/man/man8/rtw-sse.8 usr/share/man/man8/rtw-webhookd.8 \

@@ -1,6 +1,7 @@
 /*
  * test_msg.c: unit tests of lib/msg.c and lib/msg_json.c (the message
- * model): one table of client bodies run through msg_decode, one of
+ * model): one table of client bodies run through msg_decode (and its
+ * msg_decode_value for a parsed batch element), one of
  * history filters, the field validators, the JSON error shape and the
  * standard-format serializer.
  * Pure code; no database, no network.
@@ -573,6 +574,39 @@ static void test_decode_message_outlives_body(void **state)
 	msg_in_clear(&m);
 }
 
+/* msg_decode_value (one element of a batch): the same rules on a parsed
+ * value, which stays the caller's. */
+static void test_decode_value(void **state)
+{
+	struct msg_in m;
+	struct msg_error e;
+	json_t *v = json_pack("{s:s,s:s,s:s,s:f,s:{s:i}}", "stream_id", "s1", "type", "broadcast", "widget_key",
+			      WK_UPPER, "timestamp", -0.0, "message", "a", 1);
+	json_t *arr = json_pack("[i]", 1);
+
+	(void)state;
+	assert_int_equal(msg_decode_value(v, "s1", &m, &e), RTW_OK);
+	assert_string_equal(m.stream_id, "s1");
+	assert_string_equal(m.widget_key, WK);
+	assert_false(signbit(m.timestamp));
+	msg_in_clear(&m);
+	assert_int_equal(v->refcount, 1);
+
+	assert_int_equal(msg_decode_value(arr, "s1", &m, &e), RTW_ERROR);
+	assert_string_equal(e.code, "invalid_json");
+
+	json_object_set_new(v, "type", json_string("webhook"));
+	json_object_set_new(v, "message", json_string("not a url"));
+	assert_int_equal(msg_decode_value(v, "s1", &m, &e), RTW_ERROR);
+	assert_string_equal(e.code, "invalid_field");
+	assert_string_equal(e.field, "message");
+	json_object_set_new(v, "id", json_string("1"));
+	assert_int_equal(msg_decode_value(v, "s1", &m, &e), RTW_ERROR);
+	assert_string_equal(e.code, "unexpected_field");
+	json_decref(v);
+	json_decref(arr);
+}
+
 /* ---- small API ---- */
 
 static void test_type_name(void **state)
@@ -1090,6 +1124,7 @@ int main(void)
 	    cmocka_unit_test(test_decode_url_length),
 	    cmocka_unit_test(test_decode_not_nul_terminated),
 	    cmocka_unit_test(test_decode_message_outlives_body),
+	    cmocka_unit_test(test_decode_value),
 	    cmocka_unit_test(test_type_name),
 	    cmocka_unit_test(test_valid_stream_id),
 	    cmocka_unit_test(test_valid_user_id),

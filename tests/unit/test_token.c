@@ -183,6 +183,35 @@ static void test_alg_and_claims(void **state)
 	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
 }
 
+/* "service": true survives a mint and verify; absent means false; a
+ * non-boolean is refused like "admin". */
+static void test_service_claim(void **state)
+{
+	struct tok_claims c;
+	const char *why;
+	char head[128], payload[256], tok[512];
+	char *t = tok_mint_service(SECRET, strlen(SECRET), "backend", NOW + 60, NULL, false, true);
+
+	assert_non_null(t);
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), t, NOW, &c, &why), RTW_OK);
+	assert_true(c.service);
+	assert_false(c.admin);
+	tok_claims_free(&c);
+	free(t);
+
+	t = tok_mint(SECRET, strlen(SECRET), "viewer", NOW + 60, NULL, false);
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), t, NOW, &c, &why), RTW_OK);
+	assert_false(c.service);
+	tok_claims_free(&c);
+	free(t);
+
+	b64url("{\"alg\":\"HS256\"}", head);
+	b64url("{\"sub\":\"u\",\"service\":1}", payload);
+	sign(head, payload, tok, sizeof(tok));
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
+	assert_string_equal(why, "token service claim is not a boolean");
+}
+
 /* RFC 4231 test case 2 for HMAC-SHA256. */
 static void test_hmac_vector(void **state)
 {
@@ -199,7 +228,7 @@ int main(void)
 	    cmocka_unit_test(test_roundtrip),	cmocka_unit_test(test_no_streams_means_any),
 	    cmocka_unit_test(test_expired),	cmocka_unit_test(test_wrong_secret_and_tamper),
 	    cmocka_unit_test(test_malformed),	cmocka_unit_test(test_alg_and_claims),
-	    cmocka_unit_test(test_hmac_vector),
+	    cmocka_unit_test(test_hmac_vector), cmocka_unit_test(test_service_claim),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
