@@ -122,7 +122,8 @@ int main(int argc, char **argv)
 	if (whk_db_init(&m.w.db, &m.w.loop, cfg.pgdsn, "rtw_jobs", whk_main__notify, whk_main__notify, &m.w) !=
 		RTW_OK ||
 	    !(m.w.fetch = whk_fetch_new(&m.w))) {
-		log_error("out of memory");
+		/* each has logged its reason (a bad webhook.allow_hosts entry, or memory) */
+		log_error("could not start the webhook worker");
 		goto out_loop;
 	}
 	if (cfg.webhook_health_listen[0] &&
