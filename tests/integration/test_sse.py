@@ -475,6 +475,47 @@ def postgres_restart_live_and_resume():
 
 
 @test
+def held_until_the_position_is_known():
+    """A process started while PostgreSQL is down does not know where the
+    stream is: it holds a new stream's head (never a 503, which a standard
+    EventSource takes as final). Held past sse.hold_max_ms, the answer is a
+    200 event stream with only a jittered retry:; a head still held when
+    PostgreSQL comes back starts as usual, live from the true end."""
+    s = stream_name("hold")
+    STACK.pg.stop()
+    short = STACK.start_sse(name="rtw-sse-hold1", port=rtwtest.free_port(), env={"RTW_SSE_HOLD_MAX_MS": "300"})
+    held = STACK.start_sse(name="rtw-sse-hold2", port=rtwtest.free_port(), env={"RTW_SSE_HOLD_MAX_MS": "60000"})
+    try:
+        c = SSEClient(short.ready_port, "/v1/streams/%s/events" % s,
+                      headers={"Authorization": "Bearer " + STACK.token("h")})
+        assert c.status == 200 and c.headers["content-type"] == "text/event-stream", (c.status, c.headers)
+        body = c.body_text()
+        assert body.startswith("retry: ") and "data:" not in body, body
+        assert 1000 <= int(body.split()[1]) < 3000, body
+        c.close()
+        assert metric("rtw_sse_hold_retries_total", port=short.ready_port) >= 1
+        box = {}
+
+        def open_held():
+            box["c"] = subscribe(s, token=STACK.token("h2"), port=held.ready_port)
+        t = threading.Thread(target=open_held)
+        t.start()
+        wait_for(lambda: metric("rtw_sse_connections", port=held.ready_port) >= 2, 10, "a held connection")
+        assert "c" not in box
+    finally:
+        STACK.pg.start()
+    t.join(60)
+    c = box["c"]
+    assert c.init["message"]["resumed"] is False, c.init
+    a = insert(s)
+    assert read_ids(c, 1) == [a]
+    c.close()
+    short.stop()
+    held.stop()
+    wait_healthy()
+
+
+@test
 def terminated_backend_reconnects_and_catches_up():
     s = stream_name()
     c = subscribe(s, token=STACK.token("t"))
