@@ -7,7 +7,11 @@
  * bounded ring of shared frame references written at once with writev,
  * EPOLLOUT armed only while output remains. A connection whose output
  * exceeds sse.outbuf_max drops its queued live frames and is caught up
- * from PostgreSQL once it drains. Whole responses (errors and the like)
+ * from PostgreSQL; a catching-up connection asks for its next batch only
+ * once its output drained below half of sse.outbuf_max (pg.c bounds the
+ * batch by the rest). Heads held in the handshake longer than
+ * sse.hold_max_ms, and every stream at shutdown, are told to retry with a
+ * jittered retry: (never a non-200). Whole responses (errors and the like)
  * are queued here too, then the connection closes (responses are
  * close-delimited: Connection: close). Dead connections are parked and
  * freed after the loop pass.

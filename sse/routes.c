@@ -3,7 +3,8 @@
  * preflight, 404 and 405, GET /healthz, GET /metrics, and the events
  * route: its checks, the subscriber's identity (a token, user_id, or an
  * anonymous id with a minted token), whether a handshake query is
- * needed, the handshake query's answer, and the start of the stream (the
+ * needed (always, while the tail position is unknown: the head is then
+ * held, see conn.c), the handshake query's answer, and the start of the stream (the
  * 200 head, retry: and the init event). /healthz and /metrics are
  * lib/probe.c's answers (the same bodies as every daemon's, HEAD answered
  * like GET), the text written with lib/metrics.c; the CORS rule and the
