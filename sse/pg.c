@@ -5,8 +5,8 @@
  * global (xid, id) tail below the settled horizon rtw_horizon() (see
  * sql/001_init.sql), and the per-connection queries (handshake, catch-up
  * batches bounded in rows and bytes) run one at a time between tail
- * queries, and only once the tail position is known; the safety poll and the re-poll
- * behind the horizon on its own timer. Never blocks; never touches a
+ * queries, and only once the tail position is known; the safety poll and
+ * the re-poll behind the horizon on its own timer. Never blocks; never touches a
  * client socket. Tier: below loop.c only; it hands rows and catch-up
  * batches down to conn.c and the handshake's answer to routes.c.
  *
