@@ -799,23 +799,45 @@ def _assert_refusal(answer, status, code):
     assert headers["connection"] == "close" and "retry-after" in headers, answer
 
 
+def _start_sse_wildcard(name, listen, env):
+    """Starts an rtw-sse listening on a wildcard address (listen: a format
+    with the port); (daemon, port). free_port checks 127.0.0.1 only, and on a
+    busy machine a connection's local port may hold the same number on
+    another address: then another port is tried."""
+    for attempt in range(5):
+        port = rtwtest.free_port()
+        e = dict(env, RTW_SSE_LISTEN=listen % port)
+        try:
+            return STACK.start_sse(name=name, port=port, env=e), port
+        except TimeoutError as err:
+            if "Address already in use" not in str(err) or attempt == 4:
+                raise
+
+
+@test
+def ipv4_peer_on_an_ipv6_listener_is_loopback():
+    """rtw-sse listening on [::] sees an IPv4 peer as ::ffff:127.0.0.1: the
+    local proxy reaching it over IPv4 is loopback there too (exempt from
+    sse.max_per_ip, like on 127.0.0.1), not one address over its limit."""
+    d, port = _start_sse_wildcard("rtw-sse-v6", "[::]:%d", {"RTW_SSE_MAX_PER_IP": "1"})
+    try:
+        s = stream_name()
+        cs = [subscribe(s, token=STACK.token("v6-%d" % i), port=port) for i in range(3)]
+        a = insert(s)
+        for c in cs:
+            assert read_ids(c, 1) == [a]
+            c.close()
+    finally:
+        d.stop()
+
+
 @test
 def refusals_at_accept_declare_their_length():
     """Over sse.max_connections a connection is answered 503 at accept, over
     sse.max_per_ip (non-loopback peers) 429; each answer's Content-Length
     is exactly its body's length."""
-    for attempt in range(5):
-        # free_port checks 127.0.0.1 only; on a busy machine a connection's
-        # local port may hold the same number on another address
-        port = rtwtest.free_port()
-        try:
-            d = STACK.start_sse(name="rtw-sse-cap", port=port,
-                                env={"RTW_SSE_LISTEN": "0.0.0.0:%d" % port, "RTW_SSE_MAX_CONNECTIONS": "2",
-                                     "RTW_SSE_MAX_PER_IP": "1"})
-            break
-        except TimeoutError as e:
-            if "Address already in use" not in str(e) or attempt == 4:
-                raise
+    d, port = _start_sse_wildcard("rtw-sse-cap", "0.0.0.0:%d",
+                                  {"RTW_SSE_MAX_CONNECTIONS": "2", "RTW_SSE_MAX_PER_IP": "1"})
     held = []
     try:
         wait_healthy(port)
