@@ -87,6 +87,8 @@ const struct cfg_option cfg_options[] = {
     INT("sse.poll_interval_ms", sse_poll_interval_ms, "1000", 10, 600000,
 	"safety poll of the messages table when no NOTIFY arrives"),
     INT("sse.batch_rows", sse_batch_rows, "1000", 1, 100000, "most rows fetched per query when catching up"),
+    INT("sse.hold_max_ms", sse_hold_max_ms, "5000", 100, 600000,
+	"longest a new stream's head is held while rtw-sse cannot learn its position (then 200 with retry:)"),
 
     SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),
     OPT("webhook.allow_hosts", CFG_STR, webhook_allow_hosts, "",

@@ -196,9 +196,9 @@ int main(int argc, char **argv)
 	else
 		log_error("epoll_wait failed: %s", strerror(errno));
 	sse_conn_shutdown_all(&ctx);
-	sse_conn_free_closed(&ctx);
 out_pg:
 	sse_pg_close(&ctx);
+	sse_conn_free_closed(&ctx); /* after the query in flight was dropped */
 	log_info("stopped");
 out_loop:
 	rtw_loop_hook_del(&ctx.loop, &ctx.pass_end);

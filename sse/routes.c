@@ -3,7 +3,8 @@
  * preflight, 404 and 405, GET /healthz, GET /metrics, and the events
  * route: its checks, the subscriber's identity (a token, user_id, or an
  * anonymous id with a minted token), whether a handshake query is
- * needed, the handshake query's answer, and the start of the stream (the
+ * needed (always, while the tail position is unknown: the head is then
+ * held, see conn.c), the handshake query's answer, and the start of the stream (the
  * 200 head, retry: and the init event). /healthz and /metrics are
  * lib/probe.c's answers (the same bodies as every daemon's, HEAD answered
  * like GET), the text written with lib/metrics.c; the CORS rule and the
@@ -114,7 +115,9 @@ void sse_route_handshake_done(struct sse_conn *c, PGresult *res)
 	if (c->state != SSE_CONN_HANDSHAKE)
 		return;
 	if (res == NULL || PQntuples(res) != 1) {
-		sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "database unavailable");
+		/* a statement error (logged by pg.c): never a non-200 on the
+		 * events route, which a standard EventSource would take as final */
+		sse_conn_retry_later(c);
 		return;
 	}
 	if (PQgetvalue(res, 0, 0)[0] != 't') {
@@ -123,7 +126,7 @@ void sse_route_handshake_done(struct sse_conn *c, PGresult *res)
 		return;
 	}
 	origin_ok = PQgetvalue(res, 0, 1)[0] == 't';
-	if (!PQgetisnull(res, 0, 2) && c->hs->last_id) {
+	if (!PQgetisnull(res, 0, 2) && c->hs->last_id && msg_valid_id(c->hs->last_id)) {
 		char *end;
 		errno = 0;
 		c->pos.xid = strtoull(PQgetvalue(res, 0, 2), &end, 10);
@@ -212,20 +215,15 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 		sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "could not mint an anonymous id");
 		return;
 	}
-	need_query = c->has_widget || (r->has_last_id && msg_valid_id(r->last_id)) ||
-		     (r->has_origin && !rtw_cors_cfg_allows(cfg->http_cors_origins, r->origin));
-	if (need_query && !sse_pg_up(ctx)) {
-		sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "database unavailable");
-		return;
-	}
 	/* Until the first tail position is known (just after start, or while
 	 * PostgreSQL is down at start) a live-only subscriber has no place to
-	 * start from: rows committed meanwhile would be lost to it. Once known,
-	 * the cursor survives reconnects, so this only refuses at start-up. */
-	if (!ctx->cursor_valid) {
-		sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "starting up; no stream position yet");
-		return;
-	}
+	 * start from: rows committed meanwhile would be lost to it. It waits
+	 * in the handshake like one that needs the query: pg.c runs jobs only
+	 * once the cursor is known, and while PostgreSQL is away the head is
+	 * held (at most sse.hold_max_ms, then 200 with retry:, see conn.c),
+	 * never refused: a standard EventSource gives up on any non-200. */
+	need_query = c->has_widget || (r->has_last_id && msg_valid_id(r->last_id)) ||
+		     (r->has_origin && !rtw_cors_cfg_allows(cfg->http_cors_origins, r->origin)) || !ctx->cursor_valid;
 	if (sse_index_add(&ctx->ix, &c->sub, r->stream_id, user) != RTW_OK) {
 		sse_conn_close(c);
 		return;
@@ -273,6 +271,9 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 			    m->pg_reconnects);
 	rtw_metrics_counter(&w, "rtw_sse_tail_rows_total", "Rows read by the tail.", m->tail_rows);
 	rtw_metrics_counter(&w, "rtw_sse_connections_rejected_total", "Connections refused at accept.", m->rejected);
+	rtw_metrics_counter(&w, "rtw_sse_hold_retries_total",
+			    "New streams held sse.hold_max_ms without a position, then told to retry.",
+			    m->hold_retries);
 	rtw_metrics_gauge(&w, "rtw_sse_pg_up", "1 when the PostgreSQL connection is up.", sse_pg_up(ctx) ? 1 : 0);
 	rtw_metrics_family(&w, "rtw_sse_delivery_lag_seconds", RTW_METRIC_HISTOGRAM,
 			   "Message created_at to dispatch by this process.");

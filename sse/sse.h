@@ -103,6 +103,12 @@ struct sse_frame *sse_frame_response(int status, const char *ctype, const char *
 struct sse_frame *sse_frame_stream_open(const char *headers, int retry_ms, const char *init_json,
 					size_t init_len) RTW_WUR;
 
+/* The whole answer to a stream that cannot start now: the same 200 head
+ * and "retry: <retry_ms>", no event; the connection then closes, and a
+ * standard EventSource reconnects after retry_ms (any non-200 would end it
+ * for good). A new frame (refs 1), or NULL. */
+struct sse_frame *sse_frame_stream_retry(const char *headers, int retry_ms) RTW_WUR;
+
 /* A frame that is never freed by unref (refs < 0), e.g. the heartbeat
  * comment every connection shares; the owner frees it with free(). */
 struct sse_frame *sse_frame_static(const char *bytes, size_t len) RTW_WUR;
@@ -256,7 +262,9 @@ bool sse_url_decode(char *s);
 /* A connection's state; every change goes through sse_conn_set_state. */
 enum sse_conn_state {
 	SSE_CONN_READING_HEAD, /* reading the request head (header timeout runs) */
-	SSE_CONN_HANDSHAKE,    /* waiting for the handshake query */
+	SSE_CONN_HANDSHAKE,    /* waiting for the handshake query: the head is held
+				* while the position is unknown (PostgreSQL down, or
+				* not asked yet), at most sse.hold_max_ms */
 	SSE_CONN_CATCHING_UP,  /* streaming rows from PostgreSQL up to the cursor */
 	SSE_CONN_LIVE,	       /* fed by the tail */
 	SSE_CONN_CLOSING,      /* flushing a final answer, then closed */
@@ -290,17 +298,19 @@ struct sse_conn {
 	bool queued_job;	  /* on ctx->jobs */
 	bool lagging;		  /* output overflowed; catch up when drained */
 	struct sse_ipcount *ipc;  /* NULL for loopback peers (the local proxy) */
-	uint64_t deadline_ms;	  /* CLOSING: give up flushing after it */
+	uint64_t deadline_ms;	  /* HANDSHAKE: stop holding; CLOSING: stop flushing */
 	struct sse_link link;	  /* ctx->conns or ctx->closed */
 	struct sse_link job_link; /* ctx->jobs */
 	struct sse_conn *dirty_next;
 	struct sse_sub sub;
 	char *head;	   /* READING_HEAD: the bytes of an incomplete head */
-	uint32_t head_len; /* exactly-sized; parsed whole on each read */
+	uint32_t head_len; /* parsed once, when its end has arrived */
+	uint32_t head_cap;
 	struct sse_hs *hs; /* what the head leaves until the stream starts */
 	uint64_t born_ms;
 	struct sse_pos pos;	 /* last position queued (or skipped) */
 	struct sse_pos sent_pos; /* last position fully written */
+	uint32_t catchup_rows;	 /* row limit of its next catch-up batch (pg.c) */
 	/* output: a ring (power-of-two capacity) of frame references, inline
 	 * for the usual one or two frames; head_off bytes of the first are
 	 * written */
@@ -329,6 +339,7 @@ enum sse_pg_query { SSE_Q_NONE, SSE_Q_SETUP, SSE_Q_CURSOR, SSE_Q_TAIL, SSE_Q_HAN
 struct sse_metrics {
 	uint64_t delivered, bytes_sent, resume_catchups, slow_cutoffs, pg_reconnects;
 	uint64_t accepted, rejected, tail_rows;
+	uint64_t hold_retries;			  /* held heads told to retry (the position stayed unknown) */
 	uint64_t lag_bucket[SSE_LAG_BUCKETS + 1]; /* last is +Inf */
 	double lag_sum;
 	double lag_max;
@@ -425,6 +436,14 @@ void sse_conn_want_job(struct sse_conn *c);
  * given, except those filtering on another widget. */
 void sse_conn_dispatch(struct sse_ctx *ctx, struct sse_frame *f, const char *stream_id, const char *to_user,
 		       const char *widget_key);
+/* A reconnect delay for the retry: field: sse.retry_ms jittered to
+ * [retry_ms/2, retry_ms*3/2), so that clients told at once (a restart)
+ * do not come back at once. */
+int sse_conn_retry_jitter(const struct sse_ctx *ctx);
+/* Ends a stream that cannot start now (held too long, a failed handshake,
+ * shutdown): 200 text/event-stream with a jittered retry: and no event,
+ * then closes. Nothing when c is already closing. */
+void sse_conn_retry_later(struct sse_conn *c);
 /* Frees what the head left (Last-Event-ID, Origin, minted token). */
 void sse_conn_hs_free(struct sse_conn *c);
 

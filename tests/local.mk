@@ -148,3 +148,10 @@ INTEGRATION_TESTS = \
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += tests/integration/rtwtest.py $(INTEGRATION_TESTS) \
 	tests/browser/package.json tests/browser/package-lock.json tests/browser/driver.mjs
+
+# The fault suite (short version; `./dev fault` runs the long one): the
+# whole stack under kills and restarts, judged by the `eventsource` npm
+# package (tests/fault/node_modules, installed by ./dev test with npm ci).
+TESTS += tests/fault/test_fault.py
+EXTRA_DIST += tests/fault/test_fault.py tests/fault/es-clients.mjs tests/fault/package.json \
+	tests/fault/package-lock.json

@@ -132,6 +132,21 @@ static void test_frame_stream_open(void **state)
 	assert_null(sse_frame_stream_open(NULL, 2000, "{\n}", 3));
 }
 
+/* The answer to a stream that cannot start now: the same head, retry:, no
+ * event (a standard EventSource reconnects; any non-200 would end it). */
+static void test_frame_stream_retry(void **state)
+{
+	static const char want[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+				   "X-Accel-Buffering: no\r\nConnection: close\r\n\r\nretry: 1234\n\n";
+	struct sse_frame *f = sse_frame_stream_retry(NULL, 1234);
+
+	assert_non_null(f);
+	assert_int_equal(f->len, sizeof(want) - 1);
+	assert_memory_equal(f->data, want, sizeof(want) - 1);
+	assert_false(f->has_pos);
+	sse_frame_unref(f);
+}
+
 static void test_frame_static(void **state)
 {
 	struct sse_frame *hb = sse_frame_static(": hb\n\n", 6);
@@ -354,13 +369,21 @@ static void test_url_decode(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_frame_event),	    cmocka_unit_test(test_frame_refuses_newlines),
-	    cmocka_unit_test(test_frame_row),	    cmocka_unit_test(test_frame_static),
-	    cmocka_unit_test(test_frame_response),  cmocka_unit_test(test_frame_stream_open),
-	    cmocka_unit_test(test_pos_order),	    cmocka_unit_test(test_index),
-	    cmocka_unit_test(test_htab_grows),	    cmocka_unit_test(test_req_events),
-	    cmocka_unit_test(test_req_headers_win), cmocka_unit_test(test_req_routes),
-	    cmocka_unit_test(test_req_limits),	    cmocka_unit_test(test_url_decode),
+	    cmocka_unit_test(test_frame_event),
+	    cmocka_unit_test(test_frame_refuses_newlines),
+	    cmocka_unit_test(test_frame_row),
+	    cmocka_unit_test(test_frame_static),
+	    cmocka_unit_test(test_frame_response),
+	    cmocka_unit_test(test_frame_stream_open),
+	    cmocka_unit_test(test_frame_stream_retry),
+	    cmocka_unit_test(test_pos_order),
+	    cmocka_unit_test(test_index),
+	    cmocka_unit_test(test_htab_grows),
+	    cmocka_unit_test(test_req_events),
+	    cmocka_unit_test(test_req_headers_win),
+	    cmocka_unit_test(test_req_routes),
+	    cmocka_unit_test(test_req_limits),
+	    cmocka_unit_test(test_url_decode),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
