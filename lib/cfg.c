@@ -128,6 +128,8 @@ const struct cfg_option cfg_options[] = {
 	"delete stored messages older than this many days (0 keeps them)"),
     INT("retention.jobs_days", retention_jobs_days, "30", 0, 36500,
 	"delete finished webhook jobs older than this many days (0 keeps them)"),
+    INT("retention.idempotency_hours", retention_idempotency_hours, "24", 0, 876000,
+	"delete Idempotency-Key records older than this many hours (0 keeps them); a retry after that stores anew"),
     {NULL, CFG_STR, 0, NULL, false, NULL, 0, 0},
 };
 /* clang-format on */

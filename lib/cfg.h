@@ -74,6 +74,7 @@ struct rtw_cfg {
 	/* [retention] */
 	int retention_messages_days;
 	int retention_jobs_days;
+	int retention_idempotency_hours;
 };
 
 enum cfg_type { CFG_STR, CFG_INT, CFG_BOOL };
