@@ -58,6 +58,12 @@ tests_unit_test_rules_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_rules_LDADD = $(UNIT_LIBS)
 TESTS += tests/unit/test_url tests/unit/test_rules
 
+check_PROGRAMS += tests/unit/test_clientaddr
+tests_unit_test_clientaddr_SOURCES = tests/unit/test_clientaddr.c
+tests_unit_test_clientaddr_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_clientaddr_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_clientaddr
+
 check_PROGRAMS += tests/unit/test_sse
 tests_unit_test_sse_SOURCES = tests/unit/test_sse.c
 tests_unit_test_sse_CFLAGS = $(UNIT_CFLAGS) -I$(top_srcdir)/sse

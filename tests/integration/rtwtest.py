@@ -178,13 +178,13 @@ def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
-def mint(secret, sub, ttl=3600, streams=None, admin=None, exp=None):
-    """An HS256 token, minted independently of lib/token.c."""
+def mint(secret, sub, ttl=3600, streams=None, admin=None, exp=None, no_exp=False):
+    """An HS256 token, minted independently of lib/token.c. It always
+    carries exp (contract 1.1: required), now + ttl unless exp is given;
+    no_exp=True leaves it out, for the tests of that refusal."""
     claims = {"sub": sub}
-    if exp is not None:
-        claims["exp"] = exp
-    elif ttl:
-        claims["exp"] = int(time.time()) + ttl
+    if not no_exp:
+        claims["exp"] = exp if exp is not None else int(time.time()) + ttl
     if streams is not None:
         claims["streams"] = streams
     if admin is not None:
@@ -267,9 +267,12 @@ class Stack:
             "RTW_SQL_DIR": os.path.join(SRCDIR, "sql"),
             # rtw-fcgi: no side listener on the default port (start_fcgi
             # gives it a free one), and no rate limit unless a test sets one
-            # (tests post far faster than people do)
+            # (tests post far faster than people do); the same for the
+            # per-address limits, since every test client is 127.0.0.1
             "RTW_FCGI_HEALTH_LISTEN": "",
             "RTW_FCGI_RATE_LIMIT_PER_S": "0",
+            "RTW_FCGI_RATE_LIMIT_PER_IP_PER_S": "0",
+            "RTW_SSE_ANON_PER_IP_PER_MIN": "0",
         })
         if extra_env:
             self.env.update(extra_env)
