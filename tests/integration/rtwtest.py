@@ -280,6 +280,9 @@ class Stack:
         _stacks.append(self)
         self.fcgi_port = self.sse_port = self.http_port = self.webhookd_port = None
         self.fcgi_health_port = None
+        # nginx's per-address request rate (conf/nginx.conf.in): every test
+        # client is 127.0.0.1, and tests post far faster than people do
+        self.nginx_req_rate = "100000r/s"
         self.ctl("migrate")
         self.widget_key = self.add_widget("demo")
         self.widget_key2 = self.add_widget("second")
@@ -342,8 +345,13 @@ class Stack:
         rundir = os.path.join(self.tmp, server)
         os.makedirs(rundir, exist_ok=True)
         conf = os.path.join(rundir, server + ".conf")
+        # logs readable by their owner's group only (they hold client
+        # addresses); the servers append to files that exist
+        for log in ("access", "error"):
+            os.close(os.open(os.path.join(rundir, "%s-%s.log" % (server, log)), os.O_CREAT | os.O_WRONLY, 0o640))
         with open(conf, "w") as f:
             f.write(self.render(server + ".conf.in", RUNDIR=rundir, LISTEN="127.0.0.1:%d" % port,
+                                REQ_RATE=self.nginx_req_rate,
                                 FCGI_ADDR="127.0.0.1:%d" % self.fcgi_port,
                                 SSE_ADDR="127.0.0.1:%d" % (self.sse_port or free_port()),
                                 WEBROOT=webroot or os.path.join(SRCDIR, "web"),

@@ -605,7 +605,8 @@ def sigterm_ends_streams_cleanly():
 
 def _local_address():
     """A non-loopback address of this machine, or None: connections from it
-    count against sse.max_per_ip (loopback peers are exempt)."""
+    count against sse.max_per_ip at accept (loopback peers are trusted
+    proxies, counted by the client their X-Forwarded-For names)."""
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.connect(("192.0.2.1", 9))  # no packet is sent; picks the source address
@@ -639,7 +640,7 @@ def _assert_refusal(answer, status, code):
 @test
 def refusals_at_accept_declare_their_length():
     """Over sse.max_connections a connection is answered 503 at accept, over
-    sse.max_per_ip (non-loopback peers) 429; each answer's Content-Length
+    sse.max_per_ip (peers that are not trusted proxies) 429; each answer's Content-Length
     is exactly its body's length."""
     port = rtwtest.free_port()
     d = STACK.start_sse(name="rtw-sse-cap", port=port,
