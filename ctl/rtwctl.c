@@ -255,7 +255,8 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 			char *end;
 			ttl = strtol(optarg, &end, 10);
 			if (end == optarg || *end != '\0' || ttl < 1 || ttl > 10L * 366 * 86400)
-				return ctl__fail("invalid --ttl", "give the token's lifetime in seconds (1 to 316224000)");
+				return ctl__fail("invalid --ttl",
+						 "give the token's lifetime in seconds (1 to 316224000)");
 			break;
 		}
 		case 's': stream = optarg; break;
@@ -271,8 +272,8 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 		return ctl__fail("invalid stream id", NULL);
 	if (!c->cfg.auth_secret[0])
 		return ctl__fail("auth.secret is not set", "set RTW_AUTH_SECRET or auth.secret in the config file");
-	char *tok = tok_mint(c->cfg.auth_secret, strlen(c->cfg.auth_secret), user, (int64_t)time(NULL) + ttl,
-			     stream, admin);
+	char *tok =
+	    tok_mint(c->cfg.auth_secret, strlen(c->cfg.auth_secret), user, (int64_t)time(NULL) + ttl, stream, admin);
 	if (!tok)
 		return ctl__fail("could not mint a token", NULL);
 	printf("%s\n", tok);

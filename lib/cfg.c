@@ -38,8 +38,9 @@ const struct cfg_option cfg_options[] = {
     OPT("auth.mode", CFG_STR, auth_mode, "token",
 	"token (HS256 JWTs required) or open (ids taken as given; experiments only)"),
     SECRET("auth.secret", auth_secret, "HS256 signing key for tokens, raw bytes as written"),
-    SECRET("auth.secret_previous", auth_secret_previous,
-	   "the signing key before a rotation: still accepted when verifying tokens, never used to mint; empty when none"),
+    SECRET(
+	"auth.secret_previous", auth_secret_previous,
+	"the signing key before a rotation: still accepted when verifying tokens, never used to mint; empty when none"),
     INT("auth.anon_ttl_s", auth_anon_ttl_s, "86400", 60, 31536000,
 	"lifetime of tokens minted for anonymous SSE subscribers, seconds"),
 
@@ -65,8 +66,8 @@ const struct cfg_option cfg_options[] = {
     INT("fcgi.rate_limit_burst", fcgi_rate_limit_burst, "100", 1, 1000000,
 	"messages an author may post to one stream at once before fcgi.rate_limit_per_s applies"),
     INT("fcgi.rate_limit_per_ip_per_s", fcgi_rate_limit_per_ip_per_s, "100", 0, 1000000,
-	"POSTs per second from one client address, per rtw-fcgi process, whatever the author (429 rate_limited above; 0 "
-	"disables)"),
+	"POSTs per second from one client address, per rtw-fcgi process, whatever the author "
+	"(429 rate_limited above; 0 disables)"),
     INT("fcgi.rate_limit_per_ip_burst", fcgi_rate_limit_per_ip_burst, "200", 1, 1000000,
 	"POSTs one client address may send at once before fcgi.rate_limit_per_ip_per_s applies"),
     OPT("fcgi.health_listen", CFG_STR, fcgi_health_listen, "127.0.0.1:8083",

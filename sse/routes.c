@@ -241,8 +241,8 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 				return;
 			}
 			c->exp_s = (int64_t)time(NULL) + cfg->auth_anon_ttl_s;
-			c->hs->minted = tok_mint(cfg->auth_secret, strlen(cfg->auth_secret), user, c->exp_s,
-						 r->stream_id, false);
+			c->hs->minted =
+			    tok_mint(cfg->auth_secret, strlen(cfg->auth_secret), user, c->exp_s, r->stream_id, false);
 			if (c->hs->minted == NULL) {
 				sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "could not mint a token");
 				return;

@@ -294,17 +294,17 @@ struct sse_conn {
 	int fd;
 	enum sse_conn_state state;
 	bool in_index;
-	bool dirty;		  /* on ctx->dirty: has output to flush this pass */
-	bool want_out;		  /* EPOLLOUT armed */
-	bool pg_job;		  /* a query for it is in flight; do not free */
-	bool queued_job;	  /* on ctx->jobs */
-	bool lagging;		  /* output overflowed; catch up when drained */
-	struct sse_ipcount *ipc;  /* the client address it counts under; NULL until known */
-	int64_t exp_s;		  /* unix time its identity's token expires (the stream ends); 0: never */
+	bool dirty;		     /* on ctx->dirty: has output to flush this pass */
+	bool want_out;		     /* EPOLLOUT armed */
+	bool pg_job;		     /* a query for it is in flight; do not free */
+	bool queued_job;	     /* on ctx->jobs */
+	bool lagging;		     /* output overflowed; catch up when drained */
+	struct sse_ipcount *ipc;     /* the client address it counts under; NULL until known */
+	int64_t exp_s;		     /* unix time its identity's token expires (the stream ends); 0: never */
 	char peer[INET6_ADDRSTRLEN]; /* the socket peer's address, "" when not IP */
-	uint64_t deadline_ms;	  /* CLOSING: give up flushing after it */
-	struct sse_link link;	  /* ctx->conns or ctx->closed */
-	struct sse_link job_link; /* ctx->jobs */
+	uint64_t deadline_ms;	     /* CLOSING: give up flushing after it */
+	struct sse_link link;	     /* ctx->conns or ctx->closed */
+	struct sse_link job_link;    /* ctx->jobs */
 	struct sse_conn *dirty_next;
 	struct sse_sub sub;
 	char *head;	   /* READING_HEAD: the bytes of an incomplete head */

@@ -141,6 +141,8 @@ INTEGRATION_TESTS = \
 	tests/integration/test_ctl.py \
 	tests/integration/test_fcgi.py \
 	tests/integration/test_sse.py \
+	tests/integration/test_tokens.py \
+	tests/integration/test_limits.py \
 	tests/integration/test_webhook.py \
 	tests/integration/test_e2e.py \
 	tests/integration/test_apache.py \

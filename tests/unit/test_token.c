@@ -240,10 +240,10 @@ static void test_hmac_vector(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_roundtrip),	cmocka_unit_test(test_no_streams_means_any),
+	    cmocka_unit_test(test_roundtrip),	 cmocka_unit_test(test_no_streams_means_any),
 	    cmocka_unit_test(test_exp_required), cmocka_unit_test(test_rotation),
-	    cmocka_unit_test(test_expired),	cmocka_unit_test(test_wrong_secret_and_tamper),
-	    cmocka_unit_test(test_malformed),	cmocka_unit_test(test_alg_and_claims),
+	    cmocka_unit_test(test_expired),	 cmocka_unit_test(test_wrong_secret_and_tamper),
+	    cmocka_unit_test(test_malformed),	 cmocka_unit_test(test_alg_and_claims),
 	    cmocka_unit_test(test_hmac_vector),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
