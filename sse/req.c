@@ -118,7 +118,7 @@ static void req__xff_add(struct sse_req *req, const char *at, size_t len)
 {
 	const size_t cap = sizeof(req->xff) - 1;
 
-	if (len >= cap) {
+	if (len > cap) {
 		at += len - cap;
 		len = cap;
 		req->xff_len = 0;
@@ -129,7 +129,10 @@ static void req__xff_add(struct sse_req *req, const char *at, size_t len)
 		req->xff_len -= (uint32_t)drop;
 		req->xff_cut = true;
 	}
-	memcpy(req->xff + req->xff_len, at, len);
+	/* a NUL or control byte makes its hop "not an address" (the walk
+	 * stops there), never a shorter string */
+	for (size_t i = 0; i < len; i++)
+		req->xff[req->xff_len + i] = (unsigned char)at[i] < 0x20 && at[i] != '\t' ? '?' : at[i];
 	req->xff_len += (uint32_t)len;
 	req->xff[req->xff_len] = '\0';
 	req->has_xff = true;

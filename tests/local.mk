@@ -87,9 +87,9 @@ EXTRA_DIST += tests/unit/run-pgconn.sh
 # driver's flags (coverage instrumentation under FUZZING) rather than
 # taken from a library. See doc/testing.md.
 FUZZ_DRIVERS = tests/fuzz/fuzz_msg tests/fuzz/fuzz_token tests/fuzz/fuzz_sse_req \
-	tests/fuzz/fuzz_whk_url tests/fuzz/fuzz_cfg
+	tests/fuzz/fuzz_whk_url tests/fuzz/fuzz_cfg tests/fuzz/fuzz_clientaddr
 FUZZ_REPLAYS = tests/fuzz/replay-msg.sh tests/fuzz/replay-token.sh tests/fuzz/replay-sse-req.sh \
-	tests/fuzz/replay-whk-url.sh tests/fuzz/replay-cfg.sh
+	tests/fuzz/replay-whk-url.sh tests/fuzz/replay-cfg.sh tests/fuzz/replay-clientaddr.sh
 if FUZZING
 noinst_PROGRAMS += $(FUZZ_DRIVERS)
 FUZZ_COMPILE_FLAGS = -DRTW_LIBFUZZER -fsanitize=fuzzer
@@ -122,6 +122,10 @@ tests_fuzz_fuzz_cfg_SOURCES = tests/fuzz/fuzz_cfg.c tests/fuzz/replay.h lib/cfg.
 tests_fuzz_fuzz_cfg_CFLAGS = $(RTW_CFLAGS) $(FUZZ_COMPILE_FLAGS)
 tests_fuzz_fuzz_cfg_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_cfg_LDADD = $(RTW_LIBS)
+tests_fuzz_fuzz_clientaddr_SOURCES = tests/fuzz/fuzz_clientaddr.c tests/fuzz/replay.h lib/clientaddr.c
+tests_fuzz_fuzz_clientaddr_CFLAGS = $(RTW_CFLAGS) $(FUZZ_COMPILE_FLAGS)
+tests_fuzz_fuzz_clientaddr_LDFLAGS = $(FUZZ_LINK_FLAGS)
+tests_fuzz_fuzz_clientaddr_LDADD = $(RTW_LIBS)
 EXTRA_DIST += tests/fuzz/corpus $(FUZZ_REPLAYS)
 
 # Formatting: every C file follows .clang-format.
