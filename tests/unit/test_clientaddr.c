@@ -47,44 +47,33 @@ static void test_parse(void **state)
 
 static void test_key(void **state)
 {
+	static const struct {
+		const char *peer, *xff, *want, *why;
+	} cases[] = {
+	    {"203.0.113.7", "198.51.100.1", "203.0.113.7", "an untrusted peer is the client, whatever it claims"},
+	    {"127.0.0.1", "198.51.100.1, 203.0.113.9", "203.0.113.9", "the rightmost hop"},
+	    {"127.0.0.1", "198.51.100.1, 203.0.113.9, 10.0.0.2", "203.0.113.9", "the rightmost untrusted hop"},
+	    {"127.0.0.1", " 203.0.113.9:4711 ", "203.0.113.9", "blanks and a port"},
+	    {"127.0.0.1", NULL, "127.0.0.1", "no header: the peer"},
+	    {"127.0.0.1", "10.0.0.5, 10.0.0.6", "10.0.0.5", "every hop trusted: the leftmost"},
+	    {"127.0.0.1", "203.0.113.9, junk, 10.0.0.6", "10.0.0.6", "garbage stops at the last trusted hop"},
+	    {"127.0.0.1", "", "127.0.0.1", "an empty header"},
+	    {"127.0.0.1", ",", "127.0.0.1", "only a comma"},
+	    {"127.0.0.1", "[2001:db8:1:2:aaaa::1]:443", "2001:db8:1:2::/64", "IPv6 per /64, bracketed"},
+	    {"2001:db8:1:2:bbbb::9", NULL, "2001:db8:1:2::/64", "an IPv6 peer per /64"},
+	    {"::ffff:198.51.100.4", NULL, "198.51.100.4", "IPv4-mapped is IPv4"},
+	    {NULL, "203.0.113.9", "unknown", "no peer"},
+	    {"", "203.0.113.9", "unknown", "a peer that is no address"},
+	};
 	struct rtw_trust t;
 	char err[160], k[RTW_CLIENT_KEY_MAX];
 
 	assert_int_equal(rtw_trust_parse("127.0.0.0/8, 10.0.0.0/8", &t, err, sizeof(err)), RTW_OK);
-	/* an untrusted peer is the client, whatever it claims */
-	rtw_client_key(&t, "203.0.113.7", "198.51.100.1", k);
-	assert_string_equal(k, "203.0.113.7");
-	/* a trusted peer: the rightmost hop that is not trusted */
-	rtw_client_key(&t, "127.0.0.1", "198.51.100.1, 203.0.113.9", k);
-	assert_string_equal(k, "203.0.113.9");
-	rtw_client_key(&t, "127.0.0.1", "198.51.100.1, 203.0.113.9, 10.0.0.2", k);
-	assert_string_equal(k, "203.0.113.9");
-	rtw_client_key(&t, "127.0.0.1", " 203.0.113.9:4711 ", k);
-	assert_string_equal(k, "203.0.113.9");
-	/* no header, or every hop trusted: the leftmost trusted one */
-	rtw_client_key(&t, "127.0.0.1", NULL, k);
-	assert_string_equal(k, "127.0.0.1");
-	rtw_client_key(&t, "127.0.0.1", "10.0.0.5, 10.0.0.6", k);
-	assert_string_equal(k, "10.0.0.5");
-	/* garbage stops the walk at the last trusted hop */
-	rtw_client_key(&t, "127.0.0.1", "203.0.113.9, junk, 10.0.0.6", k);
-	assert_string_equal(k, "10.0.0.6");
-	rtw_client_key(&t, "127.0.0.1", "", k);
-	assert_string_equal(k, "127.0.0.1");
-	rtw_client_key(&t, "127.0.0.1", ",", k);
-	assert_string_equal(k, "127.0.0.1");
-	/* IPv6 counts per /64; bracketed forms are read */
-	rtw_client_key(&t, "127.0.0.1", "[2001:db8:1:2:aaaa::1]:443", k);
-	assert_string_equal(k, "2001:db8:1:2::/64");
-	rtw_client_key(&t, "2001:db8:1:2:bbbb::9", NULL, k);
-	assert_string_equal(k, "2001:db8:1:2::/64");
-	rtw_client_key(&t, "::ffff:198.51.100.4", NULL, k);
-	assert_string_equal(k, "198.51.100.4");
-	/* no usable peer */
-	rtw_client_key(&t, NULL, "203.0.113.9", k);
-	assert_string_equal(k, "unknown");
-	rtw_client_key(&t, "", "203.0.113.9", k);
-	assert_string_equal(k, "unknown");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		rtw_client_key(&t, cases[i].peer, cases[i].xff, k);
+		if (strcmp(k, cases[i].want) != 0)
+			fail_msg("%s: got %s, want %s", cases[i].why, k, cases[i].want);
+	}
 	rtw_trust_free(&t);
 }
 
