@@ -266,6 +266,34 @@ def client_forwarded_for_does_not_cross_nginx():
 
 
 @test
+def apache_appended_forwarded_for_counts_the_real_client():
+    """Apache's mod_proxy_http appends the address it saw to the client's
+    own X-Forwarded-For: rtw-sse reads the rightmost untrusted hop, so
+    claiming a new address on each request does not get past
+    sse.max_per_ip. Only Apache (127.0.0.1) is trusted here: the test's
+    clients speak from other loopback addresses, which the default list
+    would trust as proxies too."""
+    a = rtwtest.Stack(extra_env={"RTW_HTTP_TRUSTED_PROXIES": "127.0.0.1", "RTW_SSE_MAX_PER_IP": str(MAX_PER_IP)})
+    a.start_fcgi()
+    a.start_sse()
+    port = a.start_apache()
+    wait_for(lambda: request(port, "GET", "/healthz").status == 200, 20, "apache up")
+    st, src, tok = stream(), address(), a.token("apache-viewer")
+    held = []
+    try:
+        for i in range(MAX_PER_IP):
+            held.append(Stream(src, st, port=port, query="access_token=" + tok,
+                               headers={"X-Forwarded-For": "203.0.113.%d" % (i + 1)}))
+            assert held[-1].status == 200, held[-1].data
+        over = Stream(src, st, port=port, query="access_token=" + tok, headers={"X-Forwarded-For": "203.0.113.99"})
+        assert over.status == 429 and over.error()[0] == "rate_limited", over.data
+    finally:
+        for h in held:
+            h.close()
+        a.stop_all()
+
+
+@test
 def nginx_limit_req_answers_json_429():
     """nginx's own per-address limit (conf/nginx-rtw.conf, zone rate from
     nginx.conf.in): over its burst, the contract's JSON 429."""
