@@ -130,7 +130,7 @@ static int tok__claims_from_json(json_t *payload, int64_t now, struct tok_claims
 		*why = "token has no exp claim";
 		return RTW_ERROR;
 	}
-	if (exp) {
+	{
 		if (!json_is_number(exp)) {
 			*why = "token exp claim is not a number";
 			return RTW_ERROR;

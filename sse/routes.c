@@ -4,12 +4,12 @@
  * route: its checks, the client address it counts under (behind a trusted
  * proxy, from X-Forwarded-For), the subscriber's identity (a Bearer token,
  * user_id, or an anonymous id with a minted token, limited per address
- * per minute) and when its stream ends (the token's exp), whether a handshake query is
- * needed, the handshake query's answer, and the start of the stream (the
- * 200 head, retry: and the init event). /healthz and /metrics are
- * lib/probe.c's answers (the same bodies as every daemon's, HEAD answered
- * like GET), the text written with lib/metrics.c; the CORS rule and the
- * anonymous ids are lib's too. Also keeps the delivery-lag histogram that
+ * per minute) and when its stream ends (the token's exp), whether a
+ * handshake query is needed, the handshake query's answer, and the start
+ * of the stream (the 200 head, retry: and the init event). /healthz and
+ * /metrics are lib/probe.c's answers (the same bodies as every daemon's,
+ * HEAD answered like GET), the text written with lib/metrics.c; the CORS
+ * rule, the client address and the anonymous ids are lib's too. Also keeps the delivery-lag histogram that
  * /metrics shows.
  *
  * Tier: above conn.c (it answers through a connection's output and
