@@ -45,8 +45,8 @@ static int fcg__auth(struct fcg_req *r, const char *stream)
 	tok += 7;
 	while (*tok == ' ')
 		tok++;
-	if (tok_verify(cfg->auth_secret, strlen(cfg->auth_secret), tok, (int64_t)time(NULL), &r->claims, &why) !=
-	    RTW_OK) {
+	if (tok_verify_rotating(cfg->auth_secret, cfg->auth_secret_previous, tok, (int64_t)time(NULL), &r->claims,
+				&why) != RTW_OK) {
 		fcg_fail(r, 401, "unauthorized", NULL, "invalid token: %s", why ? why : "rejected");
 		return RTW_ERROR;
 	}
@@ -117,6 +117,26 @@ static int fcg__rate_limit(struct fcg_req *r, const char *author)
 	r->retry_after = (int)((wait_ms + 999) / 1000);
 	fcg_fail(r, 429, "rate_limited", NULL, "too many requests from this author on this stream; retry in %d s",
 		 r->retry_after);
+	return RTW_ERROR;
+}
+
+/* Per client address token bucket of this process (lib/clientaddr.c's
+ * rule: behind a trusted proxy, its X-Forwarded-For): the limit no fresh
+ * identity gets around, since every anonymous viewer may mint one. 429
+ * rate_limited with Retry-After when it is empty. */
+static int fcg__rate_limit_addr(struct fcg_req *r)
+{
+	char key[RTW_CLIENT_KEY_MAX];
+	uint64_t wait_ms;
+
+	if (!r->w->rl_ip)
+		return RTW_OK;
+	rtw_client_key(r->w->trust, r->remote_addr, r->forwarded_for, key);
+	if (!(wait_ms = fcg_rl_take(r->w->rl_ip, key, "addr", rtw_now_ms())))
+		return RTW_OK;
+	FCG_COUNT(r->w->metrics, rate_limited, 1);
+	r->retry_after = (int)((wait_ms + 999) / 1000);
+	fcg_fail(r, 429, "rate_limited", NULL, "too many requests from this address; retry in %d s", r->retry_after);
 	return RTW_ERROR;
 }
 
@@ -597,7 +617,7 @@ void fcg_handle_post(struct fcg_req *r)
 		goto out;
 	if (fcg__widget(r, m.widget_key) != RTW_OK)
 		goto out;
-	if (fcg__rate_limit(r, author) != RTW_OK)
+	if (fcg__rate_limit_addr(r) != RTW_OK || fcg__rate_limit(r, author) != RTW_OK)
 		goto out;
 	if (m.type == MSG_REQUEST) {
 		/* a read: Idempotency-Key has nothing to protect */

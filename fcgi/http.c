@@ -203,6 +203,8 @@ void fcg_serve(struct fcg_worker *w)
 	r.content_type = FCGX_GetParam("CONTENT_TYPE", env);
 	r.authorization = FCGX_GetParam("HTTP_AUTHORIZATION", env);
 	r.idem_key = FCGX_GetParam("HTTP_IDEMPOTENCY_KEY", env);
+	r.remote_addr = FCGX_GetParam("REMOTE_ADDR", env);
+	r.forwarded_for = FCGX_GetParam("HTTP_X_FORWARDED_FOR", env);
 	cl = FCGX_GetParam("CONTENT_LENGTH", env);
 	r.content_length = (cl && *cl) ? strtoll(cl, NULL, 10) : -1;
 	if (!r.method)

@@ -20,6 +20,7 @@
 #include "sse.h"
 #include "log.h"
 #include "net.h"
+#include "../fcgi/ratelimit.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,7 @@
 #define LOOP_TICK_MS 200
 #define LOOP_TRIM_BURST 256	 /* connections accepted since the last trim */
 #define LOOP_TRIM_MS (60 * 1000) /* trim after fewer, at most this often */
+#define LOOP_ANON_BUCKETS 16384	 /* client addresses the anonymous-identity limit tracks at once */
 
 static void loop__raise_nofile(void)
 {
@@ -145,6 +147,20 @@ int main(int argc, char **argv)
 		log_error("sse.batch_rows, sse.outbuf_max or sse.max_header_bytes is too small");
 		goto out_cfg;
 	}
+	if (rtw_trust_parse(cfg.http_trusted_proxies, &ctx.trust, err, sizeof(err)) != RTW_OK) {
+		log_error("%s", err);
+		goto out_cfg;
+	}
+	if (ctx.token_mode && cfg.sse_anon_per_ip_per_min > 0) {
+		uint64_t seed;
+		/* a bucket per address: the minute's allowance at once, refilled evenly */
+		if (rtw_random(&seed, sizeof(seed)) != RTW_OK ||
+		    (ctx.anon_rl = fcg_rl_new(cfg.sse_anon_per_ip_per_min / 60.0, cfg.sse_anon_per_ip_per_min,
+					      LOOP_ANON_BUCKETS, seed)) == NULL) {
+			log_error("could not set up the anonymous identity limit");
+			goto out_cfg;
+		}
+	}
 	loop__raise_nofile();
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&sigs);
@@ -213,6 +229,8 @@ out_loop:
 out_cfg:
 	sse_index_free(&ctx.ix);
 	sse_htab_free(&ctx.ips);
+	rtw_trust_free(&ctx.trust);
+	fcg_rl_free(ctx.anon_rl);
 	sse_conn_teardown(&ctx);
 	sse_reqparser_free(ctx.parser);
 	free(ctx.rbuf);

@@ -27,6 +27,7 @@
 
 #include "rtw.h"
 #include "cfg.h"
+#include "clientaddr.h"
 #include "msg.h"
 #include "loop.h"
 #include "pgconn.h"
@@ -216,6 +217,7 @@ enum sse_route { SSE_ROUTE_NONE, SSE_ROUTE_EVENTS, SSE_ROUTE_HEALTHZ, SSE_ROUTE_
 
 #define SSE_TOKEN_MAX 4096
 #define SSE_QVAL_MAX 256
+#define SSE_XFF_MAX 256
 
 /* What rtw-sse needs from a request head. Strings are NUL-terminated;
  * an over-long value sets bad_field. */
@@ -237,6 +239,14 @@ struct sse_req {
 	char token[SSE_TOKEN_MAX];
 	bool has_origin;
 	char origin[SSE_QVAL_MAX];
+	bool auth_other; /* an Authorization header that is not "Bearer <token>" */
+	/* X-Forwarded-For (several headers joined by commas): its rightmost
+	 * SSE_XFF_MAX - 1 bytes, cut at a comma, since only the right end is
+	 * read (lib/clientaddr.c) */
+	bool has_xff;
+	bool xff_cut;
+	uint32_t xff_len;
+	char xff[SSE_XFF_MAX];
 	const char *bad_field; /* static name of an over-long field, or NULL */
 };
 
@@ -292,15 +302,17 @@ struct sse_conn {
 	int fd;
 	enum sse_conn_state state;
 	bool in_index;
-	bool dirty;		  /* on ctx->dirty: has output to flush this pass */
-	bool want_out;		  /* EPOLLOUT armed */
-	bool pg_job;		  /* a query for it is in flight; do not free */
-	bool queued_job;	  /* on ctx->jobs */
-	bool lagging;		  /* output overflowed; catch up when drained */
-	struct sse_ipcount *ipc;  /* NULL for loopback peers (the local proxy) */
-	uint64_t deadline_ms;	  /* HANDSHAKE: stop holding; CLOSING: stop flushing */
-	struct sse_link link;	  /* ctx->conns or ctx->closed */
-	struct sse_link job_link; /* ctx->jobs */
+	bool dirty;		     /* on ctx->dirty: has output to flush this pass */
+	bool want_out;		     /* EPOLLOUT armed */
+	bool pg_job;		     /* a query for it is in flight; do not free */
+	bool queued_job;	     /* on ctx->jobs */
+	bool lagging;		     /* output overflowed; catch up when drained */
+	struct sse_ipcount *ipc;     /* the client address it counts under; NULL until known */
+	int64_t exp_s;		     /* unix time its identity's token expires (the stream ends); 0: never */
+	char peer[INET6_ADDRSTRLEN]; /* the socket peer's address, "" when not IP */
+	uint64_t deadline_ms;	     /* HANDSHAKE: stop holding; CLOSING: stop flushing */
+	struct sse_link link;	     /* ctx->conns or ctx->closed */
+	struct sse_link job_link;    /* ctx->jobs */
 	struct sse_conn *dirty_next;
 	struct sse_sub sub;
 	char *head;	   /* READING_HEAD: the bytes of an incomplete head */
@@ -322,14 +334,17 @@ struct sse_conn {
 	bool has_widget;
 };
 
-/* Connections per client address (non-loopback peers only). */
+/* Connections per client address (lib/clientaddr.h's key: the peer, or
+ * behind a trusted proxy the address it reports). */
 struct sse_ipcount {
 	struct sse_hentry he;
 	int n;
-	char key[48];
+	char key[RTW_CLIENT_KEY_MAX];
 };
 
 /* ---- the process context (loop.c owns it) ------------------------------ */
+
+struct fcg_rl; /* fcgi/ratelimit.h: fixed-memory token buckets */
 
 /* What the one in-flight query is. */
 enum sse_pg_query { SSE_Q_NONE, SSE_Q_SETUP, SSE_Q_CURSOR, SSE_Q_TAIL, SSE_Q_HANDSHAKE, SSE_Q_CATCHUP };
@@ -365,7 +380,9 @@ struct sse_ctx {
 	struct sse_link jobs;	/* connections waiting for a query */
 	struct sse_conn *dirty; /* output to flush at the end of the pass */
 	size_t n_conns;
-	struct sse_htab ips;	     /* struct sse_ipcount, non-loopback peers */
+	struct sse_htab ips;	     /* struct sse_ipcount, per client address */
+	struct rtw_trust trust;	     /* http.trusted_proxies */
+	struct fcg_rl *anon_rl;	     /* anonymous identities per client address; NULL: no limit */
 	struct sse_frame *heartbeat; /* ": hb\n\n", static */
 	/* the answers to connections refused at accept (503 over
 	 * sse.max_connections, 429 over sse.max_per_ip), built once */
@@ -413,6 +430,13 @@ static inline uint64_t sse_now(const struct sse_ctx *ctx)
 int sse_conn_setup(struct sse_ctx *ctx) RTW_WUR;
 void sse_conn_teardown(struct sse_ctx *ctx);
 void sse_conn_accept(struct sse_ctx *ctx);
+/* Counts c under the client address key (sse.max_per_ip). RTW_OK, or
+ * RTW_ERROR when the address holds its maximum already (the caller
+ * refuses c: 429) or memory ran out. */
+int sse_conn_count_addr(struct sse_conn *c, const char *key) RTW_WUR;
+/* Ends a stream cleanly: no more events, what is queued is written, then
+ * the connection closes (the client reconnects). */
+void sse_conn_end(struct sse_conn *c);
 /* Handles a socket event. Returns the loop's scratch request when a
  * complete, well-formed head was read (the caller routes it before the
  * next event: the request is reused), NULL otherwise. */

@@ -197,13 +197,13 @@ def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
-def mint(secret, sub, ttl=3600, streams=None, admin=None, exp=None, service=None):
-    """An HS256 token, minted independently of lib/token.c."""
+def mint(secret, sub, ttl=3600, streams=None, admin=None, exp=None, service=None, no_exp=False):
+    """An HS256 token, minted independently of lib/token.c. It always
+    carries exp (contract 1.1: required), now + ttl unless exp is given;
+    no_exp=True leaves it out, for the tests of that refusal."""
     claims = {"sub": sub}
-    if exp is not None:
-        claims["exp"] = exp
-    elif ttl:
-        claims["exp"] = int(time.time()) + ttl
+    if not no_exp:
+        claims["exp"] = exp if exp is not None else int(time.time()) + ttl
     if streams is not None:
         claims["streams"] = streams
     if admin is not None:
@@ -290,9 +290,12 @@ class Stack:
             "RTW_CONFIG": os.devnull,
             # rtw-fcgi: no side listener on the default port (start_fcgi
             # gives it a free one), and no rate limit unless a test sets one
-            # (tests post far faster than people do)
+            # (tests post far faster than people do); the same for the
+            # per-address limits, since every test client is 127.0.0.1
             "RTW_FCGI_HEALTH_LISTEN": "",
             "RTW_FCGI_RATE_LIMIT_PER_S": "0",
+            "RTW_FCGI_RATE_LIMIT_PER_IP_PER_S": "0",
+            "RTW_SSE_ANON_PER_IP_PER_MIN": "0",
         })
         if extra_env:
             self.env.update(extra_env)
@@ -300,6 +303,9 @@ class Stack:
         _stacks.append(self)
         self.fcgi_port = self.sse_port = self.http_port = self.webhookd_port = None
         self.fcgi_health_port = None
+        # nginx's per-address request rate (conf/nginx.conf.in): every test
+        # client is 127.0.0.1, and tests post far faster than people do
+        self.nginx_req_rate = "100000r/s"
         self.ctl("migrate")
         self.widget_key = self.add_widget("demo")
         self.widget_key2 = self.add_widget("second")
@@ -362,8 +368,13 @@ class Stack:
         rundir = os.path.join(self.tmp, server)
         os.makedirs(rundir, exist_ok=True)
         conf = os.path.join(rundir, server + ".conf")
+        # logs readable by their owner's group only (they hold client
+        # addresses); the servers append to files that exist
+        for log in ("access", "error"):
+            os.close(os.open(os.path.join(rundir, "%s-%s.log" % (server, log)), os.O_CREAT | os.O_WRONLY, 0o640))
         with open(conf, "w") as f:
             f.write(self.render(server + ".conf.in", RUNDIR=rundir, LISTEN="127.0.0.1:%d" % port,
+                                REQ_RATE=self.nginx_req_rate,
                                 FCGI_ADDR="127.0.0.1:%d" % self.fcgi_port,
                                 SSE_ADDR="127.0.0.1:%d" % (self.sse_port or free_port()),
                                 WEBROOT=webroot or os.path.join(SRCDIR, "web"),

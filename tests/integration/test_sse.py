@@ -770,7 +770,8 @@ def sigterm_ends_streams_cleanly():
 
 def _local_address():
     """A non-loopback address of this machine, or None: connections from it
-    count against sse.max_per_ip (loopback peers are exempt)."""
+    count against sse.max_per_ip at accept (loopback peers are trusted
+    proxies, counted by the client their X-Forwarded-For names)."""
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.connect(("192.0.2.1", 9))  # no packet is sent; picks the source address
@@ -836,7 +837,7 @@ def ipv4_peer_on_an_ipv6_listener_is_loopback():
 @test
 def refusals_at_accept_declare_their_length():
     """Over sse.max_connections a connection is answered 503 at accept, over
-    sse.max_per_ip (non-loopback peers) 429; each answer's Content-Length
+    sse.max_per_ip (peers that are not trusted proxies) 429; each answer's Content-Length
     is exactly its body's length."""
     d, port = _start_sse_wildcard("rtw-sse-cap", "0.0.0.0:%d",
                                   {"RTW_SSE_MAX_CONNECTIONS": "2", "RTW_SSE_MAX_PER_IP": "1"})
