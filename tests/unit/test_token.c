@@ -250,7 +250,7 @@ static void test_service_claim(void **state)
 	free(t);
 
 	b64url("{\"alg\":\"HS256\"}", head);
-	b64url("{\"sub\":\"u\",\"service\":1}", payload);
+	b64url("{\"sub\":\"u\",\"exp\":4102444800,\"service\":1}", payload);
 	sign(head, payload, tok, sizeof(tok));
 	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
 	assert_string_equal(why, "token service claim is not a boolean");
