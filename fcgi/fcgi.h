@@ -145,7 +145,7 @@ struct fcg_worker {
 	pthread_cond_t gc_cv; /* this worker's wait in the group committer */
 };
 
-enum fcg_route { FCG_ROUTE_NONE, FCG_ROUTE_MESSAGES, FCG_ROUTE_WEBHOOK };
+enum fcg_route { FCG_ROUTE_NONE, FCG_ROUTE_MESSAGES, FCG_ROUTE_WEBHOOK, FCG_ROUTE_PRESENCE };
 
 struct fcg_req {
 	struct fcg_worker *w;
@@ -175,6 +175,7 @@ struct fcg_req {
 /* The methods each route allows (Allow, preflights). */
 #define FCG_ALLOW_MESSAGES "GET, POST, OPTIONS"
 #define FCG_ALLOW_WEBHOOK "GET, OPTIONS"
+#define FCG_ALLOW_PRESENCE "GET, OPTIONS"
 
 /* Sends status + JSON body (len bytes) with the CORS, Allow and
  * Retry-After headers the request calls for. */
@@ -206,6 +207,7 @@ bool fcg_origin_any_widget(struct fcg_worker *w, const char *origin);
 void fcg_handle_post(struct fcg_req *r);
 void fcg_handle_get_messages(struct fcg_req *r);
 void fcg_handle_get_webhook(struct fcg_req *r);
+void fcg_handle_get_presence(struct fcg_req *r);
 
 /* ---- group commit (commit.c) ---- */
 

@@ -82,6 +82,8 @@ const struct cfg_option cfg_options[] = {
     INT("sse.poll_interval_ms", sse_poll_interval_ms, "1000", 10, 600000,
 	"safety poll of the messages table when no NOTIFY arrives"),
     INT("sse.batch_rows", sse_batch_rows, "1000", 1, 100000, "most rows fetched per query when catching up"),
+    INT("sse.presence_interval_ms", sse_presence_interval_ms, "2000", 100, 60000,
+	"how often each rtw-sse process writes its changed presence counts and reads the sums for presence=1 streams"),
 
     SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),
     OPT("webhook.allow_hosts", CFG_STR, webhook_allow_hosts, "",
