@@ -4,3 +4,4 @@ noinst_PROGRAMS += bench/rtw-bench
 bench_rtw_bench_SOURCES = bench/rtw-bench.c
 bench_rtw_bench_CFLAGS = $(AM_CFLAGS) -O2
 EXTRA_DIST += bench/run bench/stack.py bench/driver.py bench/nchan.conf bench/post.lua bench/nchan_post.lua
+EXTRA_DIST += bench/presence.py
