@@ -8,7 +8,6 @@ one process is SIGKILLed (its rows stay but are ignored), presence frames
 reach presence=1 streams only, the top streams are on /metrics, and a clean
 shutdown removes a process's rows."""
 import os
-import select
 import signal
 import sys
 
@@ -28,7 +27,8 @@ APACHE = S.start_apache()
 wait_for(lambda: "database connection ready" in SSE2.log_text(), 30, "the second rtw-sse")
 STREAM = "show-1"
 USERS = ["ann", "ben", "cat", "dan"]
-clients = []   # [(user, SSEClient)]
+clients = []   # [(user, SSEClient)] on STREAM
+others = []    # SSEClients on other streams
 
 
 def open_client(user, port=NGINX, stream=STREAM, presence=False):
@@ -78,35 +78,32 @@ def instances():
                       "USING (instance) WHERE p.stream_id = %s AND i.expires_at > now()", (STREAM,))[0][0]
 
 
-def notice_closes():
-    """Marks the clients whose stream ended (the connection closed, or the
-    front ended the chunked response when its upstream went away)."""
-    for _, c in clients:
-        while not c.closed and select.select([c.sock], [], [], 0)[0]:
-            try:
-                d = c.sock.recv(65536)
-            except OSError:
-                d = b""
-            if not d:
-                c.closed = True
-                break
-            c._raw += d
-            c._dechunk()
+def own_row(daemon):
+    """(connections, viewers) of the stream's row of one process (its
+    instance id is host:pid:random)."""
+    r = S.pg.query("SELECT connections, viewers FROM rtw_presence WHERE stream_id = %s AND instance LIKE %s",
+                   (STREAM, "%%:%d:%%" % daemon.proc.pid))
+    return tuple(r[0]) if r else (0, 0)
+
+
+def reach_both():
+    """More connections until both processes hold some of the stream's
+    (SO_REUSEPORT spreads them)."""
+    for i in range(40):
+        try:
+            wait_for(lambda: own_row(SSE1)[0] > 0 and own_row(SSE2)[0] > 0, 2, "rows of both processes")
+            return
+        except Exception:  # noqa: BLE001 - not yet: one more connection
+            clients.append((USERS[i % len(USERS)], open_client(USERS[i % len(USERS)])))
+    raise AssertionError("the connections never reached both processes")
 
 
 @test
 def counts_are_summed_over_both_processes():
-    # some users twice; more connections until both processes hold some
-    # of the stream's (SO_REUSEPORT spreads them)
+    # some users twice, on both processes
     for user in ["ann", "ann", "ben", "ben", "cat", "dan"]:
         clients.append((user, open_client(user)))
-    for i in range(40):
-        try:
-            wait_for(lambda: instances() >= 2, 2, "rows of both processes")
-            break
-        except Exception:  # noqa: BLE001 - not yet: one more connection
-            clients.append((USERS[i % len(USERS)], open_client(USERS[i % len(USERS)])))
-    assert instances() == 2, "the connections never reached both processes"
+    reach_both()
     p = wait_counts()
     assert p["stream_id"] == STREAM and p["updated_at"].endswith("Z"), p
     assert "users" not in p, "a non-admin token must not see the viewer ids: %r" % p
@@ -189,8 +186,7 @@ def presence_frames_through_apache():
 
 @test
 def top_streams_on_metrics():
-    other = open_client("ivy", stream="show-2", port=NGINX)
-    clients.append(("ivy", other))
+    others.append(open_client("ivy", stream="show-2", port=NGINX))
     seen = {}
 
     def listed():
@@ -207,12 +203,19 @@ def top_streams_on_metrics():
 
 @test
 def a_killed_process_drops_out():
+    # which of our streams the front ends when its upstream dies is the
+    # front's business: the surviving process's own row is the answer
+    reach_both()
+    wait_counts()
     SSE2.kill()
+    seen = {}
 
     def dropped():
-        notice_closes()
-        return (presence()["connections"], presence()["viewers"]) == expected()
-    wait_for(dropped, 15, "the counts without the killed process")
+        p = presence()
+        seen["p"], seen["own"] = p, own_row(SSE1)
+        return (p["connections"], p["viewers"]) == seen["own"]
+    wait_for(dropped, 15, "the counts of the surviving process only (%r)" % seen)
+    assert seen["own"][0] > 0
     # its rows are still there, just ignored (deleted a minute later)
     stale = S.pg.query("SELECT count(*) FROM rtw_presence p JOIN rtw_presence_procs i USING (instance) "
                        "WHERE i.expires_at <= now()")[0][0]
