@@ -9,13 +9,13 @@
  *   routes.c  what a request head asks for: the events route
  *             (identity, the handshake's answer, init), /healthz,
  *             /metrics, the CORS preflight
+ *   presence.c  this process's per-stream counts written to
+ *             PostgreSQL, the sums read back, presence frames
  *   conn.c    client connections: accept and limits, reading the
  *             head, the state machine, the output ring and writing,
  *             fan-out, timeouts and heartbeats
  *   frame.c   every frame a client is sent: refcounted, preformatted
  *             events shared by all recipients, stream heads, responses
- *   presence.c  this process's per-stream counts written to
- *             PostgreSQL, the sums read back, presence frames
  *   subs.c    the subscriber index: stream -> connections, (stream,
  *             user) -> connections, so fan-out of a private costs
  *             O(its recipients); which streams' counts changed
