@@ -174,7 +174,7 @@ struct fcg_worker {
 	pthread_cond_t gc_cv; /* this worker's wait in the group committer */
 };
 
-enum fcg_route { FCG_ROUTE_NONE, FCG_ROUTE_MESSAGES, FCG_ROUTE_WEBHOOK, FCG_ROUTE_PUBLISH };
+enum fcg_route { FCG_ROUTE_NONE, FCG_ROUTE_MESSAGES, FCG_ROUTE_WEBHOOK, FCG_ROUTE_PUBLISH, FCG_ROUTE_PRESENCE };
 
 struct fcg_req {
 	struct fcg_worker *w;
@@ -207,6 +207,7 @@ struct fcg_req {
 #define FCG_ALLOW_MESSAGES "GET, POST, OPTIONS"
 #define FCG_ALLOW_WEBHOOK "GET, OPTIONS"
 #define FCG_ALLOW_PUBLISH "POST, OPTIONS"
+#define FCG_ALLOW_PRESENCE "GET, OPTIONS"
 
 /* Sends status + JSON body (len bytes) with the CORS, Allow and
  * Retry-After headers the request calls for. */
@@ -251,6 +252,7 @@ typedef int (*fcg_write_fn)(struct fcg_req *r, void *arg, int *status);
 void fcg_idempotent(struct fcg_req *r, const char *scope, const char *author, fcg_write_fn write, void *arg);
 void fcg_handle_get_messages(struct fcg_req *r);
 void fcg_handle_get_webhook(struct fcg_req *r);
+void fcg_handle_get_presence(struct fcg_req *r);
 
 /* ---- backend publishing (publish.c) ---- */
 

@@ -2,10 +2,10 @@
  * handlers.c: owns what rtw-fcgi does with a routed request: identity
  * (token or open mode), the widget registry check, writing broadcasts and
  * privates (through the group committer or alone), queueing webhook jobs,
- * Idempotency-Key records, history pages (request and its GET alias) and
- * webhook job status. Tier 3 of fcgi/: calls respond.c, widget.c,
- * commit.c, db.c, ratelimit.c and buf.c; called by http.c, and by
- * publish.c for identity and Idempotency-Key. Runs on the
+ * Idempotency-Key records, history pages (request and its GET alias),
+ * webhook job status and presence counts. Tier 3 of fcgi/: calls
+ * respond.c, widget.c, commit.c, db.c, ratelimit.c and buf.c; called by
+ * http.c, and by publish.c for identity and Idempotency-Key. Runs on the
  * worker thread; every write is one transaction, so a failure leaves
  * nothing behind.
  */
@@ -786,4 +786,48 @@ void fcg_handle_get_webhook(struct fcg_req *r)
 	}
 	fcg_send(r, 200, text, strlen(text));
 	free(text);
+}
+
+/* ---- GET /v1/streams/{id}/presence ---- */
+
+/* The sums rtw-sse processes wrote (sql/009_presence.sql); the token
+ * rules of history: a token may read a stream it is allowed. Admins also
+ * get up to 1000 viewer ids. */
+void fcg_handle_get_presence(struct fcg_req *r)
+{
+	const char *params[1] = {r->stream_id};
+	struct fcg_buf *o = &r->w->out;
+	PGresult *res = NULL, *users = NULL;
+	int rc = RTW_OK;
+
+	if (fcg__auth(r, r->stream_id) != RTW_OK)
+		return;
+	if (!(res = fcg_db_run(&r->w->db, "presence", 1, params, PGRES_TUPLES_OK, NULL)) || PQntuples(res) != 1)
+		goto unavailable;
+	if (r->has_claims && r->claims.admin &&
+	    (!(users = fcg_db_run(&r->w->db, "presence_users", 1, params, PGRES_TUPLES_OK, NULL)) ||
+	     PQntuples(users) != 1))
+		goto unavailable;
+	o->len = 0;
+	o->max = SIZE_MAX;
+	rc |= fcg_buf_str(o, "{\"stream_id\":");
+	rc |= fcg_buf_json_str(o, r->stream_id);
+	rc |= fcg_buf_printf(o, ",\"connections\":%s,\"viewers\":%s,\"updated_at\":", PQgetvalue(res, 0, 0),
+			     PQgetvalue(res, 0, 1));
+	rc |= fcg_buf_json_str(o, PQgetvalue(res, 0, 2));
+	if (users) {
+		rc |= fcg_buf_str(o, ",\"users\":");
+		rc |= fcg_buf_str(o, PQgetvalue(users, 0, 0));
+	}
+	rc |= fcg_buf_str(o, "}");
+	if (rc != RTW_OK)
+		goto unavailable;
+	fcg_send(r, 200, o->p, o->len);
+	PQclear(res);
+	PQclear(users);
+	return;
+unavailable:
+	PQclear(res);
+	PQclear(users);
+	fcg_unavailable(r);
 }

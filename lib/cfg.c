@@ -103,6 +103,8 @@ const struct cfg_option cfg_options[] = {
     INT("sse.batch_rows", sse_batch_rows, "1000", 1, 100000, "most rows fetched per query when catching up"),
     INT("sse.hold_max_ms", sse_hold_max_ms, "5000", 100, 600000,
 	"longest a new stream's head is held while rtw-sse cannot learn its position (then 200 with retry:)"),
+    INT("sse.presence_interval_ms", sse_presence_interval_ms, "2000", 100, 60000,
+	"how often each rtw-sse process writes its changed presence counts and reads the sums for presence=1 streams"),
 
     SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),
     OPT("webhook.allow_hosts", CFG_STR, webhook_allow_hosts, "",

@@ -499,6 +499,29 @@ void sse_conn_dispatch(struct sse_ctx *ctx, struct sse_frame *f, const char *str
 	}
 }
 
+bool sse_conn_dispatch_presence(struct sse_stream *st, struct sse_frame *f, bool only_waiting)
+{
+	struct sse_link *l, *next;
+	bool left = false;
+
+	for (l = st->subs.next; l != &st->subs; l = next) {
+		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, sub.stream_link);
+		next = l->next; /* push may close c, unlinking it */
+		if (c->sub.presence == SSE_PRESENCE_OFF || (only_waiting && c->sub.presence != SSE_PRESENCE_WAITING))
+			continue;
+		/* only once the stream's head is out; no id, so a catching-up
+		 * connection may have it between its rows. Not live: a frame
+		 * every few seconds never turns a connection into a catch-up */
+		if (c->state != SSE_CONN_LIVE && c->state != SSE_CONN_CATCHING_UP) {
+			left = left || c->sub.presence == SSE_PRESENCE_WAITING;
+			continue;
+		}
+		c->sub.presence = SSE_PRESENCE_SENT;
+		sse_conn_push(c, f, false);
+	}
+	return left;
+}
+
 /* ---- socket events ---------------------------------------------------------- */
 
 /* The request's Last-Event-ID and Origin, kept past routing. */

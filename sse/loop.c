@@ -5,7 +5,7 @@
  * heartbeats, heap trim), signals (SIGTERM/SIGINT: end every stream and
  * exit; SIGHUP: reopen the log), the client sockets (their callback hands
  * complete heads to routes.c) and, through pg.c, the PostgreSQL socket and
- * timers. The top tier of sse/: it calls into the other files, and none
+ * timers, and presence.c's put timer. The top tier of sse/: it calls into the other files, and none
  * calls it.
  *
  * Phase order of one pass: every ready event (accepts, client reads and
@@ -203,7 +203,7 @@ int main(int argc, char **argv)
 	}
 	rtw_loop_hook_add(&ctx.loop, &ctx.pass_end, loop__pass_end, &ctx);
 	log_info("listening on %s", cfg.sse_listen);
-	if (sse_pg_start(&ctx) != RTW_OK) {
+	if (sse_presence_start(&ctx) != RTW_OK || sse_pg_start(&ctx) != RTW_OK) {
 		log_error("could not set up the database connection");
 		goto out_pg;
 	}
@@ -212,7 +212,9 @@ int main(int argc, char **argv)
 	else
 		log_error("epoll_wait failed: %s", strerror(errno));
 	sse_conn_shutdown_all(&ctx);
+	sse_presence_drop(&ctx);
 out_pg:
+	sse_presence_close(&ctx);
 	sse_pg_close(&ctx);
 	sse_conn_free_closed(&ctx); /* after the query in flight was dropped */
 	log_info("stopped");

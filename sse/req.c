@@ -2,8 +2,8 @@
  * req.c: the request-head glue of rtw-sse over http-parser: feeds bytes,
  * enforces the head size limit, and extracts the route, the stream id,
  * the query parameters (widget_key, access_token, last_event_id,
- * user_id) and the headers rtw-sse uses (Last-Event-ID, Authorization,
- * Origin, X-Forwarded-For). Headers win over query parameters (an EventSource reconnect
+ * user_id, presence) and the headers rtw-sse uses (Last-Event-ID,
+ * Authorization, Origin, X-Forwarded-For). Headers win over query parameters (an EventSource reconnect
  * sends the fresh Last-Event-ID header with the original URL). URL
  * decoding and query splitting are lib/url.c's, as in rtw-fcgi. Pure
  * code: no I/O; runs on the loop thread.
@@ -244,6 +244,8 @@ static void req__query(struct sse_reqparser *p, char *q)
 				  &req->has_last_id);
 		} else if (req__named(&kv, "user_id")) {
 			req__copy(req, req->user_id, sizeof(req->user_id), v, strlen(v), "user_id", &req->has_user);
+		} else if (req__named(&kv, "presence")) {
+			req->presence = strcmp(v, "1") == 0;
 		}
 	}
 }

@@ -41,7 +41,7 @@
 #include <time.h>
 
 #define ROUTES_RETRY_1 "Retry-After: 1\r\n"
-#define ROUTES_METRICS_MAX 8192 /* the /metrics text; about 2 KiB today */
+#define ROUTES_METRICS_MAX 8192 /* the /metrics text: about 2.5 KiB, up to 2 KiB more of top streams */
 
 /* Upper bounds (seconds) of rtw_sse_delivery_lag_seconds' buckets. */
 static const double routes__lag_le[SSE_LAG_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
@@ -276,6 +276,8 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 		return;
 	}
 	c->in_index = true;
+	if (r->presence)
+		sse_index_want_presence(&ctx->ix, &c->sub);
 	if (need_query) {
 		/* pg.c sends it when the loop kicks it at the end of this pass */
 		sse_conn_set_state(c, SSE_CONN_HANDSHAKE);
@@ -295,6 +297,31 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 static void routes__reply(struct sse_conn *c, const struct rtw_probe_reply *r, bool head_only)
 {
 	sse_conn_respond(c, r->status, r->ctype, NULL, r->body, r->body_len, head_only);
+}
+
+#define ROUTES_TOP_STREAMS 10
+
+/* Presence: the statements' counters and the top streams of this process
+ * by viewers (a bounded number of series, whatever the streams). */
+static void routes__presence_metrics(const struct sse_ctx *ctx, struct rtw_metrics *w)
+{
+	const struct sse_stream *top[ROUTES_TOP_STREAMS];
+	size_t n = sse_index_top(&ctx->ix, top, ROUTES_TOP_STREAMS);
+
+	rtw_metrics_counter(w, "rtw_sse_presence_puts_total", "Presence puts (heartbeat and changed streams) written.",
+			    ctx->pres.puts);
+	rtw_metrics_counter(w, "rtw_sse_presence_rows_total", "Stream rows carried by presence puts.",
+			    ctx->pres.rows_put);
+	rtw_metrics_counter(w, "rtw_sse_presence_frames_total", "Presence frames built (each shared by its stream).",
+			    ctx->pres.frames);
+	rtw_metrics_family(w, "rtw_sse_stream_viewers", RTW_METRIC_GAUGE,
+			   "Distinct viewers of this process's top 10 streams by viewers.");
+	for (size_t i = 0; i < n; i++) {
+		/* stream ids are A-Za-z0-9._:-: nothing to escape in a label */
+		char label[160];
+		snprintf(label, sizeof(label), "stream=\"%s\"", top[i]->id);
+		rtw_metrics_u64(w, "rtw_sse_stream_viewers", label, (uint64_t)top[i]->users.count);
+	}
 }
 
 static void routes__metrics(struct sse_conn *c, bool head_only)
@@ -326,6 +353,7 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 			   "Message created_at to dispatch by this process.");
 	rtw_metrics_histogram(&w, "rtw_sse_delivery_lag_seconds", NULL, &routes__lag_bounds, m->lag_bucket, m->lag_sum);
 	rtw_metrics_gauge(&w, "rtw_sse_delivery_lag_max_seconds", "Largest delivery lag seen.", m->lag_max);
+	routes__presence_metrics(ctx, &w);
 	rtw_probe_metrics(&w, &reply);
 	if (reply.status != 200)
 		log_error("could not write /metrics: %.*s", (int)strcspn(reply.body, "\n"), reply.body);
