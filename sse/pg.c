@@ -103,12 +103,15 @@ static void pg__set_events(struct sse_ctx *ctx, uint32_t ev)
 	sse_ctx_mod_fd(ctx, ctx->pg_fd, &ctx->h_pg, ev);
 }
 
-/* (Re)registers PQsocket, which may change while connecting. */
+/* (Re)registers PQsocket, which may change while connecting: with a
+ * multi-host DSN libpq closes a refused host's socket and opens the next
+ * one, often under the same number, which the close already dropped from
+ * epoll. So while connecting it is registered afresh every time. */
 static void pg__track_socket(struct sse_ctx *ctx, uint32_t ev)
 {
 	int fd = PQsocket(ctx->pg);
 
-	if (fd != ctx->pg_fd) {
+	if (fd != ctx->pg_fd || ctx->pg_state == SSE_PG_CONNECTING) {
 		if (ctx->pg_fd >= 0)
 			epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, ctx->pg_fd, NULL);
 		ctx->pg_fd = fd;

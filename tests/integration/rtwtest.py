@@ -164,6 +164,35 @@ class Postgres:
         return out
 
 
+class Standby(Postgres):
+    """A streaming standby of `primary` made with pg_basebackup -R, under
+    tmp/<name>; it reports itself to the primary as application_name
+    `name` (for synchronous_standby_names)."""
+
+    def __init__(self, tmp, primary, name="standby"):
+        self.dir = os.path.join(tmp, name)
+        self.port = free_port()
+        self.sockdir = os.path.join(tmp, name + "-sock")
+        os.makedirs(self.sockdir)
+        os.makedirs(self.dir, mode=0o700)
+        if IS_ROOT:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.sockdir, pw.pw_uid, pw.pw_gid)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        src = "host=127.0.0.1 port=%d user=postgres application_name=%s" % (primary.port, name)
+        subprocess.run(_as_postgres([PGBIN + "/pg_basebackup", "-D", self.dir, "-R", "-X", "stream", "-c", "fast",
+                                     "-d", src]), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        with open(os.path.join(self.dir, "postgresql.conf"), "a") as f:
+            f.write("port = %d\nunix_socket_directories = '%s'\nhot_standby = on\n" % (self.port, self.sockdir))
+        self.dsn = "host=127.0.0.1 port=%d dbname=rtw user=postgres" % self.port
+        self.start()
+        atexit.register(self.stop)
+
+    def promote(self):
+        subprocess.run(_as_postgres([PGBIN + "/pg_ctl", "-D", self.dir, "-w", "-t", "30", "promote"]), check=True,
+                       stdout=subprocess.DEVNULL)
+
+
 def cross_a_power_of_ten(pg):
     """Moves the id sequence to just below the next power of ten, so the
     next rows' ids differ in digit count (text order != numeric order)."""
