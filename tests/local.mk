@@ -137,7 +137,6 @@ INTEGRATION_TESTS = \
 	tests/integration/test_front_retry.py \
 	tests/integration/test_hostile.py \
 	tests/integration/test_isolation.py \
-	tests/integration/test_failover.py \
 	tests/integration/test_cells.py \
 	tests/integration/test_browser.py
 TESTS += $(INTEGRATION_TESTS)

@@ -90,15 +90,7 @@ class Postgres:
     """A throwaway cluster. fsync is off unless durable=True (benchmarks)."""
 
     def __init__(self, tmp, durable=False):
-        self.dir = os.path.join(tmp, "pg")
-        self.port = free_port()
-        self.sockdir = os.path.join(tmp, "pgsock")
-        os.makedirs(self.sockdir)
-        os.makedirs(self.dir, mode=0o700)
-        if IS_ROOT:
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.sockdir, pw.pw_uid, pw.pw_gid)
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self._dirs(os.path.join(tmp, "pg"), os.path.join(tmp, "pgsock"))
         subprocess.run(_as_postgres([PGBIN + "/initdb", "-D", self.dir, "-U", "postgres", "-A", "trust",
                                      "-E", "UTF8", "--locale=C.UTF-8"]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -119,6 +111,17 @@ class Postgres:
         self.start()
         self.psql_admin("CREATE DATABASE rtw")
         atexit.register(self.stop)
+
+    def _dirs(self, datadir, sockdir):
+        """A free port, and the data and socket folders, owned by postgres
+        when running as root."""
+        self.dir, self.sockdir, self.port = datadir, sockdir, free_port()
+        os.makedirs(self.sockdir)
+        os.makedirs(self.dir, mode=0o700)
+        if IS_ROOT:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.sockdir, pw.pw_uid, pw.pw_gid)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
 
     def start(self):
         subprocess.run(_as_postgres([PGBIN + "/pg_ctl", "-D", self.dir, "-l", self.dir + "/log", "-w", "-t", "30",
@@ -170,15 +173,7 @@ class Standby(Postgres):
     `name` (for synchronous_standby_names)."""
 
     def __init__(self, tmp, primary, name="standby"):
-        self.dir = os.path.join(tmp, name)
-        self.port = free_port()
-        self.sockdir = os.path.join(tmp, name + "-sock")
-        os.makedirs(self.sockdir)
-        os.makedirs(self.dir, mode=0o700)
-        if IS_ROOT:
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.sockdir, pw.pw_uid, pw.pw_gid)
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self._dirs(os.path.join(tmp, name), os.path.join(tmp, name + "-sock"))
         src = "host=127.0.0.1 port=%d user=postgres application_name=%s" % (primary.port, name)
         subprocess.run(_as_postgres([PGBIN + "/pg_basebackup", "-D", self.dir, "-R", "-X", "stream", "-c", "fast",
                                      "-d", src]), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
