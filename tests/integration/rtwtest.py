@@ -108,15 +108,7 @@ class Postgres:
 
     def __init__(self, tmp, durable=False):
         need(os.path.exists(os.path.join(PGBIN, "initdb")), "PostgreSQL (%s/initdb)" % PGBIN)
-        self.dir = os.path.join(tmp, "pg")
-        self.port = free_port()
-        self.sockdir = os.path.join(tmp, "pgsock")
-        os.makedirs(self.sockdir)
-        os.makedirs(self.dir, mode=0o700)
-        if IS_ROOT:
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.sockdir, pw.pw_uid, pw.pw_gid)
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self._dirs(os.path.join(tmp, "pg"), os.path.join(tmp, "pgsock"))
         subprocess.run(_as_postgres([PGBIN + "/initdb", "-D", self.dir, "-U", "postgres", "-A", "trust",
                                      "-E", "UTF8", "--locale=C.UTF-8"]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -138,6 +130,17 @@ class Postgres:
         self.start()
         self.psql_admin("CREATE DATABASE rtw")
         atexit.register(self.stop)
+
+    def _dirs(self, datadir, sockdir):
+        """A free port, and the data and socket folders, owned by postgres
+        when running as root."""
+        self.dir, self.sockdir, self.port = datadir, sockdir, free_port()
+        os.makedirs(self.sockdir)
+        os.makedirs(self.dir, mode=0o700)
+        if IS_ROOT:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.sockdir, pw.pw_uid, pw.pw_gid)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
 
     def start(self):
         subprocess.run(_as_postgres([PGBIN + "/pg_ctl", "-D", self.dir, "-l", self.dir + "/log", "-w", "-t", "30",
@@ -181,6 +184,27 @@ class Postgres:
             rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
             out[t] = sorted(map(repr, rows))
         return out
+
+
+class Standby(Postgres):
+    """A streaming standby of `primary` made with pg_basebackup -R, under
+    tmp/<name>; it reports itself to the primary as application_name
+    `name` (for synchronous_standby_names)."""
+
+    def __init__(self, tmp, primary, name="standby"):
+        self._dirs(os.path.join(tmp, name), os.path.join(tmp, name + "-sock"))
+        src = "host=127.0.0.1 port=%d user=postgres application_name=%s" % (primary.port, name)
+        subprocess.run(_as_postgres([PGBIN + "/pg_basebackup", "-D", self.dir, "-R", "-X", "stream", "-c", "fast",
+                                     "-d", src]), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        with open(os.path.join(self.dir, "postgresql.conf"), "a") as f:
+            f.write("port = %d\nunix_socket_directories = '%s'\nhot_standby = on\n" % (self.port, self.sockdir))
+        self.dsn = "host=127.0.0.1 port=%d dbname=rtw user=postgres" % self.port
+        self.start()
+        atexit.register(self.stop)
+
+    def promote(self):
+        subprocess.run(_as_postgres([PGBIN + "/pg_ctl", "-D", self.dir, "-w", "-t", "30", "promote"]), check=True,
+                       stdout=subprocess.DEVNULL)
 
 
 def cross_a_power_of_ten(pg):
