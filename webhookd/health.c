@@ -83,6 +83,10 @@ static void whk_hconn__metrics(const struct whk_worker *w, struct rtw_metrics *t
 	rtw_metrics_gauge(t, "rtw_webhookd_claim_lag_seconds", "Time from run_at to claim, last claimed job.",
 			  m->claim_lag_last_s);
 	rtw_metrics_gauge(t, "rtw_webhookd_claim_lag_max_seconds", "Largest claim lag seen.", m->claim_lag_max_s);
+	rtw_metrics_family(t, "rtw_webhookd_call_duration_seconds", RTW_METRIC_HISTOGRAM,
+			   "Webhook calls this worker made, from start to the end of the response (any outcome).");
+	rtw_metrics_histogram(t, "rtw_webhookd_call_duration_seconds", NULL, &whk_call_bounds, m->call_bucket,
+			      m->call_sum_s);
 	rtw_metrics_process(t, "webhookd", whk_db_ready(&w->db));
 }
 

@@ -695,6 +695,9 @@ def healthz_and_metrics():
         assert r.status == 200, r
         text = r.body.decode()
         assert 'rtw_webhookd_jobs_total{outcome="succeeded"} 1' in text, text
+        # the one call, in the call-duration histogram
+        assert "rtw_webhookd_call_duration_seconds_count 1\n" in text, text
+        assert 'rtw_webhookd_call_duration_seconds_bucket{le="+Inf"} 1\n' in text, text
         for name in ('outcome="failed"', 'outcome="retried"', 'outcome="refused"', "rtw_webhookd_in_flight",
                      "rtw_webhookd_claim_lag_seconds"):
             assert name in text, text
