@@ -123,18 +123,20 @@ PG.psql_admin("CREATE ROLE rtw LOGIN PASSWORD 'rtw-pw'")
 PG.psql_admin("ALTER DATABASE rtw OWNER TO rtw")
 with open("/etc/rtw/secrets.env", "a") as f:
     f.write("RTW_PGDSN='host=127.0.0.1 port=%d dbname=rtw user=rtw password=rtw-pw'\n" % PG.port)
-PORTS = {k: rtwtest.free_port() for k in ("fcgi", "fcgi_health", "sse", "webhookd", "https", "http", "apache")}
+PORTS = {k: rtwtest.free_port() for k in ("fcgi", "fcgi_health", "sse", "webhookd", "https", "http", "apache",
+                                          "hook")}
 # The guide keeps the defaults (9000, 8081, ...); this machine is shared,
 # so the test moves them to free ports, in the installed file.
 with open("/etc/rtw/rtw.ini", "a") as f:
     f.write("\n[fcgi]\nsocket = 127.0.0.1:%d\nhealth_listen = 127.0.0.1:%d\n[sse]\nlisten = 127.0.0.1:%d\n"
-            "[webhook]\nhealth_listen = 127.0.0.1:%d\nallow_hosts = 127.0.0.1\n"
-            % (PORTS["fcgi"], PORTS["fcgi_health"], PORTS["sse"], PORTS["webhookd"]))
+            "[webhook]\nhealth_listen = 127.0.0.1:%d\nallow_hosts = 127.0.0.1:%d\n"
+            % (PORTS["fcgi"], PORTS["fcgi_health"], PORTS["sse"], PORTS["webhookd"], PORTS["hook"]))
 MIGRATE = run(["rtwctl", "migrate"], env=unit_env())
 PG.psql_admin("CREATE ROLE rtw_reader NOLOGIN")
 subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(PG.port), "-U", "postgres",
                 "-d", "rtw", "-c", "SELECT rtw_grant_reader('rtw_reader')"], check=True, stdout=subprocess.DEVNULL)
-WIDGET = run(["rtwctl", "widget", "add", "Poll"], env=unit_env()).stdout.strip()
+WIDGET = run(["rtwctl", "widget", "add", "Poll", "--webhook-hosts", "127.0.0.1:%d" % PORTS["hook"]],
+             env=unit_env()).stdout.strip()
 TOKEN = run(["rtwctl", "token", "--user", "alice", "--ttl", "3600"], env=unit_env()).stdout.strip()
 BOB = run(["rtwctl", "token", "--user", "bob", "--ttl", "3600"], env=unit_env()).stdout.strip()
 
@@ -352,7 +354,7 @@ def readme_walkthrough_over_https_through_nginx():
     ev = next_matching(c2, lambda e: "id" in e)
     assert ev["id"] == m2["id"], ev
     # 6. a webhook, called by rtw-webhookd; its result comes over SSE
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", PORTS["hook"]), Hook)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     url = "http://127.0.0.1:%d/hook" % srv.server_address[1]
     r = https(port, "POST", "/v1/streams/demo/messages",
