@@ -135,7 +135,7 @@ MIGRATE = run(["rtwctl", "migrate"], env=unit_env())
 PG.psql_admin("CREATE ROLE rtw_reader NOLOGIN")
 subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(PG.port), "-U", "postgres",
                 "-d", "rtw", "-c", "SELECT rtw_grant_reader('rtw_reader')"], check=True, stdout=subprocess.DEVNULL)
-WIDGET = run(["rtwctl", "widget", "add", "Poll", "--webhook-hosts", "127.0.0.1:%d" % PORTS["hook"]],
+WIDGET = run(["rtwctl", "widget", "add", "Poll", "--webhook-hosts", "127.0.0.1"],
              env=unit_env()).stdout.strip()
 TOKEN = run(["rtwctl", "token", "--user", "alice", "--ttl", "3600"], env=unit_env()).stdout.strip()
 BOB = run(["rtwctl", "token", "--user", "bob", "--ttl", "3600"], env=unit_env()).stdout.strip()
