@@ -15,7 +15,8 @@ dist_weberrors_DATA = web/errors/413.json web/errors/503.json
 dist_man_MANS = man/rtw-fcgi.8 man/rtw-sse.8 man/rtw-webhookd.8 man/rtwctl.1 man/rtw.ini.5
 
 dist_doc_DATA = README.md conf/rtw.ini.sample doc/architecture.md doc/config.md doc/deploy.md \
-	doc/fcgi.md doc/sse.md doc/webhooks.md doc/widgets.md doc/sql.md doc/performance.md doc/testing.md
+	doc/fcgi.md doc/sse.md doc/webhooks.md doc/widgets.md doc/sql.md doc/performance.md doc/testing.md \
+	conf/grafana-rtw.json conf/prometheus-rtw-rules.yml
 
 systemdunitdir = $(systemdsystemunitdir)
 RTW_UNITS = rtw-fcgi.service rtw-sse.service rtw-sse@.service rtw-webhookd.service

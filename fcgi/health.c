@@ -70,7 +70,7 @@ void fcg_metrics_request(struct fcg_metrics *m, enum fcg_mroute route, int statu
 
 #define LD(x) ((uint64_t)atomic_load_explicit(&(x), memory_order_relaxed))
 
-static void fcg_health__metrics(struct fcg_health *h, struct rtw_metrics *w)
+static void fcg_health__metrics(struct fcg_health *h, struct rtw_metrics *w, bool pg_up)
 {
 	struct fcg_metrics *m = h->m;
 	char labels[64];
@@ -109,6 +109,7 @@ static void fcg_health__metrics(struct fcg_health *h, struct rtw_metrics *w)
 	rtw_metrics_gauge(w, "rtw_fcgi_requests_in_flight", "Requests being served now.",
 			  (double)atomic_load_explicit(&m->in_flight, memory_order_relaxed));
 	rtw_metrics_gauge(w, "rtw_fcgi_workers", "Worker threads (fcgi.workers).", h->cfg->fcgi_workers);
+	rtw_metrics_process(w, "fcgi", pg_up);
 }
 
 /* ---- health check ---- */
@@ -196,7 +197,7 @@ static void fcg_health__serve(struct fcg_health *h, int fd)
 		db_ok = fcg_health__db_ok(h);
 	if (rc == RTW_OK && rtw_probe_route(&q) == RTW_PROBE_METRICS && (text = malloc(FCG_METRICS_MAX))) {
 		rtw_metrics_init(&mw, text, FCG_METRICS_MAX);
-		fcg_health__metrics(h, &mw);
+		fcg_health__metrics(h, &mw, fcg_health__db_ok(h));
 		if (rtw_metrics_end(&mw) != RTW_OK)
 			log_error("/metrics: the text is longer than %d bytes; answering 500", FCG_METRICS_MAX);
 	}

@@ -334,6 +334,8 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 
 	rtw_metrics_init(&w, text, sizeof(text));
 	rtw_metrics_gauge(&w, "rtw_sse_connections", "Open client connections.", (double)ctx->n_conns);
+	rtw_metrics_gauge(&w, "rtw_sse_max_connections", "Most client connections allowed (sse.max_connections).",
+			  (double)ctx->cfg->sse_max_connections);
 	rtw_metrics_gauge(&w, "rtw_sse_subscribers", "Connections subscribed to a stream.", (double)ctx->ix.n_subs);
 	rtw_metrics_counter(&w, "rtw_sse_events_delivered_total", "Message frames fully written.", m->delivered);
 	rtw_metrics_counter(&w, "rtw_sse_bytes_sent_total", "Bytes written to clients.", m->bytes_sent);
@@ -348,7 +350,7 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 	rtw_metrics_counter(&w, "rtw_sse_hold_retries_total",
 			    "New streams held sse.hold_max_ms without a position, then told to retry.",
 			    m->hold_retries);
-	rtw_metrics_gauge(&w, "rtw_sse_pg_up", "1 when the PostgreSQL connection is up.", sse_pg_up(ctx) ? 1 : 0);
+	rtw_metrics_process(&w, "sse", sse_pg_up(ctx));
 	rtw_metrics_family(&w, "rtw_sse_delivery_lag_seconds", RTW_METRIC_HISTOGRAM,
 			   "Message created_at to dispatch by this process.");
 	rtw_metrics_histogram(&w, "rtw_sse_delivery_lag_seconds", NULL, &routes__lag_bounds, m->lag_bucket, m->lag_sum);

@@ -218,7 +218,7 @@ def healthz_and_metrics_as_every_daemon():
     assert m.status == 200 and m.header("Content-Type").startswith("text/plain"), m
     for line in ("# TYPE rtw_sse_connections gauge", "# TYPE rtw_sse_events_delivered_total counter",
                  "# TYPE rtw_sse_delivery_lag_seconds histogram", 'rtw_sse_delivery_lag_seconds_bucket{le="+Inf"} ',
-                 "rtw_sse_delivery_lag_seconds_count ", "rtw_sse_pg_up 1"):
+                 "rtw_sse_delivery_lag_seconds_count ", "rtw_sse_pg_up 1", "rtw_sse_build_info{", "rtw_sse_process_open_fds "):
         assert line in text, (line, text)
     h = request(STACK.sse_port, "HEAD", "/metrics")
     assert h.status == 200 and h.body == b"" and int(h.header("Content-Length")) > 0, h

@@ -380,7 +380,7 @@ def internal_targets_refused_without_allow():
     with Worker(st, dict(FAST, RTW_WEBHOOK_REQUIRE_WIDGET_HOSTS="false")):
         ids = [insert_job(st, u) for u in urls]
         jobs = [wait_final(st, i) for i in ids]
-        want = 'rtw_webhook_jobs_total{outcome="refused"} %d\n' % len(urls)
+        want = 'rtw_webhookd_jobs_total{outcome="refused"} %d\n' % len(urls)
         rtwtest.wait_for(lambda: want in rtwtest.request(st.webhookd_port, "GET", "/metrics").body.decode(), 5,
                          "refused counter")
     for u, j in zip(urls, jobs):
@@ -694,9 +694,12 @@ def healthz_and_metrics():
         r = rtwtest.request(st.webhookd_port, "GET", "/metrics")
         assert r.status == 200, r
         text = r.body.decode()
-        assert 'rtw_webhook_jobs_total{outcome="succeeded"} 1' in text, text
-        for name in ('outcome="failed"', 'outcome="retried"', 'outcome="refused"', "rtw_webhook_in_flight",
-                     "rtw_webhook_claim_lag_seconds"):
+        assert 'rtw_webhookd_jobs_total{outcome="succeeded"} 1' in text, text
+        # the one call, in the call-duration histogram
+        assert "rtw_webhookd_call_duration_seconds_count 1\n" in text, text
+        assert 'rtw_webhookd_call_duration_seconds_bucket{le="+Inf"} 1\n' in text, text
+        for name in ('outcome="failed"', 'outcome="retried"', 'outcome="refused"', "rtw_webhookd_in_flight",
+                     "rtw_webhookd_claim_lag_seconds"):
             assert name in text, text
         assert rtwtest.request(st.webhookd_port, "GET", "/nope").status == 404
         assert rtwtest.request(st.webhookd_port, "POST", "/healthz", body="x").status == 405
