@@ -254,14 +254,23 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'u': user = optarg; break;
-		case 't': ttl = strtol(optarg, NULL, 10); break;
+		case 't': {
+			/* a token always expires (contract 1.1): a whole number of
+			 * seconds, at least 1, at most ten years */
+			char *end;
+			ttl = strtol(optarg, &end, 10);
+			if (end == optarg || *end != '\0' || ttl < 1 || ttl > 10L * 366 * 86400)
+				return ctl__fail("invalid --ttl",
+						 "give the token's lifetime in seconds (1 to 316224000)");
+			break;
+		}
 		case 's': stream = optarg; break;
 		case 'a': admin = true; break;
 		case 'S': service = true; break;
 		default: return fprintf(stderr, "%s", usage), 2;
 		}
 	}
-	if (!user || optind != argc || ttl < 0)
+	if (!user || optind != argc)
 		return fprintf(stderr, "%s", usage), 2;
 	if (!msg_valid_user_id(user))
 		return ctl__fail("invalid user id", NULL);
@@ -269,8 +278,8 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 		return ctl__fail("invalid stream id", NULL);
 	if (!c->cfg.auth_secret[0])
 		return ctl__fail("auth.secret is not set", "set RTW_AUTH_SECRET or auth.secret in the config file");
-	char *tok = tok_mint_service(c->cfg.auth_secret, strlen(c->cfg.auth_secret), user,
-				     ttl ? (int64_t)time(NULL) + ttl : 0, stream, admin, service);
+	char *tok = tok_mint_service(c->cfg.auth_secret, strlen(c->cfg.auth_secret), user, (int64_t)time(NULL) + ttl,
+				     stream, admin, service);
 	if (!tok)
 		return ctl__fail("could not mint a token", NULL);
 	printf("%s\n", tok);

@@ -99,6 +99,13 @@ static const struct {
      "url, method, rtw_rfc3339(created_at), rtw_rfc3339(started_at), rtw_rfc3339(finished_at), "
      "rtw_rfc3339(updated_at), rtw_rfc3339(run_at), response_excerpt, result_message_id::text "
      "FROM rtw_webhook_jobs WHERE id = $1::bigint"},
+    /* presence (sql/009_presence.sql): the sums over live rtw-sse
+     * processes, 0 when nobody watches; and, for admins, the viewers */
+    {"presence", "SELECT coalesce(c.connections, 0)::text, coalesce(c.viewers, 0)::text, "
+		 "rtw_rfc3339(coalesce(c.updated_at, (SELECT coalesce(min(seen_at), now()) FROM rtw_presence_procs "
+		 "WHERE expires_at > now()))) "
+		 "FROM (VALUES (1)) AS one LEFT JOIN rtw_presence_counts(ARRAY[$1]) AS c ON true"},
+    {"presence_users", "SELECT coalesce(json_agg(u), '[]')::text FROM rtw_presence_users($1, 1000) AS u"},
     {"hist_pos", "SELECT xid::text FROM rtw_messages WHERE id = $1::bigint AND stream_id = $2 AND type = 'broadcast'"},
     {"hist_asc", FCG_HIST_PAGE FCG_HIST_ASC},
     {"hist_desc", FCG_HIST_PAGE FCG_HIST_DESC},

@@ -26,6 +26,7 @@
 
 #include "rtw.h"
 #include "cfg.h"
+#include "clientaddr.h"
 #include "msg.h"
 #include "token.h"
 
@@ -159,8 +160,10 @@ struct fcg_worker {
 	FCGX_Request fx;
 	struct fcg_db db;
 	struct fcg_gc *gc;
-	struct fcg_rl *rl;	     /* shared rate-limit buckets; NULL: no limit */
-	struct fcg_metrics *metrics; /* shared, atomics */
+	struct fcg_rl *rl;	       /* shared rate-limit buckets; NULL: no limit */
+	struct fcg_rl *rl_ip;	       /* shared per-client-address buckets of POSTs; NULL: no limit */
+	const struct rtw_trust *trust; /* http.trusted_proxies, read-only */
+	struct fcg_metrics *metrics;   /* shared, atomics */
 	struct fcg_widget widgets[FCG_WIDGET_CACHE];
 	/* union of every enabled widget's origins, for preflights */
 	json_t *all_origins;
@@ -171,7 +174,7 @@ struct fcg_worker {
 	pthread_cond_t gc_cv; /* this worker's wait in the group committer */
 };
 
-enum fcg_route { FCG_ROUTE_NONE, FCG_ROUTE_MESSAGES, FCG_ROUTE_WEBHOOK, FCG_ROUTE_PUBLISH };
+enum fcg_route { FCG_ROUTE_NONE, FCG_ROUTE_MESSAGES, FCG_ROUTE_WEBHOOK, FCG_ROUTE_PUBLISH, FCG_ROUTE_PRESENCE };
 
 struct fcg_req {
 	struct fcg_worker *w;
@@ -181,8 +184,10 @@ struct fcg_req {
 	const char *content_type;
 	const char *authorization;
 	const char *idem_key;
-	long long content_length; /* -1 when absent */
-	char path[512];		  /* percent-decoded, without the query */
+	const char *remote_addr;   /* REMOTE_ADDR: who connected to the web server */
+	const char *forwarded_for; /* X-Forwarded-For, read only when remote_addr is trusted */
+	long long content_length;  /* -1 when absent */
+	char path[512];		   /* percent-decoded, without the query */
 	enum fcg_route route;
 	char stream_id[MSG_ID_MAX + 1];
 	char job_id[24];
@@ -202,6 +207,7 @@ struct fcg_req {
 #define FCG_ALLOW_MESSAGES "GET, POST, OPTIONS"
 #define FCG_ALLOW_WEBHOOK "GET, OPTIONS"
 #define FCG_ALLOW_PUBLISH "POST, OPTIONS"
+#define FCG_ALLOW_PRESENCE "GET, OPTIONS"
 
 /* Sends status + JSON body (len bytes) with the CORS, Allow and
  * Retry-After headers the request calls for. */
@@ -246,6 +252,7 @@ typedef int (*fcg_write_fn)(struct fcg_req *r, void *arg, int *status);
 void fcg_idempotent(struct fcg_req *r, const char *scope, const char *author, fcg_write_fn write, void *arg);
 void fcg_handle_get_messages(struct fcg_req *r);
 void fcg_handle_get_webhook(struct fcg_req *r);
+void fcg_handle_get_presence(struct fcg_req *r);
 
 /* ---- backend publishing (publish.c) ---- */
 

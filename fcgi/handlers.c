@@ -2,10 +2,10 @@
  * handlers.c: owns what rtw-fcgi does with a routed request: identity
  * (token or open mode), the widget registry check, writing broadcasts and
  * privates (through the group committer or alone), queueing webhook jobs,
- * Idempotency-Key records, history pages (request and its GET alias) and
- * webhook job status. Tier 3 of fcgi/: calls respond.c, widget.c,
- * commit.c, db.c, ratelimit.c and buf.c; called by http.c, and by
- * publish.c for identity and Idempotency-Key. Runs on the
+ * Idempotency-Key records, history pages (request and its GET alias),
+ * webhook job status and presence counts. Tier 3 of fcgi/: calls
+ * respond.c, widget.c, commit.c, db.c, ratelimit.c and buf.c; called by
+ * http.c, and by publish.c for identity and Idempotency-Key. Runs on the
  * worker thread; every write is one transaction, so a failure leaves
  * nothing behind.
  */
@@ -45,8 +45,8 @@ static int fcg__auth(struct fcg_req *r, const char *stream)
 	tok += 7;
 	while (*tok == ' ')
 		tok++;
-	if (tok_verify(cfg->auth_secret, strlen(cfg->auth_secret), tok, (int64_t)time(NULL), &r->claims, &why) !=
-	    RTW_OK) {
+	if (tok_verify_rotating(cfg->auth_secret, cfg->auth_secret_previous, tok, (int64_t)time(NULL), &r->claims,
+				&why) != RTW_OK) {
 		fcg_fail(r, 401, "unauthorized", NULL, "invalid token: %s", why ? why : "rejected");
 		return RTW_ERROR;
 	}
@@ -117,6 +117,26 @@ static int fcg__rate_limit(struct fcg_req *r, const char *author)
 	r->retry_after = (int)((wait_ms + 999) / 1000);
 	fcg_fail(r, 429, "rate_limited", NULL, "too many requests from this author on this stream; retry in %d s",
 		 r->retry_after);
+	return RTW_ERROR;
+}
+
+/* Per client address token bucket of this process (lib/clientaddr.c's
+ * rule: behind a trusted proxy, its X-Forwarded-For): the limit no fresh
+ * identity gets around, since every anonymous viewer may mint one. 429
+ * rate_limited with Retry-After when it is empty. */
+static int fcg__rate_limit_addr(struct fcg_req *r)
+{
+	char key[RTW_CLIENT_KEY_MAX];
+	uint64_t wait_ms;
+
+	if (!r->w->rl_ip)
+		return RTW_OK;
+	rtw_client_key(r->w->trust, r->remote_addr, r->forwarded_for, key);
+	if (!(wait_ms = fcg_rl_take(r->w->rl_ip, key, "addr", rtw_now_ms())))
+		return RTW_OK;
+	FCG_COUNT(r->w->metrics, rate_limited, 1);
+	r->retry_after = (int)((wait_ms + 999) / 1000);
+	fcg_fail(r, 429, "rate_limited", NULL, "too many requests from this address; retry in %d s", r->retry_after);
 	return RTW_ERROR;
 }
 
@@ -597,7 +617,7 @@ void fcg_handle_post(struct fcg_req *r)
 		goto out;
 	if (fcg__widget(r, m.widget_key) != RTW_OK)
 		goto out;
-	if (fcg__rate_limit(r, author) != RTW_OK)
+	if (fcg__rate_limit_addr(r) != RTW_OK || fcg__rate_limit(r, author) != RTW_OK)
 		goto out;
 	if (m.type == MSG_REQUEST) {
 		/* a read: Idempotency-Key has nothing to protect */
@@ -766,4 +786,48 @@ void fcg_handle_get_webhook(struct fcg_req *r)
 	}
 	fcg_send(r, 200, text, strlen(text));
 	free(text);
+}
+
+/* ---- GET /v1/streams/{id}/presence ---- */
+
+/* The sums rtw-sse processes wrote (sql/009_presence.sql); the token
+ * rules of history: a token may read a stream it is allowed. Admins also
+ * get up to 1000 viewer ids. */
+void fcg_handle_get_presence(struct fcg_req *r)
+{
+	const char *params[1] = {r->stream_id};
+	struct fcg_buf *o = &r->w->out;
+	PGresult *res = NULL, *users = NULL;
+	int rc = RTW_OK;
+
+	if (fcg__auth(r, r->stream_id) != RTW_OK)
+		return;
+	if (!(res = fcg_db_run(&r->w->db, "presence", 1, params, PGRES_TUPLES_OK, NULL)) || PQntuples(res) != 1)
+		goto unavailable;
+	if (r->has_claims && r->claims.admin &&
+	    (!(users = fcg_db_run(&r->w->db, "presence_users", 1, params, PGRES_TUPLES_OK, NULL)) ||
+	     PQntuples(users) != 1))
+		goto unavailable;
+	o->len = 0;
+	o->max = SIZE_MAX;
+	rc |= fcg_buf_str(o, "{\"stream_id\":");
+	rc |= fcg_buf_json_str(o, r->stream_id);
+	rc |= fcg_buf_printf(o, ",\"connections\":%s,\"viewers\":%s,\"updated_at\":", PQgetvalue(res, 0, 0),
+			     PQgetvalue(res, 0, 1));
+	rc |= fcg_buf_json_str(o, PQgetvalue(res, 0, 2));
+	if (users) {
+		rc |= fcg_buf_str(o, ",\"users\":");
+		rc |= fcg_buf_str(o, PQgetvalue(users, 0, 0));
+	}
+	rc |= fcg_buf_str(o, "}");
+	if (rc != RTW_OK)
+		goto unavailable;
+	fcg_send(r, 200, o->p, o->len);
+	PQclear(res);
+	PQclear(users);
+	return;
+unavailable:
+	PQclear(res);
+	PQclear(users);
+	fcg_unavailable(r);
 }

@@ -42,9 +42,9 @@ static int fcg__path(struct fcg_req *r, FCGX_ParamArray env)
 	return RTW_OK;
 }
 
-/* Matches /v1/streams/{id}/messages, /v1/webhooks/{id} and /v1/messages.
- * A malformed stream id is a 400 (contract: invalid_field); returns
- * RTW_DECLINED then. */
+/* Matches /v1/streams/{id}/messages, /v1/streams/{id}/presence,
+ * /v1/webhooks/{id} and /v1/messages. A malformed stream id is a 400
+ * (contract: invalid_field); returns RTW_DECLINED then. */
 static int fcg__route(struct fcg_req *r)
 {
 	const char *p = r->path;
@@ -59,7 +59,8 @@ static int fcg__route(struct fcg_req *r)
 	if (strncmp(p, "/v1/streams/", 12) == 0) {
 		p += 12;
 		n = strcspn(p, "/");
-		if (strcmp(p + n, "/messages") != 0 && strcmp(p + n, "/messages/") != 0)
+		bool presence = strcmp(p + n, "/presence") == 0 || strcmp(p + n, "/presence/") == 0;
+		if (!presence && strcmp(p + n, "/messages") != 0 && strcmp(p + n, "/messages/") != 0)
 			return RTW_ERROR;
 		if (n == 0 || n > MSG_ID_MAX)
 			return RTW_DECLINED;
@@ -67,8 +68,8 @@ static int fcg__route(struct fcg_req *r)
 		r->stream_id[n] = '\0';
 		if (!msg_valid_stream_id(r->stream_id))
 			return RTW_DECLINED;
-		r->route = FCG_ROUTE_MESSAGES;
-		r->allow = FCG_ALLOW_MESSAGES;
+		r->route = presence ? FCG_ROUTE_PRESENCE : FCG_ROUTE_MESSAGES;
+		r->allow = presence ? FCG_ALLOW_PRESENCE : FCG_ALLOW_MESSAGES;
 		return RTW_OK;
 	}
 	if (strncmp(p, "/v1/webhooks/", 13) == 0) {
@@ -203,6 +204,8 @@ void fcg_serve(struct fcg_worker *w)
 	r.content_type = FCGX_GetParam("CONTENT_TYPE", env);
 	r.authorization = FCGX_GetParam("HTTP_AUTHORIZATION", env);
 	r.idem_key = FCGX_GetParam("HTTP_IDEMPOTENCY_KEY", env);
+	r.remote_addr = FCGX_GetParam("REMOTE_ADDR", env);
+	r.forwarded_for = FCGX_GetParam("HTTP_X_FORWARDED_FOR", env);
 	cl = FCGX_GetParam("CONTENT_LENGTH", env);
 	r.content_length = (cl && *cl) ? strtoll(cl, NULL, 10) : -1;
 	if (!r.method)
@@ -241,6 +244,8 @@ void fcg_serve(struct fcg_worker *w)
 		fcg_handle_get_messages(&r);
 	else if (r.route == FCG_ROUTE_WEBHOOK && strcmp(r.method, "GET") == 0)
 		fcg_handle_get_webhook(&r);
+	else if (r.route == FCG_ROUTE_PRESENCE && strcmp(r.method, "GET") == 0)
+		fcg_handle_get_presence(&r);
 	else
 		fcg_fail(&r, 405, "method_not_allowed", NULL, "method %s is not allowed here",
 			 strlen(r.method) < 16 ? r.method : "given");

@@ -57,7 +57,8 @@ int main(int argc, char **argv)
 	struct fcg_worker *workers = NULL;
 	pthread_t *tids = NULL;
 	struct fcg_gc *gc = NULL;
-	struct fcg_rl *rl = NULL;
+	struct fcg_rl *rl = NULL, *rl_ip = NULL;
+	struct rtw_trust trust = {NULL, 0};
 	struct fcg_metrics *metrics = NULL;
 	struct fcg_health *health = NULL;
 	int listen_fd, started = 0, rc = 1;
@@ -130,6 +131,21 @@ int main(int argc, char **argv)
 		log_info("rate limit: %d messages/s per author and stream, burst %d (per process)",
 			 cfg.fcgi_rate_limit_per_s, cfg.fcgi_rate_limit_burst);
 	}
+	if (rtw_trust_parse(cfg.http_trusted_proxies, &trust, err, sizeof(err)) != RTW_OK) {
+		log_error("%s", err);
+		goto out;
+	}
+	if (cfg.fcgi_rate_limit_per_ip_per_s > 0) {
+		uint64_t seed;
+		if (rtw_random(&seed, sizeof(seed)) != RTW_OK ||
+		    !(rl_ip = fcg_rl_new(cfg.fcgi_rate_limit_per_ip_per_s, cfg.fcgi_rate_limit_per_ip_burst,
+					 FCG_RL_BUCKETS, seed))) {
+			log_error("could not set up the rate limiter");
+			goto out;
+		}
+		log_info("rate limit: %d POSTs/s per client address, burst %d (per process)",
+			 cfg.fcgi_rate_limit_per_ip_per_s, cfg.fcgi_rate_limit_per_ip_burst);
+	}
 	if (cfg.fcgi_health_listen[0]) {
 		/* A clash on this side port must not stop ingest: report it loudly, go on. */
 		if (!(health = fcg_health_start(&cfg, metrics, err, sizeof(err))))
@@ -144,6 +160,8 @@ int main(int argc, char **argv)
 		w->listen_fd = listen_fd;
 		w->gc = gc;
 		w->rl = rl;
+		w->rl_ip = rl_ip;
+		w->trust = &trust;
 		w->metrics = metrics;
 		w->db.metrics = metrics;
 		w->db.cfg = &cfg;
@@ -206,6 +224,8 @@ int main(int argc, char **argv)
 out:
 	fcg_health_stop(health);
 	fcg_rl_free(rl);
+	fcg_rl_free(rl_ip);
+	rtw_trust_free(&trust);
 	free(metrics);
 	fcg_gc_free(gc);
 	free(workers);

@@ -1,8 +1,9 @@
 /*
  * ratelimit.c: owns the token buckets of rtw-fcgi's per-author, per-stream
- * rate limit (429 rate_limited). Pure: no I/O; the time comes from the
- * caller. Called from every worker thread. Tier 0 of fcgi/: calls
- * nothing else in fcgi/.
+ * and per-client-address rate limits (429 rate_limited), also linked into
+ * rtw-sse for its anonymous identities per address. Pure: no I/O; the
+ * time comes from the caller. Called from every worker thread (rtw-sse:
+ * its loop thread). Tier 0 of fcgi/: calls nothing else in fcgi/.
  *
  * Memory is fixed at start: a set-associative table (sets of 8 buckets,
  * one mutex per 16 sets). A key (64-bit keyed hash of author and stream)

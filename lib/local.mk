@@ -15,6 +15,7 @@ lib_librtw_a_SOURCES = \
 	lib/metrics.h lib/metrics.c \
 	lib/url.h lib/url.c \
 	lib/cors.h lib/cors.c \
+	lib/clientaddr.h lib/clientaddr.c \
 	lib/anonid.h lib/anonid.c \
 	lib/row.h lib/row.c \
 	lib/loop.h lib/loop.c \

@@ -126,7 +126,12 @@ static int tok__claims_from_json(json_t *payload, int64_t now, struct tok_claims
 		*why = "token has no valid sub claim";
 		return RTW_ERROR;
 	}
-	if (exp) {
+	if (!exp) {
+		/* contract 1.1: a token that never expires cannot be taken back */
+		*why = "token has no exp claim";
+		return RTW_ERROR;
+	}
+	{
 		if (!json_is_number(exp)) {
 			*why = "token exp claim is not a number";
 			return RTW_ERROR;
@@ -207,7 +212,7 @@ int tok_verify(const char *secret, size_t secret_len, const char *token, int64_t
 		goto out;
 	tok_hmac_sha256(secret, secret_len, token, (size_t)(dot2 - token), mac);
 	if (CRYPTO_memcmp(mac, sig, 32) != 0) {
-		*why = "bad token signature";
+		*why = TOK_WHY_SIGNATURE;
 		goto out;
 	}
 
@@ -229,6 +234,18 @@ out:
 		tok_claims_free(out);
 	json_decref(hdr);
 	json_decref(payload);
+	return rc;
+}
+
+int tok_verify_rotating(const char *secret, const char *previous, const char *token, int64_t now,
+			struct tok_claims *out, const char **why)
+{
+	int rc = tok_verify(secret, strlen(secret), token, now, out, why);
+
+	/* Only a signature that does not match the current key is tried
+	 * against the previous one: any other refusal stands. */
+	if (rc != RTW_OK && previous && previous[0] && strcmp(*why, TOK_WHY_SIGNATURE) == 0)
+		rc = tok_verify(previous, strlen(previous), token, now, out, why);
 	return rc;
 }
 

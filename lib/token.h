@@ -12,7 +12,7 @@
 
 struct tok_claims {
 	char sub[TOK_SUB_MAX + 1];
-	int64_t exp; /* 0 when the token has no exp */
+	int64_t exp; /* required: a token without exp is refused */
 	bool admin;
 	bool service;	  /* "service": true: backend publishing (POST /v1/messages) */
 	bool streams_any; /* no "streams" claim, or "streams": "*" */
@@ -27,13 +27,22 @@ struct tok_claims {
 int tok_verify(const char *secret, size_t secret_len, const char *token, int64_t now, struct tok_claims *out,
 	       const char **why) RTW_WUR;
 
+/* The reason tok_verify gives when the signature does not match the key. */
+#define TOK_WHY_SIGNATURE "bad token signature"
+
+/* tok_verify against the current key (secret, NUL-terminated), and when
+ * only the signature failed and previous is non-empty, against the key
+ * before a rotation (auth.secret_previous). Never used to mint. */
+int tok_verify_rotating(const char *secret, const char *previous, const char *token, int64_t now,
+			struct tok_claims *out, const char **why) RTW_WUR;
+
 void tok_claims_free(struct tok_claims *c);
 
 /* True when the claims allow the stream. */
 bool tok_allows_stream(const struct tok_claims *c, const char *stream_id);
 
-/* Mints a token for sub; exp 0 leaves it out; stream NULL leaves "streams"
- * out. Returns a malloc'd string (caller frees) or NULL. */
+/* Mints a token for sub; exp 0 leaves it out (tok_verify refuses such a
+ * token: only tests want one); stream NULL leaves "streams" out. Returns a malloc'd string (caller frees) or NULL. */
 char *tok_mint(const char *secret, size_t secret_len, const char *sub, int64_t exp, const char *stream,
 	       bool admin) RTW_WUR;
 

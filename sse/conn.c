@@ -1,6 +1,7 @@
 /*
  * conn.c: rtw-sse's client connections: accept and its limits (the 503
- * and 429 refusals, the reserve descriptor at EMFILE), reading the
+ * and 429 refusals, the reserve descriptor at EMFILE, connections per
+ * client address), the end of a stream at its token's exp, reading the
  * request head (with its timeout), the state machine (reading_head ->
  * handshake -> catching_up <-> live -> closing -> closed, changed only in
  * sse_conn_set_state), fan-out to a stream's subscribers, and output: a
@@ -36,6 +37,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CONN_IOV_MAX 64
@@ -497,6 +499,29 @@ void sse_conn_dispatch(struct sse_ctx *ctx, struct sse_frame *f, const char *str
 	}
 }
 
+bool sse_conn_dispatch_presence(struct sse_stream *st, struct sse_frame *f, bool only_waiting)
+{
+	struct sse_link *l, *next;
+	bool left = false;
+
+	for (l = st->subs.next; l != &st->subs; l = next) {
+		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, sub.stream_link);
+		next = l->next; /* push may close c, unlinking it */
+		if (c->sub.presence == SSE_PRESENCE_OFF || (only_waiting && c->sub.presence != SSE_PRESENCE_WAITING))
+			continue;
+		/* only once the stream's head is out; no id, so a catching-up
+		 * connection may have it between its rows. Not live: a frame
+		 * every few seconds never turns a connection into a catch-up */
+		if (c->state != SSE_CONN_LIVE && c->state != SSE_CONN_CATCHING_UP) {
+			left = left || c->sub.presence == SSE_PRESENCE_WAITING;
+			continue;
+		}
+		c->sub.presence = SSE_PRESENCE_SENT;
+		sse_conn_push(c, f, false);
+	}
+	return left;
+}
+
 /* ---- socket events ---------------------------------------------------------- */
 
 /* The request's Last-Event-ID and Origin, kept past routing. */
@@ -721,8 +746,7 @@ void sse_conn_accept(struct sse_ctx *ctx)
 		socklen_t sl = sizeof(ss);
 		int fd = accept4(ctx->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct sse_conn *c;
-		char ip[INET6_ADDRSTRLEN] = "";
-		bool loopback = false;
+		char ip[INET6_ADDRSTRLEN] = "", key[RTW_CLIENT_KEY_MAX];
 		int one = 1;
 
 		if (fd < 0) {
@@ -745,19 +769,13 @@ void sse_conn_accept(struct sse_ctx *ctx)
 			return;
 		}
 		if (ss.ss_family == AF_INET) {
-			struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-			inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-			loopback = (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
 		} else if (ss.ss_family == AF_INET6) {
 			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-			if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
-				/* an IPv4 peer on a [::] listener: the same address as on 0.0.0.0 */
+			if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) /* an IPv4 peer on a [::] listener */
 				inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], ip, sizeof(ip));
-				loopback = s6->sin6_addr.s6_addr[12] == 127;
-			} else {
+			else
 				inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-				loopback = IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
-			}
 		}
 		if (ctx->stopping || ctx->n_conns >= (size_t)ctx->cfg->sse_max_connections) {
 			conn__refuse(ctx, fd, ctx->refuse_busy);
@@ -768,30 +786,19 @@ void sse_conn_accept(struct sse_ctx *ctx)
 			close(fd);
 			continue;
 		}
-		if (!loopback) {
-			/* the local proxy (nginx) is exempt: all its clients share its address */
-			struct sse_hentry *e = sse_htab_get(&ctx->ips, ip);
-			struct sse_ipcount *ipc = e ? SSE_CONTAINER(e, struct sse_ipcount, he) : NULL;
-			if (ipc && ipc->n >= ctx->cfg->sse_max_per_ip) {
+		c->ctx = ctx;
+		memcpy(c->peer, ip, sizeof(ip));
+		/* A peer that is not a trusted proxy is the client: count it
+		 * now. A trusted proxy's clients are counted once the head
+		 * names them (X-Forwarded-For; routes.c). */
+		if (!rtw_trust_has(&ctx->trust, ip)) {
+			rtw_client_key(&ctx->trust, ip, NULL, key);
+			if (sse_conn_count_addr(c, key) != RTW_OK) {
 				conn__refuse(ctx, fd, ctx->refuse_per_ip);
 				free(c);
 				continue;
 			}
-			if (ipc == NULL) {
-				ipc = calloc(1, sizeof(*ipc));
-				if (ipc == NULL) {
-					close(fd);
-					free(c);
-					continue;
-				}
-				snprintf(ipc->key, sizeof(ipc->key), "%s", ip);
-				ipc->he.key = ipc->key;
-				sse_htab_put(&ctx->ips, &ipc->he, sse_hash(ipc->key));
-			}
-			ipc->n++;
-			c->ipc = ipc;
 		}
-		c->ctx = ctx;
 		c->fd = fd;
 		c->state = SSE_CONN_READING_HEAD;
 		c->born_ms = sse_now(ctx);
@@ -811,8 +818,46 @@ void sse_conn_accept(struct sse_ctx *ctx)
 	}
 }
 
-/* Header timeouts, holds, stuck closings and heartbeats; from the tick
- * timer. */
+int sse_conn_count_addr(struct sse_conn *c, const char *key)
+{
+	struct sse_ctx *ctx = c->ctx;
+	struct sse_hentry *e = sse_htab_get(&ctx->ips, key);
+	struct sse_ipcount *ipc = e ? SSE_CONTAINER(e, struct sse_ipcount, he) : NULL;
+
+	if (c->ipc)
+		return RTW_OK;
+	if (ipc && ipc->n >= ctx->cfg->sse_max_per_ip)
+		return RTW_ERROR;
+	if (ipc == NULL) {
+		ipc = calloc(1, sizeof(*ipc));
+		if (ipc == NULL)
+			return RTW_ERROR;
+		snprintf(ipc->key, sizeof(ipc->key), "%s", key);
+		ipc->he.key = ipc->key;
+		sse_htab_put(&ctx->ips, &ipc->he, sse_hash(ipc->key));
+	}
+	ipc->n++;
+	c->ipc = ipc;
+	return RTW_OK;
+}
+
+void sse_conn_end(struct sse_conn *c)
+{
+	if (c->state == SSE_CONN_CLOSED || c->state == SSE_CONN_CLOSING)
+		return;
+	if (c->in_index) {
+		sse_index_remove(&c->ctx->ix, &c->sub);
+		c->in_index = false;
+	}
+	sse_conn_set_state(c, SSE_CONN_CLOSING);
+	if (c->out_n == 0) {
+		shutdown(c->fd, SHUT_WR);
+		sse_conn_close(c);
+	}
+}
+
+/* Header timeouts, holds, stuck closings, streams whose token expired,
+ * and heartbeats; from the tick timer. */
 void sse_conn_tick(struct sse_ctx *ctx)
 {
 	struct sse_link *l, *next;
@@ -828,6 +873,7 @@ void sse_conn_tick(struct sse_ctx *ctx)
 	}
 	if (hb)
 		ctx->last_hb_ms = sse_now(ctx);
+	int64_t now_s = (int64_t)time(NULL);
 	for (l = ctx->conns.next; l != &ctx->conns; l = next) {
 		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, link);
 		next = l->next;
@@ -836,7 +882,9 @@ void sse_conn_tick(struct sse_ctx *ctx)
 		else if (c->state == SSE_CONN_HANDSHAKE && !c->pg_job && sse_now(ctx) > c->deadline_ms) {
 			ctx->m.hold_retries++;
 			sse_conn_retry_later(c); /* held too long: PostgreSQL is still away */
-		} else if (hb && (c->state == SSE_CONN_LIVE || c->state == SSE_CONN_CATCHING_UP) && c->out_n == 0)
+		} else if (c->exp_s && now_s >= c->exp_s && c->state != SSE_CONN_CLOSING)
+			sse_conn_end(c); /* contract: a stream ends at its token's exp */
+		else if (hb && (c->state == SSE_CONN_LIVE || c->state == SSE_CONN_CATCHING_UP) && c->out_n == 0)
 			sse_conn_push(c, ctx->heartbeat, false);
 	}
 }

@@ -5,7 +5,7 @@
  * heartbeats, heap trim), signals (SIGTERM/SIGINT: end every stream and
  * exit; SIGHUP: reopen the log), the client sockets (their callback hands
  * complete heads to routes.c) and, through pg.c, the PostgreSQL socket and
- * timers. The top tier of sse/: it calls into the other files, and none
+ * timers, and presence.c's put timer. The top tier of sse/: it calls into the other files, and none
  * calls it.
  *
  * Phase order of one pass: every ready event (accepts, client reads and
@@ -20,6 +20,7 @@
 #include "sse.h"
 #include "log.h"
 #include "net.h"
+#include "../fcgi/ratelimit.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,7 @@
 #define LOOP_TICK_MS 200
 #define LOOP_TRIM_BURST 256	 /* connections accepted since the last trim */
 #define LOOP_TRIM_MS (60 * 1000) /* trim after fewer, at most this often */
+#define LOOP_ANON_BUCKETS 16384	 /* client addresses the anonymous-identity limit tracks at once */
 
 static void loop__raise_nofile(void)
 {
@@ -145,6 +147,20 @@ int main(int argc, char **argv)
 		log_error("sse.batch_rows, sse.outbuf_max or sse.max_header_bytes is too small");
 		goto out_cfg;
 	}
+	if (rtw_trust_parse(cfg.http_trusted_proxies, &ctx.trust, err, sizeof(err)) != RTW_OK) {
+		log_error("%s", err);
+		goto out_cfg;
+	}
+	if (ctx.token_mode && cfg.sse_anon_per_ip_per_min > 0) {
+		uint64_t seed;
+		/* a bucket per address: the minute's allowance at once, refilled evenly */
+		if (rtw_random(&seed, sizeof(seed)) != RTW_OK ||
+		    (ctx.anon_rl = fcg_rl_new(cfg.sse_anon_per_ip_per_min / 60.0, cfg.sse_anon_per_ip_per_min,
+					      LOOP_ANON_BUCKETS, seed)) == NULL) {
+			log_error("could not set up the anonymous identity limit");
+			goto out_cfg;
+		}
+	}
 	loop__raise_nofile();
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&sigs);
@@ -187,7 +203,7 @@ int main(int argc, char **argv)
 	}
 	rtw_loop_hook_add(&ctx.loop, &ctx.pass_end, loop__pass_end, &ctx);
 	log_info("listening on %s", cfg.sse_listen);
-	if (sse_pg_start(&ctx) != RTW_OK) {
+	if (sse_presence_start(&ctx) != RTW_OK || sse_pg_start(&ctx) != RTW_OK) {
 		log_error("could not set up the database connection");
 		goto out_pg;
 	}
@@ -196,7 +212,9 @@ int main(int argc, char **argv)
 	else
 		log_error("epoll_wait failed: %s", strerror(errno));
 	sse_conn_shutdown_all(&ctx);
+	sse_presence_drop(&ctx);
 out_pg:
+	sse_presence_close(&ctx);
 	sse_pg_close(&ctx);
 	sse_conn_free_closed(&ctx); /* after the query in flight was dropped */
 	log_info("stopped");
@@ -213,6 +231,8 @@ out_loop:
 out_cfg:
 	sse_index_free(&ctx.ix);
 	sse_htab_free(&ctx.ips);
+	rtw_trust_free(&ctx.trust);
+	fcg_rl_free(ctx.anon_rl);
 	sse_conn_teardown(&ctx);
 	sse_reqparser_free(ctx.parser);
 	free(ctx.rbuf);

@@ -5,8 +5,9 @@
  * global (xid, id) tail below the settled horizon rtw_horizon() (see
  * sql/001_init.sql), and the per-connection queries (handshake, catch-up
  * batches bounded in rows and bytes) run one at a time between tail
- * queries, and only once the tail position is known; the safety poll and
- * the re-poll behind the horizon on its own timer. Never blocks; never touches a
+ * queries, and only once the tail position is known, and presence.c's
+ * statements when they are due; the safety poll and the re-poll behind
+ * the horizon on its own timer. Never blocks; never touches a
  * client socket. Tier: below loop.c only; it hands rows and catch-up
  * batches down to conn.c and the handshake's answer to routes.c.
  *
@@ -86,6 +87,12 @@ static const char pg__handshake_sql[] =
     " (SELECT xid::text FROM rtw_messages WHERE id = $2::bigint AND stream_id = $3"
     " AND (to_user_id IS NULL OR to_user_id = $4))";
 
+/* presence.c's: this process's changed streams and heartbeat, and the
+ * sums over every live process (sql/009_presence.sql). */
+static const char pg__presence_put_sql[] = "SELECT rtw_presence_put($1, $2::int, $3::jsonb, $4::bool)";
+static const char pg__presence_get_sql[] =
+    "SELECT stream_id, connections, viewers FROM rtw_presence_counts($1::text[])";
+
 static const struct {
 	const char *name, *sql;
 	int nparams;
@@ -94,6 +101,8 @@ static const struct {
     {"sse_cursor", pg__cursor_sql, 0},
     {"sse_catchup", pg__catchup_sql, 9},
     {"sse_handshake", pg__handshake_sql, 5},
+    {"sse_presence_put", pg__presence_put_sql, 4},
+    {"sse_presence_get", pg__presence_get_sql, 1},
 };
 
 enum { PG_COL_XID, PG_COL_ROW, PG_COL_EPOCH = PG_COL_ROW + RTW_ROW_NCOLS, PG_COL_SETTLED };
@@ -124,6 +133,8 @@ static void pg__abandon(struct sse_ctx *ctx)
 
 	ctx->pg_q = SSE_Q_NONE;
 	ctx->pg_job_conn = NULL;
+	if (q == SSE_Q_PRESENCE_PUT || q == SSE_Q_PRESENCE_GET)
+		sse_presence_done(ctx, q, NULL);
 	if (c) {
 		c->pg_job = false;
 		if (q == SSE_Q_HANDSHAKE)
@@ -246,6 +257,16 @@ static void pg__send_next(struct sse_ctx *ctx)
 	if (!ctx->cursor_valid) {
 		pg__send_prepared(ctx, SSE_Q_CURSOR, "sse_cursor", 0, NULL);
 		return;
+	}
+	{
+		/* at most two per interval: they never starve the tail */
+		enum sse_pg_query q;
+		const char *stmt, *v[4];
+		int n;
+		if (sse_presence_next(ctx, &q, &stmt, &n, v)) {
+			pg__send_prepared(ctx, q, stmt, n, v);
+			return;
+		}
 	}
 	for (;;) {
 		bool have_jobs = !sse_list_empty(&ctx->jobs);
@@ -410,6 +431,8 @@ static void pg__result(struct sse_ctx *ctx, PGresult *res)
 			sse_route_handshake_done(c, ok ? res : NULL);
 		}
 		break;
+	case SSE_Q_PRESENCE_PUT:
+	case SSE_Q_PRESENCE_GET: sse_presence_done(ctx, ctx->pg_q, ok ? res : NULL); break;
 	case SSE_Q_CATCHUP:
 		if (c) {
 			c->pg_job = false;

@@ -108,15 +108,7 @@ class Postgres:
 
     def __init__(self, tmp, durable=False):
         need(os.path.exists(os.path.join(PGBIN, "initdb")), "PostgreSQL (%s/initdb)" % PGBIN)
-        self.dir = os.path.join(tmp, "pg")
-        self.port = free_port()
-        self.sockdir = os.path.join(tmp, "pgsock")
-        os.makedirs(self.sockdir)
-        os.makedirs(self.dir, mode=0o700)
-        if IS_ROOT:
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.sockdir, pw.pw_uid, pw.pw_gid)
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self._dirs(os.path.join(tmp, "pg"), os.path.join(tmp, "pgsock"))
         subprocess.run(_as_postgres([PGBIN + "/initdb", "-D", self.dir, "-U", "postgres", "-A", "trust",
                                      "-E", "UTF8", "--locale=C.UTF-8"]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -138,6 +130,17 @@ class Postgres:
         self.start()
         self.psql_admin("CREATE DATABASE rtw")
         atexit.register(self.stop)
+
+    def _dirs(self, datadir, sockdir):
+        """A free port, and the data and socket folders, owned by postgres
+        when running as root."""
+        self.dir, self.sockdir, self.port = datadir, sockdir, free_port()
+        os.makedirs(self.sockdir)
+        os.makedirs(self.dir, mode=0o700)
+        if IS_ROOT:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.sockdir, pw.pw_uid, pw.pw_gid)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
 
     def start(self):
         subprocess.run(_as_postgres([PGBIN + "/pg_ctl", "-D", self.dir, "-l", self.dir + "/log", "-w", "-t", "30",
@@ -183,6 +186,27 @@ class Postgres:
         return out
 
 
+class Standby(Postgres):
+    """A streaming standby of `primary` made with pg_basebackup -R, under
+    tmp/<name>; it reports itself to the primary as application_name
+    `name` (for synchronous_standby_names)."""
+
+    def __init__(self, tmp, primary, name="standby"):
+        self._dirs(os.path.join(tmp, name), os.path.join(tmp, name + "-sock"))
+        src = "host=127.0.0.1 port=%d user=postgres application_name=%s" % (primary.port, name)
+        subprocess.run(_as_postgres([PGBIN + "/pg_basebackup", "-D", self.dir, "-R", "-X", "stream", "-c", "fast",
+                                     "-d", src]), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        with open(os.path.join(self.dir, "postgresql.conf"), "a") as f:
+            f.write("port = %d\nunix_socket_directories = '%s'\nhot_standby = on\n" % (self.port, self.sockdir))
+        self.dsn = "host=127.0.0.1 port=%d dbname=rtw user=postgres" % self.port
+        self.start()
+        atexit.register(self.stop)
+
+    def promote(self):
+        subprocess.run(_as_postgres([PGBIN + "/pg_ctl", "-D", self.dir, "-w", "-t", "30", "promote"]), check=True,
+                       stdout=subprocess.DEVNULL)
+
+
 def cross_a_power_of_ten(pg):
     """Moves the id sequence to just below the next power of ten, so the
     next rows' ids differ in digit count (text order != numeric order)."""
@@ -197,13 +221,13 @@ def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
-def mint(secret, sub, ttl=3600, streams=None, admin=None, exp=None, service=None):
-    """An HS256 token, minted independently of lib/token.c."""
+def mint(secret, sub, ttl=3600, streams=None, admin=None, exp=None, service=None, no_exp=False):
+    """An HS256 token, minted independently of lib/token.c. It always
+    carries exp (contract 1.1: required), now + ttl unless exp is given;
+    no_exp=True leaves it out, for the tests of that refusal."""
     claims = {"sub": sub}
-    if exp is not None:
-        claims["exp"] = exp
-    elif ttl:
-        claims["exp"] = int(time.time()) + ttl
+    if not no_exp:
+        claims["exp"] = exp if exp is not None else int(time.time()) + ttl
     if streams is not None:
         claims["streams"] = streams
     if admin is not None:
@@ -290,9 +314,12 @@ class Stack:
             "RTW_CONFIG": os.devnull,
             # rtw-fcgi: no side listener on the default port (start_fcgi
             # gives it a free one), and no rate limit unless a test sets one
-            # (tests post far faster than people do)
+            # (tests post far faster than people do); the same for the
+            # per-address limits, since every test client is 127.0.0.1
             "RTW_FCGI_HEALTH_LISTEN": "",
             "RTW_FCGI_RATE_LIMIT_PER_S": "0",
+            "RTW_FCGI_RATE_LIMIT_PER_IP_PER_S": "0",
+            "RTW_SSE_ANON_PER_IP_PER_MIN": "0",
         })
         if extra_env:
             self.env.update(extra_env)
@@ -300,6 +327,9 @@ class Stack:
         _stacks.append(self)
         self.fcgi_port = self.sse_port = self.http_port = self.webhookd_port = None
         self.fcgi_health_port = None
+        # nginx's per-address request rate (conf/nginx.conf.in): every test
+        # client is 127.0.0.1, and tests post far faster than people do
+        self.nginx_req_rate = "100000r/s"
         self.ctl("migrate")
         self.widget_key = self.add_widget("demo")
         self.widget_key2 = self.add_widget("second")
@@ -362,8 +392,13 @@ class Stack:
         rundir = os.path.join(self.tmp, server)
         os.makedirs(rundir, exist_ok=True)
         conf = os.path.join(rundir, server + ".conf")
+        # logs readable by their owner's group only (they hold client
+        # addresses); the servers append to files that exist
+        for log in ("access", "error"):
+            os.close(os.open(os.path.join(rundir, "%s-%s.log" % (server, log)), os.O_CREAT | os.O_WRONLY, 0o640))
         with open(conf, "w") as f:
             f.write(self.render(server + ".conf.in", RUNDIR=rundir, LISTEN="127.0.0.1:%d" % port,
+                                REQ_RATE=self.nginx_req_rate,
                                 FCGI_ADDR="127.0.0.1:%d" % self.fcgi_port,
                                 SSE_ADDR="127.0.0.1:%d" % (self.sse_port or free_port()),
                                 WEBROOT=webroot or os.path.join(SRCDIR, "web"),

@@ -770,7 +770,8 @@ def sigterm_ends_streams_cleanly():
 
 def _local_address():
     """A non-loopback address of this machine, or None: connections from it
-    count against sse.max_per_ip (loopback peers are exempt)."""
+    count against sse.max_per_ip at accept (loopback peers are trusted
+    proxies, counted by the client their X-Forwarded-For names)."""
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.connect(("192.0.2.1", 9))  # no packet is sent; picks the source address
@@ -819,12 +820,18 @@ def _start_sse_wildcard(name, listen, env):
 @test
 def ipv4_peer_on_an_ipv6_listener_is_loopback():
     """rtw-sse listening on [::] sees an IPv4 peer as ::ffff:127.0.0.1: the
-    local proxy reaching it over IPv4 is loopback there too (exempt from
-    sse.max_per_ip, like on 127.0.0.1), not one address over its limit."""
+    local proxy reaching it over IPv4 is 127.0.0.1 there too, so a trusted
+    proxy (http.trusted_proxies, loopback by default) whose X-Forwarded-For
+    names the clients, not one address over sse.max_per_ip."""
     d, port = _start_sse_wildcard("rtw-sse-v6", "[::]:%d", {"RTW_SSE_MAX_PER_IP": "1"})
     try:
         s = stream_name()
-        cs = [subscribe(s, token=STACK.token("v6-%d" % i), port=port) for i in range(3)]
+        cs = [subscribe(s, token=STACK.token("v6-%d" % i), port=port,
+                        headers={"X-Forwarded-For": "198.51.100.%d" % (i + 1)}) for i in range(3)]
+        over = SSEClient(port, "/v1/streams/%s/events" % s, headers={
+            "Authorization": "Bearer " + STACK.token("v6-x"), "X-Forwarded-For": "198.51.100.1"})
+        assert over.status == 429, over.status  # the same client address again
+        over.close()
         a = insert(s)
         for c in cs:
             assert read_ids(c, 1) == [a]
@@ -836,7 +843,7 @@ def ipv4_peer_on_an_ipv6_listener_is_loopback():
 @test
 def refusals_at_accept_declare_their_length():
     """Over sse.max_connections a connection is answered 503 at accept, over
-    sse.max_per_ip (non-loopback peers) 429; each answer's Content-Length
+    sse.max_per_ip (peers that are not trusted proxies) 429; each answer's Content-Length
     is exactly its body's length."""
     d, port = _start_sse_wildcard("rtw-sse-cap", "0.0.0.0:%d",
                                   {"RTW_SSE_MAX_CONNECTIONS": "2", "RTW_SSE_MAX_PER_IP": "1"})

@@ -745,13 +745,22 @@ def retention_deletes_old_rows_only():
                           (st.widget_key,))[0][0]
     new_msg = st.pg.query("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message)"
                           " VALUES ('s1', 'broadcast', %s, 'a', '{}') RETURNING id", (st.widget_key,))[0][0]
-    with Worker(st, dict(ALLOW, RTW_RETENTION_JOBS_DAYS="2", RTW_RETENTION_MESSAGES_DAYS="5", **FAST)):
+    # Idempotency-Key records are kept for retention.idempotency_hours
+    # (issue: the table had no retention and grew with every keyed POST)
+    for key, age in (("old-key", "3 hours"), ("new-key", "10 minutes")):
+        st.pg.query("INSERT INTO rtw_idempotency (stream_id, author_id, key, request_hash, status, response,"
+                    " created_at) VALUES ('s1', 'a', %s, '\\x00', 201, '{}', now() - %s::interval)", (key, age))
+    with Worker(st, dict(ALLOW, RTW_RETENTION_JOBS_DAYS="2", RTW_RETENTION_MESSAGES_DAYS="5",
+                         RTW_RETENTION_IDEMPOTENCY_HOURS="2", **FAST)):
         rtwtest.wait_for(lambda: not st.pg.query("SELECT 1 FROM rtw_webhook_jobs WHERE id = %s", (old,)), 10,
                          "old job deleted")
         rtwtest.wait_for(lambda: not st.pg.query("SELECT 1 FROM rtw_messages WHERE id = %s", (old_msg,)), 10,
                          "old message deleted")
+        rtwtest.wait_for(lambda: not st.pg.query("SELECT 1 FROM rtw_idempotency WHERE key = 'old-key'"), 10,
+                         "old idempotency record deleted")
     assert st.pg.query("SELECT 1 FROM rtw_webhook_jobs WHERE id = %s", (new,))
     assert st.pg.query("SELECT 1 FROM rtw_messages WHERE id = %s", (new_msg,))
+    assert st.pg.query("SELECT 1 FROM rtw_idempotency WHERE key = 'new-key'")
 
 
 if __name__ == "__main__":

@@ -188,7 +188,13 @@ site = site.replace("listen 80;", "listen 127.0.0.1:%d;" % PORTS["http"])
 assert str(PORTS["https"]) in site and str(PORTS["http"]) in site, site
 with open(os.path.join(NGINX_DIR, "nginx.conf"), "w") as f:
     f.write("pid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n"
-            "http {{\n include /etc/nginx/mime.types;\n access_log {d}/access.log;\n"
+            "http {{\n include /etc/nginx/mime.types;\n"
+            # the http-level lines doc/deploy.md asks for ("nginx: per-address
+            # limits and the access log")
+            " limit_conn_zone $binary_remote_addr zone=rtw_addr_conn:10m;\n"
+            " limit_req_zone $binary_remote_addr zone=rtw_addr_req:10m rate=100r/s;\n"
+            " log_format rtw '$remote_addr [$time_local] \"$request_method $uri $server_protocol\" $status';\n"
+            " access_log {d}/access.log rtw;\n"
             " client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;\n"
             " uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n{site}}}\n".format(d=NGINX_DIR, site=site))
 run(["nginx", "-t", "-c", os.path.join(NGINX_DIR, "nginx.conf"), "-e", os.path.join(NGINX_DIR, "error.log")])

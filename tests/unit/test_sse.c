@@ -229,6 +229,68 @@ static void test_index(void **state)
 	sse_index_free(&ix);
 }
 
+/* What presence.c reads: per-stream counts (a user's second connection
+ * adds no viewer), the changed list, the gone list for streams whose row
+ * was written, presence subscribers, and the top streams by viewers. */
+static void test_index_presence(void **state)
+{
+	struct sse_index ix;
+	struct sse_sub subs[12];
+	const struct sse_stream *top[3];
+	/* stream a: u1 twice, u2; stream b: 5 users; stream c: u1 */
+	static const char *const where[12][2] = {{"a", "u1"}, {"a", "u1"}, {"a", "u2"}, {"b", "v1"},
+						 {"b", "v2"}, {"b", "v3"}, {"b", "v4"}, {"b", "v5"},
+						 {"c", "u1"}, {"d", "w1"}, {"d", "w2"}, {"d", "w2"}};
+
+	(void)state;
+	assert_int_equal(sse_index_init(&ix), RTW_OK);
+	for (int i = 0; i < 12; i++) {
+		memset(&subs[i], 0, sizeof(subs[i]));
+		assert_int_equal(sse_index_add(&ix, &subs[i], where[i][0], where[i][1]), RTW_OK);
+	}
+	struct sse_stream *a = sse_index_stream(&ix, "a");
+	assert_int_equal(a->n_subs, 3);
+	assert_int_equal(a->users.count, 2);
+	assert_int_equal(count(&ix.changed), 4);
+	/* top by viewers, ties by connections: b (5 viewers), then a and d
+	 * (2 viewers, 3 connections each, in either order), never c */
+	assert_int_equal(sse_index_top(&ix, top, 3), 3);
+	assert_string_equal(top[0]->id, "b");
+	assert_int_equal(top[1]->users.count, 2);
+	assert_int_equal(top[2]->users.count, 2);
+	assert_int_equal(sse_index_top(&ix, top, 1), 1);
+	assert_string_equal(top[0]->id, "b");
+	/* as presence.c does after a put: nothing changed, rows written */
+	while (!sse_list_empty(&ix.changed)) {
+		struct sse_stream *st = SSE_CONTAINER(ix.changed.next, struct sse_stream, changed);
+		sse_list_del(&st->changed);
+		st->put = true;
+	}
+	sse_index_want_presence(&ix, &subs[0]);
+	sse_index_want_presence(&ix, &subs[0]);
+	assert_int_equal(a->n_presence, 1);
+	assert_true(a->presence_new);
+	assert_int_equal(subs[0].presence, SSE_PRESENCE_WAITING);
+	/* u1 leaves a once: a changed, still 2 viewers */
+	sse_index_remove(&ix, &subs[0]);
+	assert_int_equal(a->n_presence, 0);
+	assert_int_equal(a->users.count, 2);
+	assert_int_equal(count(&ix.changed), 1);
+	assert_ptr_equal(ix.changed.next, &a->changed);
+	/* c's last subscriber leaves: its row must go */
+	sse_index_remove(&ix, &subs[8]);
+	assert_null(sse_index_stream(&ix, "c"));
+	assert_int_equal(count(&ix.gone), 1);
+	assert_string_equal(SSE_CONTAINER(ix.gone.next, struct sse_gone, link)->id, "c");
+	for (int i = 1; i < 12; i++) {
+		if (i != 8)
+			sse_index_remove(&ix, &subs[i]);
+	}
+	assert_int_equal(count(&ix.gone), 4);
+	assert_int_equal(count(&ix.changed), 0);
+	sse_index_free(&ix); /* frees the gone entries */
+}
+
 static void test_htab_grows(void **state)
 {
 	struct sse_htab t;
@@ -378,6 +440,7 @@ int main(void)
 	    cmocka_unit_test(test_frame_stream_retry),
 	    cmocka_unit_test(test_pos_order),
 	    cmocka_unit_test(test_index),
+	    cmocka_unit_test(test_index_presence),
 	    cmocka_unit_test(test_htab_grows),
 	    cmocka_unit_test(test_req_events),
 	    cmocka_unit_test(test_req_headers_win),
