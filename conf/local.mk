@@ -16,6 +16,7 @@ dist_man_MANS = man/rtw-fcgi.8 man/rtw-sse.8 man/rtw-webhookd.8 man/rtwctl.1 man
 
 dist_doc_DATA = README.md conf/rtw.ini.sample doc/architecture.md doc/config.md doc/deploy.md \
 	doc/fcgi.md doc/sse.md doc/webhooks.md doc/widgets.md doc/sql.md doc/performance.md doc/testing.md \
+	doc/api.md doc/openapi.yaml doc/security.md doc/operations.md doc/publishing.md doc/scaling.md \
 	conf/grafana-rtw.json conf/prometheus-rtw-rules.yml
 
 systemdunitdir = $(systemdsystemunitdir)

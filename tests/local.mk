@@ -155,6 +155,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_front_retry.py \
 	tests/integration/test_hostile.py \
 	tests/integration/test_isolation.py \
+	tests/integration/test_openapi.py \
 	tests/integration/test_publish.py \
 	tests/integration/test_presence.py \
 	tests/integration/test_cells.py \
