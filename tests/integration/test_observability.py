@@ -65,8 +65,10 @@ def exposed():
 @test
 def every_daemon_has_the_common_families():
     for d in DAEMONS:
-        s = samples(scrape(d))
         p = "rtw_%s_" % d
+        # a daemon just started may still be connecting to PostgreSQL
+        rtwtest.wait_for(lambda: samples(scrape(d)).get(p + "pg_up") == [("", 1.0)], 15, d + " pg_up 1")
+        s = samples(scrape(d))
         assert all(n.startswith(p) for n in s), (d, [n for n in s if not n.startswith(p)])
         assert s[p + "pg_up"] == [("", 1.0)], (d, s.get(p + "pg_up"))
         (labels, v), = s[p + "build_info"]
