@@ -7,16 +7,16 @@
  * Threads: main.c starts fcgi.workers worker threads; each owns a struct
  * fcg_worker for its whole life and touches no other worker's state. The
  * shared mutable objects are the group committer (commit.c, its mutex),
- * the rate-limit buckets (ratelimit.c, striped mutexes) and the metrics
+ * the rate-limit buckets (lib/ratelimit.c, striped mutexes) and the metrics
  * (atomic counters, read by the health thread of health.c); the config is
  * read-only.
  *
  * Tiers: each file calls only files of lower tiers, never one above it or
  * beside it, so no file is both above and below another:
- *	0  buf.c  db.c  ratelimit.c  health.c  (call nothing in fcgi/)
+ *	0  buf.c  db.c  health.c  (call nothing in fcgi/)
  *	1  widget.c (db.c)   commit.c (db.c)
  *	2  respond.c (buf.c, widget.c)
- *	3  handlers.c (respond.c, widget.c, commit.c, db.c, ratelimit.c, buf.c)
+ *	3  handlers.c (respond.c, widget.c, commit.c, db.c, buf.c)
  *	4  publish.c (handlers.c, respond.c, widget.c, db.c, buf.c)
  *	5  http.c (publish.c, handlers.c, respond.c, buf.c, health.c's counters)
  *	6  main.c
@@ -151,7 +151,7 @@ void fcg_db_close(struct fcg_db *db);
 /* ---- worker and request (main.c, http.c) ---- */
 
 struct fcg_gc;
-struct fcg_rl;
+struct rtw_rl;
 
 struct fcg_worker {
 	int id;
@@ -160,8 +160,8 @@ struct fcg_worker {
 	FCGX_Request fx;
 	struct fcg_db db;
 	struct fcg_gc *gc;
-	struct fcg_rl *rl;	       /* shared rate-limit buckets; NULL: no limit */
-	struct fcg_rl *rl_ip;	       /* shared per-client-address buckets of POSTs; NULL: no limit */
+	struct rtw_rl *rl;	       /* shared rate-limit buckets; NULL: no limit */
+	struct rtw_rl *rl_ip;	       /* shared per-client-address buckets of POSTs; NULL: no limit */
 	const struct rtw_trust *trust; /* http.trusted_proxies, read-only */
 	struct fcg_metrics *metrics;   /* shared, atomics */
 	struct fcg_widget widgets[FCG_WIDGET_CACHE];

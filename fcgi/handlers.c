@@ -4,7 +4,7 @@
  * privates (through the group committer or alone), queueing webhook jobs,
  * Idempotency-Key records, history pages (request and its GET alias),
  * webhook job status and presence counts. Tier 3 of fcgi/: calls
- * respond.c, widget.c, commit.c, db.c, ratelimit.c and buf.c; called by
+ * respond.c, widget.c, commit.c, db.c and buf.c (and lib/ratelimit.c); called by
  * http.c, and by publish.c for identity and Idempotency-Key. Runs on the
  * worker thread; every write is one transaction, so a failure leaves
  * nothing behind.
@@ -111,7 +111,7 @@ static int fcg__rate_limit(struct fcg_req *r, const char *author)
 	/* a platform's backend speaks for many authors: no per-author bucket */
 	if (r->has_claims && r->claims.service)
 		return RTW_OK;
-	if (!r->w->rl || !(wait_ms = fcg_rl_take(r->w->rl, author, r->stream_id, rtw_now_ms())))
+	if (!r->w->rl || !(wait_ms = rtw_rl_take(r->w->rl, author, r->stream_id, rtw_now_ms())))
 		return RTW_OK;
 	FCG_COUNT(r->w->metrics, rate_limited, 1);
 	r->retry_after = (int)((wait_ms + 999) / 1000);
@@ -132,7 +132,7 @@ static int fcg__rate_limit_addr(struct fcg_req *r)
 	if (!r->w->rl_ip)
 		return RTW_OK;
 	rtw_client_key(r->w->trust, r->remote_addr, r->forwarded_for, key);
-	if (!(wait_ms = fcg_rl_take(r->w->rl_ip, key, "addr", rtw_now_ms())))
+	if (!(wait_ms = rtw_rl_take(r->w->rl_ip, key, "addr", rtw_now_ms())))
 		return RTW_OK;
 	FCG_COUNT(r->w->metrics, rate_limited, 1);
 	r->retry_after = (int)((wait_ms + 999) / 1000);

@@ -57,7 +57,7 @@ int main(int argc, char **argv)
 	struct fcg_worker *workers = NULL;
 	pthread_t *tids = NULL;
 	struct fcg_gc *gc = NULL;
-	struct fcg_rl *rl = NULL, *rl_ip = NULL;
+	struct rtw_rl *rl = NULL, *rl_ip = NULL;
 	struct rtw_trust trust = {NULL, 0};
 	struct fcg_metrics *metrics = NULL;
 	struct fcg_health *health = NULL;
@@ -124,7 +124,7 @@ int main(int argc, char **argv)
 	if (cfg.fcgi_rate_limit_per_s > 0) {
 		uint64_t seed;
 		if (rtw_random(&seed, sizeof(seed)) != RTW_OK ||
-		    !(rl = fcg_rl_new(cfg.fcgi_rate_limit_per_s, cfg.fcgi_rate_limit_burst, FCG_RL_BUCKETS, seed))) {
+		    !(rl = rtw_rl_new(cfg.fcgi_rate_limit_per_s, cfg.fcgi_rate_limit_burst, FCG_RL_BUCKETS, seed))) {
 			log_error("could not set up the rate limiter");
 			goto out;
 		}
@@ -138,7 +138,7 @@ int main(int argc, char **argv)
 	if (cfg.fcgi_rate_limit_per_ip_per_s > 0) {
 		uint64_t seed;
 		if (rtw_random(&seed, sizeof(seed)) != RTW_OK ||
-		    !(rl_ip = fcg_rl_new(cfg.fcgi_rate_limit_per_ip_per_s, cfg.fcgi_rate_limit_per_ip_burst,
+		    !(rl_ip = rtw_rl_new(cfg.fcgi_rate_limit_per_ip_per_s, cfg.fcgi_rate_limit_per_ip_burst,
 					 FCG_RL_BUCKETS, seed))) {
 			log_error("could not set up the rate limiter");
 			goto out;
@@ -223,8 +223,8 @@ int main(int argc, char **argv)
 	log_info("stopped");
 out:
 	fcg_health_stop(health);
-	fcg_rl_free(rl);
-	fcg_rl_free(rl_ip);
+	rtw_rl_free(rl);
+	rtw_rl_free(rl_ip);
 	rtw_trust_free(&trust);
 	free(metrics);
 	fcg_gc_free(gc);

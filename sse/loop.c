@@ -20,7 +20,7 @@
 #include "sse.h"
 #include "log.h"
 #include "net.h"
-#include "../fcgi/ratelimit.h"
+#include "ratelimit.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -155,7 +155,7 @@ int main(int argc, char **argv)
 		uint64_t seed;
 		/* a bucket per address: the minute's allowance at once, refilled evenly */
 		if (rtw_random(&seed, sizeof(seed)) != RTW_OK ||
-		    (ctx.anon_rl = fcg_rl_new(cfg.sse_anon_per_ip_per_min / 60.0, cfg.sse_anon_per_ip_per_min,
+		    (ctx.anon_rl = rtw_rl_new(cfg.sse_anon_per_ip_per_min / 60.0, cfg.sse_anon_per_ip_per_min,
 					      LOOP_ANON_BUCKETS, seed)) == NULL) {
 			log_error("could not set up the anonymous identity limit");
 			goto out_cfg;
@@ -232,7 +232,7 @@ out_cfg:
 	sse_index_free(&ctx.ix);
 	sse_htab_free(&ctx.ips);
 	rtw_trust_free(&ctx.trust);
-	fcg_rl_free(ctx.anon_rl);
+	rtw_rl_free(ctx.anon_rl);
 	sse_conn_teardown(&ctx);
 	sse_reqparser_free(ctx.parser);
 	free(ctx.rbuf);

@@ -30,7 +30,7 @@
 #include "msg.h"
 #include "probe.h"
 #include "token.h"
-#include "../fcgi/ratelimit.h" /* the fixed-memory token buckets rtw-fcgi's limits use */
+#include "ratelimit.h" /* the fixed-memory token buckets rtw-fcgi's limits use */
 
 #include <errno.h>
 #include <http_parser.h>
@@ -178,7 +178,7 @@ static int routes__anon_allowed(struct sse_conn *c)
 	char retry[40];
 	uint64_t wait_ms;
 
-	if (ctx->anon_rl == NULL || !(wait_ms = fcg_rl_take(ctx->anon_rl, c->ipc->key, "anon", sse_now(ctx))))
+	if (ctx->anon_rl == NULL || !(wait_ms = rtw_rl_take(ctx->anon_rl, c->ipc->key, "anon", sse_now(ctx))))
 		return RTW_OK;
 	snprintf(retry, sizeof(retry), "Retry-After: %llu\r\n", (unsigned long long)((wait_ms + 999) / 1000));
 	sse_conn_error(c, 429, "rate_limited", NULL, retry, "too many anonymous identities for this address");

@@ -376,7 +376,7 @@ struct sse_ipcount {
 
 /* ---- the process context (loop.c owns it) ------------------------------ */
 
-struct fcg_rl; /* fcgi/ratelimit.h: fixed-memory token buckets */
+struct rtw_rl; /* lib/ratelimit.h: fixed-memory token buckets */
 
 /* What the one in-flight query is. */
 enum sse_pg_query {
@@ -439,7 +439,7 @@ struct sse_ctx {
 	size_t n_conns;
 	struct sse_htab ips;	     /* struct sse_ipcount, per client address */
 	struct rtw_trust trust;	     /* http.trusted_proxies */
-	struct fcg_rl *anon_rl;	     /* anonymous identities per client address; NULL: no limit */
+	struct rtw_rl *anon_rl;	     /* anonymous identities per client address; NULL: no limit */
 	struct sse_frame *heartbeat; /* ": hb\n\n", static */
 	/* the answers to connections refused at accept (503 over
 	 * sse.max_connections, 429 over sse.max_per_ip), built once */

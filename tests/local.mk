@@ -31,11 +31,11 @@ tests_unit_test_whk_job_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_whk_job_LDADD = $(UNIT_LIBS)
 TESTS += tests/unit/test_whk_addr tests/unit/test_whk_job
 
-check_PROGRAMS += tests/unit/test_fcgi_ratelimit
-tests_unit_test_fcgi_ratelimit_SOURCES = tests/unit/test_fcgi_ratelimit.c fcgi/ratelimit.c
-tests_unit_test_fcgi_ratelimit_CFLAGS = $(UNIT_CFLAGS)
-tests_unit_test_fcgi_ratelimit_LDADD = $(UNIT_LIBS) -lm
-TESTS += tests/unit/test_fcgi_ratelimit
+check_PROGRAMS += tests/unit/test_ratelimit
+tests_unit_test_ratelimit_SOURCES = tests/unit/test_ratelimit.c
+tests_unit_test_ratelimit_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_ratelimit_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_ratelimit
 
 check_PROGRAMS += tests/unit/test_probe
 tests_unit_test_probe_SOURCES = tests/unit/test_probe.c
