@@ -77,6 +77,16 @@ def wait_streams(port, timeout=30.0):
     wait_for(ready, timeout, "rtw-sse streaming")
 
 
+def rss_kib(pid):
+    """The resident memory of process pid in KiB (VmRSS), for the bound
+    checks of tests that must not let memory grow."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS for pid %d" % pid)
+
+
 def wait_port(port, timeout=10.0):
     def up():
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):

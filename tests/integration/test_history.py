@@ -196,13 +196,6 @@ def page_cut_by_bytes_keeps_the_next_id():
     assert r.json["message"]["next_since_id"] == want[20]
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
 
 @t.test
 def parallel_large_pages_leave_memory_bounded():
@@ -214,7 +207,7 @@ def parallel_large_pages_leave_memory_bounded():
                " FROM generate_series(1, 1000) g", (s, S.widget_key))
     pid = S.daemons["rtw-fcgi"].proc.pid
     assert request(s, {"limit": 1000}).status == 200  # warms up one worker
-    rss0 = rss_kb(pid)
+    rss0 = t.rss_kib(pid)
     results = []
 
     def pages(desc):
@@ -229,7 +222,7 @@ def parallel_large_pages_leave_memory_bounded():
         x.start()
     for x in th:
         x.join()
-    growth_mb = (rss_kb(pid) - rss0) / 1024.0
+    growth_mb = (t.rss_kib(pid) - rss0) / 1024.0
     print("rtw-fcgi VmRSS grew by %.1f MB after 18 pages in 6 parallel clients" % growth_mb)
     # e8acdea kept each worker's 60 MB page buffer for good (88 MB for six)
     assert growth_mb < 40, "rtw-fcgi grew by %.1f MB" % growth_mb

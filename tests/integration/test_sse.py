@@ -536,13 +536,6 @@ def terminated_backend_reconnects_and_catches_up():
     c.close()
 
 
-def _rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
 
 @test
 def slow_consumer_bounded_and_complete():
@@ -556,7 +549,7 @@ def slow_consumer_bounded_and_complete():
     fast = subscribe(s, token=STACK.token("fast"))
     time.sleep(0.3)
     pid = SSE.proc.pid
-    rss0 = _rss_kb(pid)
+    rss0 = rtwtest.rss_kib(pid)
     cut0 = metric("rtw_sse_slow_consumer_cutoffs_total")
     payload = "x" * 10000
     n_rows, per_tx = 6000, 500
@@ -573,7 +566,7 @@ def slow_consumer_bounded_and_complete():
             batch, nbytes = read_ids_fast(fast, per_tx)
             got += batch
             sent += nbytes
-            rss_max = max(rss_max, _rss_kb(pid))
+            rss_max = max(rss_max, rtwtest.rss_kib(pid))
     conn.close()
     assert got == ids
     assert sent > 50 * 1024 * 1024, sent
@@ -645,14 +638,14 @@ def resuming_subscribers_that_never_read_are_bounded():
     wait_for(lambda: metric("rtw_sse_tail_rows_total") >= tail0 + 401, 20, "the tail to pass the backlog")
     time.sleep(0.5)
     pid = SSE.proc.pid
-    rss0 = _rss_kb(pid)
+    rss0 = rtwtest.rss_kib(pid)
     resumed0 = metric("rtw_sse_resume_catchups_total")
     socks = [_raw_subscriber(s, STACK.token("bk%d" % i), last_id=first) for i in range(8)]
     wait_for(lambda: metric("rtw_sse_resume_catchups_total") >= resumed0 + 8, 20, "eight resumes")
     rss_max = rss0
     for _ in range(20):  # the catch-ups run; nobody reads
         time.sleep(0.1)
-        rss_max = max(rss_max, _rss_kb(pid))
+        rss_max = max(rss_max, rtwtest.rss_kib(pid))
     growth_mb = (rss_max - rss0) / 1024.0
     print("eight resuming subscribers that never read: server RSS growth %.1f MB" % growth_mb)
     assert growth_mb < 24, "rss grew by %.1f MB" % growth_mb
