@@ -9,7 +9,7 @@
  * batch's order. Never writes a partial batch; never goes through the
  * group committer (a batch is one already). Tier 4 of fcgi/: calls
  * handlers.c (identity, Idempotency-Key), respond.c, widget.c, db.c and
- * buf.c; called by http.c. Runs on the worker thread.
+ * lib/buf.c; called by http.c. Runs on the worker thread.
  */
 #include "config.h"
 #include "anonid.h"
@@ -140,7 +140,7 @@ static int fcg__write_batch(struct fcg_req *r, void *author, int *status)
 	PGresult *res;
 	int rc;
 
-	/* the body is NUL-terminated: fcg_buf keeps a spare byte (buf.c) */
+	/* the body is NUL-terminated: fcg_buf keeps a spare byte (lib/buf.c) */
 	res = fcg_db_run(&r->w->db, "pub_many", 2, params, PGRES_TUPLES_OK, NULL);
 	if (!res)
 		return RTW_AGAIN;

@@ -36,6 +36,11 @@ tests_unit_test_ratelimit_SOURCES = tests/unit/test_ratelimit.c
 tests_unit_test_ratelimit_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_ratelimit_LDADD = $(UNIT_LIBS)
 TESTS += tests/unit/test_ratelimit
+check_PROGRAMS += tests/unit/test_buf
+tests_unit_test_buf_SOURCES = tests/unit/test_buf.c
+tests_unit_test_buf_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_buf_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_buf
 
 check_PROGRAMS += tests/unit/test_probe
 tests_unit_test_probe_SOURCES = tests/unit/test_probe.c
