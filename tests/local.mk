@@ -167,6 +167,9 @@ INTEGRATION_TESTS = \
 	tests/integration/test_observability.py \
 	tests/integration/test_browser.py
 TESTS += $(INTEGRATION_TESTS)
+# rtw_publish() and POST /v1/messages through one table of messages.
+TESTS += tests/integration/test_publish_parity.py
+EXTRA_DIST += tests/integration/test_publish_parity.py
 EXTRA_DIST += tests/integration/rtwtest.py $(INTEGRATION_TESTS) \
 	tests/browser/package.json tests/browser/package-lock.json tests/browser/driver.mjs
 
