@@ -757,7 +757,8 @@ int msg_decode(const char *body, size_t len, const char *path_stream, struct msg
 	return rc;
 }
 
-int msg_decode_value(json_t *root, const char *path_stream, struct msg_in *out, struct msg_error *err)
+/* msg_decode_value and msg_decode_batch_value (path_stream NULL). */
+static int msg__decode_root(json_t *root, const char *path_stream, struct msg_in *out, struct msg_error *err)
 {
 	int rc;
 
@@ -770,17 +771,14 @@ int msg_decode_value(json_t *root, const char *path_stream, struct msg_in *out, 
 	return rc;
 }
 
+int msg_decode_value(json_t *root, const char *path_stream, struct msg_in *out, struct msg_error *err)
+{
+	return msg__decode_root(root, path_stream, out, err);
+}
+
 int msg_decode_batch_value(json_t *root, struct msg_in *out, struct msg_error *err)
 {
-	int rc;
-
-	memset(out, 0, sizeof(*out));
-	if (!json_is_object(root))
-		return msg__bad(err, "invalid_json", NULL, "a message must be a json object");
-	rc = msg__check_fields(root, NULL, out, err);
-	if (rc != RTW_OK)
-		msg_in_clear(out);
-	return rc;
+	return msg__decode_root(root, NULL, out, err);
 }
 
 /* ---- msg_filter_decode ---- */
