@@ -5,3 +5,4 @@ ctl_rtwctl_CFLAGS = $(RTW_CFLAGS)
 ctl_rtwctl_LDADD = $(RTW_LIBS)
 # The writer mark and the horizon it allows (doc/architecture.md, "Stream order").
 dist_sql_DATA += sql/003_horizon.sql
+dist_sql_DATA += sql/011_horizon_by_pid.sql

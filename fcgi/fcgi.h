@@ -13,18 +13,19 @@
  *
  * Tiers: each file calls only files of lower tiers, never one above it or
  * beside it, so no file is both above and below another:
- *	0  buf.c  db.c  health.c  (call nothing in fcgi/)
+ *	0  db.c  health.c  (call nothing in fcgi/; lib/buf.c is the byte buffer)
  *	1  widget.c (db.c)   commit.c (db.c)
- *	2  respond.c (buf.c, widget.c)
- *	3  handlers.c (respond.c, widget.c, commit.c, db.c, buf.c)
- *	4  publish.c (handlers.c, respond.c, widget.c, db.c, buf.c)
- *	5  http.c (publish.c, handlers.c, respond.c, buf.c, health.c's counters)
+ *	2  respond.c (widget.c)
+ *	3  handlers.c (respond.c, widget.c, commit.c, db.c)
+ *	4  publish.c (handlers.c, respond.c, widget.c, db.c)
+ *	5  http.c (publish.c, handlers.c, respond.c, health.c's counters)
  *	6  main.c
  */
 #ifndef RTW_FCGI_H
 #define RTW_FCGI_H
 
 #include "rtw.h"
+#include "buf.h"
 #include "cfg.h"
 #include "clientaddr.h"
 #include "msg.h"
@@ -36,22 +37,17 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-/* ---- growable byte buffer with a hard maximum (buf.c) ---- */
+/* ---- growable byte buffer with a hard maximum (lib/buf.c) ---- */
 
-struct fcg_buf {
-	char *p;
-	size_t len, cap, max;
-};
-
-int fcg_buf_add(struct fcg_buf *b, const void *data, size_t n) RTW_WUR;
-int fcg_buf_str(struct fcg_buf *b, const char *s) RTW_WUR;
-int fcg_buf_printf(struct fcg_buf *b, const char *fmt, ...) RTW_PRINTF(2, 3) RTW_WUR;
-/* Appends s as a JSON string literal (with quotes). */
-int fcg_buf_json_str(struct fcg_buf *b, const char *s) RTW_WUR;
-/* Empties b, and frees its memory when it grew past keep bytes (after a
- * large answer), so one such answer does not pin memory for good. */
-void fcg_buf_shrink(struct fcg_buf *b, size_t keep);
-void fcg_buf_free(struct fcg_buf *b);
+/* rtw-fcgi's buffers (request bodies, response heads and bodies) are
+ * lib/buf.c's; the fcg_ names are kept for the call sites. */
+#define fcg_buf rtw_buf
+#define fcg_buf_add rtw_buf_add
+#define fcg_buf_str rtw_buf_str
+#define fcg_buf_printf rtw_buf_printf
+#define fcg_buf_json_str rtw_buf_json_str
+#define fcg_buf_shrink rtw_buf_shrink
+#define fcg_buf_free rtw_buf_free
 
 /* ---- metrics (health.c formats them; everyone counts) ---- */
 

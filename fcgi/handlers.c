@@ -4,7 +4,7 @@
  * privates (through the group committer or alone), queueing webhook jobs,
  * Idempotency-Key records, history pages (request and its GET alias),
  * webhook job status and presence counts. Tier 3 of fcgi/: calls
- * respond.c, widget.c, commit.c, db.c and buf.c (and lib/ratelimit.c); called by
+ * respond.c, widget.c, commit.c, db.c and lib/buf.c (and lib/ratelimit.c); called by
  * http.c, and by publish.c for identity and Idempotency-Key. Runs on the
  * worker thread; every write is one transaction, so a failure leaves
  * nothing behind.

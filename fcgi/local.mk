@@ -8,7 +8,6 @@ fcgi_rtw_fcgi_SOURCES = \
 	fcgi/http.c \
 	fcgi/respond.c \
 	fcgi/widget.c \
-	fcgi/buf.c \
 	fcgi/handlers.c \
 	fcgi/publish.c \
 	fcgi/db.c \

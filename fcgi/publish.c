@@ -9,7 +9,7 @@
  * batch's order. Never writes a partial batch; never goes through the
  * group committer (a batch is one already). Tier 4 of fcgi/: calls
  * handlers.c (identity, Idempotency-Key), respond.c, widget.c, db.c and
- * buf.c; called by http.c. Runs on the worker thread.
+ * lib/buf.c; called by http.c. Runs on the worker thread.
  */
 #include "config.h"
 #include "anonid.h"
@@ -46,27 +46,13 @@ static int fcg__check_one(struct fcg_req *r, size_t i, json_t *v)
 	struct msg_in m;
 	struct msg_error err;
 	const struct fcg_widget *wd;
-	json_t *sid = json_object_get(v, "stream_id");
 	bool lost;
 	int rc = RTW_ERROR;
 
-	/* The stream comes from the message itself: it plays the part of the
-	 * per-stream POST's path, so msg_decode_value's rules apply as they are. */
-	if (json_is_object(v) && (!sid || json_is_null(sid))) {
-		msg_error_set(&err, 400, "missing_field", "stream_id", "stream_id is required in a batch");
+	/* the stream and the types a batch may hold are lib/msg.c's checks,
+	 * in the order rtw_publish() makes them too */
+	if (msg_decode_batch_value(v, &m, &err) != RTW_OK)
 		goto refuse;
-	}
-	if (json_is_object(v) && !json_is_string(sid)) {
-		msg_error_set(&err, 400, "invalid_field", "stream_id", "stream_id must be a string");
-		goto refuse;
-	}
-	if (msg_decode_value(v, json_is_object(v) ? json_string_value(sid) : "", &m, &err) != RTW_OK)
-		goto refuse;
-	if (m.type != MSG_BROADCAST && m.type != MSG_PRIVATE) {
-		msg_error_set(&err, 400, "invalid_field", "type",
-			      "a batch holds broadcast and private messages only, not %s", msg_type_name(m.type));
-		goto refuse;
-	}
 	if (r->has_claims && !tok_allows_stream(&r->claims, m.stream_id)) {
 		msg_error_set(&err, 403, "forbidden", "stream_id", "the token does not allow stream %s", m.stream_id);
 		goto refuse;
@@ -140,7 +126,7 @@ static int fcg__write_batch(struct fcg_req *r, void *author, int *status)
 	PGresult *res;
 	int rc;
 
-	/* the body is NUL-terminated: fcg_buf keeps a spare byte (buf.c) */
+	/* the body is NUL-terminated: fcg_buf keeps a spare byte (lib/buf.c) */
 	res = fcg_db_run(&r->w->db, "pub_many", 2, params, PGRES_TUPLES_OK, NULL);
 	if (!res)
 		return RTW_AGAIN;

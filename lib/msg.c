@@ -29,9 +29,13 @@
  *   2. unexpected_field: the first key, in body order, that is id,
  *      created_at or not a field of the contract;
  *   3. type: missing or null (missing_field), not a string (invalid_field),
- *      init or an unknown value (unknown_type);
+ *      init or an unknown value (unknown_type); in a batch, webhook or
+ *      request (invalid_field);
  *   4. stream: malformed path stream (invalid_field "stream_id"), stream_id
  *      not a string (invalid_field), stream_id != path (stream_mismatch);
+ *      in a batch, where the stream is the message's own: stream_id
+ *      missing or null (missing_field), not a string or malformed
+ *      (invalid_field);
  *   5. per field, in this order: widget_key, author_id, to_user_id,
  *      message, timestamp (missing_field, invalid_field, and
  *      unexpected_field for to_user_id on another type than private).
@@ -592,8 +596,13 @@ static int msg__user_id(const json_t *v, const char *field, char dst[MSG_ID_MAX 
 	return RTW_OK;
 }
 
+/* path_stream NULL: one element of a batch (POST /v1/messages), whose
+ * type must be broadcast or private and whose stream is its own stream_id
+ * (checked at step 4, where the path's would be). */
 static int msg__check_fields(json_t *root, const char *path_stream, struct msg_in *out, struct msg_error *err)
 {
+	bool batch = path_stream == NULL;
+
 	const char *key, *s, *tname;
 	json_t *v;
 
@@ -626,8 +635,18 @@ static int msg__check_fields(json_t *root, const char *path_stream, struct msg_i
 	else
 		return msg__bad(err, "unknown_type", "type", "type must be broadcast, private, webhook or request");
 	tname = msg_type_name(out->type);
+	if (batch && out->type != MSG_BROADCAST && out->type != MSG_PRIVATE)
+		return msg__bad(err, "invalid_field", "type",
+				"a batch holds broadcast and private messages only, not %s", tname);
 
 	/* 4. stream */
+	if (batch) {
+		v = json_object_get(root, "stream_id");
+		if (!msg__present(v))
+			return msg__bad(err, "missing_field", "stream_id", "stream_id is required in a batch");
+		if ((path_stream = msg__cstr(v)) == NULL)
+			return msg__bad(err, "invalid_field", "stream_id", "stream_id must be a string");
+	}
 	if (!msg_valid_stream_id(path_stream))
 		return msg__bad(err, "invalid_field", "stream_id",
 				"stream id must be 1 to %d characters of A-Z, a-z, 0-9, \".\", \"_\", \":\" and \"-\"",
@@ -738,7 +757,8 @@ int msg_decode(const char *body, size_t len, const char *path_stream, struct msg
 	return rc;
 }
 
-int msg_decode_value(json_t *root, const char *path_stream, struct msg_in *out, struct msg_error *err)
+/* msg_decode_value and msg_decode_batch_value (path_stream NULL). */
+static int msg__decode_root(json_t *root, const char *path_stream, struct msg_in *out, struct msg_error *err)
 {
 	int rc;
 
@@ -749,6 +769,16 @@ int msg_decode_value(json_t *root, const char *path_stream, struct msg_in *out, 
 	if (rc != RTW_OK)
 		msg_in_clear(out);
 	return rc;
+}
+
+int msg_decode_value(json_t *root, const char *path_stream, struct msg_in *out, struct msg_error *err)
+{
+	return msg__decode_root(root, path_stream, out, err);
+}
+
+int msg_decode_batch_value(json_t *root, struct msg_in *out, struct msg_error *err)
+{
+	return msg__decode_root(root, NULL, out, err);
 }
 
 /* ---- msg_filter_decode ---- */

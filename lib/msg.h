@@ -57,6 +57,12 @@ int msg_decode(const char *body, size_t len, const char *path_stream, struct msg
  * JSON_ALLOW_NUL): root is borrowed; a value that is not an object is
  * invalid_json. */
 int msg_decode_value(json_t *root, const char *path_stream, struct msg_in *out, struct msg_error *err) RTW_WUR;
+/* The same for one element of a batch (POST /v1/messages): at step 3 a
+ * type other than broadcast or private is invalid_field "type"; at step 4
+ * the stream is the element's own stream_id (missing_field when absent or
+ * null, invalid_field when not a string or malformed). rtw_publish()
+ * (sql/006_publish.sql) checks in this order too. */
+int msg_decode_batch_value(json_t *root, struct msg_in *out, struct msg_error *err) RTW_WUR;
 
 void msg_in_clear(struct msg_in *m);
 

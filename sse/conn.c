@@ -1,7 +1,8 @@
 /*
- * conn.c: rtw-sse's client connections: accept and its limits (the 503
- * and 429 refusals, the reserve descriptor at EMFILE, connections per
- * client address), the end of a stream at its token's exp, reading the
+ * conn.c: rtw-sse's client connections: accept and its limits (over
+ * sse.max_connections a 200 that only says retry: on /events, the 503
+ * elsewhere; the 429 per client address; the reserve descriptor at
+ * EMFILE), the end of a stream at its token's exp, reading the
  * request head (with its timeout), the state machine (reading_head ->
  * handshake -> catching_up <-> live -> closing -> closed, changed only in
  * sse_conn_set_state), fan-out to a stream's subscribers, and output: a
@@ -30,11 +31,13 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <http_parser.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -124,6 +127,8 @@ void sse_conn_close(struct sse_conn *c)
 		c->ipc = NULL;
 	}
 	ctx->n_conns--;
+	if (c->over)
+		ctx->n_over--;
 }
 
 void sse_conn_hs_free(struct sse_conn *c)
@@ -337,16 +342,18 @@ static void conn__write(struct sse_conn *c)
 
 /* ---- whole responses --------------------------------------------------------- */
 
-void sse_conn_cors(const struct sse_conn *c, bool widget_ok, char *out, size_t cap)
+static void conn__cors(const struct rtw_cfg *cfg, const char *origin, bool widget_ok, char *out, size_t cap)
 {
-	const struct rtw_cfg *cfg = c->ctx->cfg;
-	const char *origin = c->hs ? c->hs->origin : NULL;
-
 	out[0] = '\0';
 	if (rtw_cors_any(cfg->http_cors_origins))
 		snprintf(out, cap, "Access-Control-Allow-Origin: *\r\n");
 	else if (rtw_cors_echoable(origin) && (widget_ok || rtw_cors_cfg_allows(cfg->http_cors_origins, origin)))
 		snprintf(out, cap, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
+}
+
+void sse_conn_cors(const struct sse_conn *c, bool widget_ok, char *out, size_t cap)
+{
+	conn__cors(c->ctx->cfg, c->hs ? c->hs->origin : NULL, widget_ok, out, cap);
 }
 
 /* Queues f (a whole response; NULL: out of memory) and closes the
@@ -423,14 +430,40 @@ void sse_conn_error(struct sse_conn *c, int status, const char *code, const char
 	conn__answer(c, conn__error_frame(status, code, field, headers, message));
 }
 
-int sse_conn_retry_jitter(const struct sse_ctx *ctx)
+/* base jittered to [base/2, base*3/2) */
+static int conn__jitter(uint64_t base)
 {
 	uint32_t r = 0;
-	uint64_t base = (uint64_t)ctx->cfg->sse_retry_ms;
 
 	if (rtw_random(&r, sizeof(r)) != RTW_OK)
 		return (int)base;
 	return (int)(base / 2 + base * r / UINT32_MAX);
+}
+
+int sse_conn_retry_jitter(const struct sse_ctx *ctx)
+{
+	return conn__jitter((uint64_t)ctx->cfg->sse_retry_ms);
+}
+
+/* Over capacity the retry: is four times the usual one (jittered to
+ * [2, 6) times sse.retry_ms): the process is full, not restarting. */
+static struct sse_frame *conn__busy_stream(const struct rtw_cfg *cfg, const char *origin)
+{
+	char cors[SSE_CORS_MAX];
+
+	conn__cors(cfg, origin, false, cors, sizeof(cors));
+	return sse_frame_stream_retry(cors, conn__jitter(4 * (uint64_t)cfg->sse_retry_ms));
+}
+
+void sse_conn_refuse_over(struct sse_conn *c, const struct sse_req *r)
+{
+	if (c->state == SSE_CONN_CLOSED || c->state == SSE_CONN_CLOSING)
+		return;
+	c->ctx->m.rejected++;
+	if (r->route == SSE_ROUTE_EVENTS && r->method == HTTP_GET)
+		conn__answer(c, conn__busy_stream(c->ctx->cfg, r->has_origin ? r->origin : NULL));
+	else
+		sse_conn_error(c, 503, "unavailable", NULL, "Retry-After: 1\r\n", "too many connections");
 }
 
 void sse_conn_retry_later(struct sse_conn *c)
@@ -739,6 +772,68 @@ static void conn__refuse(struct sse_ctx *ctx, int fd, const struct sse_frame *f)
 	ctx->m.rejected++;
 }
 
+/* What one read at accept may find of a request head (request line,
+ * usually Origin): heads are read, not left unread, so the close after
+ * the answer does not reset the connection. */
+#define CONN_PEEK_MAX 2048
+
+/* False only when the head's request line is complete and its path does
+ * not end in /events: no head yet, or a cut one, counts as /events, which
+ * is nearly all rtw-sse serves, so a standard EventSource is never given
+ * a 503 on a guess. */
+static bool conn__maybe_events(const char *head)
+{
+	const char *t = strchr(head, ' '), *end;
+
+	if (t == NULL)
+		return true;
+	t++;
+	end = t + strcspn(t, " ?\r\n");
+	if (*end == '\0')
+		return true;
+	return end - t >= 7 && memcmp(end - 7, "/events", 7) == 0;
+}
+
+/* The value of head's Origin header (NUL-terminated in place), or NULL. */
+static const char *conn__raw_origin(char *head)
+{
+	for (char *p = strstr(head, "\r\n"); p != NULL; p = strstr(p + 2, "\r\n")) {
+		if (strncasecmp(p + 2, "origin:", 7) == 0) {
+			char *v = p + 9 + strspn(p + 9, " \t");
+			size_t n = strcspn(v, " \t\r\n");
+			if (v[n] == '\0')
+				return NULL; /* cut */
+			v[n] = '\0';
+			return v;
+		}
+	}
+	return NULL;
+}
+
+/* Over capacity with every SSE_OVER_MAX slot taken: decided from one
+ * non-blocking read, without a connection object, so a crowd costs a
+ * read, a random number and a write each. */
+static void conn__refuse_over_now(struct sse_ctx *ctx, int fd)
+{
+	char head[CONN_PEEK_MAX + 1];
+	ssize_t n = recv(fd, head, CONN_PEEK_MAX, MSG_DONTWAIT);
+	struct sse_frame *f;
+
+	head[n > 0 ? n : 0] = '\0';
+	if (!conn__maybe_events(head)) {
+		conn__refuse(ctx, fd, ctx->refuse_busy);
+		return;
+	}
+	f = conn__busy_stream(ctx->cfg, conn__raw_origin(head));
+	if (f == NULL) {
+		close(fd);
+		ctx->m.rejected++;
+		return;
+	}
+	conn__refuse(ctx, fd, f);
+	sse_frame_unref(f);
+}
+
 void sse_conn_accept(struct sse_ctx *ctx)
 {
 	for (;;) {
@@ -777,8 +872,13 @@ void sse_conn_accept(struct sse_ctx *ctx)
 			else
 				inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
 		}
-		if (ctx->stopping || ctx->n_conns >= (size_t)ctx->cfg->sse_max_connections) {
-			conn__refuse(ctx, fd, ctx->refuse_busy);
+		/* Full (or stopping): a few are let in to have their heads
+		 * read and answered (sse_conn_refuse_over), the rest are
+		 * answered at once. Either way /events gets a 200 that says
+		 * retry: a standard EventSource gives up on a non-200. */
+		bool over = ctx->stopping || ctx->n_conns >= (size_t)ctx->cfg->sse_max_connections;
+		if (over && ctx->n_over >= SSE_OVER_MAX) {
+			conn__refuse_over_now(ctx, fd);
 			continue;
 		}
 		c = calloc(1, sizeof(*c));
@@ -788,10 +888,12 @@ void sse_conn_accept(struct sse_ctx *ctx)
 		}
 		c->ctx = ctx;
 		memcpy(c->peer, ip, sizeof(ip));
+		c->over = over;
 		/* A peer that is not a trusted proxy is the client: count it
 		 * now. A trusted proxy's clients are counted once the head
-		 * names them (X-Forwarded-For; routes.c). */
-		if (!rtw_trust_has(&ctx->trust, ip)) {
+		 * names them (X-Forwarded-For; routes.c). Not one that is
+		 * only answered. */
+		if (!over && !rtw_trust_has(&ctx->trust, ip)) {
 			rtw_client_key(&ctx->trust, ip, NULL, key);
 			if (sse_conn_count_addr(c, key) != RTW_OK) {
 				conn__refuse(ctx, fd, ctx->refuse_per_ip);
@@ -809,6 +911,7 @@ void sse_conn_accept(struct sse_ctx *ctx)
 		c->out_cap = SSE_OUT_INLINE;
 		sse_list_add_tail(&ctx->heads, &c->link);
 		ctx->n_conns++;
+		ctx->n_over += over;
 		ctx->m.accepted++;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (rtw_loop_add(&ctx->loop, &c->io, fd, EPOLLIN | EPOLLRDHUP, ctx->conn_io, c) != RTW_OK) {

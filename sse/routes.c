@@ -1,6 +1,7 @@
 /*
- * routes.c: what rtw-sse answers to a complete request head: the CORS
- * preflight, 404 and 405, GET /healthz, GET /metrics, and the events
+ * routes.c: what rtw-sse answers to a complete request head: a
+ * connection let in over capacity is only answered (conn.c), otherwise the
+ * CORS preflight, 404 and 405, GET /healthz, GET /metrics, and the events
  * route: its checks, the client address it counts under (behind a trusted
  * proxy, from X-Forwarded-For), the subscriber's identity (a Bearer token,
  * user_id, or an anonymous id with a minted token, limited per address
@@ -374,6 +375,10 @@ static void routes__healthz(struct sse_conn *c, bool head_only)
 
 void sse_route(struct sse_conn *c, const struct sse_req *r)
 {
+	if (c->over) {
+		sse_conn_refuse_over(c, r);
+		return;
+	}
 	if (r->method == HTTP_OPTIONS) {
 		sse_conn_respond(c, 204, "text/plain",
 				 "Access-Control-Allow-Methods: GET, OPTIONS\r\n"

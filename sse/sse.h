@@ -316,6 +316,10 @@ enum sse_conn_state {
 struct sse_ctx;
 
 #define SSE_OUT_INLINE 2
+/* Connections accepted over sse.max_connections to read their heads (so
+ * /events can be told apart and answered 200 with a retry:); beyond them
+ * a refusal is decided from what one read at accept finds (conn.c). */
+#define SSE_OVER_MAX 64
 #define SSE_RBUF_SLACK 1024
 
 /* What a connection keeps of its request head from routing until its
@@ -339,6 +343,7 @@ struct sse_conn {
 	bool pg_job;		     /* a query for it is in flight; do not free */
 	bool queued_job;	     /* on ctx->jobs */
 	bool lagging;		     /* output overflowed; catch up when drained */
+	bool over;		     /* accepted over sse.max_connections: its head is answered, never streamed */
 	struct sse_ipcount *ipc;     /* the client address it counts under; NULL until known */
 	int64_t exp_s;		     /* unix time its identity's token expires (the stream ends); 0: never */
 	char peer[INET6_ADDRSTRLEN]; /* the socket peer's address, "" when not IP */
@@ -437,6 +442,7 @@ struct sse_ctx {
 	struct sse_link jobs;	/* connections waiting for a query */
 	struct sse_conn *dirty; /* output to flush at the end of the pass */
 	size_t n_conns;
+	size_t n_over;		     /* of n_conns, those accepted over capacity (SSE_OVER_MAX at most) */
 	struct sse_htab ips;	     /* struct sse_ipcount, per client address */
 	struct rtw_trust trust;	     /* http.trusted_proxies */
 	struct rtw_rl *anon_rl;	     /* anonymous identities per client address; NULL: no limit */
@@ -526,6 +532,11 @@ int sse_conn_retry_jitter(const struct sse_ctx *ctx);
  * shutdown): 200 text/event-stream with a jittered retry: and no event,
  * then closes. Nothing when c is already closing. */
 void sse_conn_retry_later(struct sse_conn *c);
+/* Answers r on a connection accepted over capacity (c->over): /events
+ * gets 200 text/event-stream with a retry: of sse.retry_ms x [2, 6)
+ * (a crowd told at once comes back spread out, later than after a
+ * restart) and no event, anything else the 503 JSON; then closes. */
+void sse_conn_refuse_over(struct sse_conn *c, const struct sse_req *r);
 /* Frees what the head left (Last-Event-ID, Origin, minted token). */
 void sse_conn_hs_free(struct sse_conn *c);
 /* Queues f (borrowed, a presence frame) on the stream's streaming

@@ -36,6 +36,11 @@ tests_unit_test_ratelimit_SOURCES = tests/unit/test_ratelimit.c
 tests_unit_test_ratelimit_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_ratelimit_LDADD = $(UNIT_LIBS)
 TESTS += tests/unit/test_ratelimit
+check_PROGRAMS += tests/unit/test_buf
+tests_unit_test_buf_SOURCES = tests/unit/test_buf.c
+tests_unit_test_buf_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_buf_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_buf
 
 check_PROGRAMS += tests/unit/test_probe
 tests_unit_test_probe_SOURCES = tests/unit/test_probe.c
@@ -162,6 +167,9 @@ INTEGRATION_TESTS = \
 	tests/integration/test_observability.py \
 	tests/integration/test_browser.py
 TESTS += $(INTEGRATION_TESTS)
+# rtw_publish() and POST /v1/messages through one table of messages.
+TESTS += tests/integration/test_publish_parity.py
+EXTRA_DIST += tests/integration/test_publish_parity.py
 EXTRA_DIST += tests/integration/rtwtest.py $(INTEGRATION_TESTS) \
 	tests/browser/package.json tests/browser/package-lock.json tests/browser/driver.mjs
 

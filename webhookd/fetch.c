@@ -197,28 +197,13 @@ void whk_fetch_free(struct whk_fetch *f)
 static size_t fetch__write(char *p, size_t size, size_t n, void *ud)
 {
 	struct whk_job *job = ud;
-	size_t len = size * n, max = (size_t)job->w->cfg->webhook_max_response;
+	size_t len = size * n;
+	int rc;
 
-	if (job->resp_len + len > max) {
+	rc = rtw_buf_add(&job->resp, p, len);
+	if (rc == RTW_DECLINED)
 		job->at.too_large = true;
-		return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
-	}
-	if (job->resp_len + len + 1 > job->resp_cap) {
-		size_t cap = job->resp_cap ? job->resp_cap : 4096;
-		while (cap < job->resp_len + len + 1)
-			cap *= 2;
-		if (cap > max + 1)
-			cap = max + 1;
-		char *grown = realloc(job->resp, cap);
-		if (!grown)
-			return 0;
-		job->resp = grown;
-		job->resp_cap = cap;
-	}
-	memcpy(job->resp + job->resp_len, p, len);
-	job->resp_len += len;
-	job->resp[job->resp_len] = '\0';
-	return len;
+	return rc == RTW_OK ? len : 0; /* 0 aborts the transfer: CURLE_WRITE_ERROR */
 }
 
 /* The pinning check: runs for every address curl connects to (also
@@ -468,6 +453,7 @@ int whk_fetch_start(struct whk_fetch *f, struct whk_job *job)
 	curl_easy_setopt(job->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->webhook_connect_timeout_ms);
 	curl_easy_setopt(job->easy, CURLOPT_TIMEOUT_MS, (long)cfg->webhook_timeout_ms);
 	curl_easy_setopt(job->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cfg->webhook_max_response);
+	job->resp.max = (size_t)cfg->webhook_max_response; /* a bigger body fails the call, "too large" */
 	curl_easy_setopt(job->easy, CURLOPT_WRITEFUNCTION, fetch__write);
 	curl_easy_setopt(job->easy, CURLOPT_WRITEDATA, job);
 	curl_easy_setopt(job->easy, CURLOPT_OPENSOCKETFUNCTION, fetch__opensocket);
@@ -517,7 +503,5 @@ void whk_fetch_cleanup(struct whk_job *job)
 	job->hdrs = NULL;
 	free(job->req_body);
 	job->req_body = NULL;
-	free(job->resp);
-	job->resp = NULL;
-	job->resp_len = job->resp_cap = 0;
+	rtw_buf_free(&job->resp);
 }

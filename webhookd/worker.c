@@ -198,8 +198,8 @@ static void whk__record(struct whk_job *job, int64_t delay_ms)
 	snprintf(delay, sizeof(delay), "%" PRId64, delay_ms);
 	if (job->at.http_status > 0)
 		snprintf(status, sizeof(status), "%ld", job->at.http_status);
-	if (job->resp_len &&
-	    !(excerpt = whk_text_excerpt(job->resp, job->resp_len, (size_t)cfg->webhook_result_body_max)))
+	if (job->resp.len &&
+	    !(excerpt = whk_text_excerpt(job->resp.p, job->resp.len, (size_t)cfg->webhook_result_body_max)))
 		goto out;
 	p[0] = job->id;
 	p[1] = w->me;
@@ -218,8 +218,8 @@ static void whk__record(struct whk_job *job, int64_t delay_ms)
 	case WHK_JOB_FAILED: {
 		bool ok = job->state == WHK_JOB_SUCCEEDED;
 		result =
-		    whk_result_message(job->id, job->url, ok, job->at.http_status, job->attempts, job->resp,
-				       job->resp_len, (size_t)cfg->webhook_result_body_max, ok ? NULL : job->at.error);
+		    whk_result_message(job->id, job->url, ok, job->at.http_status, job->attempts, job->resp.p,
+				       job->resp.len, (size_t)cfg->webhook_result_body_max, ok ? NULL : job->at.error);
 		if (!result)
 			goto out;
 		p[3] = ok ? "succeeded" : "failed";

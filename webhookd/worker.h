@@ -7,6 +7,7 @@
 #ifndef WHK_WORKER_H
 #define WHK_WORKER_H
 
+#include "buf.h"
 #include "cfg.h"
 #include "db.h"
 #include "job.h"
@@ -35,9 +36,8 @@ struct whk_job {
 	struct curl_slist *hdrs;
 	char *req_body;
 	size_t req_len;
-	char *resp;
-	size_t resp_len, resp_cap;
-	char *url_host; /* curl's host of the URL (curl_free), for webhook.allow_hosts */
+	struct rtw_buf resp; /* the response body, at most webhook.max_response bytes */
+	char *url_host;	     /* curl's host of the URL (curl_free), for webhook.allow_hosts */
 	uint64_t started_ms;
 	int64_t duration_ms;
 	struct whk_attempt at;

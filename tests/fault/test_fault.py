@@ -16,8 +16,13 @@ nginx and subscribers read them, then judges delivery from outside:
 `./dev test` runs the short version (one pass over every fault, a few
 seconds of traffic between them); `./dev fault` (RTW_FAULT_LONG=1) runs
 the long one: 200 EventSource clients, 50 msg/s, a 60 s foreign
-transaction and a storm of 10,000 reconnects. rtw-sse's memory before and
-after is printed, not asserted (memory is measured in bench/).
+transaction and a storm of 10,000 reconnects.
+
+Memory flat: rtw-sse's RSS may grow by at most RSS_GROWTH_MAX_KIB over the
+faults its processes live through (from after the last rtw-sse restart to
+the storm: lost PostgreSQL sessions, nginx reload, rtw-fcgi and
+rtw-webhookd restarts, the long foreign transactions, traffic all along)
+and from the first storm wave to the second (its pools are warm by then).
 """
 import http.client
 import json
@@ -53,6 +58,19 @@ def rss_kib(pid):
         return T.rss_kib(pid)
     except OSError:
         return None
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+# Memory flat: rtw-sse's RSS may grow from one wave of the reconnect storm
+# to the next, and over the span of faults its processes live through, by
+# at most this much (the first wave and the first seconds of traffic warm
+# its pools up). The daemons run with a small ASan quarantine, so freed
+# memory is reused as it would be without the sanitizer.
+RSS_GROWTH_MAX_KIB = 16 * 1024
+ASAN = (os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4").lstrip(":")
 
 
 class Publisher(threading.Thread):
@@ -270,28 +288,44 @@ class Faults:
         conn.cursor().execute("ROLLBACK PREPARED 'rtw_fault_dangling'")  # in the database that prepared it
         conn.close()
 
+    def sse_pids(self):
+        return [self.st.daemons[n].proc.pid for n in ("rtw-sse", "rtw-sse-2")]
+
     def reconnect_storm(self):
         """STORM subscribers connect to rtw-sse at once, read their heads,
-        and drop; then the same again (a reconnect storm)."""
-        for _ in range(2):
+        and drop; then the same again (a reconnect storm). Each names its
+        own client address (X-Forwarded-For, from the trusted loopback), so
+        they are STORM clients, not one address over sse.max_per_ip. rtw-sse's RSS
+        after each wave, once it has seen every storm connection close,
+        goes to storm_rss."""
+        pids = self.storm_pids = self.sse_pids()
+        base = [fd_count(p) for p in pids]
+        self.storm_rss = []
+        for wave in range(2):
             socks = []
-            for _ in range(STORM):
+            for i in range(STORM):
                 try:
                     s = socket.create_connection(("127.0.0.1", self.st.sse_port), timeout=10)
-                    s.sendall(("GET /v1/streams/%s/events HTTP/1.1\r\nHost: x\r\n\r\n" % STREAM).encode())
+                    s.sendall(("GET /v1/streams/%s/events HTTP/1.1\r\nHost: x\r\n"
+                               "X-Forwarded-For: 10.%d.%d.%d\r\n\r\n" % (STREAM, wave, i // 256, i % 256)).encode())
                     socks.append(s)
                 except OSError:
                     break
-            ok = 0
+            answers = {}
             for s in socks:
                 try:
-                    if s.recv(12).startswith(b"HTTP/1.1 200"):
-                        ok += 1
+                    head = s.recv(12)
+                    status = head[9:12].decode() if head.startswith(b"HTTP/1.1 ") else "none"
                 except OSError:
-                    pass
-            log("storm: %d connected, %d answered 200" % (len(socks), ok))
+                    status = "error"
+                answers[status] = answers.get(status, 0) + 1
             for s in socks:
                 s.close()
+            T.wait_for(lambda: all(fd_count(p) <= b + 50 for p, b in zip(pids, base)), 60,
+                       "rtw-sse to see the storm's connections close")
+            self.storm_rss.append([rss_kib(p) for p in pids])
+            log("storm wave %d: %d connected, answers %s; rtw-sse RSS %s KiB" % (
+                wave + 1, len(socks), answers, self.storm_rss[-1]))
 
     def slow_consumer_during_restart(self):
         slow = self.readers["slow"]
@@ -329,8 +363,8 @@ def test_every_fault_exactly_once_and_nobody_gives_up():
     st.pg.start()
     st.pg.psql_admin("CREATE DATABASE other_app")
     st.start_fcgi()
-    st.start_sse()
-    st.start_sse(name="rtw-sse-2", port=st.sse_port)
+    st.start_sse(env={"ASAN_OPTIONS": ASAN})
+    st.start_sse(name="rtw-sse-2", port=st.sse_port, env={"ASAN_OPTIONS": ASAN})
     st.start_webhookd()
     st.start_nginx()
     token = st.token("publisher")
@@ -353,7 +387,15 @@ def test_every_fault_exactly_once_and_nobody_gives_up():
         log("rtw-sse RSS before: %s KiB" % [rss_kib(p) for p in pids])
         pub.start()
         faults = Faults(st, readers)
+        span = {}  # rtw-sse's RSS over the faults its processes live through
         for name in FAULTS:
+            if name == FAULTS[FAULTS.index("sse_restart_while_pg_down") + 1]:
+                span["pids"], span["before"] = faults.sse_pids(), [rss_kib(p) for p in faults.sse_pids()]
+            if name == "reconnect_storm":
+                span["after"] = [rss_kib(p) for p in span["pids"]]
+                log("rtw-sse RSS from %s to %s KiB over %s..%s" % (
+                    span["before"], span["after"], FAULTS[FAULTS.index("sse_restart_while_pg_down") + 1],
+                    FAULTS[FAULTS.index("reconnect_storm") - 1]))
             t0 = time.time()
             getattr(faults, name)()
             log("%s done in %.1fs; %d acked so far" % (name, time.time() - t0, len(pub.acked)))
@@ -400,6 +442,13 @@ def test_every_fault_exactly_once_and_nobody_gives_up():
                 problems.append("EventSource %d gave up (%s)" % (i, c["close_reason"]))
             elif c["ids"] != want:
                 problems.append("EventSource %d: %s" % (i, first_divergence(c["ids"], want)))
+        # memory flat: the same processes, across faults and storm waves
+        assert span["pids"] == faults.storm_pids, "rtw-sse restarted within the span it is measured over"
+        for what, a, b in (("over the faults", span["before"], span["after"]),
+                           ("from storm wave 1 to 2", faults.storm_rss[0], faults.storm_rss[1])):
+            growth = max(y - x for x, y in zip(a, b))
+            if growth > RSS_GROWTH_MAX_KIB:
+                problems.append("rtw-sse RSS grew %d KiB %s (%s -> %s)" % (growth, what, a, b))
         assert not problems, "%d problem(s):\n  %s" % (len(problems), "\n  ".join(problems[:20]))
         for n in ("rtw-sse", "rtw-sse-2", "rtw-fcgi", "rtw-webhookd"):
             assert st.daemons[n].running(), n + " is not running at the end"

@@ -319,15 +319,38 @@ def concurrent_writers_exactly_once():
                 ids.append(mid)
         conn.close()
 
+    # a reader of its own: every horizon it is given must be one no row
+    # below it can still appear under (a row seen later below a horizon
+    # is one rtw-sse would have passed for good)
+    polls, done = [], threading.Event()
+
+    def reader():
+        conn = connect()
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            while not done.is_set():
+                cur.execute("SELECT rtw_horizon()::text::bigint, (SELECT coalesce(array_agg(m.id::text), '{}')"
+                            " FROM rtw_messages m WHERE m.stream_id = %s)", (s,))
+                polls.append(cur.fetchone())
+        conn.close()
+
     threads = [threading.Thread(target=poster, args=(k,)) for k in range(3)]
     threads += [threading.Thread(target=sql_writer, args=(k, k % 2 == 1)) for k in range(6)]
+    r = threading.Thread(target=reader)
+    r.start()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    done.set()
+    r.join()
     last = bcast(s, {"last": True})
     order = stream_order(s)
     assert sorted(order) == sorted(ids + [last]), (len(order), len(ids))
+    keys = {r[0]: int(r[1]) for r in ST.pg.query("SELECT id::text, xid::text FROM rtw_messages WHERE stream_id = %s",
+                                                 (s,))}
+    passed = [(h, mid) for h, seen in polls for mid in set(keys) - set(seen) if keys[mid] < h]
+    assert not passed, ("rows appeared below a horizon already given", len(polls), passed[:5])
     for c in subs:
         assert read_until(c, last) == order
         c.close()

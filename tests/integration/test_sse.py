@@ -774,10 +774,14 @@ def _local_address():
     return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
 
 
-def _refusal(port, host="127.0.0.1"):
-    """Connects (from host, to host) without sending anything and reads the
-    whole close-delimited answer: (status, headers, body)."""
+def _refusal(port, host="127.0.0.1", path=None, origin=None):
+    """Connects (from host, to host), sends a GET of path (nothing when
+    None) and reads the whole close-delimited answer: (status, headers,
+    body)."""
     with socket.create_connection((host, port), timeout=15, source_address=(host, 0)) as s:
+        if path:
+            s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (
+                path, "Origin: %s\r\n" % origin if origin else "")).encode())
         data = b"".join(iter(lambda: s.recv(65536), b""))
     head, sep, body = data.partition(b"\r\n\r\n")
     assert sep, data
@@ -793,6 +797,17 @@ def _assert_refusal(answer, status, code):
     assert int(headers["content-length"]) == len(body), answer
     assert json.loads(body)["error"]["code"] == code, answer
     assert headers["connection"] == "close" and "retry-after" in headers, answer
+
+
+def _assert_retry_stream(answer, retry_ms=2000):
+    """Over capacity, /events: a 200 event stream that only says retry:,
+    later than after a restart and jittered ([2, 6) x sse.retry_ms), then
+    ends; never a non-200, on which a standard EventSource gives up."""
+    st, headers, body = answer
+    assert st == 200 and headers["content-type"] == "text/event-stream", answer
+    assert headers["connection"] == "close", answer
+    assert body.startswith(b"retry: ") and body.endswith(b"\n\n") and b"data:" not in body, answer
+    assert 2 * retry_ms <= int(body.split(b"\n")[0][7:]) < 6 * retry_ms, answer
 
 
 def _start_sse_wildcard(name, listen, env):
@@ -835,9 +850,12 @@ def ipv4_peer_on_an_ipv6_listener_is_loopback():
 
 @test
 def refusals_at_accept_declare_their_length():
-    """Over sse.max_connections a connection is answered 503 at accept, over
-    sse.max_per_ip (peers that are not trusted proxies) 429; each answer's Content-Length
-    is exactly its body's length."""
+    """Over sse.max_connections /events is answered 200 with a retry: (a
+    standard EventSource would give up on a non-200) and anything else 503,
+    whether the head is read or the over-capacity slots are taken and the
+    answer is decided at accept; over sse.max_per_ip (peers that are not
+    trusted proxies) 429; each JSON answer's Content-Length is exactly its
+    body's length."""
     d, port = _start_sse_wildcard("rtw-sse-cap", "0.0.0.0:%d",
                                   {"RTW_SSE_MAX_CONNECTIONS": "2", "RTW_SSE_MAX_PER_IP": "1"})
     held = []
@@ -854,12 +872,24 @@ def refusals_at_accept_declare_their_length():
             print("# no non-loopback address: the 429 refusal is not exercised")
             held.append(socket.create_connection(("127.0.0.1", port), timeout=15))
         held.append(socket.create_connection(("127.0.0.1", port), timeout=15))
-        _assert_refusal(_refusal(port), 503, "unavailable")
+        # full: a head is read and answered by its path
+        _assert_refusal(_refusal(port, path="/healthz"), 503, "unavailable")
+        _assert_retry_stream(_refusal(port, path="/v1/streams/full/events?access_token=x"))
+        answer = _refusal(port, path="/v1/streams/full/events", origin="http://elsewhere.example")
+        _assert_retry_stream(answer)
+        assert "access-control-allow-origin" not in answer[1], answer  # the deployment's CORS rule holds
+        # every over-capacity slot taken by a client that sends nothing:
+        # the rest are answered at accept, /events (or no head yet) 200
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=15) for _ in range(64)]
+        held += idle
+        for _ in range(3):
+            _assert_retry_stream(_refusal(port))
+            _assert_retry_stream(_refusal(port, path="/v1/streams/full/events"))
         for h in held:
             h.close()
         held = []
         # the process is full until it has seen the held connections close
-        wait_for(lambda: metric("rtw_sse_connections_rejected_total", port) >= (2 if addr else 1), 20,
+        wait_for(lambda: metric("rtw_sse_connections_rejected_total", port) >= (10 if addr else 9), 20,
                  "the refusals counted")
     finally:
         for h in held:

@@ -1,10 +1,11 @@
 -- tests/pgtap/horizon.sql: the writer mark of sql/003_horizon.sql. One
 -- pgTAP transaction cannot hold a second transaction open, so this covers
 -- what a single transaction can see: the triggers, the mark, the order key
--- and savepoints; tests/integration/test_horizon.py covers the horizon
--- across sessions (foreign, prepared, late and hung transactions).
+-- and savepoints, and the holders found in a given read of the lock table
+-- (rtw_horizon_holders_in); tests/integration/test_horizon.py covers the
+-- horizon across sessions (foreign, prepared, late and hung transactions).
 BEGIN;
-SELECT plan(16);
+SELECT plan(20);
 
 SELECT trigger_is('rtw_messages', 'rtw_messages_mark', 'rtw_mark_statement');
 SELECT trigger_is('rtw_messages', 'rtw_messages_key', 'rtw_mark_row');
@@ -43,5 +44,29 @@ ROLLBACK TO late;
 SELECT is((SELECT count(*)::int FROM rtw_horizon_holders WHERE pid = pg_backend_pid()), 1,
           'rolling back to a savepoint keeps the outer mark');
 SELECT is(rtw_mark(), (SELECT xid FROM rtw_messages WHERE stream_id = 'h1'), '... and the outer key');
+-- Lock table reads given as rows (pg_lock_status() cannot be made to tear
+-- on purpose). Snapshot 100:105:100: xid 100 is in progress.
+CREATE FUNCTION pg_temp.lk(locktype text, xid text, pid integer, vxid text, objid text DEFAULT NULL)
+RETURNS pg_locks LANGUAGE sql AS $$
+    SELECT jsonb_populate_record(NULL::pg_locks, jsonb_build_object(
+        'locktype', locktype, 'transactionid', xid, 'pid', pid, 'virtualtransaction', vxid, 'granted', true,
+        'mode', CASE WHEN locktype = 'advisory' THEN 'ShareLock' ELSE 'ExclusiveLock' END,
+        'database', CASE WHEN locktype = 'advisory' THEN (SELECT oid FROM pg_database WHERE datname = current_database()) END,
+        'classid', CASE WHEN locktype = 'advisory' THEN rtw_mark_class()::text::oid END,
+        'objid', objid, 'objsubid', CASE WHEN locktype = 'advisory' THEN 2 END))
+$$;
+SELECT is((SELECT min(xid) FROM rtw_horizon_holders_in('100:105:100', ARRAY[
+              pg_temp.lk('transactionid', '100', 4242, '7/0'), pg_temp.lk('advisory', NULL, 4242, '7/55', '1')])),
+          '100'::xid8,
+          'a writer read while it commits (its mark and its xid under two virtual transaction ids) still holds');
+SELECT is((SELECT count(*)::int FROM rtw_horizon_holders_in('100:105:100', ARRAY[
+              pg_temp.lk('transactionid', '100', 4242, '7/55'), pg_temp.lk('advisory', NULL, 4243, '8/3', '1')])),
+          0, 'a running xid without a mark of its own process does not hold');
+SELECT is((SELECT min(xid) FROM rtw_horizon_holders_in('100:105:100', ARRAY[
+              pg_temp.lk('transactionid', '100', NULL, '-1/100'), pg_temp.lk('advisory', NULL, NULL, '-1/100', '1')])),
+          '100'::xid8, 'a prepared marked transaction holds (matched by its virtual transaction id)');
+SELECT is((SELECT count(*)::int FROM rtw_horizon_holders_in('100:105:100', ARRAY[
+              pg_temp.lk('transactionid', '100', NULL, '-1/100'), pg_temp.lk('advisory', NULL, NULL, '-1/99', '1')])),
+          0, 'a prepared foreign transaction does not hold because another prepared one is marked');
 SELECT * FROM finish();
 ROLLBACK;
