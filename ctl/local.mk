@@ -5,3 +5,5 @@ ctl_rtwctl_CFLAGS = $(RTW_CFLAGS)
 ctl_rtwctl_LDADD = $(RTW_LIBS)
 # The writer mark and the horizon it allows (doc/architecture.md, "Stream order").
 dist_sql_DATA += sql/003_horizon.sql
+# Redaction and bans (doc/security.md, "Moderation").
+dist_sql_DATA += sql/008_moderation.sql
