@@ -3,4 +3,6 @@
 noinst_PROGRAMS += bench/rtw-bench
 bench_rtw_bench_SOURCES = bench/rtw-bench.c
 bench_rtw_bench_CFLAGS = $(AM_CFLAGS) -O2
-EXTRA_DIST += bench/run bench/stack.py bench/driver.py bench/nchan.conf bench/post.lua bench/nchan_post.lua
+EXTRA_DIST += bench/run bench/stack.py bench/driver.py bench/history.py bench/nchan.conf bench/post.lua bench/nchan_post.lua \
+	bench/batch.py bench/batch.lua
+EXTRA_DIST += bench/presence.py

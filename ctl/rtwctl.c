@@ -1,11 +1,13 @@
 /*
  * rtwctl.c: the admin command line: schema migrations, the widget
- * registry, token minting and a look at what is stored. Blocking libpq;
+ * registry, token minting, publishing (rtw_publish) and a look at what is
+ * stored. Blocking libpq;
  * every statement parameterized. Prints results on stdout, errors on
  * stderr, exits 0 on success, 1 on failure, 2 on bad usage.
  */
 #include "config.h"
 #include "cfg.h"
+#include "daemon.h"
 #include "msg.h"
 #include "pgutil.h"
 #include "row.h"
@@ -19,21 +21,25 @@
 #include <string.h>
 #include <time.h>
 
-static const char usage[] = "usage: rtwctl [--config FILE] COMMAND ...\n"
-			    "\n"
-			    "  migrate [--sql-dir DIR]          apply pending schema migrations\n"
-			    "  widget add NAME [--key UUID] [--origins O,O] [--webhook-hosts H,H]\n"
-			    "                                   register a widget, print its key\n"
-			    "  widget list                      list registered widgets\n"
-			    "  widget enable KEY | disable KEY  switch a widget on or off\n"
-			    "  widget set KEY [--name N] [--origins O,O] [--webhook-hosts H,H]\n"
-			    "  token --user ID [--ttl S] [--stream S] [--admin]\n"
-			    "                                   mint an HS256 token (auth.secret)\n"
-			    "  stats                            counts of messages and webhook jobs\n"
-			    "  tail [--stream S] [--all] [--last N] [--no-follow]\n"
-			    "                                   print stored messages as JSON lines in stream\n"
-			    "                                   order, then follow new ones (--all: also\n"
-			    "                                   privates and webhook results)\n";
+#define CTL_COMMANDS                                                                                                   \
+	"  migrate [--sql-dir DIR]          apply pending schema migrations\n"                                         \
+	"  widget add NAME [--key UUID] [--origins O,O] [--webhook-hosts H,H]\n"                                       \
+	"                                   register a widget, print its key\n"                                        \
+	"  widget list                      list registered widgets\n"                                                 \
+	"  widget enable KEY | disable KEY  switch a widget on or off\n"                                               \
+	"  widget set KEY [--name N] [--origins O,O] [--webhook-hosts H,H]\n"                                          \
+	"  token --user ID [--ttl S] [--stream S] [--admin] [--service]\n"                                             \
+	"                                   mint an HS256 token (auth.secret); --service:\n"                           \
+	"                                   backend publishing (POST /v1/messages)\n"                                  \
+	"  publish --stream S --widget K [--type T] [--author A] [--to U] [--timestamp T] JSON\n"                      \
+	"                                   publish one message (rtw_publish); without\n"                              \
+	"                                   --stream, a message or an array from stdin\n"                              \
+	"  stats                            counts of messages and webhook jobs\n"                                     \
+	"  tail [--stream S] [--all] [--last N] [--no-follow]\n"                                                       \
+	"                                   print stored messages as JSON lines in stream\n"                           \
+	"                                   order, then follow new ones (--all: also\n"                                \
+	"                                   privates and webhook results)\n"
+static const char usage[] = "usage: rtwctl [--config FILE] COMMAND ...\n\n" CTL_COMMANDS;
 
 struct ctl {
 	struct rtw_cfg cfg;
@@ -235,27 +241,36 @@ out:
 
 static int cmd_token(struct ctl *c, int argc, char **argv)
 {
-	static const struct option opts[] = {{"user", required_argument, NULL, 'u'},
-					     {"ttl", required_argument, NULL, 't'},
-					     {"stream", required_argument, NULL, 's'},
-					     {"admin", no_argument, NULL, 'a'},
-					     {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {
+	    {"user", required_argument, NULL, 'u'},   {"ttl", required_argument, NULL, 't'},
+	    {"stream", required_argument, NULL, 's'}, {"admin", no_argument, NULL, 'a'},
+	    {"service", no_argument, NULL, 'S'},      {NULL, 0, NULL, 0}};
 	const char *user = NULL, *stream = NULL;
 	long ttl = 3600;
-	bool admin = false;
+	bool admin = false, service = false;
 	int opt;
 
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'u': user = optarg; break;
-		case 't': ttl = strtol(optarg, NULL, 10); break;
+		case 't': {
+			/* a token always expires (contract 1.1): a whole number of
+			 * seconds, at least 1, at most ten years */
+			char *end;
+			ttl = strtol(optarg, &end, 10);
+			if (end == optarg || *end != '\0' || ttl < 1 || ttl > 10L * 366 * 86400)
+				return ctl__fail("invalid --ttl",
+						 "give the token's lifetime in seconds (1 to 316224000)");
+			break;
+		}
 		case 's': stream = optarg; break;
 		case 'a': admin = true; break;
+		case 'S': service = true; break;
 		default: return fprintf(stderr, "%s", usage), 2;
 		}
 	}
-	if (!user || optind != argc || ttl < 0)
+	if (!user || optind != argc)
 		return fprintf(stderr, "%s", usage), 2;
 	if (!msg_valid_user_id(user))
 		return ctl__fail("invalid user id", NULL);
@@ -263,13 +278,120 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 		return ctl__fail("invalid stream id", NULL);
 	if (!c->cfg.auth_secret[0])
 		return ctl__fail("auth.secret is not set", "set RTW_AUTH_SECRET or auth.secret in the config file");
-	char *tok = tok_mint(c->cfg.auth_secret, strlen(c->cfg.auth_secret), user, ttl ? (int64_t)time(NULL) + ttl : 0,
-			     stream, admin);
+	char *tok = tok_mint_service(c->cfg.auth_secret, strlen(c->cfg.auth_secret), user, (int64_t)time(NULL) + ttl,
+				     stream, admin, service);
 	if (!tok)
 		return ctl__fail("could not mint a token", NULL);
 	printf("%s\n", tok);
 	free(tok);
 	return 0;
+}
+
+/* The whole of stdin (at most max bytes) as a NUL-terminated string. */
+static char *ctl__read_stdin(size_t max)
+{
+	size_t len = 0, cap = 65536;
+	char *buf = malloc(cap + 1), *bigger;
+	size_t got;
+
+	while (buf && (got = fread(buf + len, 1, cap - len, stdin)) > 0) {
+		len += got;
+		if (len == cap) {
+			if (cap >= max || !(bigger = realloc(buf, 2 * cap + 1))) {
+				free(buf);
+				return NULL;
+			}
+			buf = bigger;
+			cap *= 2;
+		}
+	}
+	if (buf)
+		buf[len] = '\0';
+	return buf;
+}
+
+/* publish: one message from the options (the payload as the argument), or
+ * a message or an array of them from stdin; rtw_publish() checks them as
+ * POST /v1/messages does and the stored ones are printed as JSON lines.
+ * A refusal prints the contract's code and message and exits 1. */
+static int cmd_publish(struct ctl *c, int argc, char **argv)
+{
+	static const struct option opts[] = {{"stream", required_argument, NULL, 's'},
+					     {"widget", required_argument, NULL, 'w'},
+					     {"type", required_argument, NULL, 't'},
+					     {"author", required_argument, NULL, 'a'},
+					     {"to", required_argument, NULL, 'u'},
+					     {"timestamp", required_argument, NULL, 'T'},
+					     {NULL, 0, NULL, 0}};
+	const char *stream = NULL, *widget = NULL, *type = "broadcast", *author = "rtwctl", *to = NULL;
+	double ts = 0;
+	char *end, *input = NULL, *text = NULL;
+	json_t *m = NULL, *payload = NULL;
+	json_error_t jerr;
+	PGresult *res = NULL;
+	int opt, rc = 1;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (opt) {
+		case 's': stream = optarg; break;
+		case 'w': widget = optarg; break;
+		case 't': type = optarg; break;
+		case 'a': author = optarg; break;
+		case 'u': to = optarg; break;
+		case 'T':
+			ts = strtod(optarg, &end);
+			if (end == optarg || *end)
+				return fprintf(stderr, "%s", usage), 2;
+			break;
+		default: return fprintf(stderr, "%s", usage), 2;
+		}
+	}
+	if (stream ? optind + 1 != argc : optind != argc)
+		return fprintf(stderr, "%s", usage), 2;
+	if (stream) {
+		payload = json_loads(argv[optind], JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+		if (!payload)
+			return ctl__fail("invalid_json: the message is not JSON", jerr.text);
+		m = json_pack("{s:s,s:s,s:s?,s:s,s:f,s:O}", "stream_id", stream, "type", type, "widget_key", widget,
+			      "author_id", author, "timestamp", ts, "message", payload);
+		if (!m || (to && json_object_set_new(m, "to_user_id", json_string(to)) != 0) ||
+		    !(text = json_dumps(m, JSON_COMPACT))) {
+			rc = ctl__fail("could not build the message", "ids must be UTF-8");
+			goto out;
+		}
+	} else if (!(text = input = ctl__read_stdin(64u << 20))) {
+		rc = ctl__fail("could not read stdin", "at most 64 MiB");
+		goto out;
+	}
+	if (ctl__connect(c))
+		goto out;
+	/* One statement: an array is published all or nothing. */
+	const char *params[1] = {text};
+	res =
+	    PQexecParams(c->conn,
+			 "SELECT e::text FROM rtw_publish($1::jsonb) AS r, "
+			 "jsonb_array_elements(CASE jsonb_typeof(r) WHEN 'array' THEN r ELSE jsonb_build_array(r) END) "
+			 "WITH ORDINALITY AS x(e, o) ORDER BY o",
+			 1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+		/* the DETAIL of a refusal is the contract's JSON error */
+		rc = ctl__fail(primary ? primary : PQerrorMessage(c->conn),
+			       PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL));
+		goto out;
+	}
+	for (int r = 0; r < PQntuples(res); r++)
+		printf("%s\n", PQgetvalue(res, r, 0));
+	rc = 0;
+out:
+	PQclear(res);
+	json_decref(m);
+	json_decref(payload);
+	if (text != input)
+		free(text);
+	free(input);
+	return rc;
 }
 
 static int cmd_stats(struct ctl *c, int argc, char **argv)
@@ -410,25 +532,14 @@ out:
 
 int main(int argc, char **argv)
 {
+	static const struct rtw_prog prog = {"rtwctl", "The admin command line of rtw.", CTL_COMMANDS,
+					     RTW_START_COMMANDS};
 	struct ctl c = {0};
-	char err[512];
-	int i = 1, rc;
+	int i, rc;
 
 	/* Global options come before the command. */
-	while (i < argc && argv[i][0] == '-') {
-		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
-			i += 2;
-		else if (strncmp(argv[i], "--config=", 9) == 0)
-			i++;
-		else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
-			return printf("%s", usage), 0;
-		else
-			return fprintf(stderr, "%s", usage), 2;
-	}
-	if (i >= argc)
-		return fprintf(stderr, "%s", usage), 2;
-	if (cfg_load(&c.cfg, cfg_path_from_args(i, argv), err, sizeof(err)) != RTW_OK)
-		return ctl__fail(err, NULL);
+	if ((rc = rtw_start(&prog, argc, argv, &c.cfg, &i)) >= 0)
+		return rc;
 
 	const char *cmd = argv[i];
 	if (strcmp(cmd, "migrate") == 0)
@@ -441,6 +552,8 @@ int main(int argc, char **argv)
 		rc = cmd_tail(&c, argc - i, argv + i);
 	else if (strcmp(cmd, "stats") == 0)
 		rc = cmd_stats(&c, argc - i, argv + i);
+	else if (strcmp(cmd, "publish") == 0)
+		rc = cmd_publish(&c, argc - i, argv + i);
 	else
 		rc = (fprintf(stderr, "%s", usage), 2);
 	if (c.conn)

@@ -59,6 +59,13 @@ int fcg_buf_json_str(struct fcg_buf *b, const char *s)
 	return rc;
 }
 
+void fcg_buf_shrink(struct fcg_buf *b, size_t keep)
+{
+	if (b->cap > keep)
+		fcg_buf_free(b);
+	b->len = 0;
+}
+
 void fcg_buf_free(struct fcg_buf *b)
 {
 	free(b->p);

@@ -1,7 +1,8 @@
 /*
  * db.c: owns a worker's PostgreSQL connection: connecting with bounded
- * timeouts, preparing every statement rtw-fcgi runs, running them and
- * noticing when the server went away (the connection goes DOWN and the next
+ * timeouts, preparing every statement rtw-fcgi runs, running them (a
+ * history page row by row, in single-row mode) and noticing when the
+ * server went away (the connection goes DOWN and the next
  * request reconnects; callers answer 503 meanwhile). Blocking libpq, run on
  * the worker thread that owns the struct fcg_db; never shared. Tier 0 of
  * fcgi/: calls nothing else in fcgi/.
@@ -18,13 +19,28 @@
 /* Least time between two connect attempts of one worker. */
 #define FCG_DB_RETRY_MS 500
 
-/* ORDER BY names are qualified on purpose: a bare "id" would mean the
- * output column id::text, sorting "10" before "9". */
+/* A history page: one widget's broadcasts of one stream strictly between
+ * two positions, ($1, $2, $6, $7) and ($1, $2, $8, $9) as
+ * (stream_id, widget_key, xid, id), and below the horizon. An absent
+ * since_id/before_id is passed as the lowest/highest (xid, id). Written
+ * as one row comparison per side, the horizon folded into the upper one,
+ * because that is what lets the btree start exactly at one bound and stop
+ * at the other: a separate "xid < rtw_horizon()" or "stream_id = $1" key
+ * would be chosen as the start instead, scanning from the stream's far
+ * end. Only rtw_messages_history (stream_id, widget_key, xid, id) gives
+ * that order, so both directions walk it (doc/fcgi.md shows the plans).
+ * ORDER BY names are qualified on purpose: a bare "id" would mean the
+ * output column id::text, sorting "10" before "9". A later redaction
+ * filter belongs in this WHERE clause, so both directions get it. */
 /* clang-format off: one entry per line reads better as a table */
-#define FCG_HIST_COLS                                                                                                  \
+#define FCG_HIST_PAGE                                                                                                  \
 	"SELECT " RTW_ROW_COLS " "                                                                                     \
-	"FROM rtw_messages m WHERE m.stream_id = $1 AND m.widget_key = $2::uuid AND m.type = 'broadcast' "             \
-	"AND m.xid < rtw_horizon() AND m.ts >= $3::float8 AND m.ts <= $4::float8 "
+	"FROM rtw_messages m WHERE m.type = 'broadcast' AND m.ts >= $3::float8 AND m.ts <= $4::float8 "                \
+	"AND (m.stream_id, m.widget_key, m.xid, m.id) > ($1, $2::uuid, $6::xid8, $7::bigint) "                         \
+	"AND (m.stream_id, m.widget_key, m.xid, m.id) < ($1, $2::uuid, least($8::xid8, rtw_horizon()), "               \
+	"CASE WHEN $8::xid8 < rtw_horizon() THEN $9::bigint ELSE 0 END) "
+#define FCG_HIST_ASC "ORDER BY m.stream_id, m.widget_key, m.xid, m.id LIMIT $5::int"
+#define FCG_HIST_DESC "ORDER BY m.stream_id DESC, m.widget_key DESC, m.xid DESC, m.id DESC LIMIT $5::int"
 
 static const struct {
 	const char *name;
@@ -49,6 +65,20 @@ static const struct {
      "RETURNING id, created_at, ts, message) "
      "SELECT ins.id::text, rtw_rfc3339(ins.created_at), ins.ts::text, ins.message::text FROM ins "
      "ORDER BY ins.id"},
+    /* POST /v1/messages: the request body itself (a JSON array that
+     * publish.c has checked message by message) is the recordset, so no
+     * row is rebuilt in C; $2 is the author of messages without one. The
+     * keys are the contract's; "timestamp" + 0 turns a -0 into 0 as
+     * msg_decode does. Answered in the standard format, in the batch's
+     * order (identity values are drawn in recordset order, as above). */
+    {"pub_many",
+     "WITH ins AS (INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
+     "SELECT r.stream_id, r.type, r.widget_key, coalesce(r.author_id, $2), r.to_user_id, r.message, "
+     "r.\"timestamp\" + 0 "
+     "FROM jsonb_to_recordset($1::jsonb) AS r(stream_id text, type text, widget_key uuid, author_id text, "
+     "to_user_id text, message jsonb, \"timestamp\" float8) "
+     "RETURNING *) "
+     "SELECT " RTW_ROW_COLS " FROM ins m ORDER BY m.id"},
     {"idem_claim", "INSERT INTO rtw_idempotency (stream_id, author_id, key, request_hash, status, response) "
 		   "VALUES ($1, $2, $3, decode($4, 'hex'), 0, '') ON CONFLICT DO NOTHING RETURNING 1"},
     {"idem_get", "SELECT encode(request_hash, 'hex'), status, response FROM rtw_idempotency "
@@ -69,14 +99,22 @@ static const struct {
      "url, method, rtw_rfc3339(created_at), rtw_rfc3339(started_at), rtw_rfc3339(finished_at), "
      "rtw_rfc3339(updated_at), rtw_rfc3339(run_at), response_excerpt, result_message_id::text "
      "FROM rtw_webhook_jobs WHERE id = $1::bigint"},
+    /* presence (sql/009_presence.sql): the sums over live rtw-sse
+     * processes, 0 when nobody watches; and, for admins, the viewers */
+    {"presence", "SELECT coalesce(c.connections, 0)::text, coalesce(c.viewers, 0)::text, "
+		 "rtw_rfc3339(coalesce(c.updated_at, (SELECT coalesce(min(seen_at), now()) FROM rtw_presence_procs "
+		 "WHERE expires_at > now()))) "
+		 "FROM (VALUES (1)) AS one LEFT JOIN rtw_presence_counts(ARRAY[$1]) AS c ON true"},
+    {"presence_users", "SELECT coalesce(json_agg(u), '[]')::text FROM rtw_presence_users($1, 1000) AS u"},
     {"hist_pos", "SELECT xid::text FROM rtw_messages WHERE id = $1::bigint AND stream_id = $2 AND type = 'broadcast'"},
-    {"hist_first", FCG_HIST_COLS "ORDER BY m.xid, m.id LIMIT $5::int"},
-    {"hist_after", FCG_HIST_COLS "AND (m.xid, m.id) > ($6::xid8, $7::bigint) ORDER BY m.xid, m.id LIMIT $5::int"},
+    {"hist_asc", FCG_HIST_PAGE FCG_HIST_ASC},
+    {"hist_desc", FCG_HIST_PAGE FCG_HIST_DESC},
 };
 /* clang-format on */
 
 static void fcg_db__down(struct fcg_db *db)
 {
+	db->streaming = NULL;
 	if (db->conn)
 		PQfinish(db->conn);
 	db->conn = NULL;
@@ -188,6 +226,62 @@ PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *con
 	log_error("worker %d: statement \"%s\" failed: %s (SQLSTATE %s)", db->worker_id, name, msg, pgu_sqlstate(res));
 	PQclear(res);
 	return NULL;
+}
+
+int fcg_db_stream(struct fcg_db *db, const char *name, int n, const char *const *params)
+{
+	if (fcg_db_ready(db) != RTW_OK)
+		return RTW_AGAIN;
+	if (!PQsendQueryPrepared(db->conn, name, n, params, NULL, NULL, 0) || !PQsetSingleRowMode(db->conn)) {
+		log_warn("worker %d: could not send statement \"%s\"; reconnecting", db->worker_id, name);
+		fcg_db__down(db);
+		return RTW_AGAIN;
+	}
+	db->streaming = name;
+	return RTW_OK;
+}
+
+PGresult *fcg_db_row(struct fcg_db *db, int *rc)
+{
+	PGresult *res;
+	char msg[512];
+
+	*rc = RTW_OK;
+	if (!db->conn || !db->streaming) {
+		*rc = db->conn ? RTW_OK : RTW_AGAIN;
+		return NULL;
+	}
+	while ((res = PQgetResult(db->conn)) != NULL) {
+		ExecStatusType st = PQresultStatus(res);
+		if (st == PGRES_SINGLE_TUPLE && *rc == RTW_OK)
+			return res;
+		if (st != PGRES_TUPLES_OK && st != PGRES_SINGLE_TUPLE && *rc == RTW_OK) {
+			fcg_db__oneline(PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY), msg, sizeof(msg));
+			log_error("worker %d: statement \"%s\" failed: %s (SQLSTATE %s)", db->worker_id, db->streaming,
+				  msg, pgu_sqlstate(res));
+			*rc = RTW_AGAIN;
+		}
+		/* after an error, the rest is read and dropped until the end */
+		PQclear(res);
+	}
+	/* NULL: the statement is over and the connection idle, or lost */
+	if (PQstatus(db->conn) != CONNECTION_OK) {
+		log_warn("worker %d: lost the database connection", db->worker_id);
+		fcg_db__down(db);
+		*rc = RTW_AGAIN;
+	}
+	db->streaming = NULL;
+	return NULL;
+}
+
+int fcg_db_stream_end(struct fcg_db *db)
+{
+	PGresult *res;
+	int rc = RTW_OK;
+
+	while (db->streaming && (res = fcg_db_row(db, &rc)) != NULL)
+		PQclear(res);
+	return rc;
 }
 
 int fcg_db_cmd(struct fcg_db *db, const char *sql)

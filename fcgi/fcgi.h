@@ -7,24 +7,26 @@
  * Threads: main.c starts fcgi.workers worker threads; each owns a struct
  * fcg_worker for its whole life and touches no other worker's state. The
  * shared mutable objects are the group committer (commit.c, its mutex),
- * the rate-limit buckets (ratelimit.c, striped mutexes) and the metrics
+ * the rate-limit buckets (lib/ratelimit.c, striped mutexes) and the metrics
  * (atomic counters, read by the health thread of health.c); the config is
  * read-only.
  *
  * Tiers: each file calls only files of lower tiers, never one above it or
  * beside it, so no file is both above and below another:
- *	0  buf.c  db.c  ratelimit.c  health.c  (call nothing in fcgi/)
+ *	0  buf.c  db.c  health.c  (call nothing in fcgi/)
  *	1  widget.c (db.c)   commit.c (db.c)
  *	2  respond.c (buf.c, widget.c)
- *	3  handlers.c (respond.c, widget.c, commit.c, db.c, ratelimit.c, buf.c)
- *	4  http.c (handlers.c, respond.c, buf.c, health.c's counters)
- *	5  main.c
+ *	3  handlers.c (respond.c, widget.c, commit.c, db.c, buf.c)
+ *	4  publish.c (handlers.c, respond.c, widget.c, db.c, buf.c)
+ *	5  http.c (publish.c, handlers.c, respond.c, buf.c, health.c's counters)
+ *	6  main.c
  */
 #ifndef RTW_FCGI_H
 #define RTW_FCGI_H
 
 #include "rtw.h"
 #include "cfg.h"
+#include "clientaddr.h"
 #include "msg.h"
 #include "token.h"
 
@@ -46,12 +48,22 @@ int fcg_buf_str(struct fcg_buf *b, const char *s) RTW_WUR;
 int fcg_buf_printf(struct fcg_buf *b, const char *fmt, ...) RTW_PRINTF(2, 3) RTW_WUR;
 /* Appends s as a JSON string literal (with quotes). */
 int fcg_buf_json_str(struct fcg_buf *b, const char *s) RTW_WUR;
+/* Empties b, and frees its memory when it grew past keep bytes (after a
+ * large answer), so one such answer does not pin memory for good. */
+void fcg_buf_shrink(struct fcg_buf *b, size_t keep);
 void fcg_buf_free(struct fcg_buf *b);
 
 /* ---- metrics (health.c formats them; everyone counts) ---- */
 
 /* Routes as the metrics name them. */
-enum fcg_mroute { FCG_M_MESSAGES_POST, FCG_M_MESSAGES_GET, FCG_M_WEBHOOK_GET, FCG_M_OTHER, FCG_M_NROUTES };
+enum fcg_mroute {
+	FCG_M_MESSAGES_POST,
+	FCG_M_MESSAGES_GET,
+	FCG_M_WEBHOOK_GET,
+	FCG_M_PUBLISH_POST,
+	FCG_M_OTHER,
+	FCG_M_NROUTES
+};
 #define FCG_M_NSTATUS 15  /* the statuses rtw-fcgi answers, and "other" */
 #define FCG_M_NBUCKETS 13 /* histogram upper bounds, +Inf excluded */
 
@@ -92,6 +104,7 @@ struct fcg_db {
 	const struct rtw_cfg *cfg;
 	int worker_id;
 	bool connected_once;	     /* a later connect counts as a reconnect */
+	const char *streaming;	     /* the statement fcg_db_stream started, until its end */
 	struct fcg_metrics *metrics; /* borrowed */
 };
 
@@ -116,6 +129,20 @@ int fcg_db_ready(struct fcg_db *db) RTW_WUR;
 PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *const *params, ExecStatusType expected,
 		     char sqlstate[6]) RTW_WUR;
 
+/* Starts prepared statement name in single-row mode, so that a large
+ * answer never sits whole in memory: read its rows with fcg_db_row until
+ * it returns NULL (or drop the rest with fcg_db_stream_end) before the
+ * connection runs anything else. RTW_OK, or RTW_AGAIN (unavailable). */
+int fcg_db_stream(struct fcg_db *db, const char *name, int n, const char *const *params) RTW_WUR;
+/* The next row of the streamed statement: a one-row result (caller
+ * PQclear's), or NULL at its end, with *rc RTW_OK when the statement
+ * succeeded and RTW_AGAIN when it failed or the connection was lost.
+ * After NULL the statement is over. */
+PGresult *fcg_db_row(struct fcg_db *db, int *rc) RTW_WUR;
+/* Reads and drops the rest of the streamed statement's rows (a reader that
+ * stops early); nothing to do when it is over. RTW_OK or RTW_AGAIN. */
+int fcg_db_stream_end(struct fcg_db *db) RTW_WUR;
+
 /* Plain command (BEGIN, COMMIT, ROLLBACK); RTW_OK or RTW_AGAIN/RTW_ERROR. */
 int fcg_db_cmd(struct fcg_db *db, const char *sql) RTW_WUR;
 
@@ -124,7 +151,7 @@ void fcg_db_close(struct fcg_db *db);
 /* ---- worker and request (main.c, http.c) ---- */
 
 struct fcg_gc;
-struct fcg_rl;
+struct rtw_rl;
 
 struct fcg_worker {
 	int id;
@@ -133,19 +160,21 @@ struct fcg_worker {
 	FCGX_Request fx;
 	struct fcg_db db;
 	struct fcg_gc *gc;
-	struct fcg_rl *rl;	     /* shared rate-limit buckets; NULL: no limit */
-	struct fcg_metrics *metrics; /* shared, atomics */
+	struct rtw_rl *rl;	       /* shared rate-limit buckets; NULL: no limit */
+	struct rtw_rl *rl_ip;	       /* shared per-client-address buckets of POSTs; NULL: no limit */
+	const struct rtw_trust *trust; /* http.trusted_proxies, read-only */
+	struct fcg_metrics *metrics;   /* shared, atomics */
 	struct fcg_widget widgets[FCG_WIDGET_CACHE];
 	/* union of every enabled widget's origins, for preflights */
 	json_t *all_origins;
 	uint64_t all_origins_ms;
-	struct fcg_buf body;  /* request body, max http.max_body */
+	struct fcg_buf body;  /* request body, max http.max_body (http.max_batch_body for a batch) */
 	struct fcg_buf out;   /* response body */
 	struct fcg_buf head;  /* response head */
 	pthread_cond_t gc_cv; /* this worker's wait in the group committer */
 };
 
-enum fcg_route { FCG_ROUTE_NONE, FCG_ROUTE_MESSAGES, FCG_ROUTE_WEBHOOK };
+enum fcg_route { FCG_ROUTE_NONE, FCG_ROUTE_MESSAGES, FCG_ROUTE_WEBHOOK, FCG_ROUTE_PUBLISH, FCG_ROUTE_PRESENCE };
 
 struct fcg_req {
 	struct fcg_worker *w;
@@ -155,8 +184,10 @@ struct fcg_req {
 	const char *content_type;
 	const char *authorization;
 	const char *idem_key;
-	long long content_length; /* -1 when absent */
-	char path[512];		  /* percent-decoded, without the query */
+	const char *remote_addr;   /* REMOTE_ADDR: who connected to the web server */
+	const char *forwarded_for; /* X-Forwarded-For, read only when remote_addr is trusted */
+	long long content_length;  /* -1 when absent */
+	char path[512];		   /* percent-decoded, without the query */
 	enum fcg_route route;
 	char stream_id[MSG_ID_MAX + 1];
 	char job_id[24];
@@ -175,6 +206,8 @@ struct fcg_req {
 /* The methods each route allows (Allow, preflights). */
 #define FCG_ALLOW_MESSAGES "GET, POST, OPTIONS"
 #define FCG_ALLOW_WEBHOOK "GET, OPTIONS"
+#define FCG_ALLOW_PUBLISH "POST, OPTIONS"
+#define FCG_ALLOW_PRESENCE "GET, OPTIONS"
 
 /* Sends status + JSON body (len bytes) with the CORS, Allow and
  * Retry-After headers the request calls for. */
@@ -204,8 +237,30 @@ bool fcg_origin_any_widget(struct fcg_worker *w, const char *origin);
 /* ---- handlers (handlers.c) ---- */
 
 void fcg_handle_post(struct fcg_req *r);
+/* Token check (401; 403 forbidden when stream, if given, is outside the
+ * token's streams); sends the error itself and returns RTW_ERROR. */
+int fcg_req_auth(struct fcg_req *r, const char *stream) RTW_WUR;
+/* Writes what an idempotent request stores, inside the transaction that
+ * holds the key, formatting the answer into r->w->out with *status.
+ * RTW_OK; RTW_DECLINED when it sent a refusal itself (nothing is kept);
+ * RTW_AGAIN/RTW_ERROR: unavailable. */
+typedef int (*fcg_write_fn)(struct fcg_req *r, void *arg, int *status);
+/* Runs write under r->idem_key in the scope (scope, author): the first
+ * request writes and stores the answer, a replay with the same body gets
+ * it again, a different body 409; an invalid key is 400. Sends the
+ * answer. */
+void fcg_idempotent(struct fcg_req *r, const char *scope, const char *author, fcg_write_fn write, void *arg);
 void fcg_handle_get_messages(struct fcg_req *r);
 void fcg_handle_get_webhook(struct fcg_req *r);
+void fcg_handle_get_presence(struct fcg_req *r);
+
+/* ---- backend publishing (publish.c) ---- */
+
+#define FCG_PUBLISH_MAX 1000 /* messages in one POST /v1/messages */
+
+/* POST /v1/messages: a batch of messages from a service token, validated
+ * as a whole, then stored in one transaction. */
+void fcg_handle_publish(struct fcg_req *r);
 
 /* ---- group commit (commit.c) ---- */
 

@@ -2,9 +2,10 @@
  * handlers.c: owns what rtw-fcgi does with a routed request: identity
  * (token or open mode), the widget registry check, writing broadcasts and
  * privates (through the group committer or alone), queueing webhook jobs,
- * Idempotency-Key records, history pages (request and its GET alias) and
- * webhook job status. Tier 3 of fcgi/: calls respond.c, widget.c,
- * commit.c, db.c, ratelimit.c and buf.c; called by http.c. Runs on the
+ * Idempotency-Key records, history pages (request and its GET alias),
+ * webhook job status and presence counts. Tier 3 of fcgi/: calls
+ * respond.c, widget.c, commit.c, db.c and buf.c (and lib/ratelimit.c); called by
+ * http.c, and by publish.c for identity and Idempotency-Key. Runs on the
  * worker thread; every write is one transaction, so a failure leaves
  * nothing behind.
  */
@@ -44,8 +45,8 @@ static int fcg__auth(struct fcg_req *r, const char *stream)
 	tok += 7;
 	while (*tok == ' ')
 		tok++;
-	if (tok_verify(cfg->auth_secret, strlen(cfg->auth_secret), tok, (int64_t)time(NULL), &r->claims, &why) !=
-	    RTW_OK) {
+	if (tok_verify_rotating(cfg->auth_secret, cfg->auth_secret_previous, tok, (int64_t)time(NULL), &r->claims,
+				&why) != RTW_OK) {
 		fcg_fail(r, 401, "unauthorized", NULL, "invalid token: %s", why ? why : "rejected");
 		return RTW_ERROR;
 	}
@@ -58,11 +59,11 @@ static int fcg__auth(struct fcg_req *r, const char *stream)
 }
 
 /* The author of a request: the token's sub (a different client value is
- * 403 author_mismatch), or in open mode the client's value or a fresh
- * anonymous id. */
+ * 403 author_mismatch; a service token may name any author), or in open
+ * mode the client's value or a fresh anonymous id. */
 static int fcg__author(struct fcg_req *r, const char *client, char out[MSG_ID_MAX + 1])
 {
-	if (r->has_claims) {
+	if (r->has_claims && !(r->claims.service && client)) {
 		if (client && strcmp(client, r->claims.sub) != 0) {
 			fcg_fail(r, 403, "author_mismatch", "author_id", "author_id must equal the token's subject");
 			return RTW_ERROR;
@@ -99,69 +100,136 @@ static int fcg__widget(struct fcg_req *r, const char *key)
 	return RTW_OK;
 }
 
-/* Per (author, stream) token bucket of this process: 429 rate_limited
- * with Retry-After (whole seconds, rounded up) when it is empty. Checked
- * after the widget, so the answer carries the widget's CORS headers. */
+/* Per (author, stream) token bucket of this process, shared by posts and
+ * history reads (request and GET): 429 rate_limited with Retry-After
+ * (whole seconds, rounded up) when it is empty. Checked after the widget,
+ * so the answer carries the widget's CORS headers. */
 static int fcg__rate_limit(struct fcg_req *r, const char *author)
 {
 	uint64_t wait_ms;
 
-	if (!r->w->rl || !(wait_ms = fcg_rl_take(r->w->rl, author, r->stream_id, rtw_now_ms())))
+	/* a platform's backend speaks for many authors: no per-author bucket */
+	if (r->has_claims && r->claims.service)
+		return RTW_OK;
+	if (!r->w->rl || !(wait_ms = rtw_rl_take(r->w->rl, author, r->stream_id, rtw_now_ms())))
 		return RTW_OK;
 	FCG_COUNT(r->w->metrics, rate_limited, 1);
 	r->retry_after = (int)((wait_ms + 999) / 1000);
-	fcg_fail(r, 429, "rate_limited", NULL, "too many messages from this author on this stream; retry in %d s",
+	fcg_fail(r, 429, "rate_limited", NULL, "too many requests from this author on this stream; retry in %d s",
 		 r->retry_after);
 	return RTW_ERROR;
 }
 
+/* Per client address token bucket of this process (lib/clientaddr.c's
+ * rule: behind a trusted proxy, its X-Forwarded-For): the limit no fresh
+ * identity gets around, since every anonymous viewer may mint one. 429
+ * rate_limited with Retry-After when it is empty. */
+static int fcg__rate_limit_addr(struct fcg_req *r)
+{
+	char key[RTW_CLIENT_KEY_MAX];
+	uint64_t wait_ms;
+
+	if (!r->w->rl_ip)
+		return RTW_OK;
+	rtw_client_key(r->w->trust, r->remote_addr, r->forwarded_for, key);
+	if (!(wait_ms = rtw_rl_take(r->w->rl_ip, key, "addr", rtw_now_ms())))
+		return RTW_OK;
+	FCG_COUNT(r->w->metrics, rate_limited, 1);
+	r->retry_after = (int)((wait_ms + 999) / 1000);
+	fcg_fail(r, 429, "rate_limited", NULL, "too many requests from this address; retry in %d s", r->retry_after);
+	return RTW_ERROR;
+}
+
 /* ---- history (request and GET) ---- */
+
+/* The lowest and highest stream positions (xid, id): the bounds of a page
+ * without since_id or before_id (xid8 is unsigned 64-bit, ids are
+ * positive bigints). */
+#define FCG_POS_MIN_XID "0"
+#define FCG_POS_MIN_ID "0"
+#define FCG_POS_MAX_XID "18446744073709551615"
+#define FCG_POS_MAX_ID "9223372036854775807"
+
+/* A worker keeps at most this much response buffer between requests: a
+ * large history page would otherwise pin its size for the worker's life. */
+#define FCG_OUT_KEEP (64 * 1024)
 
 static void fcg__fmt_double(double d, char out[32])
 {
 	snprintf(out, 32, "%.17g", d);
 }
 
+/* The stream position (xid) of id, which must be a broadcast of r's
+ * stream. RTW_ERROR after answering 400 invalid_field (naming field) or
+ * 503. */
+static int fcg__history_pos(struct fcg_req *r, const char *id, const char *field, char xid[32])
+{
+	const char *pp[2] = {id, r->stream_id};
+	PGresult *pos = fcg_db_run(&r->w->db, "hist_pos", 2, pp, PGRES_TUPLES_OK, NULL);
+
+	if (!pos) {
+		fcg_unavailable(r);
+		return RTW_ERROR;
+	}
+	if (PQntuples(pos) != 1) {
+		PQclear(pos);
+		fcg_fail(r, 400, "invalid_field", field, "%s is not a broadcast of this stream", field);
+		return RTW_ERROR;
+	}
+	snprintf(xid, 32, "%s", PQgetvalue(pos, 0, 0));
+	PQclear(pos);
+	return RTW_OK;
+}
+
+/*
+ * One history page in stream order (asc) or its reverse (desc), built in
+ * w->out from rows read one at a time (single-row mode), so neither a
+ * whole PGresult nor more than one message beyond history.max_bytes is
+ * ever held. The page ends after f.limit messages, or before the message
+ * that would take the body past history.max_bytes; never before its first
+ * message, so a client paging with the next id always progresses. The
+ * next id (next_since_id asc, next_before_id desc) is the last message
+ * shown, set when another row exists (limit + 1 rows are asked for).
+ */
 static void fcg__history(struct fcg_req *r, const char *widget_key, const char *author, const json_t *filters)
 {
 	const struct rtw_cfg *cfg = r->w->cfg;
+	struct fcg_db *db = &r->w->db;
 	struct fcg_buf *o = &r->w->out;
 	struct msg_filter f;
 	struct msg_error err;
-	PGresult *pos = NULL, *res = NULL;
-	char from[32] = "0", to[32] = "Infinity", lim[16], xid[32] = "";
-	int rc = RTW_OK, n, shown;
+	PGresult *row;
+	char from[32] = "0", to[32] = "Infinity", lim[16], lo[32] = FCG_POS_MIN_XID, hi[32] = FCG_POS_MAX_XID;
+	char last_id[32] = "";
+	int rc = RTW_OK, db_rc = RTW_OK, shown = 0;
+	bool more = false;
 
 	if (msg_filter_decode(filters, cfg->history_default_limit, cfg->history_max_limit, &f, &err) != RTW_OK) {
 		fcg_send_error(r, &err);
 		return;
 	}
-	if (f.has_since) {
-		const char *pp[2] = {f.since_id, r->stream_id};
-		if (!(pos = fcg_db_run(&r->w->db, "hist_pos", 2, pp, PGRES_TUPLES_OK, NULL))) {
-			fcg_unavailable(r);
-			goto out;
-		}
-		if (PQntuples(pos) != 1) {
-			fcg_fail(r, 400, "invalid_field", "since_id", "since_id is not a broadcast of this stream");
-			goto out;
-		}
-		snprintf(xid, sizeof(xid), "%s", PQgetvalue(pos, 0, 0));
-	}
+	if (f.has_since && fcg__history_pos(r, f.since_id, "since_id", lo) != RTW_OK)
+		return;
+	if (f.has_before && fcg__history_pos(r, f.before_id, "before_id", hi) != RTW_OK)
+		return;
 	if (f.has_from)
 		fcg__fmt_double(f.from_ts, from);
 	if (f.has_to)
 		fcg__fmt_double(f.to_ts, to);
 	snprintf(lim, sizeof(lim), "%d", f.limit + 1);
-	const char *params[7] = {r->stream_id, widget_key, from, to, lim, xid, f.since_id};
-	res = fcg_db_run(&r->w->db, f.has_since ? "hist_after" : "hist_first", f.has_since ? 7 : 5, params,
-			 PGRES_TUPLES_OK, NULL);
-	if (!res) {
+	const char *params[9] = {r->stream_id,
+				 widget_key,
+				 from,
+				 to,
+				 lim,
+				 lo,
+				 f.has_since ? f.since_id : FCG_POS_MIN_ID,
+				 hi,
+				 f.has_before ? f.before_id : FCG_POS_MAX_ID};
+	if (fcg_db_stream(db, f.desc ? "hist_desc" : "hist_asc", 9, params) != RTW_OK) {
 		fcg_unavailable(r);
-		goto out;
+		return;
 	}
-	n = PQntuples(res);
-	shown = n > f.limit ? f.limit : n;
 	o->len = 0;
 	o->max = SIZE_MAX;
 	rc |= fcg_buf_str(o, "{\"type\":\"request\",\"stream_id\":");
@@ -171,27 +239,39 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 	rc |= fcg_buf_str(o, ",\"author_id\":");
 	rc |= fcg_buf_json_str(o, author);
 	rc |= fcg_buf_str(o, ",\"timestamp\":0,\"message\":{\"messages\":[");
-	for (int i = 0; i < shown && rc == RTW_OK; i++) {
+	while (rc == RTW_OK && (row = fcg_db_row(db, &db_rc)) != NULL) {
 		struct msg_stored s;
 		size_t len;
+		char *js;
 
-		rtw_row_message(res, i, 0, &s);
-		char *js = msg_serialize(&s, &len);
-		if (!js) {
-			rc = RTW_ERROR;
+		if (shown == f.limit) {
+			more = true;
+			PQclear(row);
 			break;
 		}
-		if (i)
-			rc |= fcg_buf_add(o, ",", 1);
-		rc |= fcg_buf_add(o, js, len);
+		rtw_row_message(row, 0, 0, &s);
+		if (!(js = msg_serialize(&s, &len))) {
+			rc = RTW_ERROR;
+		} else if (shown > 0 && o->len + 1 + len > (size_t)cfg->history_max_bytes) {
+			more = true;
+		} else {
+			if (shown++)
+				rc |= fcg_buf_add(o, ",", 1);
+			rc |= fcg_buf_add(o, js, len);
+			snprintf(last_id, sizeof(last_id), "%s", s.id);
+		}
 		free(js);
+		PQclear(row);
+		if (more)
+			break;
 	}
-	rc |= fcg_buf_str(o, "],\"next_since_id\":");
-	if (n > f.limit) {
-		rc |= fcg_buf_json_str(o, PQgetvalue(res, shown - 1, 0));
-	} else {
-		rc |= fcg_buf_str(o, "null");
+	/* a page that stopped early drops the rest of its rows */
+	if (fcg_db_stream_end(db) != RTW_OK || db_rc != RTW_OK) {
+		fcg_unavailable(r);
+		goto out;
 	}
+	rc |= fcg_buf_str(o, f.desc ? "],\"next_before_id\":" : "],\"next_since_id\":");
+	rc |= more ? fcg_buf_json_str(o, last_id) : fcg_buf_str(o, "null");
 	rc |= fcg_buf_str(o, "}}");
 	if (rc != RTW_OK) {
 		log_error("worker %d: could not format a history page", r->w->id);
@@ -200,8 +280,7 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 	}
 	fcg_send(r, 200, o->p, o->len);
 out:
-	PQclear(pos);
-	PQclear(res);
+	fcg_buf_shrink(o, FCG_OUT_KEEP);
 }
 
 /* ---- writes ---- */
@@ -421,25 +500,43 @@ static void fcg__rollback(struct fcg_db *db)
 		log_warn("worker %d: rollback failed", db->worker_id);
 }
 
+/* fcg_idempotent's writer for one message of the per-stream POST. */
+struct fcg__one {
+	const struct msg_in *m;
+	const char *author;
+};
+
+static int fcg__write_one(struct fcg_req *r, void *arg, int *status)
+{
+	const struct fcg__one *one = arg;
+	return fcg__write(r, one->m, one->author, true, status);
+}
+
 /*
- * Idempotency-Key: one transaction. Claim (stream, author, key) with ON
+ * Idempotency-Key: one transaction. Claim (scope, author, key) with ON
  * CONFLICT DO NOTHING: a concurrent request with the same key waits on the
  * unique index until the first commits, then finds its row. The claimer
- * writes the message and stores the answer; anyone else replays it (same
- * body) or gets 409 (different body), and writes nothing.
+ * writes (write, inside the transaction) and stores the answer; anyone
+ * else replays it (same body) or gets 409 (different body), and writes
+ * nothing.
  */
-static void fcg__write_idempotent(struct fcg_req *r, const struct msg_in *m, const char *author)
+void fcg_idempotent(struct fcg_req *r, const char *scope, const char *author, fcg_write_fn write, void *arg)
 {
 	struct fcg_db *db = &r->w->db;
 	struct fcg_buf *body = &r->w->body;
 	unsigned char digest[SHA256_DIGEST_LENGTH];
 	char hash[2 * SHA256_DIGEST_LENGTH + 1], st[8];
 	PGresult *res = NULL;
-	int status = 0;
+	int status = 0, rc;
 
+	if (!fcg__idem_key_valid(r->idem_key)) {
+		fcg_fail(r, 400, "invalid_field", "Idempotency-Key",
+			 "Idempotency-Key must be 1 to %d printable ASCII characters", MSG_IDEM_KEY_MAX);
+		return;
+	}
 	SHA256((const unsigned char *)body->p, body->len, digest);
 	rtw_hex(digest, sizeof(digest), hash);
-	const char *key_params[5] = {r->stream_id, author, r->idem_key, hash, NULL};
+	const char *key_params[5] = {scope, author, r->idem_key, hash, NULL};
 
 	if (fcg_db_cmd(db, "BEGIN") != RTW_OK)
 		goto unavailable;
@@ -464,7 +561,13 @@ static void fcg__write_idempotent(struct fcg_req *r, const struct msg_in *m, con
 	}
 	PQclear(res);
 	res = NULL;
-	if (fcg__write(r, m, author, true, &status) != RTW_OK)
+	rc = write(r, arg, &status);
+	if (rc == RTW_DECLINED) {
+		/* the writer answered (a refusal): nothing is kept */
+		fcg__rollback(db);
+		return;
+	}
+	if (rc != RTW_OK)
 		goto unavailable;
 	snprintf(st, sizeof(st), "%d", status);
 	key_params[3] = st;
@@ -483,6 +586,11 @@ unavailable:
 	PQclear(res);
 	fcg__rollback(db);
 	fcg_unavailable(r);
+}
+
+int fcg_req_auth(struct fcg_req *r, const char *stream)
+{
+	return fcg__auth(r, stream);
 }
 
 void fcg_handle_post(struct fcg_req *r)
@@ -509,7 +617,7 @@ void fcg_handle_post(struct fcg_req *r)
 		goto out;
 	if (fcg__widget(r, m.widget_key) != RTW_OK)
 		goto out;
-	if (fcg__rate_limit(r, author) != RTW_OK)
+	if (fcg__rate_limit_addr(r) != RTW_OK || fcg__rate_limit(r, author) != RTW_OK)
 		goto out;
 	if (m.type == MSG_REQUEST) {
 		/* a read: Idempotency-Key has nothing to protect */
@@ -520,7 +628,8 @@ void fcg_handle_post(struct fcg_req *r)
 				      fcg__webhook_quota(r, m.widget_key, author) != RTW_OK))
 		goto out;
 	if (r->idem_key) {
-		fcg__write_idempotent(r, &m, author);
+		struct fcg__one one = {.m = &m, .author = author};
+		fcg_idempotent(r, r->stream_id, author, fcg__write_one, &one);
 		goto out;
 	}
 	if (fcg__write(r, &m, author, false, &status) != RTW_OK) {
@@ -569,8 +678,10 @@ static int fcg__query_filters(struct fcg_req *r, json_t *filters, char widget[MS
 			}
 			memcpy(author, val, strlen(val) + 1); /* <= MSG_ID_MAX, checked above */
 			*has_author = true;
-		} else if (strcmp(name, "since_id") == 0) {
-			json_object_set_new(filters, "since_id", json_string(val));
+		} else if (strcmp(name, "since_id") == 0 || strcmp(name, "before_id") == 0 ||
+			   strcmp(name, "order") == 0) {
+			/* checked by msg_filter_decode, as in a request */
+			json_object_set_new(filters, name, json_string(val));
 		} else if (strcmp(name, "limit") == 0) {
 			char *end;
 			long long l = strtoll(val, &end, 10);
@@ -617,6 +728,8 @@ void fcg_handle_get_messages(struct fcg_req *r)
 	if (fcg__author(r, has_author ? client_author : NULL, author) != RTW_OK)
 		goto out;
 	if (fcg__widget(r, widget) != RTW_OK)
+		goto out;
+	if (fcg__rate_limit(r, author) != RTW_OK)
 		goto out;
 	fcg__history(r, widget, author, filters);
 out:
@@ -673,4 +786,48 @@ void fcg_handle_get_webhook(struct fcg_req *r)
 	}
 	fcg_send(r, 200, text, strlen(text));
 	free(text);
+}
+
+/* ---- GET /v1/streams/{id}/presence ---- */
+
+/* The sums rtw-sse processes wrote (sql/009_presence.sql); the token
+ * rules of history: a token may read a stream it is allowed. Admins also
+ * get up to 1000 viewer ids. */
+void fcg_handle_get_presence(struct fcg_req *r)
+{
+	const char *params[1] = {r->stream_id};
+	struct fcg_buf *o = &r->w->out;
+	PGresult *res = NULL, *users = NULL;
+	int rc = RTW_OK;
+
+	if (fcg__auth(r, r->stream_id) != RTW_OK)
+		return;
+	if (!(res = fcg_db_run(&r->w->db, "presence", 1, params, PGRES_TUPLES_OK, NULL)) || PQntuples(res) != 1)
+		goto unavailable;
+	if (r->has_claims && r->claims.admin &&
+	    (!(users = fcg_db_run(&r->w->db, "presence_users", 1, params, PGRES_TUPLES_OK, NULL)) ||
+	     PQntuples(users) != 1))
+		goto unavailable;
+	o->len = 0;
+	o->max = SIZE_MAX;
+	rc |= fcg_buf_str(o, "{\"stream_id\":");
+	rc |= fcg_buf_json_str(o, r->stream_id);
+	rc |= fcg_buf_printf(o, ",\"connections\":%s,\"viewers\":%s,\"updated_at\":", PQgetvalue(res, 0, 0),
+			     PQgetvalue(res, 0, 1));
+	rc |= fcg_buf_json_str(o, PQgetvalue(res, 0, 2));
+	if (users) {
+		rc |= fcg_buf_str(o, ",\"users\":");
+		rc |= fcg_buf_str(o, PQgetvalue(users, 0, 0));
+	}
+	rc |= fcg_buf_str(o, "}");
+	if (rc != RTW_OK)
+		goto unavailable;
+	fcg_send(r, 200, o->p, o->len);
+	PQclear(res);
+	PQclear(users);
+	return;
+unavailable:
+	PQclear(res);
+	PQclear(users);
+	fcg_unavailable(r);
 }

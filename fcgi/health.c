@@ -47,7 +47,8 @@ struct fcg_health {
 
 static const int fcg_m__status[FCG_M_NSTATUS - 1] = {200, 201, 202, 204, 400, 401, 403,
 						     404, 405, 409, 413, 415, 429, 503};
-static const char *const fcg_m__route[FCG_M_NROUTES] = {"messages_post", "messages_get", "webhook_get", "other"};
+static const char *const fcg_m__route[FCG_M_NROUTES] = {"messages_post", "messages_get", "webhook_get", "publish_post",
+							"other"};
 /* request duration buckets, upper bounds in seconds */
 static const double fcg_m__le[FCG_M_NBUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 						 0.25,	0.5,	1,     2.5,  5,	    10};
@@ -69,7 +70,7 @@ void fcg_metrics_request(struct fcg_metrics *m, enum fcg_mroute route, int statu
 
 #define LD(x) ((uint64_t)atomic_load_explicit(&(x), memory_order_relaxed))
 
-static void fcg_health__metrics(struct fcg_health *h, struct rtw_metrics *w)
+static void fcg_health__metrics(struct fcg_health *h, struct rtw_metrics *w, bool pg_up)
 {
 	struct fcg_metrics *m = h->m;
 	char labels[64];
@@ -108,6 +109,7 @@ static void fcg_health__metrics(struct fcg_health *h, struct rtw_metrics *w)
 	rtw_metrics_gauge(w, "rtw_fcgi_requests_in_flight", "Requests being served now.",
 			  (double)atomic_load_explicit(&m->in_flight, memory_order_relaxed));
 	rtw_metrics_gauge(w, "rtw_fcgi_workers", "Worker threads (fcgi.workers).", h->cfg->fcgi_workers);
+	rtw_metrics_process(w, "fcgi", pg_up);
 }
 
 /* ---- health check ---- */
@@ -195,7 +197,7 @@ static void fcg_health__serve(struct fcg_health *h, int fd)
 		db_ok = fcg_health__db_ok(h);
 	if (rc == RTW_OK && rtw_probe_route(&q) == RTW_PROBE_METRICS && (text = malloc(FCG_METRICS_MAX))) {
 		rtw_metrics_init(&mw, text, FCG_METRICS_MAX);
-		fcg_health__metrics(h, &mw);
+		fcg_health__metrics(h, &mw, fcg_health__db_ok(h));
 		if (rtw_metrics_end(&mw) != RTW_OK)
 			log_error("/metrics: the text is longer than %d bytes; answering 500", FCG_METRICS_MAX);
 	}

@@ -3,8 +3,8 @@
  * reading the CGI variables (nginx's and Apache mod_proxy_fcgi's), the
  * path (percent-decoded by lib/url.c), routing, the method, media-type
  * and size checks, reading the body, and counting the request in the
- * metrics. Tier 4 of fcgi/, under main.c only: calls handlers.c,
- * respond.c, buf.c and health.c's counters. Runs on the worker thread
+ * metrics. Tier 5 of fcgi/, under main.c only: calls publish.c,
+ * handlers.c, respond.c, buf.c and health.c's counters. Runs on the worker thread
  * that accepted the request; knows nothing about messages beyond handing
  * them to handlers.c.
  */
@@ -42,17 +42,25 @@ static int fcg__path(struct fcg_req *r, FCGX_ParamArray env)
 	return RTW_OK;
 }
 
-/* Matches /v1/streams/{id}/messages and /v1/webhooks/{id}. A malformed
- * stream id is a 400 (contract: invalid_field); returns RTW_DECLINED then. */
+/* Matches /v1/streams/{id}/messages, /v1/streams/{id}/presence,
+ * /v1/webhooks/{id} and /v1/messages. A malformed stream id is a 400
+ * (contract: invalid_field); returns RTW_DECLINED then. */
 static int fcg__route(struct fcg_req *r)
 {
 	const char *p = r->path;
 	size_t n;
 
+	if (strcmp(p, "/v1/messages") == 0 || strcmp(p, "/v1/messages/") == 0) {
+		r->route = FCG_ROUTE_PUBLISH;
+		r->allow = FCG_ALLOW_PUBLISH;
+		return RTW_OK;
+	}
+
 	if (strncmp(p, "/v1/streams/", 12) == 0) {
 		p += 12;
 		n = strcspn(p, "/");
-		if (strcmp(p + n, "/messages") != 0 && strcmp(p + n, "/messages/") != 0)
+		bool presence = strcmp(p + n, "/presence") == 0 || strcmp(p + n, "/presence/") == 0;
+		if (!presence && strcmp(p + n, "/messages") != 0 && strcmp(p + n, "/messages/") != 0)
 			return RTW_ERROR;
 		if (n == 0 || n > MSG_ID_MAX)
 			return RTW_DECLINED;
@@ -60,8 +68,8 @@ static int fcg__route(struct fcg_req *r)
 		r->stream_id[n] = '\0';
 		if (!msg_valid_stream_id(r->stream_id))
 			return RTW_DECLINED;
-		r->route = FCG_ROUTE_MESSAGES;
-		r->allow = FCG_ALLOW_MESSAGES;
+		r->route = presence ? FCG_ROUTE_PRESENCE : FCG_ROUTE_MESSAGES;
+		r->allow = presence ? FCG_ALLOW_PRESENCE : FCG_ALLOW_MESSAGES;
 		return RTW_OK;
 	}
 	if (strncmp(p, "/v1/webhooks/", 13) == 0) {
@@ -97,6 +105,14 @@ static bool fcg__is_json(const char *ct)
 	return *ct == '\0' || *ct == ';';
 }
 
+#define FCG_BUF_KEEP (1u << 20)
+
+/* The body limit of the route: a batch of backend messages may be larger. */
+static int fcg__max_body(const struct fcg_req *r)
+{
+	return r->route == FCG_ROUTE_PUBLISH ? r->w->cfg->http_max_batch_body : r->w->cfg->http_max_body;
+}
+
 /* Reads the body into w->body; RTW_DECLINED when it exceeds the limit. */
 static int fcg__read_body(struct fcg_req *r)
 {
@@ -105,7 +121,7 @@ static int fcg__read_body(struct fcg_req *r)
 	int got;
 
 	b->len = 0;
-	b->max = (size_t)r->w->cfg->http_max_body;
+	b->max = (size_t)fcg__max_body(r);
 	while ((got = FCGX_GetStr(chunk, sizeof(chunk), r->w->fx.in)) > 0) {
 		if (fcg_buf_add(b, chunk, (size_t)got) != RTW_OK)
 			return RTW_DECLINED;
@@ -117,7 +133,7 @@ static int fcg__read_body(struct fcg_req *r)
 
 static void fcg__post(struct fcg_req *r)
 {
-	int max = r->w->cfg->http_max_body;
+	int max = fcg__max_body(r);
 	int rc;
 
 	if (r->content_length > max) {
@@ -135,6 +151,17 @@ static void fcg__post(struct fcg_req *r)
 	}
 	if (rc != RTW_OK) {
 		fcg_unavailable(r);
+		return;
+	}
+	if (r->route == FCG_ROUTE_PUBLISH) {
+		fcg_handle_publish(r);
+		/* A worker keeps its buffers between requests, which spares a
+		 * publisher's next batch the page faults of fresh memory; but not
+		 * beyond FCG_BUF_KEEP, or every worker would hold a large one. */
+		if (r->w->body.cap > FCG_BUF_KEEP)
+			fcg_buf_free(&r->w->body);
+		if (r->w->out.cap > FCG_BUF_KEEP)
+			fcg_buf_free(&r->w->out);
 		return;
 	}
 	fcg_handle_post(r);
@@ -155,6 +182,8 @@ static enum fcg_mroute fcg__mroute(const struct fcg_req *r)
 		return FCG_M_MESSAGES_GET;
 	if (r->route == FCG_ROUTE_WEBHOOK && strcmp(r->method, "GET") == 0)
 		return FCG_M_WEBHOOK_GET;
+	if (r->route == FCG_ROUTE_PUBLISH && strcmp(r->method, "POST") == 0)
+		return FCG_M_PUBLISH_POST;
 	return FCG_M_OTHER;
 }
 
@@ -175,6 +204,8 @@ void fcg_serve(struct fcg_worker *w)
 	r.content_type = FCGX_GetParam("CONTENT_TYPE", env);
 	r.authorization = FCGX_GetParam("HTTP_AUTHORIZATION", env);
 	r.idem_key = FCGX_GetParam("HTTP_IDEMPOTENCY_KEY", env);
+	r.remote_addr = FCGX_GetParam("REMOTE_ADDR", env);
+	r.forwarded_for = FCGX_GetParam("HTTP_X_FORWARDED_FOR", env);
 	cl = FCGX_GetParam("CONTENT_LENGTH", env);
 	r.content_length = (cl && *cl) ? strtoll(cl, NULL, 10) : -1;
 	if (!r.method)
@@ -207,12 +238,14 @@ void fcg_serve(struct fcg_worker *w)
 		fcg_send_preflight(&r);
 		goto out;
 	}
-	if (r.route == FCG_ROUTE_MESSAGES && strcmp(r.method, "POST") == 0)
+	if ((r.route == FCG_ROUTE_MESSAGES || r.route == FCG_ROUTE_PUBLISH) && strcmp(r.method, "POST") == 0)
 		fcg__post(&r);
 	else if (r.route == FCG_ROUTE_MESSAGES && strcmp(r.method, "GET") == 0)
 		fcg_handle_get_messages(&r);
 	else if (r.route == FCG_ROUTE_WEBHOOK && strcmp(r.method, "GET") == 0)
 		fcg_handle_get_webhook(&r);
+	else if (r.route == FCG_ROUTE_PRESENCE && strcmp(r.method, "GET") == 0)
+		fcg_handle_get_presence(&r);
 	else
 		fcg_fail(&r, 405, "method_not_allowed", NULL, "method %s is not allowed here",
 			 strlen(r.method) < 16 ? r.method : "given");

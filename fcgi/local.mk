@@ -10,10 +10,12 @@ fcgi_rtw_fcgi_SOURCES = \
 	fcgi/widget.c \
 	fcgi/buf.c \
 	fcgi/handlers.c \
+	fcgi/publish.c \
 	fcgi/db.c \
 	fcgi/commit.c \
-	fcgi/ratelimit.h \
-	fcgi/ratelimit.c \
 	fcgi/health.c
 fcgi_rtw_fcgi_CFLAGS = $(RTW_CFLAGS)
-fcgi_rtw_fcgi_LDADD = $(RTW_LIBS) $(FCGI_LIBS) $(HTTP_PARSER_LIBS) -lm
+fcgi_rtw_fcgi_LDADD = $(RTW_LIBS) $(FCGI_LIBS) $(HTTP_PARSER_LIBS)
+
+# rtw_publish(): backend publishing from inside PostgreSQL (doc/publishing.md)
+dist_sql_DATA += sql/006_publish.sql

@@ -14,6 +14,7 @@
 /* Rate-limit buckets per process: fixed memory (about 24 bytes each). */
 #define FCG_RL_BUCKETS 16384
 #include "config.h"
+#include "daemon.h"
 #include "fcgi.h"
 #include "log.h"
 #include "ratelimit.h"
@@ -49,13 +50,6 @@ static void *fcg__worker_main(void *arg)
 	return NULL;
 }
 
-static void fcg__usage(void)
-{
-	fprintf(stderr, "usage: rtw-fcgi [--config FILE]\n"
-			"FastCGI application of rtw: ingest, history, webhook status.\n"
-			"Options come from FILE, then RTW_* environment variables (see doc/config.md).\n");
-}
-
 int main(int argc, char **argv)
 {
 	struct rtw_cfg cfg;
@@ -63,34 +57,21 @@ int main(int argc, char **argv)
 	struct fcg_worker *workers = NULL;
 	pthread_t *tids = NULL;
 	struct fcg_gc *gc = NULL;
-	struct fcg_rl *rl = NULL;
+	struct rtw_rl *rl = NULL, *rl_ip = NULL;
+	struct rtw_trust trust = {NULL, 0};
 	struct fcg_metrics *metrics = NULL;
 	struct fcg_health *health = NULL;
 	int listen_fd, started = 0, rc = 1;
 	const char *unix_path = NULL; /* unlinked at exit */
 	sigset_t sigs;
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-			fcg__usage();
-			return 0;
-		}
-	}
-	if (cfg_load(&cfg, cfg_path_from_args(argc, argv), err, sizeof(err)) != RTW_OK) {
-		fprintf(stderr, "rtw-fcgi: %s\n", err);
-		return 1;
-	}
-	if (log_init("rtw-fcgi", cfg.log_level, cfg.log_file) != RTW_OK) {
-		fprintf(stderr, "rtw-fcgi: could not set up logging (level \"%s\", file \"%s\")\n", cfg.log_level,
-			cfg.log_file);
-		goto out;
-	}
-	if (strcmp(cfg.auth_mode, "open") == 0)
-		log_warn("auth.mode is open: ids are taken from requests as given; use for local experiments only");
-	else if (cfg.auth_secret[0] == '\0') {
-		log_error("auth.secret is empty; set it (RTW_AUTH_SECRET) or use auth.mode = open");
-		goto out;
-	}
+	static const struct rtw_prog prog = {"rtw-fcgi",
+					     "The FastCGI application of rtw: ingest, history, webhook job status.",
+					     NULL, RTW_START_LOG_FILE | RTW_START_WARN_OPEN | RTW_START_NEED_SECRET};
+
+	if ((rc = rtw_start(&prog, argc, argv, &cfg, NULL)) >= 0)
+		return rc;
+	rc = 1;
 	if (cfg.fcgi_workers < 1 || cfg.fcgi_workers > 1024) {
 		log_error("fcgi.workers must be between 1 and 1024");
 		goto out;
@@ -143,12 +124,27 @@ int main(int argc, char **argv)
 	if (cfg.fcgi_rate_limit_per_s > 0) {
 		uint64_t seed;
 		if (rtw_random(&seed, sizeof(seed)) != RTW_OK ||
-		    !(rl = fcg_rl_new(cfg.fcgi_rate_limit_per_s, cfg.fcgi_rate_limit_burst, FCG_RL_BUCKETS, seed))) {
+		    !(rl = rtw_rl_new(cfg.fcgi_rate_limit_per_s, cfg.fcgi_rate_limit_burst, FCG_RL_BUCKETS, seed))) {
 			log_error("could not set up the rate limiter");
 			goto out;
 		}
 		log_info("rate limit: %d messages/s per author and stream, burst %d (per process)",
 			 cfg.fcgi_rate_limit_per_s, cfg.fcgi_rate_limit_burst);
+	}
+	if (rtw_trust_parse(cfg.http_trusted_proxies, &trust, err, sizeof(err)) != RTW_OK) {
+		log_error("%s", err);
+		goto out;
+	}
+	if (cfg.fcgi_rate_limit_per_ip_per_s > 0) {
+		uint64_t seed;
+		if (rtw_random(&seed, sizeof(seed)) != RTW_OK ||
+		    !(rl_ip = rtw_rl_new(cfg.fcgi_rate_limit_per_ip_per_s, cfg.fcgi_rate_limit_per_ip_burst,
+					 FCG_RL_BUCKETS, seed))) {
+			log_error("could not set up the rate limiter");
+			goto out;
+		}
+		log_info("rate limit: %d POSTs/s per client address, burst %d (per process)",
+			 cfg.fcgi_rate_limit_per_ip_per_s, cfg.fcgi_rate_limit_per_ip_burst);
 	}
 	if (cfg.fcgi_health_listen[0]) {
 		/* A clash on this side port must not stop ingest: report it loudly, go on. */
@@ -164,6 +160,8 @@ int main(int argc, char **argv)
 		w->listen_fd = listen_fd;
 		w->gc = gc;
 		w->rl = rl;
+		w->rl_ip = rl_ip;
+		w->trust = &trust;
 		w->metrics = metrics;
 		w->db.metrics = metrics;
 		w->db.cfg = &cfg;
@@ -225,7 +223,9 @@ int main(int argc, char **argv)
 	log_info("stopped");
 out:
 	fcg_health_stop(health);
-	fcg_rl_free(rl);
+	rtw_rl_free(rl);
+	rtw_rl_free(rl_ip);
+	rtw_trust_free(&trust);
 	free(metrics);
 	fcg_gc_free(gc);
 	free(workers);

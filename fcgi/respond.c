@@ -3,7 +3,7 @@
  * status line, the headers (CORS, preflights, Allow, Retry-After) and the
  * contract's JSON error shape. The origin rule is lib/cors.c's; a
  * widget's origins come from the cache (widget.c). Tier 2 of fcgi/: calls
- * buf.c and widget.c only; called by http.c and handlers.c. Runs on the
+ * buf.c and widget.c only; called by http.c, handlers.c and publish.c. Runs on the
  * worker thread that accepted the request.
  */
 #include "config.h"

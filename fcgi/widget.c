@@ -2,8 +2,9 @@
  * widget.c: owns each worker's cache of rtw_widgets rows (enabled,
  * allowed origins, webhook hosts; 1 s) and of the union of every enabled
  * widget's origins (for preflights, 1.5 s). Tier 1 of fcgi/: calls db.c
- * only; called by respond.c and handlers.c. Runs on the worker thread
- * that owns the cache, on that worker's PostgreSQL connection.
+ * only; called by respond.c, handlers.c and publish.c. Runs on the
+ * worker thread that owns the cache, on that worker's PostgreSQL
+ * connection.
  */
 #include "config.h"
 #include "cors.h"

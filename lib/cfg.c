@@ -38,6 +38,9 @@ const struct cfg_option cfg_options[] = {
     OPT("auth.mode", CFG_STR, auth_mode, "token",
 	"token (HS256 JWTs required) or open (ids taken as given; experiments only)"),
     SECRET("auth.secret", auth_secret, "HS256 signing key for tokens, raw bytes as written"),
+    SECRET(
+	"auth.secret_previous", auth_secret_previous,
+	"the signing key before a rotation: still accepted when verifying tokens, never used to mint; empty when none"),
     INT("auth.anon_ttl_s", auth_anon_ttl_s, "86400", 60, 31536000,
 	"lifetime of tokens minted for anonymous SSE subscribers, seconds"),
 
@@ -45,6 +48,10 @@ const struct cfg_option cfg_options[] = {
 	"origins allowed for every widget (comma list; * for any), besides each widget's own"),
     INT("http.max_body", http_max_body, "65536", 256, 67108864,
 	"largest accepted request body, bytes (413 payload_too_large above)"),
+    INT("http.max_batch_body", http_max_batch_body, "8388608", 256, 67108864,
+	"largest accepted body of POST /v1/messages (backend publishing, up to 1000 messages), bytes"),
+    OPT("http.trusted_proxies", CFG_STR, http_trusted_proxies, "127.0.0.0/8, ::1",
+	"peers (addresses and CIDRs, comma list) whose X-Forwarded-For names the client for per-address limits"),
 
     OPT("fcgi.socket", CFG_STR, fcgi_socket, "127.0.0.1:9000",
 	"FastCGI listen address: host:port, :port or a unix socket path; empty to use the inherited socket (fd 0)"),
@@ -56,21 +63,33 @@ const struct cfg_option cfg_options[] = {
     INT("fcgi.group_commit_max", fcgi_group_commit_max, "64", 1, 10000,
 	"most messages written in one shared transaction (1 disables group commit)"),
     INT("fcgi.rate_limit_per_s", fcgi_rate_limit_per_s, "50", 0, 1000000,
-	"messages per second each author may post to one stream, per rtw-fcgi process (429 rate_limited above; 0 "
-	"disables)"),
+	"messages and history reads per second each author may send to one stream, per rtw-fcgi process (429 "
+	"rate_limited above; 0 disables)"),
     INT("fcgi.rate_limit_burst", fcgi_rate_limit_burst, "100", 1, 1000000,
-	"messages an author may post to one stream at once before fcgi.rate_limit_per_s applies"),
+	"messages and history reads an author may send to one stream at once before fcgi.rate_limit_per_s applies"),
+    INT("fcgi.rate_limit_per_ip_per_s", fcgi_rate_limit_per_ip_per_s, "100", 0, 1000000,
+	"POSTs per second from one client address, per rtw-fcgi process, whatever the author "
+	"(429 rate_limited above; 0 disables)"),
+    INT("fcgi.rate_limit_per_ip_burst", fcgi_rate_limit_per_ip_burst, "200", 1, 1000000,
+	"POSTs one client address may send at once before fcgi.rate_limit_per_ip_per_s applies"),
     OPT("fcgi.health_listen", CFG_STR, fcgi_health_listen, "127.0.0.1:8083",
 	"rtw-fcgi address for /healthz and /metrics (plain HTTP); empty to disable"),
 
     INT("history.default_limit", history_default_limit, "100", 1, 100000,
 	"messages per history page when the request sets no limit"),
     INT("history.max_limit", history_max_limit, "1000", 1, 100000, "largest history page a request may ask for"),
+    INT("history.max_bytes", history_max_bytes, "1048576", 1024, 1073741824,
+	"most bytes in one history page; a longer page is cut short with its next id (one larger message is sent "
+	"alone)"),
 
     OPT("sse.listen", CFG_STR, sse_listen, "127.0.0.1:8081",
 	"rtw-sse listen address host:port (SO_REUSEPORT: several processes may share it)"),
     INT("sse.max_connections", sse_max_connections, "10000", 1, 1000000, "most client connections per rtw-sse process"),
-    INT("sse.max_per_ip", sse_max_per_ip, "1000", 1, 1000000, "most connections from one client address per process"),
+    INT("sse.max_per_ip", sse_max_per_ip, "1000", 1, 1000000,
+	"most connections from one client address per process (429 rate_limited above)"),
+    INT("sse.anon_per_ip_per_min", sse_anon_per_ip_per_min, "60", 0, 1000000,
+	"anonymous identities one client address may be given per minute, per process (429 rate_limited above; 0 "
+	"disables)"),
     INT("sse.max_header_bytes", sse_max_header_bytes, "8192", 1024, 1048576,
 	"largest request head (request line and headers), bytes"),
     INT("sse.header_timeout_ms", sse_header_timeout_ms, "10000", 100, 600000,
@@ -82,6 +101,10 @@ const struct cfg_option cfg_options[] = {
     INT("sse.poll_interval_ms", sse_poll_interval_ms, "1000", 10, 600000,
 	"safety poll of the messages table when no NOTIFY arrives"),
     INT("sse.batch_rows", sse_batch_rows, "1000", 1, 100000, "most rows fetched per query when catching up"),
+    INT("sse.hold_max_ms", sse_hold_max_ms, "5000", 100, 600000,
+	"longest a new stream's head is held while rtw-sse cannot learn its position (then 200 with retry:)"),
+    INT("sse.presence_interval_ms", sse_presence_interval_ms, "2000", 100, 60000,
+	"how often each rtw-sse process writes its changed presence counts and reads the sums for presence=1 streams"),
 
     SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),
     OPT("webhook.allow_hosts", CFG_STR, webhook_allow_hosts, "",
@@ -121,6 +144,8 @@ const struct cfg_option cfg_options[] = {
 	"delete stored messages older than this many days (0 keeps them)"),
     INT("retention.jobs_days", retention_jobs_days, "30", 0, 36500,
 	"delete finished webhook jobs older than this many days (0 keeps them)"),
+    INT("retention.idempotency_hours", retention_idempotency_hours, "24", 0, 876000,
+	"delete Idempotency-Key records older than this many hours (0 keeps them); a retry after that stores anew"),
     {NULL, CFG_STR, 0, NULL, false, NULL, 0, 0},
 };
 /* clang-format on */
@@ -270,15 +295,4 @@ void cfg_free(struct rtw_cfg *cfg)
 			free(*slot);
 			*slot = NULL;
 		}
-}
-
-const char *cfg_path_from_args(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
-			return argv[i + 1];
-		if (strncmp(argv[i], "--config=", 9) == 0)
-			return argv[i] + 9;
-	}
-	return getenv("RTW_CONFIG");
 }

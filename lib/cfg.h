@@ -21,10 +21,13 @@ struct rtw_cfg {
 	/* [auth] */
 	char *auth_mode; /* "token" or "open" */
 	char *auth_secret;
+	char *auth_secret_previous; /* verification only, during a rotation; "" when none */
 	int auth_anon_ttl_s;
 	/* [http] shared by rtw-fcgi and rtw-sse */
 	char *http_cors_origins; /* deployment-wide allowed origins, comma list, "*" for any */
 	int http_max_body;
+	int http_max_batch_body;    /* POST /v1/messages */
+	char *http_trusted_proxies; /* comma list of addresses and CIDRs (lib/clientaddr.h) */
 	/* [fcgi] */
 	char *fcgi_socket;
 	char *fcgi_socket_mode; /* octal permissions of a unix socket */
@@ -33,14 +36,18 @@ struct rtw_cfg {
 	int fcgi_group_commit_max;
 	int fcgi_rate_limit_per_s;
 	int fcgi_rate_limit_burst;
+	int fcgi_rate_limit_per_ip_per_s;
+	int fcgi_rate_limit_per_ip_burst;
 	char *fcgi_health_listen;
 	/* [history] */
 	int history_default_limit;
 	int history_max_limit;
+	int history_max_bytes;
 	/* [sse] */
 	char *sse_listen;
 	int sse_max_connections;
 	int sse_max_per_ip;
+	int sse_anon_per_ip_per_min;
 	int sse_max_header_bytes;
 	int sse_header_timeout_ms;
 	int sse_heartbeat_s;
@@ -48,6 +55,8 @@ struct rtw_cfg {
 	int sse_outbuf_max;
 	int sse_poll_interval_ms;
 	int sse_batch_rows;
+	int sse_hold_max_ms;
+	int sse_presence_interval_ms;
 	/* [webhook] */
 	char *webhook_secret;
 	char *webhook_allow_hosts; /* comma list of host:port opened even if internal */
@@ -71,6 +80,7 @@ struct rtw_cfg {
 	/* [retention] */
 	int retention_messages_days;
 	int retention_jobs_days;
+	int retention_idempotency_hours;
 };
 
 enum cfg_type { CFG_STR, CFG_INT, CFG_BOOL };
@@ -101,9 +111,5 @@ void cfg_free(struct rtw_cfg *cfg);
 
 /* "RTW_SSE_LISTEN" for "sse.listen"; out needs strlen(name) + 5 bytes. */
 void cfg_env_name(const char *name, char *out, size_t outlen);
-
-/* Finds "--config PATH" / "--config=PATH" in argv; NULL when absent.
- * Also honours RTW_CONFIG. */
-const char *cfg_path_from_args(int argc, char **argv);
 
 #endif

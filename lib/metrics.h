@@ -4,7 +4,12 @@
  * fixed buckets, written into a buffer the caller gives, of fixed size.
  * A sample that does not fit is never written in part: the writer stops,
  * remembers the truncation, and rtw_metrics_end() reports it. Pure code,
- * no I/O, no allocation; the caller owns the counters and the buffer.
+ * no allocation; the caller owns the counters and the buffer. The one
+ * exception is rtw_metrics_process(), which reads /proc/self.
+ *
+ * Names: every metric is rtw_<daemon>_<what> (daemon: fcgi, sse,
+ * webhookd), including the families every daemon has: _pg_up,
+ * _build_info and the _process_* ones (doc/operations.md, "Metrics").
  *
  * Use:
  *	char buf[8192];
@@ -66,6 +71,14 @@ void rtw_metrics_histogram(struct rtw_metrics *w, const char *name, const char *
  * (above every bound). For callers that count with their own integers or
  * atomics. */
 size_t rtw_hist_bucket(const struct rtw_hist_bounds *b, double v);
+
+/* The families every daemon shows, named rtw_<prefix>_... (prefix "fcgi",
+ * "sse", "webhookd"): _build_info{version="..."} 1, _pg_up (pg_up: 1 when
+ * the daemon can reach PostgreSQL now), and the process's
+ * _process_cpu_seconds_total, _process_resident_memory_bytes and
+ * _process_open_fds, read from /proc/self (a value that cannot be read is
+ * left out, never reported as 0). Cheap: a few small reads, no locks. */
+void rtw_metrics_process(struct rtw_metrics *w, const char *prefix, bool pg_up);
 
 /* RTW_OK when every line fitted; RTW_ERROR when the text was truncated
  * (w->len then covers the whole lines written before the first that did

@@ -563,7 +563,8 @@ static int msg__check_webhook(const json_t *v, struct msg_error *err)
 	return RTW_OK;
 }
 
-static const char *const msg__filter_keys[] = {"since_id", "limit", "from_timestamp", "to_timestamp"};
+static const char *const msg__filter_keys[] = {"since_id", "before_id",	     "order",
+					       "limit",	   "from_timestamp", "to_timestamp"};
 
 static int msg__check_request(const json_t *v, struct msg_error *err)
 {
@@ -732,8 +733,19 @@ int msg_decode(const char *body, size_t len, const char *path_stream, struct msg
 		json_decref(root);
 		return msg__bad(err, "invalid_json", NULL, "request body must be a json object");
 	}
-	rc = msg__check_fields(root, path_stream, out, err);
+	rc = msg_decode_value(root, path_stream, out, err);
 	json_decref(root);
+	return rc;
+}
+
+int msg_decode_value(json_t *root, const char *path_stream, struct msg_in *out, struct msg_error *err)
+{
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(root))
+		return msg__bad(err, "invalid_json", NULL, "a message must be a json object");
+	rc = msg__check_fields(root, path_stream, out, err);
 	if (rc != RTW_OK)
 		msg_in_clear(out);
 	return rc;
@@ -757,10 +769,30 @@ static int msg__filter_ts(const json_t *v, const char *field, bool *has, double 
 	return RTW_OK;
 }
 
+/* A position filter (since_id, before_id): a message id as a decimal
+ * string, or a positive JSON integer converted to its decimal text. */
+static int msg__filter_id(const json_t *v, const char *field, bool *has, char dst[24], struct msg_error *err)
+{
+	const char *s = msg__cstr(v);
+
+	if (!msg__present(v))
+		return RTW_OK;
+	if (json_is_integer(v) && json_integer_value(v) >= 1)
+		snprintf(dst, 24, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+	else if (s != NULL && msg_valid_id(s))
+		memcpy(dst, s, strlen(s) + 1);
+	else
+		return msg__bad(err, "invalid_field", field, "%s must be a message id", field);
+	*has = true;
+	return RTW_OK;
+}
+
 /*
- * since_id is a decimal string (as ids are in the contract); a positive JSON
- * integer is accepted too and converted to its decimal text, since clients
- * may well send the number. Null is the same as absent for every filter.
+ * since_id and before_id are decimal strings (as ids are in the contract);
+ * a positive JSON integer is accepted too, since clients may well send the
+ * number. order is "asc" or "desc". Null is the same as absent for every
+ * filter. Whether the ids are messages of the stream is the caller's to
+ * check (it needs the database).
  */
 int msg_filter_decode(const json_t *message, int default_limit, int max_limit, struct msg_filter *out,
 		      struct msg_error *err)
@@ -779,17 +811,20 @@ int msg_filter_decode(const json_t *message, int default_limit, int max_limit, s
 	if (key != NULL)
 		return msg__unexpected_key(err, "", key, strlen(key));
 
-	v = json_object_get(message, "since_id");
+	if (msg__filter_id(json_object_get(message, "since_id"), "since_id", &out->has_since, out->since_id, err) !=
+	    RTW_OK)
+		return RTW_ERROR;
+	if (msg__filter_id(json_object_get(message, "before_id"), "before_id", &out->has_before, out->before_id, err) !=
+	    RTW_OK)
+		return RTW_ERROR;
+
+	v = json_object_get(message, "order");
 	if (msg__present(v)) {
 		const char *s = msg__cstr(v);
-		if (json_is_integer(v) && json_integer_value(v) >= 1) {
-			snprintf(out->since_id, sizeof(out->since_id), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-		} else if (s != NULL && msg_valid_id(s)) {
-			memcpy(out->since_id, s, strlen(s) + 1);
-		} else {
-			return msg__bad(err, "invalid_field", "since_id", "since_id must be a message id");
-		}
-		out->has_since = true;
+		if (s != NULL && strcmp(s, "desc") == 0)
+			out->desc = true;
+		else if (s == NULL || strcmp(s, "asc") != 0)
+			return msg__bad(err, "invalid_field", "order", "order must be \"asc\" or \"desc\"");
 	}
 
 	v = json_object_get(message, "limit");

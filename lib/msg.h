@@ -52,6 +52,12 @@ struct msg_in {
 int msg_decode(const char *body, size_t len, const char *path_stream, struct msg_in *out,
 	       struct msg_error *err) RTW_WUR;
 
+/* The checks of msg_decode from step 2 on, for a message already parsed
+ * (one element of a batch, parsed with JSON_REJECT_DUPLICATES |
+ * JSON_ALLOW_NUL): root is borrowed; a value that is not an object is
+ * invalid_json. */
+int msg_decode_value(json_t *root, const char *path_stream, struct msg_in *out, struct msg_error *err) RTW_WUR;
+
 void msg_in_clear(struct msg_in *m);
 
 const char *msg_type_name(enum msg_type t);
@@ -77,6 +83,9 @@ char *msg_error_json(const struct msg_error *err) RTW_WUR;
 struct msg_filter {
 	bool has_since;
 	char since_id[24];
+	bool has_before;
+	char before_id[24];
+	bool desc; /* order "desc": newest first */
 	int limit;
 	bool has_from;
 	double from_ts;

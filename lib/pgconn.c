@@ -100,7 +100,10 @@ static int pgconn__watch(struct rtw_pgconn *pc, uint32_t events)
 
 	if (fd < 0)
 		return RTW_ERROR;
-	if (pc->io.registered && pc->io.fd != fd)
+	/* While connecting, a multi-host DSN makes libpq close a refused
+	 * host's socket and open the next, often under the same number that
+	 * the close dropped from epoll: register afresh every time. */
+	if (pc->io.registered && (pc->io.fd != fd || pc->state == RTW_PGCONN_CONNECTING))
 		rtw_loop_del(pc->loop, &pc->io);
 	if (!pc->io.registered)
 		return rtw_loop_add(pc->loop, &pc->io, fd, events, pgconn__io, pc);

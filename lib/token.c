@@ -115,6 +115,7 @@ static int tok__claims_from_json(json_t *payload, int64_t now, struct tok_claims
 	json_t *exp = json_object_get(payload, "exp");
 	json_t *admin = json_object_get(payload, "admin");
 	json_t *streams = json_object_get(payload, "streams");
+	json_t *service = json_object_get(payload, "service");
 
 	if (!json_is_string(sub) || json_string_length(sub) == 0 || json_string_length(sub) > TOK_SUB_MAX) {
 		*why = "token has no valid sub claim";
@@ -125,7 +126,12 @@ static int tok__claims_from_json(json_t *payload, int64_t now, struct tok_claims
 		*why = "token has no valid sub claim";
 		return RTW_ERROR;
 	}
-	if (exp) {
+	if (!exp) {
+		/* contract 1.1: a token that never expires cannot be taken back */
+		*why = "token has no exp claim";
+		return RTW_ERROR;
+	}
+	{
 		if (!json_is_number(exp)) {
 			*why = "token exp claim is not a number";
 			return RTW_ERROR;
@@ -145,6 +151,13 @@ static int tok__claims_from_json(json_t *payload, int64_t now, struct tok_claims
 			return RTW_ERROR;
 		}
 		out->admin = json_is_true(admin);
+	}
+	if (service) {
+		if (!json_is_boolean(service)) {
+			*why = "token service claim is not a boolean";
+			return RTW_ERROR;
+		}
+		out->service = json_is_true(service);
 	}
 	if (!streams || (json_is_string(streams) && strcmp(json_string_value(streams), "*") == 0)) {
 		out->streams_any = true;
@@ -199,7 +212,7 @@ int tok_verify(const char *secret, size_t secret_len, const char *token, int64_t
 		goto out;
 	tok_hmac_sha256(secret, secret_len, token, (size_t)(dot2 - token), mac);
 	if (CRYPTO_memcmp(mac, sig, 32) != 0) {
-		*why = "bad token signature";
+		*why = TOK_WHY_SIGNATURE;
 		goto out;
 	}
 
@@ -224,7 +237,25 @@ out:
 	return rc;
 }
 
+int tok_verify_rotating(const char *secret, const char *previous, const char *token, int64_t now,
+			struct tok_claims *out, const char **why)
+{
+	int rc = tok_verify(secret, strlen(secret), token, now, out, why);
+
+	/* Only a signature that does not match the current key is tried
+	 * against the previous one: any other refusal stands. */
+	if (rc != RTW_OK && previous && previous[0] && strcmp(*why, TOK_WHY_SIGNATURE) == 0)
+		rc = tok_verify(previous, strlen(previous), token, now, out, why);
+	return rc;
+}
+
 char *tok_mint(const char *secret, size_t secret_len, const char *sub, int64_t exp, const char *stream, bool admin)
+{
+	return tok_mint_service(secret, secret_len, sub, exp, stream, admin, false);
+}
+
+char *tok_mint_service(const char *secret, size_t secret_len, const char *sub, int64_t exp, const char *stream,
+		       bool admin, bool service)
 {
 	static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
 	json_t *payload = json_pack("{s:s}", "sub", sub);
@@ -238,7 +269,8 @@ char *tok_mint(const char *secret, size_t secret_len, const char *sub, int64_t e
 	 * would allow every stream (or never expire). Found by fuzz_token. */
 	if ((exp && json_object_set_new(payload, "exp", json_integer(exp)) != 0) ||
 	    (stream && json_object_set_new(payload, "streams", json_pack("[s]", stream)) != 0) ||
-	    (admin && json_object_set_new(payload, "admin", json_true()) != 0))
+	    (admin && json_object_set_new(payload, "admin", json_true()) != 0) ||
+	    (service && json_object_set_new(payload, "service", json_true()) != 0))
 		goto done;
 	claims = json_dumps(payload, JSON_COMPACT);
 	if (!claims)

@@ -12,8 +12,9 @@
 
 struct tok_claims {
 	char sub[TOK_SUB_MAX + 1];
-	int64_t exp; /* 0 when the token has no exp */
+	int64_t exp; /* required: a token without exp is refused */
 	bool admin;
+	bool service;	  /* "service": true: backend publishing (POST /v1/messages) */
 	bool streams_any; /* no "streams" claim, or "streams": "*" */
 	char **streams;	  /* owned; NULL unless a list was given */
 	size_t n_streams;
@@ -26,15 +27,29 @@ struct tok_claims {
 int tok_verify(const char *secret, size_t secret_len, const char *token, int64_t now, struct tok_claims *out,
 	       const char **why) RTW_WUR;
 
+/* The reason tok_verify gives when the signature does not match the key. */
+#define TOK_WHY_SIGNATURE "bad token signature"
+
+/* tok_verify against the current key (secret, NUL-terminated), and when
+ * only the signature failed and previous is non-empty, against the key
+ * before a rotation (auth.secret_previous). Never used to mint. */
+int tok_verify_rotating(const char *secret, const char *previous, const char *token, int64_t now,
+			struct tok_claims *out, const char **why) RTW_WUR;
+
 void tok_claims_free(struct tok_claims *c);
 
 /* True when the claims allow the stream. */
 bool tok_allows_stream(const struct tok_claims *c, const char *stream_id);
 
-/* Mints a token for sub; exp 0 leaves it out; stream NULL leaves "streams"
- * out. Returns a malloc'd string (caller frees) or NULL. */
+/* Mints a token for sub; exp 0 leaves it out (tok_verify refuses such a
+ * token: only tests want one); stream NULL leaves "streams" out. Returns a malloc'd string (caller frees) or NULL. */
 char *tok_mint(const char *secret, size_t secret_len, const char *sub, int64_t exp, const char *stream,
 	       bool admin) RTW_WUR;
+
+/* As tok_mint, plus "service": true when service is set (backend
+ * publishing: any author_id, no per-author rate limit). */
+char *tok_mint_service(const char *secret, size_t secret_len, const char *sub, int64_t exp, const char *stream,
+		       bool admin, bool service) RTW_WUR;
 
 /* HMAC-SHA256 of data under key; out receives 32 bytes. */
 void tok_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len, unsigned char out[32]);

@@ -1,13 +1,18 @@
 /*
  * conn.c: rtw-sse's client connections: accept and its limits (the 503
- * and 429 refusals, the reserve descriptor at EMFILE), reading the
+ * and 429 refusals, the reserve descriptor at EMFILE, connections per
+ * client address), the end of a stream at its token's exp, reading the
  * request head (with its timeout), the state machine (reading_head ->
  * handshake -> catching_up <-> live -> closing -> closed, changed only in
  * sse_conn_set_state), fan-out to a stream's subscribers, and output: a
  * bounded ring of shared frame references written at once with writev,
  * EPOLLOUT armed only while output remains. A connection whose output
  * exceeds sse.outbuf_max drops its queued live frames and is caught up
- * from PostgreSQL once it drains. Whole responses (errors and the like)
+ * from PostgreSQL; a catching-up connection asks for its next batch only
+ * once its output drained below half of sse.outbuf_max (pg.c bounds the
+ * batch by the rest). Heads held in the handshake longer than
+ * sse.hold_max_ms, and every stream at shutdown, are told to retry with a
+ * jittered retry: (never a non-200). Whole responses (errors and the like)
  * are queued here too, then the connection closes (responses are
  * close-delimited: Connection: close). Dead connections are parked and
  * freed after the loop pass.
@@ -32,6 +37,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CONN_IOV_MAX 64
@@ -49,6 +55,24 @@ static const unsigned conn__legal[] = {
 };
 
 static void conn__write(struct sse_conn *c);
+
+/* A catching-up connection asks for its next batch once its unsent output
+ * is at most this; the batch is bounded by what is left of
+ * sse.outbuf_max (pg.c), so output stays within about sse.outbuf_max. */
+static size_t conn__low_water(const struct sse_ctx *ctx)
+{
+	return (size_t)ctx->cfg->sse_outbuf_max / 2;
+}
+
+/* A lagging connection drained below the low-water mark: its catch-up
+ * continues. */
+static void conn__maybe_resume(struct sse_conn *c)
+{
+	if (c->lagging && c->out_bytes <= conn__low_water(c->ctx)) {
+		c->lagging = false;
+		sse_conn_want_job(c);
+	}
+}
 
 void sse_conn_set_state(struct sse_conn *c, enum sse_conn_state to)
 {
@@ -70,6 +94,8 @@ void sse_conn_set_state(struct sse_conn *c, enum sse_conn_state to)
 	}
 	if (to == SSE_CONN_CLOSING)
 		c->deadline_ms = sse_now(ctx) + CONN_CLOSING_MS;
+	else if (to == SSE_CONN_HANDSHAKE)
+		c->deadline_ms = sse_now(ctx) + (uint64_t)ctx->cfg->sse_hold_max_ms;
 }
 
 void sse_conn_close(struct sse_conn *c)
@@ -193,10 +219,8 @@ static void conn__overflow(struct sse_conn *c)
 	c->pos = pos;
 	c->ctx->m.slow_cutoffs++;
 	sse_conn_set_state(c, SSE_CONN_CATCHING_UP);
-	if (c->out_n == 0)
-		sse_conn_want_job(c);
-	else
-		c->lagging = true;
+	c->lagging = true;
+	conn__maybe_resume(c);
 }
 
 void sse_conn_push(struct sse_conn *c, struct sse_frame *f, bool live)
@@ -250,10 +274,7 @@ static void conn__drained(struct sse_conn *c)
 		sse_conn_close(c);
 		return;
 	}
-	if (c->lagging) {
-		c->lagging = false;
-		sse_conn_want_job(c);
-	}
+	conn__maybe_resume(c);
 	/* give the ring back when it grew for a burst */
 	if (c->outq != c->out_inline) {
 		free(c->outq);
@@ -285,6 +306,7 @@ static void conn__write(struct sse_conn *c)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				conn__set_out(c, true);
+				conn__maybe_resume(c);
 				return;
 			}
 			sse_conn_close(c);
@@ -401,6 +423,26 @@ void sse_conn_error(struct sse_conn *c, int status, const char *code, const char
 	conn__answer(c, conn__error_frame(status, code, field, headers, message));
 }
 
+int sse_conn_retry_jitter(const struct sse_ctx *ctx)
+{
+	uint32_t r = 0;
+	uint64_t base = (uint64_t)ctx->cfg->sse_retry_ms;
+
+	if (rtw_random(&r, sizeof(r)) != RTW_OK)
+		return (int)base;
+	return (int)(base / 2 + base * r / UINT32_MAX);
+}
+
+void sse_conn_retry_later(struct sse_conn *c)
+{
+	char cors[SSE_CORS_MAX];
+
+	if (c->state == SSE_CONN_CLOSED || c->state == SSE_CONN_CLOSING)
+		return;
+	sse_conn_cors(c, false, cors, sizeof(cors));
+	conn__answer(c, sse_frame_stream_retry(cors, sse_conn_retry_jitter(c->ctx)));
+}
+
 /* ---- the stream --------------------------------------------------------------- */
 
 void sse_conn_go_live(struct sse_conn *c)
@@ -424,11 +466,9 @@ void sse_conn_catchup_done(struct sse_conn *c, bool ok, bool full)
 		sse_conn_go_live(c);
 		return;
 	}
-	/* more to fetch: after this batch is written (bounded memory) */
-	if (c->out_n == 0)
-		sse_conn_want_job(c);
-	else
-		c->lagging = true;
+	/* more to fetch: once the socket drained below the low-water mark */
+	c->lagging = true;
+	conn__maybe_resume(c);
 }
 
 void sse_conn_dispatch(struct sse_ctx *ctx, struct sse_frame *f, const char *stream_id, const char *to_user,
@@ -459,6 +499,29 @@ void sse_conn_dispatch(struct sse_ctx *ctx, struct sse_frame *f, const char *str
 	}
 }
 
+bool sse_conn_dispatch_presence(struct sse_stream *st, struct sse_frame *f, bool only_waiting)
+{
+	struct sse_link *l, *next;
+	bool left = false;
+
+	for (l = st->subs.next; l != &st->subs; l = next) {
+		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, sub.stream_link);
+		next = l->next; /* push may close c, unlinking it */
+		if (c->sub.presence == SSE_PRESENCE_OFF || (only_waiting && c->sub.presence != SSE_PRESENCE_WAITING))
+			continue;
+		/* only once the stream's head is out; no id, so a catching-up
+		 * connection may have it between its rows. Not live: a frame
+		 * every few seconds never turns a connection into a catch-up */
+		if (c->state != SSE_CONN_LIVE && c->state != SSE_CONN_CATCHING_UP) {
+			left = left || c->sub.presence == SSE_PRESENCE_WAITING;
+			continue;
+		}
+		c->sub.presence = SSE_PRESENCE_SENT;
+		sse_conn_push(c, f, false);
+	}
+	return left;
+}
+
 /* ---- socket events ---------------------------------------------------------- */
 
 /* The request's Last-Event-ID and Origin, kept past routing. */
@@ -476,26 +539,67 @@ static struct sse_hs *conn__hs_new(const struct sse_req *r)
 	return hs;
 }
 
-/* Reads what the socket has and parses the head so far from its start,
- * with the loop's one parser and scratch request: a connection owns no
- * parser state, only the bytes of an incomplete head (heads almost always
- * arrive in one read, and are at most sse.max_header_bytes), so a burst of
- * thousands of pending handshakes costs no large transient allocations.
- * Returns the loop's scratch request when a head became complete and
- * valid (routing is the caller's), NULL otherwise (a malformed or too
- * large head is answered here). */
+/* True when data[0..len) holds the blank line that ends a head, looking
+ * only at the bytes from `from` on (and the two before them), so a head
+ * that arrives in many pieces is scanned once in all. */
+static bool conn__head_ended(const char *data, size_t len, size_t from)
+{
+	size_t i = from >= 2 ? from - 2 : 0;
+
+	for (; i + 1 < len; i++) {
+		if (data[i] != '\n')
+			continue;
+		if (data[i + 1] == '\n' || (data[i + 1] == '\r' && i + 2 < len && data[i + 2] == '\n'))
+			return true;
+	}
+	return false;
+}
+
+/* Appends n bytes to c's incomplete head, growing it geometrically (at
+ * most cap bytes in all). RTW_OK or RTW_ERROR (out of memory). */
+static int conn__head_append(struct sse_conn *c, const char *data, size_t n, size_t cap)
+{
+	if (c->head_len + n > c->head_cap) {
+		size_t want = c->head_cap ? (size_t)c->head_cap * 2 : 256;
+		char *h;
+		while (want < c->head_len + n)
+			want *= 2;
+		if (want > cap)
+			want = cap;
+		h = realloc(c->head, want);
+		if (h == NULL)
+			return RTW_ERROR;
+		c->head = h;
+		c->head_cap = (uint32_t)want;
+	}
+	memcpy(c->head + c->head_len, data, n);
+	c->head_len += (uint32_t)n;
+	return RTW_OK;
+}
+
+/* Reads what the socket has; once the head's blank line has arrived (or
+ * it outgrew sse.max_header_bytes), parses it whole, once, with the
+ * loop's one parser into its scratch request: a connection owns no parser
+ * state, only the bytes of an incomplete head (heads almost always arrive
+ * in one read and are parsed straight from the read buffer), so a burst of
+ * thousands of pending handshakes costs no large transient allocations,
+ * and a head dripped byte by byte costs linear time (each byte is scanned
+ * for the blank line once, and parsed once). Returns the loop's scratch
+ * request when a head became complete and valid (routing is the
+ * caller's), NULL otherwise (a malformed or too large head is answered
+ * here). */
 static const struct sse_req *conn__read_head(struct sse_conn *c)
 {
 	struct sse_ctx *ctx = c->ctx;
-	size_t cap = (size_t)ctx->cfg->sse_max_header_bytes + SSE_RBUF_SLACK;
-	size_t len = c->head_len;
+	size_t max = (size_t)ctx->cfg->sse_max_header_bytes;
+	size_t cap = max + SSE_RBUF_SLACK;
+	size_t len = 0, old = c->head_len, total;
+	const char *data;
 	bool eof = false;
 	int r;
 
-	if (len)
-		memcpy(ctx->rbuf, c->head, len);
-	while (len < cap) {
-		ssize_t n = recv(c->fd, ctx->rbuf + len, cap - len, 0);
+	while (old + len < cap) {
+		ssize_t n = recv(c->fd, ctx->rbuf + len, cap - old - len, 0);
 		if (n == 0) {
 			eof = true;
 			break;
@@ -511,33 +615,46 @@ static const struct sse_req *conn__read_head(struct sse_conn *c)
 		}
 		len += (size_t)n;
 	}
-	if (len == c->head_len) {
+	data = ctx->rbuf;
+	if (old == 0) {
+		/* http-parser skips blank lines before the request line: drop
+		 * them, so a blank line found later is the head's end */
+		while (len > 0 && (*data == '\r' || *data == '\n')) {
+			data++;
+			len--;
+		}
+	}
+	if (len == 0) {
 		if (eof)
+			sse_conn_close(c);
+		return NULL;
+	}
+	if (old > 0) {
+		if (conn__head_append(c, data, len, cap) != RTW_OK) {
+			sse_conn_close(c);
+			return NULL;
+		}
+		data = c->head;
+	}
+	total = old + len;
+	if (!conn__head_ended(data, total, old) && total <= max) {
+		if (eof || (old == 0 && conn__head_append(c, data, len, cap) != RTW_OK))
 			sse_conn_close(c);
 		return NULL;
 	}
 	sse_reqparser_reset(ctx->parser);
 	memset(&ctx->req, 0, sizeof(ctx->req));
-	r = sse_reqparser_feed(ctx->parser, ctx->rbuf, len, &ctx->req);
+	r = sse_reqparser_feed(ctx->parser, data, total, &ctx->req);
 	if (r == RTW_AGAIN) {
-		char *h;
-		if (eof) {
+		/* the parser wants more after all (cannot happen with a blank
+		 * line seen): keep the bytes, wait for the timeout */
+		if (eof || (old == 0 && conn__head_append(c, data, len, cap) != RTW_OK))
 			sse_conn_close(c);
-			return NULL;
-		}
-		h = realloc(c->head, len);
-		if (h == NULL) {
-			sse_conn_close(c);
-			return NULL;
-		}
-		memcpy(h + c->head_len, ctx->rbuf + c->head_len, len - c->head_len);
-		c->head = h;
-		c->head_len = (uint32_t)len;
 		return NULL;
 	}
 	free(c->head);
 	c->head = NULL;
-	c->head_len = 0;
+	c->head_len = c->head_cap = 0;
 	c->hs = conn__hs_new(&ctx->req);
 	if (c->hs == NULL) {
 		sse_conn_close(c);
@@ -629,8 +746,7 @@ void sse_conn_accept(struct sse_ctx *ctx)
 		socklen_t sl = sizeof(ss);
 		int fd = accept4(ctx->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct sse_conn *c;
-		char ip[INET6_ADDRSTRLEN] = "";
-		bool loopback = false;
+		char ip[INET6_ADDRSTRLEN] = "", key[RTW_CLIENT_KEY_MAX];
 		int one = 1;
 
 		if (fd < 0) {
@@ -653,13 +769,13 @@ void sse_conn_accept(struct sse_ctx *ctx)
 			return;
 		}
 		if (ss.ss_family == AF_INET) {
-			struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-			inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-			loopback = (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
 		} else if (ss.ss_family == AF_INET6) {
 			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-			inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-			loopback = IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
+			if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) /* an IPv4 peer on a [::] listener */
+				inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], ip, sizeof(ip));
+			else
+				inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
 		}
 		if (ctx->stopping || ctx->n_conns >= (size_t)ctx->cfg->sse_max_connections) {
 			conn__refuse(ctx, fd, ctx->refuse_busy);
@@ -670,30 +786,19 @@ void sse_conn_accept(struct sse_ctx *ctx)
 			close(fd);
 			continue;
 		}
-		if (!loopback) {
-			/* the local proxy (nginx) is exempt: all its clients share its address */
-			struct sse_hentry *e = sse_htab_get(&ctx->ips, ip);
-			struct sse_ipcount *ipc = e ? SSE_CONTAINER(e, struct sse_ipcount, he) : NULL;
-			if (ipc && ipc->n >= ctx->cfg->sse_max_per_ip) {
+		c->ctx = ctx;
+		memcpy(c->peer, ip, sizeof(ip));
+		/* A peer that is not a trusted proxy is the client: count it
+		 * now. A trusted proxy's clients are counted once the head
+		 * names them (X-Forwarded-For; routes.c). */
+		if (!rtw_trust_has(&ctx->trust, ip)) {
+			rtw_client_key(&ctx->trust, ip, NULL, key);
+			if (sse_conn_count_addr(c, key) != RTW_OK) {
 				conn__refuse(ctx, fd, ctx->refuse_per_ip);
 				free(c);
 				continue;
 			}
-			if (ipc == NULL) {
-				ipc = calloc(1, sizeof(*ipc));
-				if (ipc == NULL) {
-					close(fd);
-					free(c);
-					continue;
-				}
-				snprintf(ipc->key, sizeof(ipc->key), "%s", ip);
-				ipc->he.key = ipc->key;
-				sse_htab_put(&ctx->ips, &ipc->he, sse_hash(ipc->key));
-			}
-			ipc->n++;
-			c->ipc = ipc;
 		}
-		c->ctx = ctx;
 		c->fd = fd;
 		c->state = SSE_CONN_READING_HEAD;
 		c->born_ms = sse_now(ctx);
@@ -713,7 +818,46 @@ void sse_conn_accept(struct sse_ctx *ctx)
 	}
 }
 
-/* Header timeouts, stuck closings and heartbeats; from the tick timer. */
+int sse_conn_count_addr(struct sse_conn *c, const char *key)
+{
+	struct sse_ctx *ctx = c->ctx;
+	struct sse_hentry *e = sse_htab_get(&ctx->ips, key);
+	struct sse_ipcount *ipc = e ? SSE_CONTAINER(e, struct sse_ipcount, he) : NULL;
+
+	if (c->ipc)
+		return RTW_OK;
+	if (ipc && ipc->n >= ctx->cfg->sse_max_per_ip)
+		return RTW_ERROR;
+	if (ipc == NULL) {
+		ipc = calloc(1, sizeof(*ipc));
+		if (ipc == NULL)
+			return RTW_ERROR;
+		snprintf(ipc->key, sizeof(ipc->key), "%s", key);
+		ipc->he.key = ipc->key;
+		sse_htab_put(&ctx->ips, &ipc->he, sse_hash(ipc->key));
+	}
+	ipc->n++;
+	c->ipc = ipc;
+	return RTW_OK;
+}
+
+void sse_conn_end(struct sse_conn *c)
+{
+	if (c->state == SSE_CONN_CLOSED || c->state == SSE_CONN_CLOSING)
+		return;
+	if (c->in_index) {
+		sse_index_remove(&c->ctx->ix, &c->sub);
+		c->in_index = false;
+	}
+	sse_conn_set_state(c, SSE_CONN_CLOSING);
+	if (c->out_n == 0) {
+		shutdown(c->fd, SHUT_WR);
+		sse_conn_close(c);
+	}
+}
+
+/* Header timeouts, holds, stuck closings, streams whose token expired,
+ * and heartbeats; from the tick timer. */
 void sse_conn_tick(struct sse_ctx *ctx)
 {
 	struct sse_link *l, *next;
@@ -729,17 +873,39 @@ void sse_conn_tick(struct sse_ctx *ctx)
 	}
 	if (hb)
 		ctx->last_hb_ms = sse_now(ctx);
+	int64_t now_s = (int64_t)time(NULL);
 	for (l = ctx->conns.next; l != &ctx->conns; l = next) {
 		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, link);
 		next = l->next;
 		if (c->state == SSE_CONN_CLOSING && sse_now(ctx) > c->deadline_ms)
 			sse_conn_close(c);
+		else if (c->state == SSE_CONN_HANDSHAKE && !c->pg_job && sse_now(ctx) > c->deadline_ms) {
+			ctx->m.hold_retries++;
+			sse_conn_retry_later(c); /* held too long: PostgreSQL is still away */
+		} else if (c->exp_s && now_s >= c->exp_s && c->state != SSE_CONN_CLOSING)
+			sse_conn_end(c); /* contract: a stream ends at its token's exp */
 		else if (hb && (c->state == SSE_CONN_LIVE || c->state == SSE_CONN_CATCHING_UP) && c->out_n == 0)
 			sse_conn_push(c, ctx->heartbeat, false);
 	}
 }
 
-/* SIGTERM: write what can be written at once, then end every stream. */
+/* A streaming connection's last words at shutdown: a retry: line with its
+ * own jittered delay (the reconnects of a restart spread over a second or
+ * more instead of arriving at once). */
+static void conn__retry_hint(struct sse_conn *c)
+{
+	char line[32];
+	int n = snprintf(line, sizeof(line), "retry: %d\n\n", sse_conn_retry_jitter(c->ctx));
+	struct sse_frame *f = sse_frame_raw(line, (size_t)n);
+
+	if (f) {
+		sse_conn_push(c, f, false);
+		sse_frame_unref(f);
+	}
+}
+
+/* SIGTERM: held heads are told to retry, streams get a jittered retry:
+ * hint; what can be written at once is, then every stream ends. */
 void sse_conn_shutdown_all(struct sse_ctx *ctx)
 {
 	struct sse_link *lists[2] = {&ctx->heads, &ctx->conns};
@@ -747,6 +913,10 @@ void sse_conn_shutdown_all(struct sse_ctx *ctx)
 	for (int i = 0; i < 2; i++) {
 		while (!sse_list_empty(lists[i])) {
 			struct sse_conn *c = SSE_CONTAINER(lists[i]->next, struct sse_conn, link);
+			if (c->state == SSE_CONN_HANDSHAKE)
+				sse_conn_retry_later(c);
+			else if (c->state == SSE_CONN_LIVE || c->state == SSE_CONN_CATCHING_UP)
+				conn__retry_hint(c);
 			if (c->out_n > 0)
 				conn__write(c);
 			if (c->state != SSE_CONN_CLOSED) {

@@ -120,6 +120,14 @@ struct sse_frame *sse_frame_stream_open(const char *headers, int retry_ms, const
 			   headers ? headers : "", retry_ms);
 }
 
+struct sse_frame *sse_frame_stream_retry(const char *headers, int retry_ms)
+{
+	return frame__http(NULL, 0, NULL, 0,
+			   "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+			   "X-Accel-Buffering: no\r\nConnection: close\r\n%s\r\nretry: %d\n\n",
+			   headers ? headers : "", retry_ms);
+}
+
 struct sse_frame *sse_frame_row(const struct msg_stored *m, struct sse_pos pos)
 {
 	size_t len;

@@ -5,7 +5,7 @@
  * heartbeats, heap trim), signals (SIGTERM/SIGINT: end every stream and
  * exit; SIGHUP: reopen the log), the client sockets (their callback hands
  * complete heads to routes.c) and, through pg.c, the PostgreSQL socket and
- * timers. The top tier of sse/: it calls into the other files, and none
+ * timers, and presence.c's put timer. The top tier of sse/: it calls into the other files, and none
  * calls it.
  *
  * Phase order of one pass: every ready event (accepts, client reads and
@@ -16,9 +16,11 @@
  * connections closed during the pass.
  */
 #include "config.h"
+#include "daemon.h"
 #include "sse.h"
 #include "log.h"
 #include "net.h"
+#include "ratelimit.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +36,7 @@
 #define LOOP_TICK_MS 200
 #define LOOP_TRIM_BURST 256	 /* connections accepted since the last trim */
 #define LOOP_TRIM_MS (60 * 1000) /* trim after fewer, at most this often */
+#define LOOP_ANON_BUCKETS 16384	 /* client addresses the anonymous-identity limit tracks at once */
 
 static void loop__raise_nofile(void)
 {
@@ -131,25 +134,32 @@ int main(int argc, char **argv)
 	int rc = 1;
 
 	memset(&ctx, 0, sizeof(ctx));
-	if (cfg_load(&cfg, cfg_path_from_args(argc, argv), err, sizeof(err)) != RTW_OK) {
-		fprintf(stderr, "rtw-sse: %s\n", err);
-		return 1;
-	}
-	if (log_init("rtw-sse", cfg.log_level, cfg.log_file) != RTW_OK) {
-		fprintf(stderr, "rtw-sse: could not open the log\n");
-		goto out_cfg;
-	}
+	static const struct rtw_prog prog = {"rtw-sse",
+					     "The Server-Sent Events daemon of rtw: live and resumed event streams.",
+					     NULL, RTW_START_LOG_FILE | RTW_START_WARN_OPEN | RTW_START_NEED_SECRET};
+
+	if ((rc = rtw_start(&prog, argc, argv, &cfg, NULL)) >= 0)
+		return rc;
+	rc = 1;
 	ctx.cfg = &cfg;
 	ctx.token_mode = strcmp(cfg.auth_mode, "token") == 0;
-	if (ctx.token_mode && (cfg.auth_secret == NULL || cfg.auth_secret[0] == '\0')) {
-		log_error("auth.secret is required in token mode");
-		goto out_cfg;
-	}
-	if (!ctx.token_mode)
-		log_warn("auth.mode is open: identities are taken from requests as given (experiments only)");
 	if (cfg.sse_batch_rows < 1 || cfg.sse_outbuf_max < 1024 || cfg.sse_max_header_bytes < 256) {
 		log_error("sse.batch_rows, sse.outbuf_max or sse.max_header_bytes is too small");
 		goto out_cfg;
+	}
+	if (rtw_trust_parse(cfg.http_trusted_proxies, &ctx.trust, err, sizeof(err)) != RTW_OK) {
+		log_error("%s", err);
+		goto out_cfg;
+	}
+	if (ctx.token_mode && cfg.sse_anon_per_ip_per_min > 0) {
+		uint64_t seed;
+		/* a bucket per address: the minute's allowance at once, refilled evenly */
+		if (rtw_random(&seed, sizeof(seed)) != RTW_OK ||
+		    (ctx.anon_rl = rtw_rl_new(cfg.sse_anon_per_ip_per_min / 60.0, cfg.sse_anon_per_ip_per_min,
+					      LOOP_ANON_BUCKETS, seed)) == NULL) {
+			log_error("could not set up the anonymous identity limit");
+			goto out_cfg;
+		}
 	}
 	loop__raise_nofile();
 	signal(SIGPIPE, SIG_IGN);
@@ -193,7 +203,7 @@ int main(int argc, char **argv)
 	}
 	rtw_loop_hook_add(&ctx.loop, &ctx.pass_end, loop__pass_end, &ctx);
 	log_info("listening on %s", cfg.sse_listen);
-	if (sse_pg_start(&ctx) != RTW_OK) {
+	if (sse_presence_start(&ctx) != RTW_OK || sse_pg_start(&ctx) != RTW_OK) {
 		log_error("could not set up the database connection");
 		goto out_pg;
 	}
@@ -202,9 +212,11 @@ int main(int argc, char **argv)
 	else
 		log_error("epoll_wait failed: %s", strerror(errno));
 	sse_conn_shutdown_all(&ctx);
-	sse_conn_free_closed(&ctx);
+	sse_presence_drop(&ctx);
 out_pg:
+	sse_presence_close(&ctx);
 	sse_pg_close(&ctx);
+	sse_conn_free_closed(&ctx); /* after the query in flight was dropped */
 	log_info("stopped");
 out_loop:
 	rtw_loop_hook_del(&ctx.loop, &ctx.pass_end);
@@ -219,6 +231,8 @@ out_loop:
 out_cfg:
 	sse_index_free(&ctx.ix);
 	sse_htab_free(&ctx.ips);
+	rtw_trust_free(&ctx.trust);
+	rtw_rl_free(ctx.anon_rl);
 	sse_conn_teardown(&ctx);
 	sse_reqparser_free(ctx.parser);
 	free(ctx.rbuf);

@@ -3,9 +3,11 @@
  * connection half, with its reconnect backoff, is lib/pgconn.c): LISTEN
  * rtw_messages and the prepared statements after every connect, the
  * global (xid, id) tail below the settled horizon rtw_horizon() (see
- * sql/001_init.sql), and the per-connection queries (handshake, catch-up)
- * run one at a time between tail queries; the safety poll and the re-poll
- * behind the horizon on its own timer. Never blocks; never touches a
+ * sql/001_init.sql), and the per-connection queries (handshake, catch-up
+ * batches bounded in rows and bytes) run one at a time between tail
+ * queries, and only once the tail position is known, and presence.c's
+ * statements when they are due; the safety poll and the re-poll behind
+ * the horizon on its own timer. Never blocks; never touches a
  * client socket. Tier: below loop.c only; it hands rows and catch-up
  * batches down to conn.c and the handshake's answer to routes.c.
  *
@@ -48,14 +50,31 @@ static const char pg__cursor_sql[] = "SELECT m.xid::text, m.id::text FROM rtw_me
 				     " ORDER BY m.xid DESC, m.id DESC LIMIT 1";
 
 /* One subscriber's rows in (from, to]: broadcasts, and privates and
- * webhook results addressed to it (broadcast <=> to_user_id IS NULL). */
-static const char pg__catchup_sql[] = "SELECT " PG_ROW_COLS " FROM rtw_messages m"
-				      " WHERE m.stream_id = $1"
-				      " AND (m.xid, m.id) > ($2::xid8, $3::bigint)"
-				      " AND (m.xid, m.id) <= ($4::xid8, $5::bigint)"
-				      " AND (m.to_user_id IS NULL OR m.to_user_id = $6)"
-				      " AND ($7::uuid IS NULL OR m.widget_key = $7::uuid)"
-				      " ORDER BY m.xid, m.id LIMIT $8::int";
+ * webhook results addressed to it (broadcast <=> to_user_id IS NULL), at
+ * most $8 rows and about $9 bytes: the innermost query reads at most $8
+ * rows, the outer one keeps those whose bytes before them (each row
+ * counted as its message text plus PG_ROW_OVERHEAD for the other columns
+ * and the framing) are under $9, so the first row is always sent and a
+ * batch is at most $9 plus one message. o_got (the rows read) tells the
+ * caller whether the range may hold more: o_got = $8, or rows left out. */
+#define PG_ROW_OVERHEAD "256"
+/* The row limit of a connection's first catch-up batch; each batch not cut
+ * by bytes doubles it (up to sse.batch_rows), one cut by bytes makes it
+ * twice the rows kept: the query never reads far more rows than it sends
+ * (octet_length of a big message costs its whole text). */
+#define PG_CATCHUP_ROWS0 64
+static const char pg__catchup_sql[] =
+    "SELECT * FROM (SELECT b.*, sum(b.o_len) OVER (ORDER BY b.o_xid, b.o_id) AS o_run, count(*) OVER () AS o_got"
+    " FROM (SELECT " PG_ROW_COLS ", m.xid AS o_xid, m.id AS o_id,"
+    " octet_length(m.message::text) + " PG_ROW_OVERHEAD " AS o_len"
+    " FROM rtw_messages m"
+    " WHERE m.stream_id = $1"
+    " AND (m.xid, m.id) > ($2::xid8, $3::bigint)"
+    " AND (m.xid, m.id) <= ($4::xid8, $5::bigint)"
+    " AND (m.to_user_id IS NULL OR m.to_user_id = $6)"
+    " AND ($7::uuid IS NULL OR m.widget_key = $7::uuid)"
+    " ORDER BY m.xid, m.id LIMIT $8::int) b) c"
+    " WHERE c.o_run - c.o_len < $9::bigint ORDER BY c.o_xid, c.o_id";
 
 /* The widget filter exists, the Origin is allowed by a widget, and the
  * resume id's position when it is a message this subscriber may see. */
@@ -68,14 +87,22 @@ static const char pg__handshake_sql[] =
     " (SELECT xid::text FROM rtw_messages WHERE id = $2::bigint AND stream_id = $3"
     " AND (to_user_id IS NULL OR to_user_id = $4))";
 
+/* presence.c's: this process's changed streams and heartbeat, and the
+ * sums over every live process (sql/009_presence.sql). */
+static const char pg__presence_put_sql[] = "SELECT rtw_presence_put($1, $2::int, $3::jsonb, $4::bool)";
+static const char pg__presence_get_sql[] =
+    "SELECT stream_id, connections, viewers FROM rtw_presence_counts($1::text[])";
+
 static const struct {
 	const char *name, *sql;
 	int nparams;
 } pg__stmts[] = {
     {"sse_tail", pg__tail_sql, 3},
     {"sse_cursor", pg__cursor_sql, 0},
-    {"sse_catchup", pg__catchup_sql, 8},
+    {"sse_catchup", pg__catchup_sql, 9},
     {"sse_handshake", pg__handshake_sql, 5},
+    {"sse_presence_put", pg__presence_put_sql, 4},
+    {"sse_presence_get", pg__presence_get_sql, 1},
 };
 
 enum { PG_COL_XID, PG_COL_ROW, PG_COL_EPOCH = PG_COL_ROW + RTW_ROW_NCOLS, PG_COL_SETTLED };
@@ -106,10 +133,12 @@ static void pg__abandon(struct sse_ctx *ctx)
 
 	ctx->pg_q = SSE_Q_NONE;
 	ctx->pg_job_conn = NULL;
+	if (q == SSE_Q_PRESENCE_PUT || q == SSE_Q_PRESENCE_GET)
+		sse_presence_done(ctx, q, NULL);
 	if (c) {
 		c->pg_job = false;
 		if (q == SSE_Q_HANDSHAKE)
-			sse_route_handshake_done(c, NULL);
+			sse_conn_want_job(c); /* held again until the reconnect (or its hold ends) */
 		else
 			sse_conn_catchup_done(c, false, false);
 	}
@@ -190,18 +219,29 @@ static void pg__send_job(struct sse_ctx *ctx, struct sse_conn *c)
 	ctx->pg_job_conn = c;
 	c->pg_job = true;
 	if (c->state == SSE_CONN_HANDSHAKE) {
-		const char *v[5] = {c->has_widget ? c->widget : NULL, c->hs->last_id, c->sub.stream->id,
-				    c->sub.user->id, c->hs->origin};
+		/* a Last-Event-ID that is no message id is an unknown id (not
+		 * resumed), never a failed query */
+		const char *last = c->hs->last_id && msg_valid_id(c->hs->last_id) ? c->hs->last_id : NULL;
+		const char *v[5] = {c->has_widget ? c->widget : NULL, last, c->sub.stream->id, c->sub.user->id,
+				    c->hs->origin};
 		pg__send_prepared(ctx, SSE_Q_HANDSHAKE, "sse_handshake", 5, v);
 	} else {
-		char fx[24], fi[24], tx[24], ti[24], lim[16];
-		const char *v[8] = {
-		    c->sub.stream->id, fx, fi, tx, ti, c->sub.user->id, c->has_widget ? c->widget : NULL, lim};
+		char fx[24], fi[24], tx[24], ti[24], lim[16], bytes[24];
+		const char *v[9] = {
+		    c->sub.stream->id, fx, fi, tx, ti, c->sub.user->id, c->has_widget ? c->widget : NULL, lim, bytes};
+		size_t max = (size_t)ctx->cfg->sse_outbuf_max;
+		/* what is left of the output bound (conn.c asks for a batch only
+		 * below its low-water mark) */
 		pg__pos_text(c->pos, fx, fi);
 		pg__pos_text(ctx->cursor, tx, ti);
-		snprintf(lim, sizeof(lim), "%d", ctx->cfg->sse_batch_rows);
+		if (c->catchup_rows == 0)
+			c->catchup_rows = PG_CATCHUP_ROWS0;
+		if (c->catchup_rows > (uint32_t)ctx->cfg->sse_batch_rows)
+			c->catchup_rows = (uint32_t)ctx->cfg->sse_batch_rows;
+		snprintf(lim, sizeof(lim), "%" PRIu32, c->catchup_rows);
+		snprintf(bytes, sizeof(bytes), "%zu", c->out_bytes < max ? max - c->out_bytes : 1);
 		ctx->pg_job_target = ctx->cursor;
-		pg__send_prepared(ctx, SSE_Q_CATCHUP, "sse_catchup", 8, v);
+		pg__send_prepared(ctx, SSE_Q_CATCHUP, "sse_catchup", 9, v);
 	}
 }
 
@@ -217,6 +257,16 @@ static void pg__send_next(struct sse_ctx *ctx)
 	if (!ctx->cursor_valid) {
 		pg__send_prepared(ctx, SSE_Q_CURSOR, "sse_cursor", 0, NULL);
 		return;
+	}
+	{
+		/* at most two per interval: they never starve the tail */
+		enum sse_pg_query q;
+		const char *stmt, *v[4];
+		int n;
+		if (sse_presence_next(ctx, &q, &stmt, &n, v)) {
+			pg__send_prepared(ctx, q, stmt, n, v);
+			return;
+		}
 	}
 	for (;;) {
 		bool have_jobs = !sse_list_empty(&ctx->jobs);
@@ -314,7 +364,12 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 static void pg__catchup_result(struct sse_ctx *ctx, struct sse_conn *c, PGresult *res)
 {
 	int n = PQntuples(res);
-	bool full = n == ctx->cfg->sse_batch_rows;
+	int got_col = PQfnumber(res, "o_got");
+	long got = n > 0 && got_col >= 0 ? strtol(PQgetvalue(res, 0, got_col), NULL, 10) : 0;
+	/* more may follow: the row limit was reached, or bytes left rows out */
+	bool full = n > 0 && (got >= (long)c->catchup_rows || got > n);
+
+	c->catchup_rows = got > n ? (uint32_t)n * 2 : c->catchup_rows * 2;
 
 	for (int i = 0; i < n; i++) {
 		struct sse_pos pos;
@@ -376,6 +431,8 @@ static void pg__result(struct sse_ctx *ctx, PGresult *res)
 			sse_route_handshake_done(c, ok ? res : NULL);
 		}
 		break;
+	case SSE_Q_PRESENCE_PUT:
+	case SSE_Q_PRESENCE_GET: sse_presence_done(ctx, ctx->pg_q, ok ? res : NULL); break;
 	case SSE_Q_CATCHUP:
 		if (c) {
 			c->pg_job = false;
@@ -435,6 +492,11 @@ int sse_pg_start(struct sse_ctx *ctx)
 
 void sse_pg_close(struct sse_ctx *ctx)
 {
+	/* the query in flight is dropped unanswered: its connection may be freed */
+	if (ctx->pg_job_conn) {
+		ctx->pg_job_conn->pg_job = false;
+		ctx->pg_job_conn = NULL;
+	}
 	rtw_pgconn_free(&ctx->pg);
 	rtw_timer_close(&ctx->pg_timer);
 	ctx->pg_ready = false;

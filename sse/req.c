@@ -2,8 +2,8 @@
  * req.c: the request-head glue of rtw-sse over http-parser: feeds bytes,
  * enforces the head size limit, and extracts the route, the stream id,
  * the query parameters (widget_key, access_token, last_event_id,
- * user_id) and the headers rtw-sse uses (Last-Event-ID, Authorization,
- * Origin). Headers win over query parameters (an EventSource reconnect
+ * user_id, presence) and the headers rtw-sse uses (Last-Event-ID,
+ * Authorization, Origin, X-Forwarded-For). Headers win over query parameters (an EventSource reconnect
  * sends the fresh Last-Event-ID header with the original URL). URL
  * decoding and query splitting are lib/url.c's, as in rtw-fcgi. Pure
  * code: no I/O; runs on the loop thread.
@@ -20,7 +20,7 @@
 
 #define REQ_FIELD_MAX 32
 
-enum req_hdr { REQ_HDR_OTHER, REQ_HDR_LAST_ID, REQ_HDR_AUTH, REQ_HDR_ORIGIN };
+enum req_hdr { REQ_HDR_OTHER, REQ_HDR_LAST_ID, REQ_HDR_AUTH, REQ_HDR_ORIGIN, REQ_HDR_XFF };
 
 struct sse_reqparser {
 	http_parser hp;
@@ -48,6 +48,8 @@ static enum req_hdr req__which(const struct sse_reqparser *p)
 		return REQ_HDR_AUTH;
 	if (strcasecmp(p->field, "origin") == 0)
 		return REQ_HDR_ORIGIN;
+	if (strcasecmp(p->field, "x-forwarded-for") == 0)
+		return REQ_HDR_XFF;
 	return REQ_HDR_OTHER;
 }
 
@@ -93,8 +95,11 @@ static void req__header_done(struct sse_reqparser *p)
 				n--;
 			}
 			req__copy(req, req->token, sizeof(req->token), v, n, "Authorization", &req->has_token);
-			p->hdr_auth = true;
 		}
+		/* another scheme, or Bearer without a token: refused (401),
+		 * never taken as no identity at all */
+		req->auth_other = !req->has_token;
+		p->hdr_auth = true;
 		break;
 	case REQ_HDR_ORIGIN:
 		if (!p->value_long)
@@ -105,6 +110,50 @@ static void req__header_done(struct sse_reqparser *p)
 	p->field_len = p->value_len = 0;
 	p->field_long = p->value_long = false;
 	p->field[0] = '\0';
+}
+
+/* Appends len bytes of an X-Forwarded-For value, keeping the rightmost
+ * SSE_XFF_MAX - 1 bytes (the client is read from the right end). */
+static void req__xff_add(struct sse_req *req, const char *at, size_t len)
+{
+	const size_t cap = sizeof(req->xff) - 1;
+
+	if (len > cap) {
+		at += len - cap;
+		len = cap;
+		req->xff_len = 0;
+		req->xff_cut = true;
+	} else if (req->xff_len + len > cap) {
+		size_t drop = req->xff_len + len - cap;
+		memmove(req->xff, req->xff + drop, req->xff_len - drop);
+		req->xff_len -= (uint32_t)drop;
+		req->xff_cut = true;
+	}
+	/* a NUL or control byte makes its hop "not an address" (the walk
+	 * stops there), never a shorter string */
+	for (size_t i = 0; i < len; i++)
+		req->xff[req->xff_len + i] = (unsigned char)at[i] < 0x20 && at[i] != '\t' ? '?' : at[i];
+	req->xff_len += (uint32_t)len;
+	req->xff[req->xff_len] = '\0';
+	req->has_xff = true;
+}
+
+/* The head is complete: a cut X-Forwarded-For starts after its first
+ * comma (the hop there may have lost its start). */
+static void req__xff_done(struct sse_req *req)
+{
+	char *comma;
+
+	if (!req->xff_cut)
+		return;
+	comma = strchr(req->xff, ',');
+	if (comma == NULL) {
+		req->xff[0] = '\0';
+		req->xff_len = 0;
+		return;
+	}
+	req->xff_len -= (uint32_t)(comma + 1 - req->xff);
+	memmove(req->xff, comma + 1, req->xff_len + 1);
 }
 
 static int req__on_url(http_parser *hp, const char *at, size_t len)
@@ -140,7 +189,13 @@ static int req__on_value(http_parser *hp, const char *at, size_t len)
 {
 	struct sse_reqparser *p = hp->data;
 
+	if (!p->in_value && !p->field_long && req__which(p) == REQ_HDR_XFF && p->req->has_xff)
+		req__xff_add(p->req, ",", 1); /* another X-Forwarded-For line */
 	p->in_value = true;
+	if (!p->field_long && req__which(p) == REQ_HDR_XFF) {
+		req__xff_add(p->req, at, len);
+		return 0;
+	}
 	if (p->field_long || req__which(p) == REQ_HDR_OTHER)
 		return 0; /* not kept: do not spend the buffer */
 	if (p->value_len + len >= sizeof(p->value)) {
@@ -189,6 +244,8 @@ static void req__query(struct sse_reqparser *p, char *q)
 				  &req->has_last_id);
 		} else if (req__named(&kv, "user_id")) {
 			req__copy(req, req->user_id, sizeof(req->user_id), v, strlen(v), "user_id", &req->has_user);
+		} else if (req__named(&kv, "presence")) {
+			req->presence = strcmp(v, "1") == 0;
 		}
 	}
 }
@@ -203,6 +260,7 @@ static int req__on_headers_complete(http_parser *hp)
 
 	if (p->in_value)
 		req__header_done(p);
+	req__xff_done(req);
 	p->url[p->url_len] = '\0';
 	req->method = hp->method;
 	req->http10 = hp->http_major == 1 && hp->http_minor == 0;

@@ -1,13 +1,17 @@
 /*
  * routes.c: what rtw-sse answers to a complete request head: the CORS
  * preflight, 404 and 405, GET /healthz, GET /metrics, and the events
- * route: its checks, the subscriber's identity (a token, user_id, or an
- * anonymous id with a minted token), whether a handshake query is
- * needed, the handshake query's answer, and the start of the stream (the
- * 200 head, retry: and the init event). /healthz and /metrics are
- * lib/probe.c's answers (the same bodies as every daemon's, HEAD answered
- * like GET), the text written with lib/metrics.c; the CORS rule and the
- * anonymous ids are lib's too. Also keeps the delivery-lag histogram that
+ * route: its checks, the client address it counts under (behind a trusted
+ * proxy, from X-Forwarded-For), the subscriber's identity (a Bearer token,
+ * user_id, or an anonymous id with a minted token, limited per address
+ * per minute) and when its stream ends (the token's exp), whether a
+ * handshake query is needed (always, while the tail position is unknown:
+ * the head is then held, see conn.c), the handshake query's answer, and
+ * the start of the stream (the 200 head, retry: and the init event).
+ * /healthz and /metrics are lib/probe.c's answers (the same bodies as
+ * every daemon's, HEAD answered like GET), the text written with
+ * lib/metrics.c; the CORS rule, the client address and the anonymous ids
+ * are lib's too. Also keeps the delivery-lag histogram that
  * /metrics shows.
  *
  * Tier: above conn.c (it answers through a connection's output and
@@ -26,6 +30,7 @@
 #include "msg.h"
 #include "probe.h"
 #include "token.h"
+#include "ratelimit.h" /* the fixed-memory token buckets rtw-fcgi's limits use */
 
 #include <errno.h>
 #include <http_parser.h>
@@ -36,7 +41,7 @@
 #include <time.h>
 
 #define ROUTES_RETRY_1 "Retry-After: 1\r\n"
-#define ROUTES_METRICS_MAX 8192 /* the /metrics text; about 2 KiB today */
+#define ROUTES_METRICS_MAX 8192 /* the /metrics text: about 2.5 KiB, up to 2 KiB more of top streams */
 
 /* Upper bounds (seconds) of rtw_sse_delivery_lag_seconds' buckets. */
 static const double routes__lag_le[SSE_LAG_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
@@ -114,7 +119,9 @@ void sse_route_handshake_done(struct sse_conn *c, PGresult *res)
 	if (c->state != SSE_CONN_HANDSHAKE)
 		return;
 	if (res == NULL || PQntuples(res) != 1) {
-		sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "database unavailable");
+		/* a statement error (logged by pg.c): never a non-200 on the
+		 * events route, which a standard EventSource would take as final */
+		sse_conn_retry_later(c);
 		return;
 	}
 	if (PQgetvalue(res, 0, 0)[0] != 't') {
@@ -123,7 +130,7 @@ void sse_route_handshake_done(struct sse_conn *c, PGresult *res)
 		return;
 	}
 	origin_ok = PQgetvalue(res, 0, 1)[0] == 't';
-	if (!PQgetisnull(res, 0, 2) && c->hs->last_id) {
+	if (!PQgetisnull(res, 0, 2) && c->hs->last_id && msg_valid_id(c->hs->last_id)) {
 		char *end;
 		errno = 0;
 		c->pos.xid = strtoull(PQgetvalue(res, 0, 2), &end, 10);
@@ -144,6 +151,38 @@ void sse_route_handshake_done(struct sse_conn *c, PGresult *res)
 	} else {
 		sse_conn_go_live(c);
 	}
+}
+
+/* Counts c under its client address (lib/clientaddr.c: behind a trusted
+ * proxy, the address its X-Forwarded-For reports), unless accept already
+ * did (a peer that is no proxy). Answers 429 over sse.max_per_ip. */
+static int routes__count_client(struct sse_conn *c, const struct sse_req *r)
+{
+	char key[RTW_CLIENT_KEY_MAX];
+
+	if (c->ipc)
+		return RTW_OK;
+	rtw_client_key(&c->ctx->trust, c->peer, r->has_xff ? r->xff : NULL, key);
+	if (sse_conn_count_addr(c, key) == RTW_OK)
+		return RTW_OK;
+	sse_conn_error(c, 429, "rate_limited", NULL, "Retry-After: 5\r\n", "too many connections from this address");
+	return RTW_ERROR;
+}
+
+/* sse.anon_per_ip_per_min: a fresh identity is a fresh per-author rate
+ * limit, so how many one address is given is bounded too. Answers 429
+ * with Retry-After when its bucket is empty. */
+static int routes__anon_allowed(struct sse_conn *c)
+{
+	struct sse_ctx *ctx = c->ctx;
+	char retry[40];
+	uint64_t wait_ms;
+
+	if (ctx->anon_rl == NULL || !(wait_ms = rtw_rl_take(ctx->anon_rl, c->ipc->key, "anon", sse_now(ctx))))
+		return RTW_OK;
+	snprintf(retry, sizeof(retry), "Retry-After: %llu\r\n", (unsigned long long)((wait_ms + 999) / 1000));
+	sse_conn_error(c, 429, "rate_limited", NULL, retry, "too many anonymous identities for this address");
+	return RTW_ERROR;
 }
 
 static void routes__events(struct sse_conn *c, const struct sse_req *r)
@@ -171,12 +210,19 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 		}
 		c->has_widget = true;
 	}
+	if (routes__count_client(c, r) != RTW_OK)
+		return;
 	if (ctx->token_mode) {
+		if (r->auth_other) {
+			sse_conn_error(c, 401, "unauthorized", NULL, NULL,
+				       "the Authorization header must be \"Bearer <token>\"");
+			return;
+		}
 		if (r->has_token) {
 			struct tok_claims cl;
 			const char *why = NULL;
-			if (tok_verify(cfg->auth_secret, strlen(cfg->auth_secret), r->token, (int64_t)time(NULL), &cl,
-				       &why) != RTW_OK) {
+			if (tok_verify_rotating(cfg->auth_secret, cfg->auth_secret_previous, r->token,
+						(int64_t)time(NULL), &cl, &why) != RTW_OK) {
 				char m[160];
 				snprintf(m, sizeof(m), "invalid token: %s", why ? why : "rejected");
 				sse_conn_error(c, 401, "unauthorized", NULL, NULL, m);
@@ -188,15 +234,19 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 				return;
 			}
 			snprintf(user, sizeof(user), "%s", cl.sub);
+			c->exp_s = cl.exp;
 			tok_claims_free(&cl);
 		} else {
+			if (routes__anon_allowed(c) != RTW_OK)
+				return;
 			if (rtw_anon_id(user) != RTW_OK) {
 				sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1,
 					       "could not mint an anonymous id");
 				return;
 			}
-			c->hs->minted = tok_mint(cfg->auth_secret, strlen(cfg->auth_secret), user,
-						 (int64_t)time(NULL) + cfg->auth_anon_ttl_s, r->stream_id, false);
+			c->exp_s = (int64_t)time(NULL) + cfg->auth_anon_ttl_s;
+			c->hs->minted =
+			    tok_mint(cfg->auth_secret, strlen(cfg->auth_secret), user, c->exp_s, r->stream_id, false);
 			if (c->hs->minted == NULL) {
 				sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "could not mint a token");
 				return;
@@ -212,25 +262,22 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 		sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "could not mint an anonymous id");
 		return;
 	}
-	need_query = c->has_widget || (r->has_last_id && msg_valid_id(r->last_id)) ||
-		     (r->has_origin && !rtw_cors_cfg_allows(cfg->http_cors_origins, r->origin));
-	if (need_query && !sse_pg_up(ctx)) {
-		sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "database unavailable");
-		return;
-	}
 	/* Until the first tail position is known (just after start, or while
 	 * PostgreSQL is down at start) a live-only subscriber has no place to
-	 * start from: rows committed meanwhile would be lost to it. Once known,
-	 * the cursor survives reconnects, so this only refuses at start-up. */
-	if (!ctx->cursor_valid) {
-		sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "starting up; no stream position yet");
-		return;
-	}
+	 * start from: rows committed meanwhile would be lost to it. It waits
+	 * in the handshake like one that needs the query: pg.c runs jobs only
+	 * once the cursor is known, and while PostgreSQL is away the head is
+	 * held (at most sse.hold_max_ms, then 200 with retry:, see conn.c),
+	 * never refused: a standard EventSource gives up on any non-200. */
+	need_query = c->has_widget || (r->has_last_id && msg_valid_id(r->last_id)) ||
+		     (r->has_origin && !rtw_cors_cfg_allows(cfg->http_cors_origins, r->origin)) || !ctx->cursor_valid;
 	if (sse_index_add(&ctx->ix, &c->sub, r->stream_id, user) != RTW_OK) {
 		sse_conn_close(c);
 		return;
 	}
 	c->in_index = true;
+	if (r->presence)
+		sse_index_want_presence(&ctx->ix, &c->sub);
 	if (need_query) {
 		/* pg.c sends it when the loop kicks it at the end of this pass */
 		sse_conn_set_state(c, SSE_CONN_HANDSHAKE);
@@ -252,6 +299,31 @@ static void routes__reply(struct sse_conn *c, const struct rtw_probe_reply *r, b
 	sse_conn_respond(c, r->status, r->ctype, NULL, r->body, r->body_len, head_only);
 }
 
+#define ROUTES_TOP_STREAMS 10
+
+/* Presence: the statements' counters and the top streams of this process
+ * by viewers (a bounded number of series, whatever the streams). */
+static void routes__presence_metrics(const struct sse_ctx *ctx, struct rtw_metrics *w)
+{
+	const struct sse_stream *top[ROUTES_TOP_STREAMS];
+	size_t n = sse_index_top(&ctx->ix, top, ROUTES_TOP_STREAMS);
+
+	rtw_metrics_counter(w, "rtw_sse_presence_puts_total", "Presence puts (heartbeat and changed streams) written.",
+			    ctx->pres.puts);
+	rtw_metrics_counter(w, "rtw_sse_presence_rows_total", "Stream rows carried by presence puts.",
+			    ctx->pres.rows_put);
+	rtw_metrics_counter(w, "rtw_sse_presence_frames_total", "Presence frames built (each shared by its stream).",
+			    ctx->pres.frames);
+	rtw_metrics_family(w, "rtw_sse_stream_viewers", RTW_METRIC_GAUGE,
+			   "Distinct viewers of this process's top 10 streams by viewers.");
+	for (size_t i = 0; i < n; i++) {
+		/* stream ids are A-Za-z0-9._:-: nothing to escape in a label */
+		char label[160];
+		snprintf(label, sizeof(label), "stream=\"%s\"", top[i]->id);
+		rtw_metrics_u64(w, "rtw_sse_stream_viewers", label, (uint64_t)top[i]->users.count);
+	}
+}
+
 static void routes__metrics(struct sse_conn *c, bool head_only)
 {
 	struct sse_ctx *ctx = c->ctx;
@@ -262,6 +334,8 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 
 	rtw_metrics_init(&w, text, sizeof(text));
 	rtw_metrics_gauge(&w, "rtw_sse_connections", "Open client connections.", (double)ctx->n_conns);
+	rtw_metrics_gauge(&w, "rtw_sse_max_connections", "Most client connections allowed (sse.max_connections).",
+			  (double)ctx->cfg->sse_max_connections);
 	rtw_metrics_gauge(&w, "rtw_sse_subscribers", "Connections subscribed to a stream.", (double)ctx->ix.n_subs);
 	rtw_metrics_counter(&w, "rtw_sse_events_delivered_total", "Message frames fully written.", m->delivered);
 	rtw_metrics_counter(&w, "rtw_sse_bytes_sent_total", "Bytes written to clients.", m->bytes_sent);
@@ -273,11 +347,15 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 			    m->pg_reconnects);
 	rtw_metrics_counter(&w, "rtw_sse_tail_rows_total", "Rows read by the tail.", m->tail_rows);
 	rtw_metrics_counter(&w, "rtw_sse_connections_rejected_total", "Connections refused at accept.", m->rejected);
-	rtw_metrics_gauge(&w, "rtw_sse_pg_up", "1 when the PostgreSQL connection is up.", sse_pg_up(ctx) ? 1 : 0);
+	rtw_metrics_counter(&w, "rtw_sse_hold_retries_total",
+			    "New streams held sse.hold_max_ms without a position, then told to retry.",
+			    m->hold_retries);
+	rtw_metrics_process(&w, "sse", sse_pg_up(ctx));
 	rtw_metrics_family(&w, "rtw_sse_delivery_lag_seconds", RTW_METRIC_HISTOGRAM,
 			   "Message created_at to dispatch by this process.");
 	rtw_metrics_histogram(&w, "rtw_sse_delivery_lag_seconds", NULL, &routes__lag_bounds, m->lag_bucket, m->lag_sum);
 	rtw_metrics_gauge(&w, "rtw_sse_delivery_lag_max_seconds", "Largest delivery lag seen.", m->lag_max);
+	routes__presence_metrics(ctx, &w);
 	rtw_probe_metrics(&w, &reply);
 	if (reply.status != 200)
 		log_error("could not write /metrics: %.*s", (int)strcspn(reply.body, "\n"), reply.body);

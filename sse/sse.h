@@ -9,6 +9,8 @@
  *   routes.c  what a request head asks for: the events route
  *             (identity, the handshake's answer, init), /healthz,
  *             /metrics, the CORS preflight
+ *   presence.c  this process's per-stream counts written to
+ *             PostgreSQL, the sums read back, presence frames
  *   conn.c    client connections: accept and limits, reading the
  *             head, the state machine, the output ring and writing,
  *             fan-out, timeouts and heartbeats
@@ -16,7 +18,7 @@
  *             events shared by all recipients, stream heads, responses
  *   subs.c    the subscriber index: stream -> connections, (stream,
  *             user) -> connections, so fan-out of a private costs
- *             O(its recipients)
+ *             O(its recipients); which streams' counts changed
  *   req.c     the request-head glue over http-parser and the query
  *             string                                              (bottom)
  * Everything runs on the one loop thread of the process; nothing is
@@ -27,6 +29,7 @@
 
 #include "rtw.h"
 #include "cfg.h"
+#include "clientaddr.h"
 #include "msg.h"
 #include "loop.h"
 #include "pgconn.h"
@@ -103,6 +106,12 @@ struct sse_frame *sse_frame_response(int status, const char *ctype, const char *
 struct sse_frame *sse_frame_stream_open(const char *headers, int retry_ms, const char *init_json,
 					size_t init_len) RTW_WUR;
 
+/* The whole answer to a stream that cannot start now: the same 200 head
+ * and "retry: <retry_ms>", no event; the connection then closes, and a
+ * standard EventSource reconnects after retry_ms (any non-200 would end it
+ * for good). A new frame (refs 1), or NULL. */
+struct sse_frame *sse_frame_stream_retry(const char *headers, int retry_ms) RTW_WUR;
+
 /* A frame that is never freed by unref (refs < 0), e.g. the heartbeat
  * comment every connection shares; the owner frees it with free(). */
 struct sse_frame *sse_frame_static(const char *bytes, size_t len) RTW_WUR;
@@ -170,14 +179,26 @@ struct sse_user {
 	char id[];
 };
 
-/* Subscribers of one stream, and its users. */
+/* Subscribers of one stream, and its users (users.count: its distinct
+ * viewers in this process). */
 struct sse_stream {
 	struct sse_hentry he;
 	struct sse_link subs; /* struct sse_sub.stream_link, every subscriber */
 	struct sse_htab users;
 	size_t n_subs;
+	/* presence (presence.c reads and resets these) */
+	struct sse_link changed; /* on ix->changed: subscribers came or went since the last put */
+	bool put;		 /* its row was written (or is being written) */
+	size_t n_presence;	 /* subscribers that asked for presence frames */
+	bool presence_new;	 /* one of them has had no frame yet */
+	bool framed;		 /* frame_* hold the counts of the last frame */
+	uint64_t frame_conns, frame_viewers, frame_ms;
 	char id[];
 };
+
+/* A subscriber's presence frames: not asked for, asked for and none
+ * received yet, received. */
+enum sse_sub_presence { SSE_PRESENCE_OFF, SSE_PRESENCE_WAITING, SSE_PRESENCE_SENT };
 
 /* The index entry a connection embeds. */
 struct sse_sub {
@@ -185,11 +206,22 @@ struct sse_sub {
 	struct sse_link user_link;
 	struct sse_stream *stream;
 	struct sse_user *user;
+	enum sse_sub_presence presence;
+};
+
+/* A stream whose last subscriber left after its presence row was
+ * written: the row is removed by the next put. */
+struct sse_gone {
+	struct sse_link link;
+	char id[];
 };
 
 struct sse_index {
 	struct sse_htab streams;
 	size_t n_subs;
+	struct sse_link changed; /* struct sse_stream.changed */
+	struct sse_link gone;	 /* struct sse_gone.link */
+	bool gone_lost;		 /* a gone entry could not be kept: the next put is full */
 };
 
 int sse_index_init(struct sse_index *ix) RTW_WUR;
@@ -203,6 +235,12 @@ void sse_index_remove(struct sse_index *ix, struct sse_sub *sub);
 /* The stream's entry (NULL when nobody listens), and its user's. */
 struct sse_stream *sse_index_stream(const struct sse_index *ix, const char *stream_id);
 struct sse_user *sse_index_user(const struct sse_stream *st, const char *user_id);
+/* sub (indexed) asked for presence frames. */
+void sse_index_want_presence(struct sse_index *ix, struct sse_sub *sub);
+/* Up to n streams with the most viewers (distinct users) into top, most
+ * first (ties: more connections first); returns how many. Borrowed
+ * until the index changes. */
+size_t sse_index_top(const struct sse_index *ix, const struct sse_stream **top, size_t n);
 
 /* ---- request head (req.c) --------------------------------------------- */
 
@@ -210,6 +248,7 @@ enum sse_route { SSE_ROUTE_NONE, SSE_ROUTE_EVENTS, SSE_ROUTE_HEALTHZ, SSE_ROUTE_
 
 #define SSE_TOKEN_MAX 4096
 #define SSE_QVAL_MAX 256
+#define SSE_XFF_MAX 256
 
 /* What rtw-sse needs from a request head. Strings are NUL-terminated;
  * an over-long value sets bad_field. */
@@ -231,6 +270,15 @@ struct sse_req {
 	char token[SSE_TOKEN_MAX];
 	bool has_origin;
 	char origin[SSE_QVAL_MAX];
+	bool auth_other; /* an Authorization header that is not "Bearer <token>" */
+	/* X-Forwarded-For (several headers joined by commas): its rightmost
+	 * SSE_XFF_MAX - 1 bytes, cut at a comma, since only the right end is
+	 * read (lib/clientaddr.c) */
+	bool has_xff;
+	bool xff_cut;
+	uint32_t xff_len;
+	char xff[SSE_XFF_MAX];
+	bool presence;	       /* presence=1 */
 	const char *bad_field; /* static name of an over-long field, or NULL */
 };
 
@@ -256,7 +304,9 @@ bool sse_url_decode(char *s);
 /* A connection's state; every change goes through sse_conn_set_state. */
 enum sse_conn_state {
 	SSE_CONN_READING_HEAD, /* reading the request head (header timeout runs) */
-	SSE_CONN_HANDSHAKE,    /* waiting for the handshake query */
+	SSE_CONN_HANDSHAKE,    /* waiting for the handshake query: the head is held
+				* while the position is unknown (PostgreSQL down, or
+				* not asked yet), at most sse.hold_max_ms */
 	SSE_CONN_CATCHING_UP,  /* streaming rows from PostgreSQL up to the cursor */
 	SSE_CONN_LIVE,	       /* fed by the tail */
 	SSE_CONN_CLOSING,      /* flushing a final answer, then closed */
@@ -284,23 +334,27 @@ struct sse_conn {
 	int fd;
 	enum sse_conn_state state;
 	bool in_index;
-	bool dirty;		  /* on ctx->dirty: has output to flush this pass */
-	bool want_out;		  /* EPOLLOUT armed */
-	bool pg_job;		  /* a query for it is in flight; do not free */
-	bool queued_job;	  /* on ctx->jobs */
-	bool lagging;		  /* output overflowed; catch up when drained */
-	struct sse_ipcount *ipc;  /* NULL for loopback peers (the local proxy) */
-	uint64_t deadline_ms;	  /* CLOSING: give up flushing after it */
-	struct sse_link link;	  /* ctx->conns or ctx->closed */
-	struct sse_link job_link; /* ctx->jobs */
+	bool dirty;		     /* on ctx->dirty: has output to flush this pass */
+	bool want_out;		     /* EPOLLOUT armed */
+	bool pg_job;		     /* a query for it is in flight; do not free */
+	bool queued_job;	     /* on ctx->jobs */
+	bool lagging;		     /* output overflowed; catch up when drained */
+	struct sse_ipcount *ipc;     /* the client address it counts under; NULL until known */
+	int64_t exp_s;		     /* unix time its identity's token expires (the stream ends); 0: never */
+	char peer[INET6_ADDRSTRLEN]; /* the socket peer's address, "" when not IP */
+	uint64_t deadline_ms;	     /* HANDSHAKE: stop holding; CLOSING: stop flushing */
+	struct sse_link link;	     /* ctx->conns or ctx->closed */
+	struct sse_link job_link;    /* ctx->jobs */
 	struct sse_conn *dirty_next;
 	struct sse_sub sub;
 	char *head;	   /* READING_HEAD: the bytes of an incomplete head */
-	uint32_t head_len; /* exactly-sized; parsed whole on each read */
+	uint32_t head_len; /* parsed once, when its end has arrived */
+	uint32_t head_cap;
 	struct sse_hs *hs; /* what the head leaves until the stream starts */
 	uint64_t born_ms;
 	struct sse_pos pos;	 /* last position queued (or skipped) */
 	struct sse_pos sent_pos; /* last position fully written */
+	uint32_t catchup_rows;	 /* row limit of its next catch-up batch (pg.c) */
 	/* output: a ring (power-of-two capacity) of frame references, inline
 	 * for the usual one or two frames; head_off bytes of the first are
 	 * written */
@@ -312,23 +366,52 @@ struct sse_conn {
 	bool has_widget;
 };
 
-/* Connections per client address (non-loopback peers only). */
+/* Connections per client address (lib/clientaddr.h's key: the peer, or
+ * behind a trusted proxy the address it reports). */
 struct sse_ipcount {
 	struct sse_hentry he;
 	int n;
-	char key[48];
+	char key[RTW_CLIENT_KEY_MAX];
 };
 
 /* ---- the process context (loop.c owns it) ------------------------------ */
 
+struct rtw_rl; /* lib/ratelimit.h: fixed-memory token buckets */
+
 /* What the one in-flight query is. */
-enum sse_pg_query { SSE_Q_NONE, SSE_Q_SETUP, SSE_Q_CURSOR, SSE_Q_TAIL, SSE_Q_HANDSHAKE, SSE_Q_CATCHUP };
+enum sse_pg_query {
+	SSE_Q_NONE,
+	SSE_Q_SETUP,
+	SSE_Q_CURSOR,
+	SSE_Q_TAIL,
+	SSE_Q_HANDSHAKE,
+	SSE_Q_CATCHUP,
+	SSE_Q_PRESENCE_PUT,
+	SSE_Q_PRESENCE_GET
+};
+
+/* Presence (presence.c): this process's counts, written every
+ * sse.presence_interval_ms, and the sums over every process read back for
+ * the streams that have presence subscribers. */
+struct sse_presence {
+	struct rtw_timer timer;
+	char instance[96]; /* host:pid:random, the process's key in rtw_presence */
+	char ttl_ms[24];   /* how long readers trust a put */
+	bool put_wanted;   /* the timer fired: put, then get */
+	bool get_wanted;
+	bool full;     /* the next put carries every stream (first, or after a failure) */
+	bool put_full; /* the put in flight carries every stream */
+	bool known;    /* a put succeeded: the shutdown drops the rows */
+	char *rows;    /* the put in flight's JSON, or the get's array */
+	uint64_t puts, rows_put, frames;
+};
 
 #define SSE_LAG_BUCKETS 10
 
 struct sse_metrics {
 	uint64_t delivered, bytes_sent, resume_catchups, slow_cutoffs, pg_reconnects;
 	uint64_t accepted, rejected, tail_rows;
+	uint64_t hold_retries;			  /* held heads told to retry (the position stayed unknown) */
 	uint64_t lag_bucket[SSE_LAG_BUCKETS + 1]; /* last is +Inf */
 	double lag_sum;
 	double lag_max;
@@ -354,7 +437,9 @@ struct sse_ctx {
 	struct sse_link jobs;	/* connections waiting for a query */
 	struct sse_conn *dirty; /* output to flush at the end of the pass */
 	size_t n_conns;
-	struct sse_htab ips;	     /* struct sse_ipcount, non-loopback peers */
+	struct sse_htab ips;	     /* struct sse_ipcount, per client address */
+	struct rtw_trust trust;	     /* http.trusted_proxies */
+	struct rtw_rl *anon_rl;	     /* anonymous identities per client address; NULL: no limit */
 	struct sse_frame *heartbeat; /* ": hb\n\n", static */
 	/* the answers to connections refused at accept (503 over
 	 * sse.max_connections, 429 over sse.max_per_ip), built once */
@@ -380,6 +465,7 @@ struct sse_ctx {
 	struct sse_pos cursor; /* everything <= cursor has been dispatched */
 	uint64_t repoll_ms;
 	bool jobs_turn; /* alternate tail and connection jobs */
+	struct sse_presence pres;
 	struct sse_metrics m;
 };
 
@@ -402,6 +488,13 @@ static inline uint64_t sse_now(const struct sse_ctx *ctx)
 int sse_conn_setup(struct sse_ctx *ctx) RTW_WUR;
 void sse_conn_teardown(struct sse_ctx *ctx);
 void sse_conn_accept(struct sse_ctx *ctx);
+/* Counts c under the client address key (sse.max_per_ip). RTW_OK, or
+ * RTW_ERROR when the address holds its maximum already (the caller
+ * refuses c: 429) or memory ran out. */
+int sse_conn_count_addr(struct sse_conn *c, const char *key) RTW_WUR;
+/* Ends a stream cleanly: no more events, what is queued is written, then
+ * the connection closes (the client reconnects). */
+void sse_conn_end(struct sse_conn *c);
 /* Handles a socket event. Returns the loop's scratch request when a
  * complete, well-formed head was read (the caller routes it before the
  * next event: the request is reused), NULL otherwise. */
@@ -425,8 +518,21 @@ void sse_conn_want_job(struct sse_conn *c);
  * given, except those filtering on another widget. */
 void sse_conn_dispatch(struct sse_ctx *ctx, struct sse_frame *f, const char *stream_id, const char *to_user,
 		       const char *widget_key);
+/* A reconnect delay for the retry: field: sse.retry_ms jittered to
+ * [retry_ms/2, retry_ms*3/2), so that clients told at once (a restart)
+ * do not come back at once. */
+int sse_conn_retry_jitter(const struct sse_ctx *ctx);
+/* Ends a stream that cannot start now (held too long, a failed handshake,
+ * shutdown): 200 text/event-stream with a jittered retry: and no event,
+ * then closes. Nothing when c is already closing. */
+void sse_conn_retry_later(struct sse_conn *c);
 /* Frees what the head left (Last-Event-ID, Origin, minted token). */
 void sse_conn_hs_free(struct sse_conn *c);
+/* Queues f (borrowed, a presence frame) on the stream's streaming
+ * subscribers that asked for presence (only_waiting: those that have had
+ * none yet), whatever their widget filter. True when a subscriber that
+ * has had none is still left (its stream has not started yet). */
+bool sse_conn_dispatch_presence(struct sse_stream *st, struct sse_frame *f, bool only_waiting);
 
 #define SSE_CORS_MAX 400
 /* The CORS header lines for c's request Origin into out (always
@@ -450,6 +556,22 @@ void sse_route(struct sse_conn *c, const struct sse_req *r);
 void sse_route_handshake_done(struct sse_conn *c, PGresult *res);
 /* Records one delivery lag (created_at to dispatch) for /metrics. */
 void sse_metrics_lag(struct sse_ctx *ctx, double seconds);
+
+/* ---- presence.c ---- */
+
+/* Sets up the instance id and the put timer on ctx->loop. RTW_OK, or
+ * RTW_ERROR (timerfd). */
+int sse_presence_start(struct sse_ctx *ctx) RTW_WUR;
+/* The next presence statement to send, when one is due: *q, the prepared
+ * statement's name and its parameters (borrowed until
+ * sse_presence_done). False when none is due. */
+bool sse_presence_next(struct sse_ctx *ctx, enum sse_pg_query *q, const char **stmt, int *n, const char *v[4]);
+/* The answer to the statement q (NULL: it failed or was abandoned). */
+void sse_presence_done(struct sse_ctx *ctx, enum sse_pg_query q, PGresult *res);
+/* At a clean shutdown: removes this process's rows (one blocking
+ * statement on a short-lived connection, bounded by a connect timeout). */
+void sse_presence_drop(struct sse_ctx *ctx);
+void sse_presence_close(struct sse_ctx *ctx);
 
 /* ---- pg.c ---- */
 /* Sets up the connection and its timer on ctx->loop and starts

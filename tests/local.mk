@@ -31,11 +31,11 @@ tests_unit_test_whk_job_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_whk_job_LDADD = $(UNIT_LIBS)
 TESTS += tests/unit/test_whk_addr tests/unit/test_whk_job
 
-check_PROGRAMS += tests/unit/test_fcgi_ratelimit
-tests_unit_test_fcgi_ratelimit_SOURCES = tests/unit/test_fcgi_ratelimit.c fcgi/ratelimit.c
-tests_unit_test_fcgi_ratelimit_CFLAGS = $(UNIT_CFLAGS)
-tests_unit_test_fcgi_ratelimit_LDADD = $(UNIT_LIBS) -lm
-TESTS += tests/unit/test_fcgi_ratelimit
+check_PROGRAMS += tests/unit/test_ratelimit
+tests_unit_test_ratelimit_SOURCES = tests/unit/test_ratelimit.c
+tests_unit_test_ratelimit_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_ratelimit_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_ratelimit
 
 check_PROGRAMS += tests/unit/test_probe
 tests_unit_test_probe_SOURCES = tests/unit/test_probe.c
@@ -57,6 +57,12 @@ tests_unit_test_rules_SOURCES = tests/unit/test_rules.c
 tests_unit_test_rules_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_rules_LDADD = $(UNIT_LIBS)
 TESTS += tests/unit/test_url tests/unit/test_rules
+
+check_PROGRAMS += tests/unit/test_clientaddr
+tests_unit_test_clientaddr_SOURCES = tests/unit/test_clientaddr.c
+tests_unit_test_clientaddr_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_clientaddr_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_clientaddr
 
 check_PROGRAMS += tests/unit/test_sse
 tests_unit_test_sse_SOURCES = tests/unit/test_sse.c
@@ -81,9 +87,9 @@ EXTRA_DIST += tests/unit/run-pgconn.sh
 # driver's flags (coverage instrumentation under FUZZING) rather than
 # taken from a library. See doc/testing.md.
 FUZZ_DRIVERS = tests/fuzz/fuzz_msg tests/fuzz/fuzz_token tests/fuzz/fuzz_sse_req \
-	tests/fuzz/fuzz_whk_url tests/fuzz/fuzz_cfg
+	tests/fuzz/fuzz_whk_url tests/fuzz/fuzz_cfg tests/fuzz/fuzz_clientaddr
 FUZZ_REPLAYS = tests/fuzz/replay-msg.sh tests/fuzz/replay-token.sh tests/fuzz/replay-sse-req.sh \
-	tests/fuzz/replay-whk-url.sh tests/fuzz/replay-cfg.sh
+	tests/fuzz/replay-whk-url.sh tests/fuzz/replay-cfg.sh tests/fuzz/replay-clientaddr.sh
 if FUZZING
 noinst_PROGRAMS += $(FUZZ_DRIVERS)
 FUZZ_COMPILE_FLAGS = -DRTW_LIBFUZZER -fsanitize=fuzzer
@@ -116,6 +122,10 @@ tests_fuzz_fuzz_cfg_SOURCES = tests/fuzz/fuzz_cfg.c tests/fuzz/replay.h lib/cfg.
 tests_fuzz_fuzz_cfg_CFLAGS = $(RTW_CFLAGS) $(FUZZ_COMPILE_FLAGS)
 tests_fuzz_fuzz_cfg_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_cfg_LDADD = $(RTW_LIBS)
+tests_fuzz_fuzz_clientaddr_SOURCES = tests/fuzz/fuzz_clientaddr.c tests/fuzz/replay.h lib/clientaddr.c
+tests_fuzz_fuzz_clientaddr_CFLAGS = $(RTW_CFLAGS) $(FUZZ_COMPILE_FLAGS)
+tests_fuzz_fuzz_clientaddr_LDFLAGS = $(FUZZ_LINK_FLAGS)
+tests_fuzz_fuzz_clientaddr_LDADD = $(RTW_LIBS)
 EXTRA_DIST += tests/fuzz/corpus $(FUZZ_REPLAYS)
 
 # Formatting: every C file follows .clang-format.
@@ -134,7 +144,10 @@ EXTRA_DIST += tests/js/run.sh tests/js/rtw.test.mjs
 INTEGRATION_TESTS = \
 	tests/integration/test_ctl.py \
 	tests/integration/test_fcgi.py \
+	tests/integration/test_history.py \
 	tests/integration/test_sse.py \
+	tests/integration/test_tokens.py \
+	tests/integration/test_limits.py \
 	tests/integration/test_webhook.py \
 	tests/integration/test_e2e.py \
 	tests/integration/test_horizon.py \
@@ -142,7 +155,19 @@ INTEGRATION_TESTS = \
 	tests/integration/test_front_retry.py \
 	tests/integration/test_hostile.py \
 	tests/integration/test_isolation.py \
+	tests/integration/test_openapi.py \
+	tests/integration/test_publish.py \
+	tests/integration/test_presence.py \
+	tests/integration/test_cells.py \
+	tests/integration/test_observability.py \
 	tests/integration/test_browser.py
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += tests/integration/rtwtest.py $(INTEGRATION_TESTS) \
 	tests/browser/package.json tests/browser/package-lock.json tests/browser/driver.mjs
+
+# The fault suite (short version; `./dev fault` runs the long one): the
+# whole stack under kills and restarts, judged by the `eventsource` npm
+# package (tests/fault/node_modules, installed by ./dev test with npm ci).
+TESTS += tests/fault/test_fault.py
+EXTRA_DIST += tests/fault/test_fault.py tests/fault/es-clients.mjs tests/fault/package.json \
+	tests/fault/package-lock.json

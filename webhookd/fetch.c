@@ -11,6 +11,7 @@
 #include "fetch.h"
 #include "addr.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,6 +21,9 @@
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
+
+static const double whk_call__le[WHK_CALL_BUCKETS] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+const struct rtw_hist_bounds whk_call_bounds = {WHK_CALL_BUCKETS, whk_call__le};
 
 struct whk_fetch {
 	struct whk_worker *w;
@@ -51,6 +55,8 @@ static void fetch__check_done(struct whk_fetch *f)
 		curl_multi_remove_handle(f->multi, msg->easy_handle);
 		job->in_curl = false;
 		job->duration_ms = (int64_t)(rtw_now_ms() - job->started_ms);
+		f->w->m.call_bucket[rtw_hist_bucket(&whk_call_bounds, (double)job->duration_ms / 1e3)]++;
+		f->w->m.call_sum_s += (double)job->duration_ms / 1e3;
 		job->at.http_status = status;
 		job->at.retry_after_s = -1;
 		if (rc != CURLE_OK && job->addr_refused) {

@@ -63,28 +63,31 @@ static void whk_hconn__release(struct rtw_io *io)
 	free((struct whk_hconn *)io);
 }
 
-#define WHK_METRICS_MAX 4096
+#define WHK_METRICS_MAX 8192
 
 static void whk_hconn__metrics(const struct whk_worker *w, struct rtw_metrics *t)
 {
 	const struct whk_metrics *m = &w->m;
 
-	rtw_metrics_family(t, "rtw_webhook_jobs_total", RTW_METRIC_COUNTER,
+	rtw_metrics_family(t, "rtw_webhookd_jobs_total", RTW_METRIC_COUNTER,
 			   "Webhook job outcomes recorded by this worker.");
-	rtw_metrics_u64(t, "rtw_webhook_jobs_total", "outcome=\"succeeded\"", m->succeeded);
-	rtw_metrics_u64(t, "rtw_webhook_jobs_total", "outcome=\"failed\"", m->failed);
-	rtw_metrics_u64(t, "rtw_webhook_jobs_total", "outcome=\"retried\"", m->retried);
-	rtw_metrics_u64(t, "rtw_webhook_jobs_total", "outcome=\"refused\"", m->refused);
-	rtw_metrics_u64(t, "rtw_webhook_jobs_total", "outcome=\"released\"", m->released);
-	rtw_metrics_counter(t, "rtw_webhook_claimed_total", "Job attempts claimed by this worker.", m->claimed);
-	rtw_metrics_counter(t, "rtw_webhook_lease_recovered_total", "Expired leases put back in the queue.",
+	rtw_metrics_u64(t, "rtw_webhookd_jobs_total", "outcome=\"succeeded\"", m->succeeded);
+	rtw_metrics_u64(t, "rtw_webhookd_jobs_total", "outcome=\"failed\"", m->failed);
+	rtw_metrics_u64(t, "rtw_webhookd_jobs_total", "outcome=\"retried\"", m->retried);
+	rtw_metrics_u64(t, "rtw_webhookd_jobs_total", "outcome=\"refused\"", m->refused);
+	rtw_metrics_u64(t, "rtw_webhookd_jobs_total", "outcome=\"released\"", m->released);
+	rtw_metrics_counter(t, "rtw_webhookd_claimed_total", "Job attempts claimed by this worker.", m->claimed);
+	rtw_metrics_counter(t, "rtw_webhookd_lease_recovered_total", "Expired leases put back in the queue.",
 			    m->lease_recovered);
-	rtw_metrics_gauge(t, "rtw_webhook_in_flight", "Jobs claimed and not yet recorded.", w->n_jobs);
-	rtw_metrics_gauge(t, "rtw_webhook_claim_lag_seconds", "Time from run_at to claim, last claimed job.",
+	rtw_metrics_gauge(t, "rtw_webhookd_in_flight", "Jobs claimed and not yet recorded.", w->n_jobs);
+	rtw_metrics_gauge(t, "rtw_webhookd_claim_lag_seconds", "Time from run_at to claim, last claimed job.",
 			  m->claim_lag_last_s);
-	rtw_metrics_gauge(t, "rtw_webhook_claim_lag_max_seconds", "Largest claim lag seen.", m->claim_lag_max_s);
-	rtw_metrics_gauge(t, "rtw_webhook_db_up", "1 when the PostgreSQL connection is up.",
-			  whk_db_ready(&w->db) ? 1 : 0);
+	rtw_metrics_gauge(t, "rtw_webhookd_claim_lag_max_seconds", "Largest claim lag seen.", m->claim_lag_max_s);
+	rtw_metrics_family(t, "rtw_webhookd_call_duration_seconds", RTW_METRIC_HISTOGRAM,
+			   "Webhook calls this worker made, from start to the end of the response (any outcome).");
+	rtw_metrics_histogram(t, "rtw_webhookd_call_duration_seconds", NULL, &whk_call_bounds, m->call_bucket,
+			      m->call_sum_s);
+	rtw_metrics_process(t, "webhookd", whk_db_ready(&w->db));
 }
 
 /* Answers a whole request head (rc RTW_OK) or a bad one. A small reply on

@@ -16,3 +16,4 @@ webhookd_rtw_webhookd_LDADD = $(RTW_LIBS) $(LIBCURL_LIBS) $(HTTP_PARSER_LIBS)
 
 dist_sql_DATA += sql/002_webhooks.sql
 dist_sql_DATA += sql/004_webhook_fairness.sql
+dist_sql_DATA += sql/010_idempotency_retention.sql

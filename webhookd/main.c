@@ -11,6 +11,7 @@
  */
 #include "config.h"
 #include "cfg.h"
+#include "daemon.h"
 #include "fetch.h"
 #include "health.h"
 #include "log.h"
@@ -90,18 +91,13 @@ int main(int argc, char **argv)
 	sigset_t mask;
 	int rc = 1;
 
-	if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-		printf("usage: rtw-webhookd [--config FILE]\n");
-		return 0;
-	}
-	if (cfg_load(&cfg, cfg_path_from_args(argc, argv), err, sizeof(err)) != RTW_OK) {
-		fprintf(stderr, "rtw-webhookd: %s\n", err);
-		return 1;
-	}
-	if (log_init("rtw-webhookd", cfg.log_level, cfg.log_file) != RTW_OK) {
-		fprintf(stderr, "rtw-webhookd: could not set up logging\n");
-		goto out_cfg;
-	}
+	static const struct rtw_prog prog = {"rtw-webhookd",
+					     "The webhook worker of rtw: calls third-party URLs for widgets.", NULL,
+					     RTW_START_LOG_FILE | RTW_START_WARN_OPEN};
+
+	if ((rc = rtw_start(&prog, argc, argv, &cfg, NULL)) >= 0)
+		return rc;
+	rc = 1;
 	if (!cfg.webhook_secret[0]) {
 		log_error("webhook.secret is not set (RTW_WEBHOOK_SECRET); deliveries must be signed");
 		goto out_cfg;
@@ -126,7 +122,8 @@ int main(int argc, char **argv)
 	if (whk_db_init(&m.w.db, &m.w.loop, cfg.pgdsn, "rtw_jobs", whk_main__notify, whk_main__notify, &m.w) !=
 		RTW_OK ||
 	    !(m.w.fetch = whk_fetch_new(&m.w))) {
-		log_error("out of memory");
+		/* each has logged its reason (a bad webhook.allow_hosts entry, or memory) */
+		log_error("could not start the webhook worker");
 		goto out_loop;
 	}
 	if (cfg.webhook_health_listen[0] &&
@@ -145,8 +142,6 @@ int main(int argc, char **argv)
 		log_error("could not set up signals and timers: %s", strerror(errno));
 		goto out_loop;
 	}
-	if (strcmp(cfg.auth_mode, "open") == 0)
-		log_warn("auth.mode is open: for local experiments only");
 	log_info("started as %s: concurrency %d, lease %d s, health on %s", m.w.me, cfg.webhook_concurrency,
 		 cfg.webhook_lease_s, cfg.webhook_health_listen[0] ? cfg.webhook_health_listen : "(off)");
 	whk_db_start(&m.w.db);

@@ -108,6 +108,10 @@ static const char whk__retention_jobs_sql[] =
 static const char whk__retention_msgs_sql[] = "DELETE FROM rtw_messages WHERE id IN (SELECT id FROM rtw_messages"
 					      " WHERE created_at < now() - $1::int * interval '1 day' LIMIT 10000)";
 
+static const char whk__retention_idem_sql[] =
+    "DELETE FROM rtw_idempotency WHERE ctid IN (SELECT ctid FROM rtw_idempotency"
+    " WHERE created_at < now() - $1::int * interval '1 hour' LIMIT 10000)";
+
 #define WHK_MAINT_MS 1000
 #define WHK_RETENTION_MS 60000
 
@@ -462,6 +466,11 @@ void whk_worker_tick(struct whk_worker *w, uint64_t now_ms)
 		if (cfg->retention_messages_days > 0) {
 			snprintf(days, sizeof(days), "%d", cfg->retention_messages_days);
 			if (whk_db_query(&w->db, whk__retention_msgs_sql, 1, p, whk__retention_done, w) == RTW_OK)
+				w->retention_pending = true;
+		}
+		if (cfg->retention_idempotency_hours > 0) {
+			snprintf(days, sizeof(days), "%d", cfg->retention_idempotency_hours);
+			if (whk_db_query(&w->db, whk__retention_idem_sql, 1, p, whk__retention_done, w) == RTW_OK)
 				w->retention_pending = true;
 		}
 	}

@@ -11,6 +11,7 @@
 #include "db.h"
 #include "job.h"
 #include "loop.h"
+#include "metrics.h"
 
 #include <curl/curl.h>
 
@@ -43,10 +44,19 @@ struct whk_job {
 	char curl_err[CURL_ERROR_SIZE];
 };
 
+#define WHK_CALL_BUCKETS 10
+
 struct whk_metrics {
 	uint64_t succeeded, failed, retried, refused, released, claimed, lease_recovered;
 	double claim_lag_last_s, claim_lag_max_s;
+	/* calls curl finished (any outcome): duration histogram, counted by
+	 * fetch.c on the bounds whk_call_bounds, shown by health.c */
+	uint64_t call_bucket[WHK_CALL_BUCKETS + 1]; /* not cumulative; last: +Inf */
+	double call_sum_s;
 };
+
+/* Upper bounds (seconds) of rtw_webhookd_call_duration_seconds (fetch.c). */
+extern const struct rtw_hist_bounds whk_call_bounds;
 
 struct whk_fetch;
 

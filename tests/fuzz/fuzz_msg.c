@@ -81,6 +81,8 @@ static void check_filter(const json_t *message)
 	}
 	CHECK(f.limit >= 1 && f.limit <= 1000);
 	CHECK(!f.has_since || msg_valid_id(f.since_id));
+	CHECK(!f.has_before || msg_valid_id(f.before_id));
+	CHECK(!f.desc || json_is_string(json_object_get(message, "order")));
 	CHECK(!f.has_from || (isfinite(f.from_ts) && f.from_ts >= 0));
 	CHECK(!f.has_to || (isfinite(f.to_ts) && f.to_ts >= 0));
 	CHECK(!(f.has_from && f.has_to) || f.from_ts <= f.to_ts);

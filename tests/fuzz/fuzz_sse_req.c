@@ -79,6 +79,8 @@ static void check_req(const struct sse_req *r)
 	CHECK(r->has_last_id || r->last_id[0] == '\0');
 	CHECK(r->has_user || r->user_id[0] == '\0');
 	CHECK(r->has_origin || r->origin[0] == '\0');
+	CHECK(r->xff_len < sizeof(r->xff) && strlen(r->xff) == r->xff_len && (r->has_xff || r->xff_len == 0));
+	CHECK(!(r->auth_other && r->has_token)); /* another scheme is never a token */
 	CHECK(r->bad_field == NULL || r->bad_field[0] != '\0');
 }
 
@@ -93,6 +95,7 @@ static void check_same(const struct sse_req *a, const struct sse_req *b)
 	CHECK(a->has_user == b->has_user && strcmp(a->user_id, b->user_id) == 0);
 	CHECK(a->has_token == b->has_token && strcmp(a->token, b->token) == 0);
 	CHECK(a->has_origin == b->has_origin && strcmp(a->origin, b->origin) == 0);
+	CHECK(a->has_xff == b->has_xff && strcmp(a->xff, b->xff) == 0 && a->auth_other == b->auth_other);
 	CHECK((a->bad_field == NULL) == (b->bad_field == NULL));
 	CHECK(a->bad_field == NULL || strcmp(a->bad_field, b->bad_field) == 0);
 }

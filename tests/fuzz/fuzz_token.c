@@ -60,7 +60,7 @@ static void check_claims(const struct tok_claims *c)
 {
 	size_t n = strlen(c->sub);
 	CHECK(n >= 1 && n <= TOK_SUB_MAX);
-	CHECK(c->exp == 0 || c->exp > NOW);
+	CHECK(c->exp > NOW); /* exp is required */
 	CHECK(c->streams_any == (c->streams == NULL));
 	CHECK(c->streams != NULL || c->n_streams == 0);
 	for (size_t i = 0; i < c->n_streams; i++) {
@@ -162,7 +162,7 @@ static void mint_mutate(const char *s, size_t n)
 	if (tok == NULL)
 		return; /* sub not valid UTF-8: jansson refuses it */
 	int rc = tok_verify(secret, sizeof(secret) - 1, tok, NOW, &c, &why);
-	if (sub[0] != '\0' && strlen(sub) <= TOK_SUB_MAX && (exp == 0 || exp > NOW)) {
+	if (sub[0] != '\0' && strlen(sub) <= TOK_SUB_MAX && exp > NOW) { /* exp is required */
 		CHECK(rc == RTW_OK);
 		CHECK(strcmp(c.sub, sub) == 0);
 		CHECK(c.exp == exp && c.admin == admin);

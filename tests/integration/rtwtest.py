@@ -11,6 +11,7 @@ Never touches the dev stack (var/): everything lives under a mkdtemp().
 """
 import atexit
 import base64
+import glob
 import hashlib
 import hmac
 import http.client
@@ -30,7 +31,9 @@ import uuid
 
 SRCDIR = os.path.abspath(os.environ.get("RTW_SRCDIR", os.path.join(os.path.dirname(__file__), "..", "..")))
 BUILDDIR = os.path.abspath(os.environ.get("RTW_BUILDDIR", SRCDIR))
-PGBIN = os.environ.get("RTW_PGBIN", "/usr/lib/postgresql/15/bin")
+# The newest installed PostgreSQL major, unless RTW_PGBIN names one.
+PGBIN = os.environ.get("RTW_PGBIN") or max(
+    glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]), default="/usr/lib/postgresql/15/bin")
 IS_ROOT = os.geteuid() == 0
 
 
@@ -74,6 +77,16 @@ def wait_streams(port, timeout=30.0):
     wait_for(ready, timeout, "rtw-sse streaming")
 
 
+def rss_kib(pid):
+    """The resident memory of process pid in KiB (VmRSS), for the bound
+    checks of tests that must not let memory grow."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS for pid %d" % pid)
+
+
 def wait_port(port, timeout=10.0):
     def up():
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -104,15 +117,8 @@ class Postgres:
     """A throwaway cluster. fsync is off unless durable=True (benchmarks)."""
 
     def __init__(self, tmp, durable=False):
-        self.dir = os.path.join(tmp, "pg")
-        self.port = free_port()
-        self.sockdir = os.path.join(tmp, "pgsock")
-        os.makedirs(self.sockdir)
-        os.makedirs(self.dir, mode=0o700)
-        if IS_ROOT:
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.sockdir, pw.pw_uid, pw.pw_gid)
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        need(os.path.exists(os.path.join(PGBIN, "initdb")), "PostgreSQL (%s/initdb)" % PGBIN)
+        self._dirs(os.path.join(tmp, "pg"), os.path.join(tmp, "pgsock"))
         subprocess.run(_as_postgres([PGBIN + "/initdb", "-D", self.dir, "-U", "postgres", "-A", "trust",
                                      "-E", "UTF8", "--locale=C.UTF-8"]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -134,6 +140,17 @@ class Postgres:
         self.start()
         self.psql_admin("CREATE DATABASE rtw")
         atexit.register(self.stop)
+
+    def _dirs(self, datadir, sockdir):
+        """A free port, and the data and socket folders, owned by postgres
+        when running as root."""
+        self.dir, self.sockdir, self.port = datadir, sockdir, free_port()
+        os.makedirs(self.sockdir)
+        os.makedirs(self.dir, mode=0o700)
+        if IS_ROOT:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.sockdir, pw.pw_uid, pw.pw_gid)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
 
     def start(self):
         subprocess.run(_as_postgres([PGBIN + "/pg_ctl", "-D", self.dir, "-l", self.dir + "/log", "-w", "-t", "30",
@@ -179,6 +196,27 @@ class Postgres:
         return out
 
 
+class Standby(Postgres):
+    """A streaming standby of `primary` made with pg_basebackup -R, under
+    tmp/<name>; it reports itself to the primary as application_name
+    `name` (for synchronous_standby_names)."""
+
+    def __init__(self, tmp, primary, name="standby"):
+        self._dirs(os.path.join(tmp, name), os.path.join(tmp, name + "-sock"))
+        src = "host=127.0.0.1 port=%d user=postgres application_name=%s" % (primary.port, name)
+        subprocess.run(_as_postgres([PGBIN + "/pg_basebackup", "-D", self.dir, "-R", "-X", "stream", "-c", "fast",
+                                     "-d", src]), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        with open(os.path.join(self.dir, "postgresql.conf"), "a") as f:
+            f.write("port = %d\nunix_socket_directories = '%s'\nhot_standby = on\n" % (self.port, self.sockdir))
+        self.dsn = "host=127.0.0.1 port=%d dbname=rtw user=postgres" % self.port
+        self.start()
+        atexit.register(self.stop)
+
+    def promote(self):
+        subprocess.run(_as_postgres([PGBIN + "/pg_ctl", "-D", self.dir, "-w", "-t", "30", "promote"]), check=True,
+                       stdout=subprocess.DEVNULL)
+
+
 def cross_a_power_of_ten(pg):
     """Moves the id sequence to just below the next power of ten, so the
     next rows' ids differ in digit count (text order != numeric order)."""
@@ -193,17 +231,19 @@ def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
-def mint(secret, sub, ttl=3600, streams=None, admin=None, exp=None):
-    """An HS256 token, minted independently of lib/token.c."""
+def mint(secret, sub, ttl=3600, streams=None, admin=None, exp=None, service=None, no_exp=False):
+    """An HS256 token, minted independently of lib/token.c. It always
+    carries exp (contract 1.1: required), now + ttl unless exp is given;
+    no_exp=True leaves it out, for the tests of that refusal."""
     claims = {"sub": sub}
-    if exp is not None:
-        claims["exp"] = exp
-    elif ttl:
-        claims["exp"] = int(time.time()) + ttl
+    if not no_exp:
+        claims["exp"] = exp if exp is not None else int(time.time()) + ttl
     if streams is not None:
         claims["streams"] = streams
     if admin is not None:
         claims["admin"] = admin
+    if service is not None:
+        claims["service"] = service
     head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
     body = b64url(json.dumps(claims).encode())
     sig = hmac.new(secret.encode(), ("%s.%s" % (head, body)).encode(), hashlib.sha256).digest()
@@ -280,11 +320,16 @@ class Stack:
             "RTW_HTTP_CORS_ORIGINS": "",
             "RTW_LOG_LEVEL": "info",
             "RTW_SQL_DIR": os.path.join(SRCDIR, "sql"),
+            # never the machine's $(sysconfdir)/rtw/rtw.ini, should one exist
+            "RTW_CONFIG": os.devnull,
             # rtw-fcgi: no side listener on the default port (start_fcgi
             # gives it a free one), and no rate limit unless a test sets one
-            # (tests post far faster than people do)
+            # (tests post far faster than people do); the same for the
+            # per-address limits, since every test client is 127.0.0.1
             "RTW_FCGI_HEALTH_LISTEN": "",
             "RTW_FCGI_RATE_LIMIT_PER_S": "0",
+            "RTW_FCGI_RATE_LIMIT_PER_IP_PER_S": "0",
+            "RTW_SSE_ANON_PER_IP_PER_MIN": "0",
         })
         if extra_env:
             self.env.update(extra_env)
@@ -292,6 +337,9 @@ class Stack:
         _stacks.append(self)
         self.fcgi_port = self.sse_port = self.http_port = self.webhookd_port = None
         self.fcgi_health_port = None
+        # nginx's per-address request rate (conf/nginx.conf.in): every test
+        # client is 127.0.0.1, and tests post far faster than people do
+        self.nginx_req_rate = "100000r/s"
         self.ctl("migrate")
         self.widget_key = self.add_widget("demo")
         self.widget_key2 = self.add_widget("second")
@@ -354,8 +402,13 @@ class Stack:
         rundir = os.path.join(self.tmp, server)
         os.makedirs(rundir, exist_ok=True)
         conf = os.path.join(rundir, server + ".conf")
+        # logs readable by their owner's group only (they hold client
+        # addresses); the servers append to files that exist
+        for log in ("access", "error"):
+            os.close(os.open(os.path.join(rundir, "%s-%s.log" % (server, log)), os.O_CREAT | os.O_WRONLY, 0o640))
         with open(conf, "w") as f:
             f.write(self.render(server + ".conf.in", RUNDIR=rundir, LISTEN="127.0.0.1:%d" % port,
+                                REQ_RATE=self.nginx_req_rate,
                                 FCGI_ADDR="127.0.0.1:%d" % self.fcgi_port,
                                 SSE_ADDR="127.0.0.1:%d" % (self.sse_port or free_port()),
                                 WEBROOT=webroot or os.path.join(SRCDIR, "web"),
@@ -365,6 +418,7 @@ class Stack:
     def start_nginx(self, webroot=None):
         """nginx in front of rtw-fcgi and rtw-sse (start those first).
         webroot: the folder served at / (default: the checkout's web/)."""
+        need(shutil.which("nginx"), "nginx")
         self.http_port = free_port()
         rundir, conf = self._front_conf("nginx", self.http_port, webroot)
         subprocess.run(["nginx", "-c", conf, "-e", os.path.join(rundir, "nginx-error.log")], check=True)
@@ -387,6 +441,7 @@ class Stack:
         """Apache httpd (conf/apache.conf.in) in front of rtw-fcgi and
         rtw-sse (start those first), in the foreground as a Daemon named
         "apache". Returns its port, also in self.apache_port."""
+        need(os.path.exists("/usr/sbin/apache2"), "Apache httpd (apache2)")
         self.apache_port = free_port()
         _, conf = self._front_conf("apache", self.apache_port, webroot)
         self._daemon("apache", ["/usr/sbin/apache2", "-f", conf, "-DFOREGROUND"], self.apache_port)
@@ -422,9 +477,10 @@ class Response:
         return "<Response %d %r>" % (self.status, self.body[:300])
 
 
-def request(port, method, path, body=None, headers=None, token=None, timeout=10.0):
+def request(port, method, path, body=None, headers=None, token=None, timeout=10.0, tls=None, host=None):
     """One HTTP/1.1 request on a fresh connection. body: dict/list (sent as
-    JSON), str or bytes."""
+    JSON), str or bytes. tls: an ssl.SSLContext for HTTPS, whose certificate
+    is checked against host (also sent as Host)."""
     h = {"Content-Type": "application/json"} if body is not None else {}
     if token:
         h["Authorization"] = "Bearer " + token
@@ -434,6 +490,11 @@ def request(port, method, path, body=None, headers=None, token=None, timeout=10.
     if isinstance(body, str):
         body = body.encode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    if tls:
+        conn.sock = tls.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=timeout),
+                                    server_hostname=host)
+    if host:
+        h.setdefault("Host", host)
     try:
         conn.request(method, path, body=body, headers=h)
         r = conn.getresponse()
@@ -446,9 +507,11 @@ class SSEClient:
     """Reads an event stream on a raw socket: events() yields dicts
     {"id":..., "data":..., "json":...}; comments are counted."""
 
-    def __init__(self, port, path, headers=None, timeout=10.0):
+    def __init__(self, port, path, headers=None, timeout=10.0, tls=None, host=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1", "Accept: text/event-stream"]
+        if tls:  # an ssl.SSLContext; the certificate is checked against host
+            self.sock = tls.wrap_socket(self.sock, server_hostname=host)
+        lines = ["GET %s HTTP/1.1" % path, "Host: " + (host or "127.0.0.1"), "Accept: text/event-stream"]
         for k, v in (headers or {}).items():
             lines.append("%s: %s" % (k, v))
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -593,6 +656,19 @@ def sanitizer_reports():
 def test(fn):
     _tests.append(fn)
     return fn
+
+
+def need(ok, what):
+    """Skips the whole file (exit 77, automake's SKIP) when ok is false,
+    saying what is missing; under RTW_REQUIRE_ALL=1 (./dev test, which
+    installs everything) a missing tool is a failure instead."""
+    if ok:
+        return
+    if os.environ.get("RTW_REQUIRE_ALL") == "1":
+        print("FAIL: needs %s (RTW_REQUIRE_ALL=1: every test must run)" % what, flush=True)
+        sys.exit(1)
+    print("SKIP: needs %s" % what, flush=True)
+    sys.exit(77)
 
 
 def main():

@@ -28,6 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rtwtest  # noqa: E402
 from rtwtest import request, test  # noqa: E402
 
+rtwtest.need(os.path.exists("/usr/bin/chromium"), "Chromium (/usr/bin/chromium)")
+rtwtest.need(shutil.which("node") and shutil.which("npm"), "Node.js and npm")
 BROWSER_DIR = os.path.join(rtwtest.SRCDIR, "tests", "browser")
 STREAM = "demo"
 FRONT = os.environ.get("RTW_BROWSER_FRONT", "nginx")   # or "apache"

@@ -218,7 +218,7 @@ def healthz_and_metrics_as_every_daemon():
     assert m.status == 200 and m.header("Content-Type").startswith("text/plain"), m
     for line in ("# TYPE rtw_sse_connections gauge", "# TYPE rtw_sse_events_delivered_total counter",
                  "# TYPE rtw_sse_delivery_lag_seconds histogram", 'rtw_sse_delivery_lag_seconds_bucket{le="+Inf"} ',
-                 "rtw_sse_delivery_lag_seconds_count ", "rtw_sse_pg_up 1"):
+                 "rtw_sse_delivery_lag_seconds_count ", "rtw_sse_pg_up 1", "rtw_sse_build_info{", "rtw_sse_process_open_fds "):
         assert line in text, (line, text)
     h = request(STACK.sse_port, "HEAD", "/metrics")
     assert h.status == 200 and h.body == b"" and int(h.header("Content-Length")) > 0, h
@@ -431,16 +431,8 @@ def two_processes_share_one_port():
             return sum(1 for f in fds if os.readlink("/proc/%d/fd/%s" % (d.proc.pid, f)).startswith("socket:"))
         base = [sockets(SSE), sockets(second)]
         s = stream_name("rp")
-        def subscribe_retrying(*a, **kw):  # a process just started answers 503 + Retry-After
-            for _ in range(100):
-                try:
-                    return subscribe(*a, **kw)
-                except AssertionError as e:
-                    if "503" not in str(e):
-                        raise
-                    time.sleep(0.1)
-            raise AssertionError("rtw-sse kept answering 503")
-        subs = [subscribe_retrying(s, token=STACK.token("rp%d" % i)) for i in range(12)]
+        # a process just started holds a new stream until it knows its position
+        subs = [subscribe(s, token=STACK.token("rp%d" % i)) for i in range(12)]
         ids = [insert(s) for _ in range(20)]
         for c in subs:
             assert read_ids(c, 20) == ids
@@ -450,7 +442,7 @@ def two_processes_share_one_port():
         half = subs[0]
         half.close()
         more = [insert(s) for _ in range(5)]
-        again = [subscribe_retrying(s, token=STACK.token("rp0"), last_id=ids[-1]) for _ in range(4)]
+        again = [subscribe(s, token=STACK.token("rp0"), last_id=ids[-1]) for _ in range(4)]
         for c in again:
             assert c.init["message"]["resumed"] is True
             assert read_ids(c, 5) == more
@@ -485,6 +477,47 @@ def postgres_restart_live_and_resume():
 
 
 @test
+def held_until_the_position_is_known():
+    """A process started while PostgreSQL is down does not know where the
+    stream is: it holds a new stream's head (never a 503, which a standard
+    EventSource takes as final). Held past sse.hold_max_ms, the answer is a
+    200 event stream with only a jittered retry:; a head still held when
+    PostgreSQL comes back starts as usual, live from the true end."""
+    s = stream_name("hold")
+    STACK.pg.stop()
+    short = STACK.start_sse(name="rtw-sse-hold1", port=rtwtest.free_port(), env={"RTW_SSE_HOLD_MAX_MS": "300"})
+    held = STACK.start_sse(name="rtw-sse-hold2", port=rtwtest.free_port(), env={"RTW_SSE_HOLD_MAX_MS": "60000"})
+    try:
+        c = SSEClient(short.ready_port, "/v1/streams/%s/events" % s,
+                      headers={"Authorization": "Bearer " + STACK.token("h")})
+        assert c.status == 200 and c.headers["content-type"] == "text/event-stream", (c.status, c.headers)
+        body = c.body_text()
+        assert body.startswith("retry: ") and "data:" not in body, body
+        assert 1000 <= int(body.split()[1]) < 3000, body
+        c.close()
+        assert metric("rtw_sse_hold_retries_total", port=short.ready_port) >= 1
+        box = {}
+
+        def open_held():
+            box["c"] = subscribe(s, token=STACK.token("h2"), port=held.ready_port)
+        t = threading.Thread(target=open_held)
+        t.start()
+        wait_for(lambda: metric("rtw_sse_connections", port=held.ready_port) >= 2, 10, "a held connection")
+        assert "c" not in box
+    finally:
+        STACK.pg.start()
+    t.join(60)
+    c = box["c"]
+    assert c.init["message"]["resumed"] is False, c.init
+    a = insert(s)
+    assert read_ids(c, 1) == [a]
+    c.close()
+    short.stop()
+    held.stop()
+    wait_healthy()
+
+
+@test
 def terminated_backend_reconnects_and_catches_up():
     s = stream_name()
     c = subscribe(s, token=STACK.token("t"))
@@ -503,13 +536,6 @@ def terminated_backend_reconnects_and_catches_up():
     c.close()
 
 
-def _rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
 
 @test
 def slow_consumer_bounded_and_complete():
@@ -523,7 +549,7 @@ def slow_consumer_bounded_and_complete():
     fast = subscribe(s, token=STACK.token("fast"))
     time.sleep(0.3)
     pid = SSE.proc.pid
-    rss0 = _rss_kb(pid)
+    rss0 = rtwtest.rss_kib(pid)
     cut0 = metric("rtw_sse_slow_consumer_cutoffs_total")
     payload = "x" * 10000
     n_rows, per_tx = 6000, 500
@@ -540,7 +566,7 @@ def slow_consumer_bounded_and_complete():
             batch, nbytes = read_ids_fast(fast, per_tx)
             got += batch
             sent += nbytes
-            rss_max = max(rss_max, _rss_kb(pid))
+            rss_max = max(rss_max, rtwtest.rss_kib(pid))
     conn.close()
     assert got == ids
     assert sent > 50 * 1024 * 1024, sent
@@ -561,6 +587,127 @@ def slow_consumer_bounded_and_complete():
     assert got_ids == ids, (len(got_ids), len(ids))
     slow.close()
     fast.close()
+
+
+def _raw_subscriber(stream, token, last_id=None, rcvbuf=4096, port=None):
+    """A subscriber on a raw socket with a small receive buffer that reads
+    nothing until told to."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port or STACK.sse_port))
+    sock.sendall(("GET /v1/streams/%s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s\r\n"
+                  % (stream, token, ("Last-Event-ID: %s\r\n" % last_id) if last_id else "")).encode())
+    return sock
+
+
+def _read_raw_ids(sock, last, timeout=60):
+    """Reads a raw subscriber until the event with id `last`; its ids."""
+    sock.settimeout(timeout)
+    raw = bytearray()
+    want = b"id: " + last.encode() + b"\n"
+    while want not in raw[-100000:]:
+        d = sock.recv(1 << 20)
+        assert d, "closed"
+        raw += d
+    body = bytes(raw).split(b"\r\n\r\n", 1)[1]
+    return [line[4:].decode() for line in body.split(b"\n") if line.startswith(b"id: ")]
+
+
+@test
+def resuming_subscribers_that_never_read_are_bounded():
+    """Catch-up obeys the output bound: resuming subscribers with a large
+    backlog that never read cost rtw-sse about sse.outbuf_max (256 KiB)
+    each, not a whole batch of rows (here 400 rows of 50 KB: 20 MB each,
+    160 MB for eight); then they read, and each gets every row exactly
+    once, in order."""
+    s = stream_name("bk")
+    tail0 = metric("rtw_sse_tail_rows_total")
+    first = insert(s)
+    payload = "y" * 50000
+    conn = STACK.pg.connect()
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message, ts)"
+                    " SELECT %s, 'broadcast', %s, 'w', jsonb_build_object('i', g, 'p', %s::text), 1"
+                    " FROM generate_series(1, 400) g RETURNING id", (s, STACK.widget_key, payload))
+        ids = [str(r[0]) for r in cur.fetchall()]
+    conn.commit()
+    conn.close()
+    assert stream_ids(s) == [first] + ids
+    # the tail has read the backlog (its one transient result is not a
+    # subscriber's memory): measure from there
+    wait_for(lambda: metric("rtw_sse_tail_rows_total") >= tail0 + 401, 20, "the tail to pass the backlog")
+    time.sleep(0.5)
+    pid = SSE.proc.pid
+    rss0 = rtwtest.rss_kib(pid)
+    resumed0 = metric("rtw_sse_resume_catchups_total")
+    socks = [_raw_subscriber(s, STACK.token("bk%d" % i), last_id=first) for i in range(8)]
+    wait_for(lambda: metric("rtw_sse_resume_catchups_total") >= resumed0 + 8, 20, "eight resumes")
+    rss_max = rss0
+    for _ in range(20):  # the catch-ups run; nobody reads
+        time.sleep(0.1)
+        rss_max = max(rss_max, rtwtest.rss_kib(pid))
+    growth_mb = (rss_max - rss0) / 1024.0
+    print("eight resuming subscribers that never read: server RSS growth %.1f MB" % growth_mb)
+    assert growth_mb < 24, "rss grew by %.1f MB" % growth_mb
+    for sock in socks:
+        assert _read_raw_ids(sock, ids[-1]) == ids
+        sock.close()
+
+
+@test
+def garbage_last_event_id_with_widget_filter_is_unknown():
+    """A Last-Event-ID that is no message id, with a widget filter (so a
+    handshake query runs), is an unknown id: the stream starts live."""
+    s = stream_name()
+    for bad in ("garbage", "12abc", "99999999999999999999", "-1"):
+        c = subscribe(s, token=STACK.token("g"), last_id=bad, query="widget_key=" + STACK.widget_key)
+        assert c.init["message"]["resumed"] is False, c.init
+        assert c.init["message"]["last_event_id"] is None, c.init
+        a = insert(s)
+        assert read_ids(c, 1) == [a]
+        c.close()
+
+
+def _cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+@test
+def dripped_head_costs_linear_time():
+    """A request head that arrives in tiny pieces is scanned once, not
+    parsed again from its first byte on every read: a 64 KB head in 8-byte
+    pieces (8,000 reads) costs rtw-sse well under a CPU second (parsed
+    from byte 0 each time it was 256 MB of parsing)."""
+    d = STACK.start_sse(name="rtw-sse-drip", port=rtwtest.free_port(),
+                        env={"RTW_SSE_MAX_HEADER_BYTES": "70000", "RTW_SSE_HEADER_TIMEOUT_MS": "120000"})
+    try:
+        s = stream_name()
+        head = ("GET /v1/streams/%s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                % (s, STACK.token("drip"))).encode()
+        pad = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 100) for i in range(560))
+        data = head + pad + b"\r\n"
+        assert 60000 < len(data) < 70000, len(data)
+        hz = os.sysconf("SC_CLK_TCK")
+        sock = socket.create_connection(("127.0.0.1", d.ready_port), timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t0 = _cpu_ticks(d.proc.pid)
+        for i in range(0, len(data), 8):
+            sock.sendall(data[i:i + 8])
+            time.sleep(0.0002)
+        buf = b""
+        while b"\ndata: " not in buf:  # the head and the init event
+            chunk = sock.recv(65536)
+            assert chunk, buf
+            buf += chunk
+        cpu = (_cpu_ticks(d.proc.pid) - t0) / hz
+        print("a %d-byte head in 8-byte pieces: %.2f s of rtw-sse CPU" % (len(data), cpu))
+        assert buf.startswith(b"HTTP/1.1 200 "), buf[:200]
+        assert cpu < 0.6, "%.2f s of CPU for one dripped head" % cpu
+        sock.close()
+    finally:
+        d.stop()
 
 
 @test
@@ -591,15 +738,24 @@ def through_nginx():
 
 @test
 def sigterm_ends_streams_cleanly():
+    """SIGTERM ends every stream with a retry: hint of its own, jittered
+    around sse.retry_ms (2000), so the clients of a restart come back
+    spread out rather than all at once."""
     s = stream_name()
-    c = subscribe(s)
+    cs = [subscribe(s) for _ in range(6)]
     assert SSE.stop(signal.SIGTERM) == 0
-    try:
-        while True:
-            c.next_event(5)
-    except ConnectionError:
-        pass
-    assert c.closed
+    for c in cs:
+        assert c.retry == 2000, c.retry
+        try:
+            while True:
+                c.next_event(5)
+        except ConnectionError:
+            pass
+        assert c.closed
+    hints = [c.retry for c in cs]
+    assert all(1000 <= h < 3000 for h in hints), hints
+    assert len(set(hints)) > 1, hints
+    c = cs[0]
     c.close()
     SSE.start()
     wait_healthy()
@@ -607,7 +763,8 @@ def sigterm_ends_streams_cleanly():
 
 def _local_address():
     """A non-loopback address of this machine, or None: connections from it
-    count against sse.max_per_ip (loopback peers are exempt)."""
+    count against sse.max_per_ip at accept (loopback peers are trusted
+    proxies, counted by the client their X-Forwarded-For names)."""
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.connect(("192.0.2.1", 9))  # no packet is sent; picks the source address
@@ -638,15 +795,51 @@ def _assert_refusal(answer, status, code):
     assert headers["connection"] == "close" and "retry-after" in headers, answer
 
 
+def _start_sse_wildcard(name, listen, env):
+    """Starts an rtw-sse listening on a wildcard address (listen: a format
+    with the port); (daemon, port). free_port checks 127.0.0.1 only, and on a
+    busy machine a connection's local port may hold the same number on
+    another address: then another port is tried."""
+    for attempt in range(5):
+        port = rtwtest.free_port()
+        e = dict(env, RTW_SSE_LISTEN=listen % port)
+        try:
+            return STACK.start_sse(name=name, port=port, env=e), port
+        except TimeoutError as err:
+            if "Address already in use" not in str(err) or attempt == 4:
+                raise
+
+
+@test
+def ipv4_peer_on_an_ipv6_listener_is_loopback():
+    """rtw-sse listening on [::] sees an IPv4 peer as ::ffff:127.0.0.1: the
+    local proxy reaching it over IPv4 is 127.0.0.1 there too, so a trusted
+    proxy (http.trusted_proxies, loopback by default) whose X-Forwarded-For
+    names the clients, not one address over sse.max_per_ip."""
+    d, port = _start_sse_wildcard("rtw-sse-v6", "[::]:%d", {"RTW_SSE_MAX_PER_IP": "1"})
+    try:
+        s = stream_name()
+        cs = [subscribe(s, token=STACK.token("v6-%d" % i), port=port,
+                        headers={"X-Forwarded-For": "198.51.100.%d" % (i + 1)}) for i in range(3)]
+        over = SSEClient(port, "/v1/streams/%s/events" % s, headers={
+            "Authorization": "Bearer " + STACK.token("v6-x"), "X-Forwarded-For": "198.51.100.1"})
+        assert over.status == 429, over.status  # the same client address again
+        over.close()
+        a = insert(s)
+        for c in cs:
+            assert read_ids(c, 1) == [a]
+            c.close()
+    finally:
+        d.stop()
+
+
 @test
 def refusals_at_accept_declare_their_length():
     """Over sse.max_connections a connection is answered 503 at accept, over
-    sse.max_per_ip (non-loopback peers) 429; each answer's Content-Length
+    sse.max_per_ip (peers that are not trusted proxies) 429; each answer's Content-Length
     is exactly its body's length."""
-    port = rtwtest.free_port()
-    d = STACK.start_sse(name="rtw-sse-cap", port=port,
-                        env={"RTW_SSE_LISTEN": "0.0.0.0:%d" % port, "RTW_SSE_MAX_CONNECTIONS": "2",
-                             "RTW_SSE_MAX_PER_IP": "1"})
+    d, port = _start_sse_wildcard("rtw-sse-cap", "0.0.0.0:%d",
+                                  {"RTW_SSE_MAX_CONNECTIONS": "2", "RTW_SSE_MAX_PER_IP": "1"})
     held = []
     try:
         wait_healthy(port)

@@ -380,7 +380,7 @@ def internal_targets_refused_without_allow():
     with Worker(st, dict(FAST, RTW_WEBHOOK_REQUIRE_WIDGET_HOSTS="false")):
         ids = [insert_job(st, u) for u in urls]
         jobs = [wait_final(st, i) for i in ids]
-        want = 'rtw_webhook_jobs_total{outcome="refused"} %d\n' % len(urls)
+        want = 'rtw_webhookd_jobs_total{outcome="refused"} %d\n' % len(urls)
         rtwtest.wait_for(lambda: want in rtwtest.request(st.webhookd_port, "GET", "/metrics").body.decode(), 5,
                          "refused counter")
     for u, j in zip(urls, jobs):
@@ -694,9 +694,12 @@ def healthz_and_metrics():
         r = rtwtest.request(st.webhookd_port, "GET", "/metrics")
         assert r.status == 200, r
         text = r.body.decode()
-        assert 'rtw_webhook_jobs_total{outcome="succeeded"} 1' in text, text
-        for name in ('outcome="failed"', 'outcome="retried"', 'outcome="refused"', "rtw_webhook_in_flight",
-                     "rtw_webhook_claim_lag_seconds"):
+        assert 'rtw_webhookd_jobs_total{outcome="succeeded"} 1' in text, text
+        # the one call, in the call-duration histogram
+        assert "rtw_webhookd_call_duration_seconds_count 1\n" in text, text
+        assert 'rtw_webhookd_call_duration_seconds_bucket{le="+Inf"} 1\n' in text, text
+        for name in ('outcome="failed"', 'outcome="retried"', 'outcome="refused"', "rtw_webhookd_in_flight",
+                     "rtw_webhookd_claim_lag_seconds"):
             assert name in text, text
         assert rtwtest.request(st.webhookd_port, "GET", "/nope").status == 404
         assert rtwtest.request(st.webhookd_port, "POST", "/healthz", body="x").status == 405
@@ -745,13 +748,22 @@ def retention_deletes_old_rows_only():
                           (st.widget_key,))[0][0]
     new_msg = st.pg.query("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message)"
                           " VALUES ('s1', 'broadcast', %s, 'a', '{}') RETURNING id", (st.widget_key,))[0][0]
-    with Worker(st, dict(ALLOW, RTW_RETENTION_JOBS_DAYS="2", RTW_RETENTION_MESSAGES_DAYS="5", **FAST)):
+    # Idempotency-Key records are kept for retention.idempotency_hours
+    # (issue: the table had no retention and grew with every keyed POST)
+    for key, age in (("old-key", "3 hours"), ("new-key", "10 minutes")):
+        st.pg.query("INSERT INTO rtw_idempotency (stream_id, author_id, key, request_hash, status, response,"
+                    " created_at) VALUES ('s1', 'a', %s, '\\x00', 201, '{}', now() - %s::interval)", (key, age))
+    with Worker(st, dict(ALLOW, RTW_RETENTION_JOBS_DAYS="2", RTW_RETENTION_MESSAGES_DAYS="5",
+                         RTW_RETENTION_IDEMPOTENCY_HOURS="2", **FAST)):
         rtwtest.wait_for(lambda: not st.pg.query("SELECT 1 FROM rtw_webhook_jobs WHERE id = %s", (old,)), 10,
                          "old job deleted")
         rtwtest.wait_for(lambda: not st.pg.query("SELECT 1 FROM rtw_messages WHERE id = %s", (old_msg,)), 10,
                          "old message deleted")
+        rtwtest.wait_for(lambda: not st.pg.query("SELECT 1 FROM rtw_idempotency WHERE key = 'old-key'"), 10,
+                         "old idempotency record deleted")
     assert st.pg.query("SELECT 1 FROM rtw_webhook_jobs WHERE id = %s", (new,))
     assert st.pg.query("SELECT 1 FROM rtw_messages WHERE id = %s", (new_msg,))
+    assert st.pg.query("SELECT 1 FROM rtw_idempotency WHERE key = 'new-key'")
 
 
 if __name__ == "__main__":

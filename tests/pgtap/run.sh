@@ -9,6 +9,10 @@ import os, subprocess, sys
 src = sys.argv[1]
 sys.path.insert(0, os.path.join(src, "tests", "integration"))
 import rtwtest
+import shutil
+rtwtest.need(shutil.which("pg_prove"), "pg_prove (libtap-parser-sourcehandler-pgtap-perl)")
+rtwtest.need(os.path.exists("/usr/share/postgresql/%s/extension/pgtap.control" % rtwtest.PGBIN.split("/")[-2]),
+             "pgTAP (postgresql-%s-pgtap)" % rtwtest.PGBIN.split("/")[-2])
 stack = rtwtest.Stack()
 stack.pg.query("CREATE EXTENSION IF NOT EXISTS pgtap")
 tests = sorted(os.path.join(src, "tests", "pgtap", f)

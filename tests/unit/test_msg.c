@@ -1,6 +1,7 @@
 /*
  * test_msg.c: unit tests of lib/msg.c and lib/msg_json.c (the message
- * model): one table of client bodies run through msg_decode, one of
+ * model): one table of client bodies run through msg_decode (and its
+ * msg_decode_value for a parsed batch element), one of
  * history filters, the field validators, the JSON error shape and the
  * standard-format serializer.
  * Pure code; no database, no network.
@@ -328,6 +329,8 @@ static const struct dcase dcases[] = {
     OK("request empty filters", "{" RQ ",'message':{}}", MSG_REQUEST, "{}", 0),
     OK("request filters", "{" RQ ",'message':{'since_id':'5','limit':10,'from_timestamp':1,'to_timestamp':2}}",
        MSG_REQUEST, "{'since_id':'5','limit':10,'from_timestamp':1,'to_timestamp':2}", 0),
+    OK("request latest", "{" RQ ",'message':{'order':'desc','before_id':'9','limit':50}}", MSG_REQUEST,
+       "{'order':'desc','before_id':'9','limit':50}", 0),
     BAD("request message array", "{" RQ ",'message':[]}", "invalid_field", "message"),
     BAD("request message string", "{" RQ ",'message':'x'}", "invalid_field", "message"),
     {.name = "request with author",
@@ -571,6 +574,39 @@ static void test_decode_message_outlives_body(void **state)
 	msg_in_clear(&m);
 }
 
+/* msg_decode_value (one element of a batch): the same rules on a parsed
+ * value, which stays the caller's. */
+static void test_decode_value(void **state)
+{
+	struct msg_in m;
+	struct msg_error e;
+	json_t *v = json_pack("{s:s,s:s,s:s,s:f,s:{s:i}}", "stream_id", "s1", "type", "broadcast", "widget_key",
+			      WK_UPPER, "timestamp", -0.0, "message", "a", 1);
+	json_t *arr = json_pack("[i]", 1);
+
+	(void)state;
+	assert_int_equal(msg_decode_value(v, "s1", &m, &e), RTW_OK);
+	assert_string_equal(m.stream_id, "s1");
+	assert_string_equal(m.widget_key, WK);
+	assert_false(signbit(m.timestamp));
+	msg_in_clear(&m);
+	assert_int_equal(v->refcount, 1);
+
+	assert_int_equal(msg_decode_value(arr, "s1", &m, &e), RTW_ERROR);
+	assert_string_equal(e.code, "invalid_json");
+
+	json_object_set_new(v, "type", json_string("webhook"));
+	json_object_set_new(v, "message", json_string("not a url"));
+	assert_int_equal(msg_decode_value(v, "s1", &m, &e), RTW_ERROR);
+	assert_string_equal(e.code, "invalid_field");
+	assert_string_equal(e.field, "message");
+	json_object_set_new(v, "id", json_string("1"));
+	assert_int_equal(msg_decode_value(v, "s1", &m, &e), RTW_ERROR);
+	assert_string_equal(e.code, "unexpected_field");
+	json_decref(v);
+	json_decref(arr);
+}
+
 /* ---- small API ---- */
 
 static void test_type_name(void **state)
@@ -738,6 +774,9 @@ struct fcase {
 	const char *field;
 	bool has_since;
 	const char *since;
+	bool has_before;
+	const char *before;
+	bool desc;
 	int limit;
 	bool has_from;
 	double from;
@@ -750,7 +789,7 @@ static const struct fcase fcases[] = {
     {.name = "json null", .json = "null", .limit = 100},
     {.name = "empty", .json = "{}", .limit = 100},
     {.name = "all nulls",
-     .json = "{'since_id':null,'limit':null,'from_timestamp':null,'to_timestamp':null}",
+     .json = "{'since_id':null,'before_id':null,'order':null,'limit':null,'from_timestamp':null,'to_timestamp':null}",
      .limit = 100},
     {.name = "since_id string", .json = "{'since_id':'42'}", .has_since = true, .since = "42", .limit = 100},
     {.name = "since_id integer", .json = "{'since_id':42}", .has_since = true, .since = "42", .limit = 100},
@@ -775,6 +814,35 @@ static const struct fcase fcases[] = {
      .code = "invalid_field",
      .field = "since_id"},
     {.name = "since_id NUL", .json = "{'since_id':'4\\u0000'}", .code = "invalid_field", .field = "since_id"},
+    {.name = "before_id string", .json = "{'before_id':'42'}", .has_before = true, .before = "42", .limit = 100},
+    {.name = "before_id integer", .json = "{'before_id':7}", .has_before = true, .before = "7", .limit = 100},
+    {.name = "since_id and before_id",
+     .json = "{'since_id':'3','before_id':'9'}",
+     .has_since = true,
+     .since = "3",
+     .has_before = true,
+     .before = "9",
+     .limit = 100},
+    {.name = "before_id 0", .json = "{'before_id':0}", .code = "invalid_field", .field = "before_id"},
+    {.name = "before_id text", .json = "{'before_id':'x1'}", .code = "invalid_field", .field = "before_id"},
+    {.name = "before_id boolean", .json = "{'before_id':true}", .code = "invalid_field", .field = "before_id"},
+    {.name = "before_id too big",
+     .json = "{'before_id':'99999999999999999999'}",
+     .code = "invalid_field",
+     .field = "before_id"},
+    {.name = "order asc", .json = "{'order':'asc'}", .limit = 100},
+    {.name = "order desc", .json = "{'order':'desc'}", .desc = true, .limit = 100},
+    {.name = "latest 50", .json = "{'order':'desc','limit':50}", .desc = true, .limit = 50},
+    {.name = "order desc before_id",
+     .json = "{'order':'desc','before_id':'12'}",
+     .has_before = true,
+     .before = "12",
+     .desc = true,
+     .limit = 100},
+    {.name = "order upper case", .json = "{'order':'DESC'}", .code = "invalid_field", .field = "order"},
+    {.name = "order number", .json = "{'order':1}", .code = "invalid_field", .field = "order"},
+    {.name = "order empty", .json = "{'order':''}", .code = "invalid_field", .field = "order"},
+    {.name = "order NUL", .json = "{'order':'desc\\u0000'}", .code = "invalid_field", .field = "order"},
     {.name = "limit", .json = "{'limit':10}", .limit = 10},
     {.name = "limit 1", .json = "{'limit':1}", .limit = 1},
     {.name = "limit max", .json = "{'limit':1000}", .limit = 1000},
@@ -842,6 +910,10 @@ static void test_filter_case(void **state)
 	assert_int_equal(f.has_since, c->has_since);
 	if (c->has_since)
 		assert_string_equal(f.since_id, c->since);
+	assert_int_equal(f.has_before, c->has_before);
+	if (c->has_before)
+		assert_string_equal(f.before_id, c->before);
+	assert_int_equal(f.desc, c->desc);
 	assert_int_equal(f.limit, c->limit);
 	assert_int_equal(f.has_from, c->has_from);
 	assert_int_equal(f.has_to, c->has_to);
@@ -1052,6 +1124,7 @@ int main(void)
 	    cmocka_unit_test(test_decode_url_length),
 	    cmocka_unit_test(test_decode_not_nul_terminated),
 	    cmocka_unit_test(test_decode_message_outlives_body),
+	    cmocka_unit_test(test_decode_value),
 	    cmocka_unit_test(test_type_name),
 	    cmocka_unit_test(test_valid_stream_id),
 	    cmocka_unit_test(test_valid_user_id),

@@ -132,6 +132,21 @@ static void test_frame_stream_open(void **state)
 	assert_null(sse_frame_stream_open(NULL, 2000, "{\n}", 3));
 }
 
+/* The answer to a stream that cannot start now: the same head, retry:, no
+ * event (a standard EventSource reconnects; any non-200 would end it). */
+static void test_frame_stream_retry(void **state)
+{
+	static const char want[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+				   "X-Accel-Buffering: no\r\nConnection: close\r\n\r\nretry: 1234\n\n";
+	struct sse_frame *f = sse_frame_stream_retry(NULL, 1234);
+
+	assert_non_null(f);
+	assert_int_equal(f->len, sizeof(want) - 1);
+	assert_memory_equal(f->data, want, sizeof(want) - 1);
+	assert_false(f->has_pos);
+	sse_frame_unref(f);
+}
+
 static void test_frame_static(void **state)
 {
 	struct sse_frame *hb = sse_frame_static(": hb\n\n", 6);
@@ -212,6 +227,68 @@ static void test_index(void **state)
 	assert_int_equal(ix.streams.count, 0);
 	sse_index_remove(&ix, &subs[0]); /* removing twice is harmless */
 	sse_index_free(&ix);
+}
+
+/* What presence.c reads: per-stream counts (a user's second connection
+ * adds no viewer), the changed list, the gone list for streams whose row
+ * was written, presence subscribers, and the top streams by viewers. */
+static void test_index_presence(void **state)
+{
+	struct sse_index ix;
+	struct sse_sub subs[12];
+	const struct sse_stream *top[3];
+	/* stream a: u1 twice, u2; stream b: 5 users; stream c: u1 */
+	static const char *const where[12][2] = {{"a", "u1"}, {"a", "u1"}, {"a", "u2"}, {"b", "v1"},
+						 {"b", "v2"}, {"b", "v3"}, {"b", "v4"}, {"b", "v5"},
+						 {"c", "u1"}, {"d", "w1"}, {"d", "w2"}, {"d", "w2"}};
+
+	(void)state;
+	assert_int_equal(sse_index_init(&ix), RTW_OK);
+	for (int i = 0; i < 12; i++) {
+		memset(&subs[i], 0, sizeof(subs[i]));
+		assert_int_equal(sse_index_add(&ix, &subs[i], where[i][0], where[i][1]), RTW_OK);
+	}
+	struct sse_stream *a = sse_index_stream(&ix, "a");
+	assert_int_equal(a->n_subs, 3);
+	assert_int_equal(a->users.count, 2);
+	assert_int_equal(count(&ix.changed), 4);
+	/* top by viewers, ties by connections: b (5 viewers), then a and d
+	 * (2 viewers, 3 connections each, in either order), never c */
+	assert_int_equal(sse_index_top(&ix, top, 3), 3);
+	assert_string_equal(top[0]->id, "b");
+	assert_int_equal(top[1]->users.count, 2);
+	assert_int_equal(top[2]->users.count, 2);
+	assert_int_equal(sse_index_top(&ix, top, 1), 1);
+	assert_string_equal(top[0]->id, "b");
+	/* as presence.c does after a put: nothing changed, rows written */
+	while (!sse_list_empty(&ix.changed)) {
+		struct sse_stream *st = SSE_CONTAINER(ix.changed.next, struct sse_stream, changed);
+		sse_list_del(&st->changed);
+		st->put = true;
+	}
+	sse_index_want_presence(&ix, &subs[0]);
+	sse_index_want_presence(&ix, &subs[0]);
+	assert_int_equal(a->n_presence, 1);
+	assert_true(a->presence_new);
+	assert_int_equal(subs[0].presence, SSE_PRESENCE_WAITING);
+	/* u1 leaves a once: a changed, still 2 viewers */
+	sse_index_remove(&ix, &subs[0]);
+	assert_int_equal(a->n_presence, 0);
+	assert_int_equal(a->users.count, 2);
+	assert_int_equal(count(&ix.changed), 1);
+	assert_ptr_equal(ix.changed.next, &a->changed);
+	/* c's last subscriber leaves: its row must go */
+	sse_index_remove(&ix, &subs[8]);
+	assert_null(sse_index_stream(&ix, "c"));
+	assert_int_equal(count(&ix.gone), 1);
+	assert_string_equal(SSE_CONTAINER(ix.gone.next, struct sse_gone, link)->id, "c");
+	for (int i = 1; i < 12; i++) {
+		if (i != 8)
+			sse_index_remove(&ix, &subs[i]);
+	}
+	assert_int_equal(count(&ix.gone), 4);
+	assert_int_equal(count(&ix.changed), 0);
+	sse_index_free(&ix); /* frees the gone entries */
 }
 
 static void test_htab_grows(void **state)
@@ -354,13 +431,22 @@ static void test_url_decode(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_frame_event),	    cmocka_unit_test(test_frame_refuses_newlines),
-	    cmocka_unit_test(test_frame_row),	    cmocka_unit_test(test_frame_static),
-	    cmocka_unit_test(test_frame_response),  cmocka_unit_test(test_frame_stream_open),
-	    cmocka_unit_test(test_pos_order),	    cmocka_unit_test(test_index),
-	    cmocka_unit_test(test_htab_grows),	    cmocka_unit_test(test_req_events),
-	    cmocka_unit_test(test_req_headers_win), cmocka_unit_test(test_req_routes),
-	    cmocka_unit_test(test_req_limits),	    cmocka_unit_test(test_url_decode),
+	    cmocka_unit_test(test_frame_event),
+	    cmocka_unit_test(test_frame_refuses_newlines),
+	    cmocka_unit_test(test_frame_row),
+	    cmocka_unit_test(test_frame_static),
+	    cmocka_unit_test(test_frame_response),
+	    cmocka_unit_test(test_frame_stream_open),
+	    cmocka_unit_test(test_frame_stream_retry),
+	    cmocka_unit_test(test_pos_order),
+	    cmocka_unit_test(test_index),
+	    cmocka_unit_test(test_index_presence),
+	    cmocka_unit_test(test_htab_grows),
+	    cmocka_unit_test(test_req_events),
+	    cmocka_unit_test(test_req_headers_win),
+	    cmocka_unit_test(test_req_routes),
+	    cmocka_unit_test(test_req_limits),
+	    cmocka_unit_test(test_url_decode),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /*
  * test_token.c: unit tests of HS256 minting and verification, including
- * tampering, expiry, algorithm confusion and the streams claim.
+ * tampering, expiry (and its absence), algorithm confusion, the streams
+ * claim and verification during a key rotation.
  */
 #include "config.h"
 #include "token.h"
@@ -38,14 +39,52 @@ static void test_no_streams_means_any(void **state)
 {
 	struct tok_claims c;
 	const char *why;
-	char *t = tok_mint(SECRET, strlen(SECRET), "u", 0, NULL, false);
+	char *t = tok_mint(SECRET, strlen(SECRET), "u", NOW + 1, NULL, false);
 	assert_int_equal(tok_verify(SECRET, strlen(SECRET), t, NOW, &c, &why), RTW_OK);
 	assert_true(c.streams_any);
-	assert_int_equal(c.exp, 0);
+	assert_int_equal(c.exp, NOW + 1);
 	assert_false(c.admin);
 	assert_true(tok_allows_stream(&c, "whatever"));
 	tok_claims_free(&c);
 	free(t);
+}
+
+/* Contract 1.1: exp is required; a token without it is refused. */
+static void test_exp_required(void **state)
+{
+	struct tok_claims c;
+	const char *why;
+	char *t = tok_mint(SECRET, strlen(SECRET), "u", 0, NULL, false);
+	assert_non_null(t);
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), t, NOW, &c, &why), RTW_ERROR);
+	assert_string_equal(why, "token has no exp claim");
+	free(t);
+}
+
+/* auth.secret_previous: accepted while verifying, and only when the
+ * current key's signature is what failed. */
+static void test_rotation(void **state)
+{
+	struct tok_claims c;
+	const char *why;
+	char *old = tok_mint("old-key", 7, "u", NOW + 60, NULL, false);
+	char *cur = tok_mint("new-key", 7, "u", NOW + 60, NULL, false);
+	char *old_expired = tok_mint("old-key", 7, "u", NOW - 1, NULL, false);
+
+	assert_int_equal(tok_verify_rotating("new-key", "old-key", old, NOW, &c, &why), RTW_OK);
+	assert_string_equal(c.sub, "u");
+	tok_claims_free(&c);
+	assert_int_equal(tok_verify_rotating("new-key", "old-key", cur, NOW, &c, &why), RTW_OK);
+	tok_claims_free(&c);
+	assert_int_equal(tok_verify_rotating("new-key", "", old, NOW, &c, &why), RTW_ERROR);
+	assert_string_equal(why, "bad token signature");
+	assert_int_equal(tok_verify_rotating("new-key", NULL, old, NOW, &c, &why), RTW_ERROR);
+	assert_int_equal(tok_verify_rotating("new-key", "other", old, NOW, &c, &why), RTW_ERROR);
+	assert_int_equal(tok_verify_rotating("new-key", "old-key", old_expired, NOW, &c, &why), RTW_ERROR);
+	assert_string_equal(why, "token has expired");
+	free(old);
+	free(cur);
+	free(old_expired);
 }
 
 static void test_expired(void **state)
@@ -157,30 +196,64 @@ static void test_alg_and_claims(void **state)
 	sign(head, payload, tok, sizeof(tok));
 	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
 
-	b64url("{\"sub\":\"u\",\"sub\":\"v\"}", payload); /* duplicate key */
+	b64url("{\"sub\":\"u\",\"exp\":1900000000,\"sub\":\"v\"}", payload); /* duplicate key */
 	sign(head, payload, tok, sizeof(tok));
 	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
 
-	b64url("{\"sub\":\"u\",\"streams\":\"*\"}", payload);
+	b64url("{\"sub\":\"u\"}", payload); /* no exp */
+	sign(head, payload, tok, sizeof(tok));
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
+	assert_string_equal(why, "token has no exp claim");
+
+	b64url("{\"sub\":\"u\",\"exp\":1900000000,\"streams\":\"*\"}", payload);
 	sign(head, payload, tok, sizeof(tok));
 	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_OK);
 	assert_true(c.streams_any);
 	tok_claims_free(&c);
 
-	b64url("{\"sub\":\"u\",\"streams\":[\"a\",\"b\"]}", payload);
+	b64url("{\"sub\":\"u\",\"exp\":1900000000,\"streams\":[\"a\",\"b\"]}", payload);
 	sign(head, payload, tok, sizeof(tok));
 	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_OK);
 	assert_true(tok_allows_stream(&c, "b"));
 	assert_false(tok_allows_stream(&c, "c"));
 	tok_claims_free(&c);
 
-	b64url("{\"sub\":\"u\",\"streams\":[1]}", payload);
+	b64url("{\"sub\":\"u\",\"exp\":1900000000,\"streams\":[1]}", payload);
 	sign(head, payload, tok, sizeof(tok));
 	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
 
-	b64url("{\"sub\":\"u\",\"admin\":\"yes\"}", payload);
+	b64url("{\"sub\":\"u\",\"exp\":1900000000,\"admin\":\"yes\"}", payload);
 	sign(head, payload, tok, sizeof(tok));
 	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
+}
+
+/* "service": true survives a mint and verify; absent means false; a
+ * non-boolean is refused like "admin". */
+static void test_service_claim(void **state)
+{
+	struct tok_claims c;
+	const char *why;
+	char head[128], payload[256], tok[512];
+	char *t = tok_mint_service(SECRET, strlen(SECRET), "backend", NOW + 60, NULL, false, true);
+
+	assert_non_null(t);
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), t, NOW, &c, &why), RTW_OK);
+	assert_true(c.service);
+	assert_false(c.admin);
+	tok_claims_free(&c);
+	free(t);
+
+	t = tok_mint(SECRET, strlen(SECRET), "viewer", NOW + 60, NULL, false);
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), t, NOW, &c, &why), RTW_OK);
+	assert_false(c.service);
+	tok_claims_free(&c);
+	free(t);
+
+	b64url("{\"alg\":\"HS256\"}", head);
+	b64url("{\"sub\":\"u\",\"exp\":4102444800,\"service\":1}", payload);
+	sign(head, payload, tok, sizeof(tok));
+	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
+	assert_string_equal(why, "token service claim is not a boolean");
 }
 
 /* RFC 4231 test case 2 for HMAC-SHA256. */
@@ -196,10 +269,11 @@ static void test_hmac_vector(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_roundtrip),	cmocka_unit_test(test_no_streams_means_any),
-	    cmocka_unit_test(test_expired),	cmocka_unit_test(test_wrong_secret_and_tamper),
-	    cmocka_unit_test(test_malformed),	cmocka_unit_test(test_alg_and_claims),
-	    cmocka_unit_test(test_hmac_vector),
+	    cmocka_unit_test(test_roundtrip),	 cmocka_unit_test(test_no_streams_means_any),
+	    cmocka_unit_test(test_exp_required), cmocka_unit_test(test_rotation),
+	    cmocka_unit_test(test_expired),	 cmocka_unit_test(test_wrong_secret_and_tamper),
+	    cmocka_unit_test(test_malformed),	 cmocka_unit_test(test_alg_and_claims),
+	    cmocka_unit_test(test_hmac_vector),	 cmocka_unit_test(test_service_claim),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

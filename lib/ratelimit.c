@@ -1,8 +1,9 @@
 /*
- * ratelimit.c: owns the token buckets of rtw-fcgi's per-author, per-stream
- * rate limit (429 rate_limited). Pure: no I/O; the time comes from the
- * caller. Called from every worker thread. Tier 0 of fcgi/: calls
- * nothing else in fcgi/.
+ * ratelimit.c: owns per-key token buckets in fixed memory: rtw-fcgi's
+ * per-author, per-stream and per-client-address rate limits and rtw-sse's
+ * anonymous identities per address (429 rate_limited). Pure: no I/O; the
+ * time comes from the caller. Called from every rtw-fcgi worker thread and
+ * from rtw-sse's loop thread.
  *
  * Memory is fixed at start: a set-associative table (sets of 8 buckets,
  * one mutex per 16 sets). A key (64-bit keyed hash of author and stream)
@@ -24,23 +25,23 @@
 #define FCG_RL_WAYS 8
 #define FCG_RL_SETS_PER_LOCK 16
 
-struct fcg_rl__bucket {
+struct rtw_rl__bucket {
 	uint64_t key;	  /* 0: empty */
 	uint64_t last_ms; /* last refill, also the LRU clock */
 	double tokens;
 };
 
-struct fcg_rl {
+struct rtw_rl {
 	double rate, burst;
 	uint64_t seed;
 	size_t nsets, nlocks;
 	pthread_mutex_t *locks;
-	struct fcg_rl__bucket *b; /* nsets * FCG_RL_WAYS */
+	struct rtw_rl__bucket *b; /* nsets * FCG_RL_WAYS */
 };
 
-struct fcg_rl *fcg_rl_new(double rate_per_s, double burst, size_t buckets, uint64_t seed)
+struct rtw_rl *rtw_rl_new(double rate_per_s, double burst, size_t buckets, uint64_t seed)
 {
-	struct fcg_rl *rl = calloc(1, sizeof(*rl));
+	struct rtw_rl *rl = calloc(1, sizeof(*rl));
 
 	if (!rl)
 		return NULL;
@@ -64,7 +65,7 @@ struct fcg_rl *fcg_rl_new(double rate_per_s, double burst, size_t buckets, uint6
 	return rl;
 }
 
-void fcg_rl_free(struct fcg_rl *rl)
+void rtw_rl_free(struct rtw_rl *rl)
 {
 	if (!rl)
 		return;
@@ -75,7 +76,7 @@ void fcg_rl_free(struct fcg_rl *rl)
 	free(rl);
 }
 
-static uint64_t fcg_rl__mix(uint64_t x)
+static uint64_t rtw_rl__mix(uint64_t x)
 {
 	/* splitmix64's finalizer */
 	x ^= x >> 30;
@@ -87,27 +88,27 @@ static uint64_t fcg_rl__mix(uint64_t x)
 }
 
 /* FNV-1a over seed, a, NUL, b, then a strong finalizer; never 0. */
-static uint64_t fcg_rl__hash(uint64_t seed, const char *a, const char *b)
+static uint64_t rtw_rl__hash(uint64_t seed, const char *a, const char *b)
 {
-	uint64_t h = 0xcbf29ce484222325ULL ^ fcg_rl__mix(seed);
+	uint64_t h = 0xcbf29ce484222325ULL ^ rtw_rl__mix(seed);
 	for (const unsigned char *p = (const unsigned char *)a; *p; p++)
 		h = (h ^ *p) * 0x100000001b3ULL;
 	h = (h ^ 0xff) * 0x100000001b3ULL; /* separator no id can contain */
 	for (const unsigned char *p = (const unsigned char *)b; *p; p++)
 		h = (h ^ *p) * 0x100000001b3ULL;
-	h = fcg_rl__mix(h ^ seed);
+	h = rtw_rl__mix(h ^ seed);
 	return h ? h : 1;
 }
 
-uint64_t fcg_rl_take(struct fcg_rl *rl, const char *a, const char *b, uint64_t now_ms)
+uint64_t rtw_rl_take(struct rtw_rl *rl, const char *a, const char *b, uint64_t now_ms)
 {
 	uint64_t key, wait = 0;
 	size_t set;
-	struct fcg_rl__bucket *ways, *e = NULL;
+	struct rtw_rl__bucket *ways, *e = NULL;
 
 	if (rl->rate <= 0)
 		return 0;
-	key = fcg_rl__hash(rl->seed, a, b ? b : "");
+	key = rtw_rl__hash(rl->seed, a, b ? b : "");
 	set = (size_t)((key >> 8) % rl->nsets);
 	ways = &rl->b[set * FCG_RL_WAYS];
 	pthread_mutex_lock(&rl->locks[set / FCG_RL_SETS_PER_LOCK]);
