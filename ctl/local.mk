@@ -6,4 +6,4 @@ ctl_rtwctl_LDADD = $(RTW_LIBS)
 # The writer mark and the horizon it allows (doc/architecture.md, "Stream order").
 dist_sql_DATA += sql/003_horizon.sql
 # Redaction and bans (doc/security.md, "Moderation").
-dist_sql_DATA += sql/008_moderation.sql
+dist_sql_DATA += sql/012_moderation.sql

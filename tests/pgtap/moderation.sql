@@ -1,11 +1,12 @@
--- tests/pgtap/moderation.sql: redaction and bans of sql/008_moderation.sql
+-- tests/pgtap/moderation.sql: redaction and bans of sql/012_moderation.sql
 -- within one transaction; tests/integration/test_moderation.py covers
 -- delivery (rtw-sse) and the HTTP answers (rtw-fcgi).
 BEGIN;
-SELECT plan(19);
+SELECT plan(20);
 
 SELECT has_column('rtw_messages', 'redacted_by');
 SELECT has_table('rtw_bans');
+SELECT has_column('rtw_stream_stats', 'redactions');
 SELECT col_is_pk('rtw_bans', ARRAY['user_id', 'stream_id']);
 SELECT trigger_is('rtw_bans', 'rtw_bans_notify', 'rtw_bans_notify');
 

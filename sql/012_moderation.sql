@@ -1,4 +1,4 @@
--- 008_moderation.sql: redaction (DELETE of a message) and bans.
+-- 012_moderation.sql: redaction (DELETE of a message) and bans.
 --
 -- A redaction is a stored row of type 'redact' in stream order, so live
 -- subscribers get it from rtw-sse's tail and resuming ones from their
@@ -88,3 +88,30 @@ END $$;
 -- Unbans notify too: rtw-sse then admits the user's new connections.
 CREATE TRIGGER rtw_bans_notify AFTER INSERT OR UPDATE OR DELETE ON rtw_bans
     FOR EACH STATEMENT EXECUTE FUNCTION rtw_bans_notify();
+
+-- The documented views (sql/005) never show a redacted message: the one
+-- condition sql/005 left a place for. Redact rows are not broadcasts, so
+-- rtw_broadcasts never shows them either.
+CREATE OR REPLACE VIEW rtw_broadcasts WITH (security_barrier) AS
+SELECT m.id, m.xid, m.stream_id, m.widget_key, m.author_id, m.message, m.ts, m.created_at
+  FROM rtw_messages m
+ WHERE m.type = 'broadcast'
+   AND m.redacted_by IS NULL
+   AND m.xid < rtw_horizon();
+
+-- Counts leave redacted messages out; redactions are counted on their own
+-- (a new last column: CREATE OR REPLACE VIEW may only add at the end).
+CREATE OR REPLACE VIEW rtw_stream_stats WITH (security_barrier) AS
+SELECT m.stream_id,
+       count(*) FILTER (WHERE m.type = 'broadcast' AND m.redacted_by IS NULL) AS broadcasts,
+       count(*) FILTER (WHERE m.type = 'private' AND m.redacted_by IS NULL) AS privates,
+       count(*) FILTER (WHERE m.type = 'webhook' AND m.redacted_by IS NULL) AS webhook_results,
+       count(DISTINCT m.author_id) FILTER (WHERE m.type = 'broadcast' AND m.redacted_by IS NULL) AS broadcast_authors,
+       count(DISTINCT m.widget_key) AS widgets,
+       min(m.created_at) AS first_at,
+       max(m.created_at) AS last_at,
+       max(m.ts) AS last_ts,
+       count(*) FILTER (WHERE m.type = 'redact') AS redactions
+  FROM rtw_messages m
+ WHERE m.xid < rtw_horizon()
+ GROUP BY m.stream_id;
