@@ -100,6 +100,18 @@ def route_methods_and_preflight():
             r = request(port, method, path, token=ADMIN)
             assert r.status == 405 and r.json["error"]["code"] == "method_not_allowed", (front, method, r)
             assert r.header("Allow") == "DELETE, OPTIONS", (front, r)
+        # the path's message id: a positive decimal, percent-decoded like
+        # the rest of the path; a bad stream id is 400 as on every route
+        for bad, status in (("/v1/streams/mod-m/messages/0", 404), ("/v1/streams/mod-m/messages/-1", 404),
+                            ("/v1/streams/mod-m/messages/1/x", 404),
+                            ("/v1/streams/mod-m/messages/99999999999999999999", 404),
+                            ("/v1/streams/bad%20id/messages/1", 400)):
+            r = request(port, "DELETE", bad, token=ADMIN)
+            assert r.status == status, (front, bad, r)
+        m = post(port, "alice", "mod-m", "escaped")
+        r = request(port, "DELETE", "/v1/streams/mod-m/messages/%s/" % "".join("%%%02X" % ord(ch) for ch in m["id"]),
+                    token=S.token("alice"))
+        assert r.status == 200 and r.json["message"]["id"] == m["id"], (front, r)
         r = request(port, "OPTIONS", path, headers={"Origin": "https://w.example",
                                                     "Access-Control-Request-Method": "DELETE"})
         assert r.status == 204, (front, r)
