@@ -42,9 +42,25 @@ static int fcg__path(struct fcg_req *r, FCGX_ParamArray env)
 	return RTW_OK;
 }
 
+/* The last path segment p (one trailing '/' allowed) as an id into out:
+ * a positive decimal, anything else names nothing (RTW_ERROR: 404). */
+static int fcg__id_segment(const char *p, char *out, size_t cap)
+{
+	size_t n = strlen(p);
+
+	if (n && p[n - 1] == '/')
+		n--;
+	if (n == 0 || n >= cap)
+		return RTW_ERROR;
+	memcpy(out, p, n);
+	out[n] = '\0';
+	return msg_valid_id(out) ? RTW_OK : RTW_ERROR;
+}
+
 /* Matches /v1/streams/{id}/messages, /v1/streams/{id}/messages/{id},
- * /v1/streams/{id}/presence, /v1/webhooks/{id} and /v1/messages. A malformed stream id is a 400
- * (contract: invalid_field); returns RTW_DECLINED then. */
+ * /v1/streams/{id}/presence, /v1/webhooks/{id} and /v1/messages. A
+ * malformed stream id is a 400 (contract: invalid_field); returns
+ * RTW_DECLINED then. */
 static int fcg__route(struct fcg_req *r)
 {
 	const char *p = r->path;
@@ -63,19 +79,8 @@ static int fcg__route(struct fcg_req *r)
 		bool one = strncmp(p + n, "/messages/", 10) == 0 && p[n + 10] != '\0';
 		if (!presence && !one && strcmp(p + n, "/messages") != 0 && strcmp(p + n, "/messages/") != 0)
 			return RTW_ERROR;
-		/* a message id is a positive decimal; anything else names no message */
-		if (one) {
-			const char *id = p + n + 10;
-			size_t idn = strlen(id);
-			if (id[idn - 1] == '/')
-				idn--;
-			if (idn == 0 || idn >= sizeof(r->msg_id))
-				return RTW_ERROR;
-			memcpy(r->msg_id, id, idn);
-			r->msg_id[idn] = '\0';
-			if (!msg_valid_id(r->msg_id))
-				return RTW_ERROR;
-		}
+		if (one && fcg__id_segment(p + n + 10, r->msg_id, sizeof(r->msg_id)) != RTW_OK)
+			return RTW_ERROR;
 		if (n == 0 || n > MSG_ID_MAX)
 			return RTW_DECLINED;
 		memcpy(r->stream_id, p, n);
@@ -87,15 +92,7 @@ static int fcg__route(struct fcg_req *r)
 		return RTW_OK;
 	}
 	if (strncmp(p, "/v1/webhooks/", 13) == 0) {
-		p += 13;
-		n = strlen(p);
-		if (n && p[n - 1] == '/')
-			n--;
-		if (n == 0 || n >= sizeof(r->job_id))
-			return RTW_ERROR;
-		memcpy(r->job_id, p, n);
-		r->job_id[n] = '\0';
-		if (!msg_valid_id(r->job_id))
+		if (fcg__id_segment(p + 13, r->job_id, sizeof(r->job_id)) != RTW_OK)
 			return RTW_ERROR;
 		r->route = FCG_ROUTE_WEBHOOK;
 		r->allow = FCG_ALLOW_WEBHOOK;
