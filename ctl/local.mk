@@ -6,3 +6,5 @@ ctl_rtwctl_LDADD = $(RTW_LIBS)
 # The writer mark and the horizon it allows (doc/architecture.md, "Stream order").
 dist_sql_DATA += sql/003_horizon.sql
 dist_sql_DATA += sql/011_horizon_by_pid.sql
+# Redaction and bans (doc/security.md, "Moderation").
+dist_sql_DATA += sql/012_moderation.sql

@@ -1,7 +1,7 @@
 /*
  * rtwctl.c: the admin command line: schema migrations, the widget
- * registry, token minting, publishing (rtw_publish) and a look at what is
- * stored. Blocking libpq;
+ * registry, token minting, publishing (rtw_publish), bans and a look at
+ * what is stored. Blocking libpq;
  * every statement parameterized. Prints results on stdout, errors on
  * stderr, exits 0 on success, 1 on failure, 2 on bad usage.
  */
@@ -34,6 +34,12 @@
 	"  publish --stream S --widget K [--type T] [--author A] [--to U] [--timestamp T] JSON\n"                      \
 	"                                   publish one message (rtw_publish); without\n"                              \
 	"                                   --stream, a message or an array from stdin\n"                              \
+	"  user ban ID [--stream S] [--for DURATION]\n"                                                                \
+	"                                   ban a user from a stream (default: every\n"                                \
+	"                                   stream) for DURATION (90s, 15m, 2h, 7d;\n"                                 \
+	"                                   default: until unbanned)\n"                                                \
+	"  user unban ID [--stream S]       lift that ban\n"                                                           \
+	"  user bans                        list the bans in force\n"                                                  \
 	"  stats                            counts of messages and webhook jobs\n"                                     \
 	"  tail [--stream S] [--all] [--last N] [--no-follow]\n"                                                       \
 	"                                   print stored messages as JSON lines in stream\n"                           \
@@ -394,6 +400,80 @@ out:
 	return rc;
 }
 
+/* user ban / unban / bans: rows of rtw_bans (sql/012_moderation.sql),
+ * whose trigger tells every rtw-sse process, which ends the banned user's
+ * open streams; rtw-fcgi checks every POST. A ban replaces an earlier one
+ * of the same user and stream (its end included). */
+static int cmd_user(struct ctl *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"stream", required_argument, NULL, 's'}, {"for", required_argument, NULL, 'f'}, {NULL, 0, NULL, 0}};
+	const char *stream = "*", *dur = NULL, *sub = argc > 1 ? argv[1] : "";
+	bool ban = strcmp(sub, "ban") == 0, unban = strcmp(sub, "unban") == 0;
+	PGresult *res;
+	int opt, rc = 0;
+
+	if (strcmp(sub, "bans") == 0 && argc == 2) {
+		if (ctl__connect(c))
+			return 1;
+		return ctl__query(c,
+				  "SELECT user_id, stream_id, coalesce(rtw_rfc3339(until), 'never') AS until, "
+				  "rtw_rfc3339(created_at) AS created_at FROM rtw_bans "
+				  "WHERE until IS NULL OR until > now() ORDER BY user_id, stream_id",
+				  0, NULL, true);
+	}
+	if (!ban && !unban)
+		return fprintf(stderr, "%s", usage), 2;
+	optind = 2;
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (opt) {
+		case 's': stream = optarg; break;
+		case 'f':
+			if (!ban)
+				return fprintf(stderr, "%s", usage), 2;
+			dur = optarg;
+			break;
+		default: return fprintf(stderr, "%s", usage), 2;
+		}
+	}
+	if (optind != argc - 1)
+		return fprintf(stderr, "%s", usage), 2;
+	const char *user = argv[optind];
+	if (!msg_valid_user_id(user))
+		return ctl__fail("invalid user id", NULL);
+	if (strcmp(stream, "*") != 0 && !msg_valid_stream_id(stream))
+		return ctl__fail("invalid stream id", NULL);
+	if (ctl__connect(c))
+		return 1;
+	const char *params[3] = {user, stream, dur};
+	if (ban)
+		/* PostgreSQL reads the duration (interval input: "90s", "15m",
+		 * "2h", "7d", "1 day 2 hours"); it must be positive */
+		res = PQexecParams(
+		    c->conn,
+		    "INSERT INTO rtw_bans (user_id, stream_id, until) "
+		    "SELECT $1, $2, now() + $3::interval WHERE $3 IS NULL OR $3::interval > '0' "
+		    "ON CONFLICT (user_id, stream_id) DO UPDATE SET until = EXCLUDED.until, created_at = now() "
+		    "RETURNING user_id, stream_id, coalesce(rtw_rfc3339(until), 'never')",
+		    3, NULL, params, NULL, NULL, 0);
+	else
+		res = PQexecParams(c->conn,
+				   "DELETE FROM rtw_bans WHERE user_id = $1 AND stream_id = $2 RETURNING user_id", 2,
+				   NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		rc = ctl__fail(dur ? "could not ban (is --for a duration such as 15m?)" : "could not change the ban",
+			       PQresultErrorMessage(res));
+	else if (PQntuples(res) == 0)
+		rc = ctl__fail(ban ? "invalid --for" : "no such ban", ban ? "the duration must be positive" : NULL);
+	else if (ban)
+		printf("banned %s on %s until %s\n", PQgetvalue(res, 0, 0),
+		       strcmp(stream, "*") == 0 ? "every stream" : stream, PQgetvalue(res, 0, 2));
+	else
+		printf("unbanned %s on %s\n", user, strcmp(stream, "*") == 0 ? "every stream" : stream);
+	PQclear(res);
+	return rc;
+}
+
 static int cmd_stats(struct ctl *c, int argc, char **argv)
 {
 	if (argc != 1)
@@ -554,6 +634,8 @@ int main(int argc, char **argv)
 		rc = cmd_stats(&c, argc - i, argv + i);
 	else if (strcmp(cmd, "publish") == 0)
 		rc = cmd_publish(&c, argc - i, argv + i);
+	else if (strcmp(cmd, "user") == 0)
+		rc = cmd_user(&c, argc - i, argv + i);
 	else
 		rc = (fprintf(stderr, "%s", usage), 2);
 	if (c.conn)

@@ -30,12 +30,14 @@
  * end. Only rtw_messages_history (stream_id, widget_key, xid, id) gives
  * that order, so both directions walk it (doc/fcgi.md shows the plans).
  * ORDER BY names are qualified on purpose: a bare "id" would mean the
- * output column id::text, sorting "10" before "9". A later redaction
- * filter belongs in this WHERE clause, so both directions get it. */
+ * output column id::text, sorting "10" before "9". Redacted messages
+ * (redacted_by set) are left out by a filter on the rows the range
+ * visits, so the plan stays one index range scan. */
 /* clang-format off: one entry per line reads better as a table */
 #define FCG_HIST_PAGE                                                                                                  \
 	"SELECT " RTW_ROW_COLS " "                                                                                     \
 	"FROM rtw_messages m WHERE m.type = 'broadcast' AND m.ts >= $3::float8 AND m.ts <= $4::float8 "                \
+	"AND m.redacted_by IS NULL "                                                                                   \
 	"AND (m.stream_id, m.widget_key, m.xid, m.id) > ($1, $2::uuid, $6::xid8, $7::bigint) "                         \
 	"AND (m.stream_id, m.widget_key, m.xid, m.id) < ($1, $2::uuid, least($8::xid8, rtw_horizon()), "               \
 	"CASE WHEN $8::xid8 < rtw_horizon() THEN $9::bigint ELSE 0 END) "
@@ -106,6 +108,12 @@ static const struct {
 		 "WHERE expires_at > now()))) "
 		 "FROM (VALUES (1)) AS one LEFT JOIN rtw_presence_counts(ARRAY[$1]) AS c ON true"},
     {"presence_users", "SELECT coalesce(json_agg(u), '[]')::text FROM rtw_presence_users($1, 1000) AS u"},
+    /* moderation (sql/012_moderation.sql): a ban of the author on the
+     * stream or everywhere; a redaction with its status and redact row
+     * (all NULL but the status on a refusal) */
+    {"banned", "SELECT rtw_banned($1, $2)"},
+    {"redact", "SELECT r.status::text, " RTW_ROW_COLS " FROM rtw_redact($1, $2::bigint, $3, $4::bool) r, "
+	       "LATERAL (SELECT (r.msg).*) m"},
     {"hist_pos", "SELECT xid::text FROM rtw_messages WHERE id = $1::bigint AND stream_id = $2 AND type = 'broadcast'"},
     {"hist_asc", FCG_HIST_PAGE FCG_HIST_ASC},
     {"hist_desc", FCG_HIST_PAGE FCG_HIST_DESC},

@@ -57,6 +57,7 @@ enum fcg_mroute {
 	FCG_M_MESSAGES_GET,
 	FCG_M_WEBHOOK_GET,
 	FCG_M_PUBLISH_POST,
+	FCG_M_MESSAGE_DELETE,
 	FCG_M_OTHER,
 	FCG_M_NROUTES
 };
@@ -170,7 +171,14 @@ struct fcg_worker {
 	pthread_cond_t gc_cv; /* this worker's wait in the group committer */
 };
 
-enum fcg_route { FCG_ROUTE_NONE, FCG_ROUTE_MESSAGES, FCG_ROUTE_WEBHOOK, FCG_ROUTE_PUBLISH, FCG_ROUTE_PRESENCE };
+enum fcg_route {
+	FCG_ROUTE_NONE,
+	FCG_ROUTE_MESSAGES,
+	FCG_ROUTE_WEBHOOK,
+	FCG_ROUTE_PUBLISH,
+	FCG_ROUTE_PRESENCE,
+	FCG_ROUTE_MESSAGE /* one message: /v1/streams/{s}/messages/{id} */
+};
 
 struct fcg_req {
 	struct fcg_worker *w;
@@ -187,6 +195,7 @@ struct fcg_req {
 	enum fcg_route route;
 	char stream_id[MSG_ID_MAX + 1];
 	char job_id[24];
+	char msg_id[24]; /* FCG_ROUTE_MESSAGE's id */
 	/* identity */
 	bool has_claims;
 	struct tok_claims claims;
@@ -204,6 +213,7 @@ struct fcg_req {
 #define FCG_ALLOW_WEBHOOK "GET, OPTIONS"
 #define FCG_ALLOW_PUBLISH "POST, OPTIONS"
 #define FCG_ALLOW_PRESENCE "GET, OPTIONS"
+#define FCG_ALLOW_MESSAGE "DELETE, OPTIONS"
 
 /* Sends status + JSON body (len bytes) with the CORS, Allow and
  * Retry-After headers the request calls for. */
@@ -249,6 +259,8 @@ void fcg_idempotent(struct fcg_req *r, const char *scope, const char *author, fc
 void fcg_handle_get_messages(struct fcg_req *r);
 void fcg_handle_get_webhook(struct fcg_req *r);
 void fcg_handle_get_presence(struct fcg_req *r);
+/* DELETE /v1/streams/{s}/messages/{id}: redaction by the author or an admin. */
+void fcg_handle_delete_message(struct fcg_req *r);
 
 /* ---- backend publishing (publish.c) ---- */
 

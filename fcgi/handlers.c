@@ -3,8 +3,10 @@
  * (token or open mode), the widget registry check, writing broadcasts and
  * privates (through the group committer or alone), queueing webhook jobs,
  * Idempotency-Key records, history pages (request and its GET alias),
- * webhook job status and presence counts. Tier 3 of fcgi/: calls
- * respond.c, widget.c, commit.c, db.c and lib/buf.c (and lib/ratelimit.c); called by
+ * webhook job status, presence counts, the ban check of every POST and
+ * redaction (DELETE of a message). Tier 3 of fcgi/: calls
+ * respond.c, widget.c, commit.c, db.c and lib/buf.c (and
+ * lib/ratelimit.c); called by
  * http.c, and by publish.c for identity and Idempotency-Key. Runs on the
  * worker thread; every write is one transaction, so a failure leaves
  * nothing behind.
@@ -137,6 +139,31 @@ static int fcg__rate_limit_addr(struct fcg_req *r)
 	FCG_COUNT(r->w->metrics, rate_limited, 1);
 	r->retry_after = (int)((wait_ms + 999) / 1000);
 	fcg_fail(r, 429, "rate_limited", NULL, "too many requests from this address; retry in %d s", r->retry_after);
+	return RTW_ERROR;
+}
+
+/* A ban of author on r's stream, or on every stream (sql/012_moderation.sql):
+ * 403 banned. A service token speaks for the platform, which decides for
+ * itself whom it publishes for. Checked on every POST: one indexed read
+ * on the primary key of rtw_bans, so a ban holds from its commit on. */
+static int fcg__banned(struct fcg_req *r, const char *author)
+{
+	const char *params[2] = {author, r->stream_id};
+	PGresult *res;
+	bool banned;
+
+	if (r->has_claims && r->claims.service)
+		return RTW_OK;
+	if (!(res = fcg_db_run(&r->w->db, "banned", 2, params, PGRES_TUPLES_OK, NULL)) || PQntuples(res) != 1) {
+		PQclear(res);
+		fcg_unavailable(r);
+		return RTW_ERROR;
+	}
+	banned = PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	if (!banned)
+		return RTW_OK;
+	fcg_fail(r, 403, "banned", NULL, "this user is banned from stream %s", r->stream_id);
 	return RTW_ERROR;
 }
 
@@ -619,6 +646,8 @@ void fcg_handle_post(struct fcg_req *r)
 		goto out;
 	if (fcg__rate_limit_addr(r) != RTW_OK || fcg__rate_limit(r, author) != RTW_OK)
 		goto out;
+	if (fcg__banned(r, author) != RTW_OK)
+		goto out;
 	if (m.type == MSG_REQUEST) {
 		/* a read: Idempotency-Key has nothing to protect */
 		fcg__history(r, m.widget_key, author, m.message);
@@ -830,4 +859,76 @@ unavailable:
 	PQclear(res);
 	PQclear(users);
 	fcg_unavailable(r);
+}
+
+/* ---- DELETE /v1/streams/{id}/messages/{id} ---- */
+
+/* Redaction (sql/012_moderation.sql, rtw_redact): the message's author or
+ * an admin token stores a redact row in stream order, which rtw-sse
+ * routes like the original. Open mode has no identity to check: the
+ * author_id query parameter names who redacts, and only the author may.
+ * 404 for an id that is not a message of the stream; a second DELETE
+ * answers the first redact row. */
+void fcg_handle_delete_message(struct fcg_req *r)
+{
+	char who[MSG_ID_MAX + 1], client[MSG_ID_MAX + 1];
+	const char *params[4] = {r->stream_id, r->msg_id, who, "false"};
+	bool has_client = false, lost;
+	struct msg_stored s;
+	PGresult *res;
+	json_t *ignored = NULL;
+	char widget[MSG_UUID_LEN + 1];
+	bool has_widget = false;
+	char *js;
+	size_t len;
+	int status;
+
+	if (fcg__auth(r, r->stream_id) != RTW_OK)
+		return;
+	if (!r->has_claims) {
+		if (!(ignored = json_object())) {
+			fcg_unavailable(r);
+			return;
+		}
+		/* the history query's reader gives author_id (and ignores the rest) */
+		int rc = fcg__query_filters(r, ignored, widget, &has_widget, client, &has_client);
+		json_decref(ignored);
+		if (rc != RTW_OK)
+			return;
+		if (!has_client) {
+			fcg_fail(r, 400, "missing_field", "author_id", "author_id is required in open mode");
+			return;
+		}
+	}
+	if (fcg__author(r, has_client ? client : NULL, who) != RTW_OK)
+		return;
+	if (r->has_claims && r->claims.admin)
+		params[3] = "true";
+	if (fcg__rate_limit_addr(r) != RTW_OK || fcg__rate_limit(r, who) != RTW_OK)
+		return;
+	if (!(res = fcg_db_run(&r->w->db, "redact", 4, params, PGRES_TUPLES_OK, NULL)) || PQntuples(res) != 1) {
+		PQclear(res);
+		fcg_unavailable(r);
+		return;
+	}
+	status = atoi(PQgetvalue(res, 0, 0));
+	if (status == 404) {
+		fcg_fail(r, 404, "not_found", NULL, "stream %s holds no message %s", r->stream_id, r->msg_id);
+		goto out;
+	}
+	if (status != 200) {
+		fcg_fail(r, 403, "forbidden", NULL, "only the message's author or an admin may delete it");
+		goto out;
+	}
+	rtw_row_message(res, 0, 1, &s);
+	/* the message's widget decides CORS, as for its POST */
+	r->widget = fcg_widget_get(r->w, s.widget_key, &lost);
+	if (!(js = msg_serialize(&s, &len))) {
+		fcg_unavailable(r);
+		goto out;
+	}
+	fcg_send(r, 200, js, len);
+	free(js);
+out:
+	PQclear(res);
 }

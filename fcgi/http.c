@@ -42,9 +42,25 @@ static int fcg__path(struct fcg_req *r, FCGX_ParamArray env)
 	return RTW_OK;
 }
 
-/* Matches /v1/streams/{id}/messages, /v1/streams/{id}/presence,
- * /v1/webhooks/{id} and /v1/messages. A malformed stream id is a 400
- * (contract: invalid_field); returns RTW_DECLINED then. */
+/* The last path segment p (one trailing '/' allowed) as an id into out:
+ * a positive decimal, anything else names nothing (RTW_ERROR: 404). */
+static int fcg__id_segment(const char *p, char *out, size_t cap)
+{
+	size_t n = strlen(p);
+
+	if (n && p[n - 1] == '/')
+		n--;
+	if (n == 0 || n >= cap)
+		return RTW_ERROR;
+	memcpy(out, p, n);
+	out[n] = '\0';
+	return msg_valid_id(out) ? RTW_OK : RTW_ERROR;
+}
+
+/* Matches /v1/streams/{id}/messages, /v1/streams/{id}/messages/{id},
+ * /v1/streams/{id}/presence, /v1/webhooks/{id} and /v1/messages. A
+ * malformed stream id is a 400 (contract: invalid_field); returns
+ * RTW_DECLINED then. */
 static int fcg__route(struct fcg_req *r)
 {
 	const char *p = r->path;
@@ -60,7 +76,10 @@ static int fcg__route(struct fcg_req *r)
 		p += 12;
 		n = strcspn(p, "/");
 		bool presence = strcmp(p + n, "/presence") == 0 || strcmp(p + n, "/presence/") == 0;
-		if (!presence && strcmp(p + n, "/messages") != 0 && strcmp(p + n, "/messages/") != 0)
+		bool one = strncmp(p + n, "/messages/", 10) == 0 && p[n + 10] != '\0';
+		if (!presence && !one && strcmp(p + n, "/messages") != 0 && strcmp(p + n, "/messages/") != 0)
+			return RTW_ERROR;
+		if (one && fcg__id_segment(p + n + 10, r->msg_id, sizeof(r->msg_id)) != RTW_OK)
 			return RTW_ERROR;
 		if (n == 0 || n > MSG_ID_MAX)
 			return RTW_DECLINED;
@@ -68,20 +87,12 @@ static int fcg__route(struct fcg_req *r)
 		r->stream_id[n] = '\0';
 		if (!msg_valid_stream_id(r->stream_id))
 			return RTW_DECLINED;
-		r->route = presence ? FCG_ROUTE_PRESENCE : FCG_ROUTE_MESSAGES;
-		r->allow = presence ? FCG_ALLOW_PRESENCE : FCG_ALLOW_MESSAGES;
+		r->route = presence ? FCG_ROUTE_PRESENCE : one ? FCG_ROUTE_MESSAGE : FCG_ROUTE_MESSAGES;
+		r->allow = presence ? FCG_ALLOW_PRESENCE : one ? FCG_ALLOW_MESSAGE : FCG_ALLOW_MESSAGES;
 		return RTW_OK;
 	}
 	if (strncmp(p, "/v1/webhooks/", 13) == 0) {
-		p += 13;
-		n = strlen(p);
-		if (n && p[n - 1] == '/')
-			n--;
-		if (n == 0 || n >= sizeof(r->job_id))
-			return RTW_ERROR;
-		memcpy(r->job_id, p, n);
-		r->job_id[n] = '\0';
-		if (!msg_valid_id(r->job_id))
+		if (fcg__id_segment(p + 13, r->job_id, sizeof(r->job_id)) != RTW_OK)
 			return RTW_ERROR;
 		r->route = FCG_ROUTE_WEBHOOK;
 		r->allow = FCG_ALLOW_WEBHOOK;
@@ -184,6 +195,8 @@ static enum fcg_mroute fcg__mroute(const struct fcg_req *r)
 		return FCG_M_WEBHOOK_GET;
 	if (r->route == FCG_ROUTE_PUBLISH && strcmp(r->method, "POST") == 0)
 		return FCG_M_PUBLISH_POST;
+	if (r->route == FCG_ROUTE_MESSAGE && strcmp(r->method, "DELETE") == 0)
+		return FCG_M_MESSAGE_DELETE;
 	return FCG_M_OTHER;
 }
 
@@ -246,6 +259,8 @@ void fcg_serve(struct fcg_worker *w)
 		fcg_handle_get_webhook(&r);
 	else if (r.route == FCG_ROUTE_PRESENCE && strcmp(r.method, "GET") == 0)
 		fcg_handle_get_presence(&r);
+	else if (r.route == FCG_ROUTE_MESSAGE && strcmp(r.method, "DELETE") == 0)
+		fcg_handle_delete_message(&r);
 	else
 		fcg_fail(&r, 405, "method_not_allowed", NULL, "method %s is not allowed here",
 			 strlen(r.method) < 16 ? r.method : "given");

@@ -6,7 +6,8 @@
  * sql/001_init.sql), and the per-connection queries (handshake, catch-up
  * batches bounded in rows and bytes) run one at a time between tail
  * queries, and only once the tail position is known, and presence.c's
- * statements when they are due; the safety poll and the re-poll behind
+ * statements when they are due, and the load of the bans in force (LISTEN
+ * rtw_bans; bans.c); the safety poll and the re-poll behind
  * the horizon on its own timer. Never blocks; never touches a
  * client socket. Tier: below loop.c only; it hands rows and catch-up
  * batches down to conn.c and the handshake's answer to routes.c.
@@ -50,7 +51,9 @@ static const char pg__cursor_sql[] = "SELECT m.xid::text, m.id::text FROM rtw_me
 				     " ORDER BY m.xid DESC, m.id DESC LIMIT 1";
 
 /* One subscriber's rows in (from, to]: broadcasts, and privates and
- * webhook results addressed to it (broadcast <=> to_user_id IS NULL), at
+ * webhook results addressed to it (broadcast <=> to_user_id IS NULL), and
+ * the redact rows routed the same way, but no redacted message (its
+ * redact row, later in the range, tells the client what went), at
  * most $8 rows and about $9 bytes: the innermost query reads at most $8
  * rows, the outer one keeps those whose bytes before them (each row
  * counted as its message text plus PG_ROW_OVERHEAD for the other columns
@@ -73,6 +76,7 @@ static const char pg__catchup_sql[] =
     " AND (m.xid, m.id) <= ($4::xid8, $5::bigint)"
     " AND (m.to_user_id IS NULL OR m.to_user_id = $6)"
     " AND ($7::uuid IS NULL OR m.widget_key = $7::uuid)"
+    " AND m.redacted_by IS NULL"
     " ORDER BY m.xid, m.id LIMIT $8::int) b) c"
     " WHERE c.o_run - c.o_len < $9::bigint ORDER BY c.o_xid, c.o_id";
 
@@ -93,6 +97,11 @@ static const char pg__presence_put_sql[] = "SELECT rtw_presence_put($1, $2::int,
 static const char pg__presence_get_sql[] =
     "SELECT stream_id, connections, viewers FROM rtw_presence_counts($1::text[])";
 
+/* bans.c's: the bans in force, as its keys (user, \x01, stream) and
+ * their ends in unix seconds (0: none). */
+static const char pg__bans_sql[] = "SELECT user_id || chr(1) || stream_id, coalesce(extract(epoch FROM until), 0)::text"
+				   " FROM rtw_bans WHERE until IS NULL OR until > now() LIMIT $1::int";
+
 static const struct {
 	const char *name, *sql;
 	int nparams;
@@ -103,7 +112,12 @@ static const struct {
     {"sse_handshake", pg__handshake_sql, 5},
     {"sse_presence_put", pg__presence_put_sql, 4},
     {"sse_presence_get", pg__presence_get_sql, 1},
+    {"sse_bans", pg__bans_sql, 1},
 };
+
+/* The setup's first steps, before the statements are prepared. */
+static const char *const pg__listens[] = {"LISTEN rtw_messages", "LISTEN rtw_bans"};
+#define PG_NLISTENS ((int)RTW_ARRAY_LEN(pg__listens))
 
 enum { PG_COL_XID, PG_COL_ROW, PG_COL_EPOCH = PG_COL_ROW + RTW_ROW_NCOLS, PG_COL_SETTLED };
 
@@ -135,6 +149,8 @@ static void pg__abandon(struct sse_ctx *ctx)
 	ctx->pg_job_conn = NULL;
 	if (q == SSE_Q_PRESENCE_PUT || q == SSE_Q_PRESENCE_GET)
 		sse_presence_done(ctx, q, NULL);
+	if (q == SSE_Q_BANS)
+		ctx->bans.wanted = true; /* reloaded once connected again */
 	if (c) {
 		c->pg_job = false;
 		if (q == SSE_Q_HANDSHAKE)
@@ -173,10 +189,15 @@ static void pg__on_ready(struct rtw_pgconn *pc, void *arg)
 
 static void pg__on_notify(struct rtw_pgconn *pc, const char *channel, const char *payload, void *arg)
 {
+	struct sse_ctx *ctx = arg;
+
 	(void)pc;
-	(void)channel;
 	(void)payload;
-	((struct sse_ctx *)arg)->tail_wanted = true; /* sent when the loop kicks, after the pass */
+	/* sent when the loop kicks, after the pass */
+	if (strcmp(channel, "rtw_bans") == 0)
+		ctx->bans.wanted = true;
+	else
+		ctx->tail_wanted = true;
 }
 
 static void pg__pos_text(struct sse_pos p, char xid[24], char id[24])
@@ -193,11 +214,11 @@ static void pg__send_prepared(struct sse_ctx *ctx, enum sse_pg_query q, const ch
 
 static void pg__send_setup(struct sse_ctx *ctx)
 {
-	int i = ctx->pg_setup_step - 1;
+	int i = ctx->pg_setup_step - PG_NLISTENS;
 
 	ctx->pg_q = SSE_Q_SETUP;
-	if (ctx->pg_setup_step == 0)
-		pg__sent(ctx, rtw_pgconn_send_query(&ctx->pg, "LISTEN rtw_messages"));
+	if (ctx->pg_setup_step < PG_NLISTENS)
+		pg__sent(ctx, rtw_pgconn_send_query(&ctx->pg, pg__listens[ctx->pg_setup_step]));
 	else
 		pg__sent(ctx,
 			 rtw_pgconn_send_prepare(&ctx->pg, pg__stmts[i].name, pg__stmts[i].sql, pg__stmts[i].nparams));
@@ -256,6 +277,14 @@ static void pg__send_next(struct sse_ctx *ctx)
 	}
 	if (!ctx->cursor_valid) {
 		pg__send_prepared(ctx, SSE_Q_CURSOR, "sse_cursor", 0, NULL);
+		return;
+	}
+	/* before handshakes: a banned user's stream is refused once loaded */
+	if (sse_bans_due(ctx)) {
+		char lim[16];
+		const char *v[1] = {lim};
+		snprintf(lim, sizeof(lim), "%d", SSE_BANS_MAX);
+		pg__send_prepared(ctx, SSE_Q_BANS, "sse_bans", 1, v);
 		return;
 	}
 	{
@@ -433,6 +462,7 @@ static void pg__result(struct sse_ctx *ctx, PGresult *res)
 		break;
 	case SSE_Q_PRESENCE_PUT:
 	case SSE_Q_PRESENCE_GET: sse_presence_done(ctx, ctx->pg_q, ok ? res : NULL); break;
+	case SSE_Q_BANS: sse_bans_loaded(ctx, ok ? res : NULL); break;
 	case SSE_Q_CATCHUP:
 		if (c) {
 			c->pg_job = false;
@@ -456,12 +486,13 @@ static void pg__on_done(struct rtw_pgconn *pc, void *arg)
 	(void)pc;
 	ctx->pg_q = SSE_Q_NONE;
 	ctx->pg_job_conn = NULL;
-	if (q == SSE_Q_SETUP && ctx->pg_setup_step > (int)RTW_ARRAY_LEN(pg__stmts)) {
+	if (q == SSE_Q_SETUP && ctx->pg_setup_step >= PG_NLISTENS + (int)RTW_ARRAY_LEN(pg__stmts)) {
 		ctx->pg_ready = true;
 		if (ctx->pg_was_ready)
 			ctx->m.pg_reconnects++;
 		ctx->pg_was_ready = true;
 		ctx->tail_wanted = true; /* catch up from the cursor: nothing lost */
+		ctx->bans.wanted = true; /* a NOTIFY may have been missed meanwhile */
 		log_info("database connection ready");
 	}
 	pg__send_next(ctx);

@@ -5,7 +5,8 @@
  * route: its checks, the client address it counts under (behind a trusted
  * proxy, from X-Forwarded-For), the subscriber's identity (a Bearer token,
  * user_id, or an anonymous id with a minted token, limited per address
- * per minute) and when its stream ends (the token's exp), whether a
+ * per minute), its bans (403 banned; bans.c) and when its stream ends
+ * (the token's exp), whether a
  * handshake query is needed (always, while the tail position is unknown:
  * the head is then held, see conn.c), the handshake query's answer, and
  * the start of the stream (the 200 head, retry: and the init event).
@@ -128,6 +129,11 @@ void sse_route_handshake_done(struct sse_conn *c, PGresult *res)
 	if (PQgetvalue(res, 0, 0)[0] != 't') {
 		sse_conn_error(c, 403, "unknown_widget", "widget_key", NULL,
 			       "widget_key is not a registered, enabled widget");
+		return;
+	}
+	/* the bans may have been loaded while the head was held */
+	if (sse_bans_banned(ctx, c->sub.user->id, c->sub.stream->id)) {
+		sse_conn_error(c, 403, "banned", NULL, NULL, "this user is banned from this stream");
 		return;
 	}
 	origin_ok = PQgetvalue(res, 0, 1)[0] == 't';
@@ -270,6 +276,10 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 	 * once the cursor is known, and while PostgreSQL is away the head is
 	 * held (at most sse.hold_max_ms, then 200 with retry:, see conn.c),
 	 * never refused: a standard EventSource gives up on any non-200. */
+	if (sse_bans_banned(ctx, user, r->stream_id)) {
+		sse_conn_error(c, 403, "banned", NULL, NULL, "this user is banned from this stream");
+		return;
+	}
 	need_query = c->has_widget || (r->has_last_id && msg_valid_id(r->last_id)) ||
 		     (r->has_origin && !rtw_cors_cfg_allows(cfg->http_cors_origins, r->origin)) || !ctx->cursor_valid;
 	if (sse_index_add(&ctx->ix, &c->sub, r->stream_id, user) != RTW_OK) {

@@ -9,6 +9,8 @@
  *   routes.c  what a request head asks for: the events route
  *             (identity, the handshake's answer, init), /healthz,
  *             /metrics, the CORS preflight
+ *   bans.c    the bans in force, loaded from PostgreSQL: refuses a
+ *             banned user's new streams, ends its open ones
  *   presence.c  this process's per-stream counts written to
  *             PostgreSQL, the sums read back, presence frames
  *   conn.c    client connections: accept and limits, reading the
@@ -392,7 +394,18 @@ enum sse_pg_query {
 	SSE_Q_HANDSHAKE,
 	SSE_Q_CATCHUP,
 	SSE_Q_PRESENCE_PUT,
-	SSE_Q_PRESENCE_GET
+	SSE_Q_PRESENCE_GET,
+	SSE_Q_BANS
+};
+
+/* The bans in force (bans.c). */
+#define SSE_BANS_MAX 100000	 /* bans held; beyond, a load is cut (and logged) */
+#define SSE_BANS_RELOAD_MS 10000 /* the safety-net reload, besides every NOTIFY rtw_bans */
+struct sse_bans {
+	struct sse_htab tab; /* struct sse_ban (bans.c) */
+	bool wanted;	     /* a NOTIFY, a (re)connect or the reload timer: load again */
+	uint64_t next_ms;    /* the next safety-net reload */
+	uint64_t loads, ended;
 };
 
 /* Presence (presence.c): this process's counts, written every
@@ -472,6 +485,7 @@ struct sse_ctx {
 	uint64_t repoll_ms;
 	bool jobs_turn; /* alternate tail and connection jobs */
 	struct sse_presence pres;
+	struct sse_bans bans;
 	struct sse_metrics m;
 };
 
@@ -567,6 +581,19 @@ void sse_route(struct sse_conn *c, const struct sse_req *r);
 void sse_route_handshake_done(struct sse_conn *c, PGresult *res);
 /* Records one delivery lag (created_at to dispatch) for /metrics. */
 void sse_metrics_lag(struct sse_ctx *ctx, double seconds);
+
+/* ---- bans.c ---- */
+
+int sse_bans_init(struct sse_bans *b) RTW_WUR;
+void sse_bans_free(struct sse_bans *b);
+/* True when user may not watch stream now (a ban of the stream or of
+ * every stream, not expired). */
+bool sse_bans_banned(const struct sse_ctx *ctx, const char *user, const char *stream);
+/* True when the set should be loaded (pg.c then runs sse_bans). */
+bool sse_bans_due(struct sse_ctx *ctx);
+/* The load's rows (key, until) or NULL (it failed: the old set stays);
+ * replaces the set and ends the streams it bans. */
+void sse_bans_loaded(struct sse_ctx *ctx, PGresult *res);
 
 /* ---- presence.c ---- */
 

@@ -163,6 +163,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_openapi.py \
 	tests/integration/test_publish.py \
 	tests/integration/test_presence.py \
+	tests/integration/test_moderation.py \
 	tests/integration/test_cells.py \
 	tests/integration/test_observability.py \
 	tests/integration/test_browser.py

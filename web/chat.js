@@ -5,7 +5,8 @@
  * history (the widget's {last: 50}), older ones on demand ("earlier
  * messages", when the server pages backwards); privates are live only, as
  * the contract keeps them out of history. A redact event removes its line.
- * opts.canRedact(msg): show a delete button on that line.
+ * opts.canRedact(msg): show a delete button on that line; opts.onBan(msg)
+ * (a moderator view): a ban button on other users' lines calls it.
  */
 (function (global) {
   "use strict";
@@ -80,6 +81,15 @@
           });
         });
         li.appendChild(del);
+      }
+      if (opts.onBan && msg.author_id !== client.userId) {
+        var ban = document.createElement("button");
+        ban.type = "button";
+        ban.className = "ban";
+        ban.title = "ban " + msg.author_id + " from this stream";
+        ban.textContent = "ban";
+        ban.addEventListener("click", function () { opts.onBan(msg); });
+        li.appendChild(ban);
       }
       return li;
     }

@@ -2,8 +2,12 @@
  * demo.js: wires the demo page (an ES module): a fake video player whose
  * running time is the timestamp of every message, one rtw connection for
  * the tab with three widgets on it (the poll on the first widget key, the
- * chat and the shopping card on the second), the viewer count, and the
- * event log.
+ * chat and the shopping card on the second), the viewer count, the event
+ * log, and the moderator view: opened as index.html#moderator=<admin
+ * token> (the fragment never reaches a server or its logs), the page
+ * speaks as that admin, may delete any chat line, and its ban button
+ * gives the command that bans the line's author (bans are an admin
+ * command, rtwctl user ban: the contract has no HTTP route for them).
  */
 import {connect} from "./rtw.js";
 
@@ -109,7 +113,13 @@ import {connect} from "./rtw.js";
   /* One event stream for the tab: the poll, the chat and the shopping card
    * are widgets on it, dispatched by widget_key, one viewer. Without a
    * stored token rtw-sse mints an anonymous identity in init. */
-  var conn = connect({base: cfg.base || "", stream: stream, getTime: player.time, presence: true});
+  var modMatch = /(?:^#|&)moderator=([^&]+)/.exec(window.location.hash);
+  var modToken = modMatch ? decodeURIComponent(modMatch[1]) : null;
+  var opts = {base: cfg.base || "", stream: stream, getTime: player.time, presence: true};
+  /* the moderator's token is never stored: the viewer identity of this
+   * browser stays what it was */
+  if (modToken) { opts.token = modToken; opts.persist = false; }
+  var conn = connect(opts);
   /* the tally needs every vote: a real poll would keep its tally on the
    * platform's side; the demo reads the latest 1000 */
   var poll = conn.widget(pollKey, {history: {last: 1000}});
@@ -123,10 +133,29 @@ import {connect} from "./rtw.js";
   watch(conn, names);
 
   RTWPoll.mount(document.getElementById("poll"), poll);
+  /* moderation: the author may delete its line (contract 1.1 DELETE), the
+   * moderator (an admin token) any line, and ban its author */
+  var modPanel = null;
+  if (modToken) {
+    document.body.classList.add("moderator");
+    modPanel = document.createElement("p");
+    modPanel.id = "mod-panel";
+    modPanel.className = "small mod-panel";
+    modPanel.textContent = "Moderator view: × deletes a line; ban gives the command that bans its author.";
+    document.getElementById("chat").appendChild(modPanel);
+  }
   RTWChat.mount(document.getElementById("chat"), chat, {
-    /* moderation: the author may delete a line (contract 1.1 DELETE); the
-     * moderator view (any line, bans) hooks in here with an admin token */
-    canRedact: function (msg) { return !!cfg.moderation && msg.author_id === conn.userId; }
+    canRedact: function (msg) { return !!modToken || (!!cfg.moderation && msg.author_id === conn.userId); },
+    onBan: modToken ? function (msg) {
+      var cmd = "rtwctl user ban " + msg.author_id + " --stream " + stream + " --for 10m";
+      modPanel.textContent = "";
+      var code = document.createElement("code");
+      code.id = "mod-ban-command";
+      code.textContent = cmd;
+      modPanel.appendChild(document.createTextNode("Run on the server: "));
+      modPanel.appendChild(code);
+      logLine("chat", "ban", cmd);
+    } : null
   });
   RTWCard.mount(document.getElementById("card"), card, {
     onStatus: function (status, jobId, detail) {

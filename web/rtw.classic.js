@@ -436,8 +436,9 @@
       }
       let p = Promise.resolve(status);
       /* EventSource hides the status of a refused subscription; ask once to
-       * tell a rejected token (401: never retried as is) from a dead server */
-      if (status === 0 && neverOpened && this.token && this.transportKind === "eventsource")
+       * tell a rejected token (401: never retried as is) from a dead server,
+       * also when an open stream ended (a ban ends it: 403 from then on) */
+      if (status === 0 && (neverOpened || this.failures === 1) && this.token && this.transportKind === "eventsource")
         p = this.probeStatus();
       p.then((s) => {
         if (s === 401) return this.tokenRejected(s, body);

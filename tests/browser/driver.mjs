@@ -4,6 +4,9 @@
 // Python. One request per line: {"id": N, "cmd": "...", ...}; one answer
 // per line: {"id": N, "ok": true, "result": ...} or {"id": N, "ok": false,
 // "error": "..."}. Page console lines and errors are kept for "logs".
+// Every command acts on the first page unless it names another ("page":
+// NAME) that "open" created: a tab of its own browser context, so its
+// storage (and the demo's viewer identity) is its own.
 import { chromium } from "playwright-core";
 import readline from "node:readline";
 
@@ -15,14 +18,26 @@ const browser = await chromium.launch({
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage"],
 });
-const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-const page = await context.newPage();
 const logs = [];
-page.on("console", (m) => logs.push(`console.${m.type()}: ${m.text()}`));
-page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
-page.on("requestfailed", (r) => logs.push(`requestfailed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+async function newPage(name) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const p = await context.newPage();
+  const tag = name === "main" ? "" : `[${name}] `;
+  p.on("console", (m) => logs.push(`${tag}console.${m.type()}: ${m.text()}`));
+  p.on("pageerror", (e) => logs.push(`${tag}pageerror: ${e.message}`));
+  p.on("requestfailed", (r) => logs.push(`${tag}requestfailed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+  return p;
+}
+const pages = { main: await newPage("main") };
+let page = pages.main;
 
 const commands = {
+  // a new named tab (its own context) at url
+  open: async (a) => {
+    pages[a.name] = await newPage(a.name);
+    const r = await pages[a.name].goto(a.url, { waitUntil: "load" });
+    return r && r.status();
+  },
   goto: (a) => page.goto(a.url, { waitUntil: "load" }).then((r) => r && r.status()),
   reload: () => page.reload({ waitUntil: "load" }).then((r) => r && r.status()),
   click: (a) => page.click(a.selector, { timeout: a.timeout || 10000 }),
@@ -52,6 +67,8 @@ for await (const line of rl) {
   const fn = commands[req.cmd];
   try {
     if (!fn) throw new Error(`unknown command ${req.cmd}`);
+    page = pages[req.page || "main"];
+    if (!page) throw new Error(`no page ${req.page}`);
     const result = await fn(req);
     process.stdout.write(JSON.stringify({ id: req.id, ok: true, result: result === undefined ? null : result }) + "\n");
   } catch (e) {
