@@ -79,10 +79,10 @@ def start_nginx(st):
 def start_apache(st, streams):
     """Apache from conf/apache.conf.in + conf/apache-rtw.conf, sized so that
     its event-stream pool holds `streams` subscribers (one thread each):
-    every child started up front, 63 of its 64 threads for streams, and
-    twice the children that needs, because the cap is per child and
-    connections do not spread evenly (a child over it answers "retry").
-    Returns (port, pids)."""
+    every child started up front, the cap on streams per child (which
+    keeps threads for POSTs) at all of its 64 threads, since here Apache
+    carries streams only, and twice the children that needs, because
+    connections do not spread evenly over them. Returns (port, pids)."""
     children = streams // 32 + 2
     port = rtwtest.free_port()
     st.apache_port = port
@@ -91,7 +91,7 @@ def start_apache(st, streams):
         ("ServerLimit 4", "ServerLimit %d" % children),
         ("MaxRequestWorkers 256", "MaxRequestWorkers %d" % (64 * children)),
         ("MaxSpareThreads 128", "MaxSpareThreads %d" % (64 * children)),
-        ("Define RTW_CONF_DIR", "Define RTW_EVENTS_PER_CHILD 63\nDefine RTW_CONF_DIR")])
+        ("Define RTW_EVENTS_PER_CHILD 48", "Define RTW_EVENTS_PER_CHILD 64")])
     st._daemon("apache", ["/usr/sbin/apache2", "-f", conf, "-DFOREGROUND"], port)
     master = st.daemons["apache"].proc.pid
     rtwtest.wait_for(lambda: len(pids_of(master)) >= children + 1, 30, "apache children")
