@@ -2,7 +2,9 @@
 """test_apache: rtw behind Apache httpd (conf/apache.conf.in +
 conf/apache-rtw.conf): FastCGI ingest and history through mod_proxy_fcgi,
 Server-Sent Events through mod_proxy_http without buffering, the contract's
-JSON errors (from rtw-fcgi and from Apache itself) and CORS preflights."""
+JSON errors (from rtw-fcgi and from Apache itself), CORS preflights, and
+the events pool's cap that keeps worker threads for POSTs."""
+import concurrent.futures
 import json
 import os
 import sys
@@ -255,9 +257,10 @@ def idle_streams_beyond_the_worker_count_leave_posts_answered():
     n, cap = 300, 4 * 48
     opened = []
     try:
-        for _ in range(n):
-            opened.append(rtwtest.SSEClient(PORT, "/v1/streams/%s/events?access_token=%s" % (STREAM, TOKEN),
-                                            timeout=30))
+        # 32 at a time: a stream over the cap waits up to acquire=100 ms
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            opened += pool.map(lambda _: rtwtest.SSEClient(
+                PORT, "/v1/streams/%s/events?access_token=%s" % (STREAM, TOKEN), timeout=30), range(n))
         assert all(c.status == 200 for c in opened), sorted(set(c.status for c in opened))
         # rtw-sse's own answer carries X-Accel-Buffering; the retry answer does not
         streams = [c for c in opened if c.headers.get("x-accel-buffering") == "no"]
