@@ -34,14 +34,14 @@ def log(msg):
 class Targets:
     """The running servers and how to reach them."""
 
-    def __init__(self, args, workers):
+    def __init__(self, args, workers, apache_streams=0):
         self.args = args
         self.workers = workers
         self.nchan_stopper, self.nchan = stack.nchan(self._ns(workers=workers))
         self.rtw = None
         self.rtw_stack = None
         if args.rtw and os.path.exists(rtwtest.prog("rtw-sse")) and os.path.exists(rtwtest.prog("rtw-fcgi")):
-            self.rtw_stack, self.rtw = stack.rtw(self._ns(sse_procs=workers))
+            self.rtw_stack, self.rtw = stack.rtw(self._ns(sse_procs=workers, apache_streams=apache_streams))
         elif args.rtw:
             log("rtw binaries missing (%s): Nchan only" % rtwtest.prog("rtw-sse"))
 
@@ -51,12 +51,14 @@ class Targets:
         n.__dict__.update(kw)
         return n
 
-    def names(self, via_nginx=False):
+    def names(self, via_nginx=False, via_apache=False):
         out = ["nchan"]
         if self.rtw:
             out.append("rtw")
             if via_nginx:
                 out.append("rtw-nginx")
+            if via_apache and self.rtw.get("apache_port"):
+                out.append("rtw-apache")
         return out
 
     def restart_servers(self):
@@ -85,7 +87,9 @@ class Targets:
             return self.nchan["pids"]
         r = self.rtw
         pg = stack.postgres_pids(self.rtw_stack.pg.dir)
-        return r["sse_pids"] + r["fcgi_pids"] + stack.pids_of(r["nginx_master"]) + pg
+        # publishing always goes through nginx; Apache only when it carries the streams
+        front = r["apache_pids"] if name == "rtw-apache" else []
+        return r["sse_pids"] + r["fcgi_pids"] + stack.pids_of(r["nginx_master"]) + front + pg
 
     def bench_args(self, name, stream):
         """rtw-bench arguments that address target name on stream."""
@@ -96,7 +100,7 @@ class Targets:
                     "--pub", "127.0.0.1:%d/pub/%s" % (p, stream),
                     "--pids", ",".join(map(str, pids)), "--pids-all", ",".join(map(str, pids))]
         r = self.rtw
-        sub_port = r["sse_port"] if name == "rtw" else r["http_port"]
+        sub_port = {"rtw": r["sse_port"], "rtw-apache": r["apache_port"]}.get(name, r["http_port"])
         return ["--format", "rtw", "--widget-key", r["widget_key"], "--token", r["token"],
                 "--sub", "127.0.0.1:%d/v1/streams/%s/events" % (sub_port, stream),
                 "--pub", "127.0.0.1:%d/v1/streams/%s/messages" % (r["http_port"], stream),
@@ -145,8 +149,8 @@ class Runner:
 
     def fanout(self, t, subs, rate, duration, scen):
         for rep in range(self.args.reps):
-            # the dev nginx.conf (2 workers x 8192 connections) cannot proxy 10,000 streams
-            for name in t.names(via_nginx=subs <= 4000):
+            # Apache holds a thread per stream: only where bench/stack.py sized it for them
+            for name in t.names(via_nginx=True, via_apache=subs <= self.args.apache_streams):
                 res = self.bench("run", t.bench_args(name, self.stream()) + [
                     "--conns", str(subs), "--rate", str(rate), "--duration", str(duration),
                     "--procs", str(max(1, subs // 5000)), "--pub-conns", "16", "--drain", "3"],
@@ -286,31 +290,93 @@ class Runner:
                 pass
         return total
 
-    # ---- the table ----------------------------------------------------------
+    # ---- the tables ---------------------------------------------------------
+
+    def median(self, scen, metric, col):
+        """The median of one cell; scen may be a prefix ("fan-out 1,000")
+        since some scenario names carry --quick's smaller sizes."""
+        for (s, m), vals in self.rows.items():
+            if m == metric and s.startswith(scen):
+                v = [x for x in vals.get(col, []) if isinstance(x, (int, float))]
+                return statistics.median(v) if v else None
+        return None
 
     def table(self, targets):
-        def med(v):
-            v = [x for x in v if isinstance(x, (int, float))]
-            return statistics.median(v) if v else None
-
-        def fmt(x):
-            if x is None:
-                return "n/a"
-            if isinstance(x, float) and abs(x) < 100 and x != int(x):
-                return "%.2f" % x
-            return "{:,}".format(int(round(x)))
-
-        cols = ["nchan", "rtw", "rtw-nginx"]
-        out = ["| scenario | metric | Nchan | rtw direct | rtw via nginx | rtw / Nchan |",
-               "|---|---|---|---|---|---|"]
-        for (scen, metric), vals in self.rows.items():
-            m = {c: med(vals.get(c, [])) for c in cols}
+        cols = ["nchan", "rtw", "rtw-nginx", "rtw-apache"]
+        out = ["| scenario | metric | Nchan | rtw direct | rtw via nginx | rtw via Apache | rtw / Nchan |",
+               "|---|---|---|---|---|---|---|"]
+        for (scen, metric) in self.rows:
+            m = {c: self.median(scen, metric, c) for c in cols}
             ratio = "n/a"
             if m["nchan"] and m["rtw"] is not None:
                 ratio = "%.2f" % (m["rtw"] / m["nchan"])
-            out.append("| %s | %s | %s | %s | %s | %s |" % (scen, metric, fmt(m["nchan"]), fmt(m["rtw"]),
-                                                             fmt(m["rtw-nginx"]), ratio))
+            out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                scen, metric, fmt(m["nchan"]), fmt(m["rtw"]), fmt(m["rtw-nginx"]), fmt(m["rtw-apache"]), ratio))
         return "\n".join(out)
+
+    def targets_table(self):
+        """One row per target of TARGETS whose scenario ran: rtw's measured
+        value, Nchan's figure of the same run, and whether it is met."""
+        out = ["| target | rtw | Nchan, same run | met? |", "|---|---|---|---|"]
+        for t in TARGETS:
+            v = self.median(t.scen, t.metric, t.col)
+            if v is None:
+                continue
+            n = self.median(t.scen, t.nchan_metric or t.metric, "nchan")
+            met = t.check(v, n, self.median)
+            out.append("| %s | %s | %s | %s |" % (t.text, fmt(v), fmt(n), "n/a" if met is None else
+                                                  ("**yes**" if met else "**no**")))
+        return "\n".join(out)
+
+
+def fmt(x):
+    if x is None:
+        return "n/a"
+    if isinstance(x, float) and abs(x) < 100 and x != int(x):
+        return "%.2f" % x
+    return "{:,}".format(int(round(x)))
+
+
+class Target:
+    """A target of the performance issue: the cell (scenario prefix, metric,
+    column) that measures it, and check(value, nchan, median) -> met? where
+    median(scen, metric, col) reads any other cell of the same run (None
+    when a cell it needs did not run). nchan_metric: Nchan's comparable
+    metric when it is not the same one."""
+
+    def __init__(self, text, scen, metric, col, check, nchan_metric=None):
+        self.text, self.scen, self.metric, self.col = text, scen, metric, col
+        self.check, self.nchan_metric = check, nchan_metric
+
+
+def _within_5ms_of_direct(scen):
+    def check(v, n, median):
+        direct = median(scen, "p50 ms", "rtw")
+        return None if direct is None else v <= direct + 5
+    return check
+
+
+FAN = "fan-out 1,000"
+BIG = "10,000 subs"
+# The targets bench/run reports on, in the order printed. Add a row next to
+# the scenario that measures it; rows whose scenario did not run are left out.
+TARGETS = [
+    Target("via nginx: pipeline CPU µs/delivery ≤ Nchan's (1,000 × 80)", FAN, "pipeline CPU µs/delivery",
+           "rtw-nginx", lambda v, n, _: None if n is None else v <= n),
+    Target("via nginx: p50 ms within 5 ms of rtw direct (1,000 × 80)", FAN, "p50 ms", "rtw-nginx",
+           _within_5ms_of_direct(FAN)),
+    Target("via Apache: pipeline CPU µs/delivery ≤ Nchan's (1,000 × 80)", FAN, "pipeline CPU µs/delivery",
+           "rtw-apache", lambda v, n, _: None if n is None else v <= n),
+    Target("via Apache: p50 ms within 5 ms of rtw direct (1,000 × 80)", FAN, "p50 ms", "rtw-apache",
+           _within_5ms_of_direct(FAN)),
+    Target("direct: server CPU µs/delivery ≤ ⅓ of Nchan's (1,000 × 80)", FAN, "server CPU µs/delivery", "rtw",
+           lambda v, n, _: None if n is None else v <= n / 3),
+    Target("direct: p99 ms < 50 (1,000 × 80)", FAN, "p99 ms", "rtw", lambda v, n, _: v < 50),
+    Target("direct: p99 ms < 100 (10,000 × 20)", BIG, "p99 ms", "rtw", lambda v, n, _: v < 100),
+    Target("via nginx: p99 ms < 100 (10,000 × 20)", BIG, "p99 ms", "rtw-nginx", lambda v, n, _: v < 100),
+    Target("durable ingest through nginx ≥ 10,000 msg/s (100 streams)", "ingest, 100 streams",
+           "accepted msg/s (2xx)", "rtw", lambda v, n, _: v >= 10000),
+]
 
 
 def main():
@@ -320,6 +386,8 @@ def main():
     ap.add_argument("--only", default="", help="comma list: fanout,maxrate,big,idle,ingest,soak")
     ap.add_argument("--workers", type=int, default=1, help="rtw-sse processes = Nchan nginx workers")
     ap.add_argument("--idle-workers", type=int, default=3)
+    ap.add_argument("--apache-streams", type=int, default=1000,
+                    help="size the Apache front for N subscribers (0: no Apache)")
     ap.add_argument("--no-rtw", dest="rtw", action="store_false")
     ap.add_argument("--soak-minutes", type=int, default=0)
     ap.add_argument("--tool", required=True)
@@ -333,7 +401,7 @@ def main():
     r = Runner(args)
     t0 = time.time()
 
-    t = Targets(args, args.workers)
+    t = Targets(args, args.workers, args.apache_streams)
     try:
         if want("fanout"):
             r.fanout(t, 1000, 80, 4 if q else 10, "fan-out 1,000 subs x 80 msg/s")
@@ -363,11 +431,14 @@ def main():
             "(idle: %d); medians of %d; %.0f s total; load average at run starts: median %.1f, max %.1f; nice %d"
             % (os.uname().nodename, os.cpu_count(), args.workers, args.workers, args.idle_workers, args.reps,
                time.time() - t0, statistics.median(r.loads or [0]), max(r.loads or [0]), os.nice(0)))
+    goals = r.targets_table()
     with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(head + "\n\n" + tab + "\n")
+        f.write(head + "\n\n" + tab + "\n\n" + goals + "\n")
     print(head)
     print()
     print(tab)
+    print()
+    print(goals)
 
 
 if __name__ == "__main__":

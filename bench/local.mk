@@ -7,3 +7,4 @@ EXTRA_DIST += bench/run bench/stack.py bench/driver.py bench/history.py bench/nc
 	bench/batch.py bench/batch.lua
 EXTRA_DIST += bench/presence.py
 EXTRA_DIST += bench/bans.py
+EXTRA_DIST += bench/front_ab.py

@@ -1,6 +1,8 @@
 """bench/stack.py: brings up the rtw stack that bench/run measures: a
 durable PostgreSQL (fsync and synchronous_commit on), rtw-fcgi, N rtw-sse
-processes sharing one port (SO_REUSEPORT) and nginx in front, through
+processes sharing one port (SO_REUSEPORT), nginx in front (the shipped
+config with more connections) and optionally Apache (the shipped config
+with more workers), through
 tests/integration/rtwtest.py. Also runs a standalone Nchan nginx
 (bench/nchan.conf) when asked.
 
@@ -47,6 +49,55 @@ def postgres_pids(pgdir):
     return pids_of(master)
 
 
+def sized(st, server, port, edits):
+    """Renders conf/<server>.conf.in for stack st with the bench's sizing
+    edits (old, new) applied, so that the bench runs the shipped routes
+    with enough connections; returns the config path."""
+    rundir, conf = st._front_conf(server, port, None)
+    with open(conf) as f:
+        text = f.read()
+    for old, new in edits:
+        assert old in text, (server, old)
+        text = text.replace(old, new)
+    with open(conf, "w") as f:
+        f.write(text)
+    return rundir, conf
+
+
+def start_nginx(st):
+    """nginx from conf/nginx.conf.in, sized for 10,000 proxied subscribers:
+    each costs a worker two connections (client and rtw-sse), and each of
+    the 2 workers may get most of them."""
+    st.start_nginx()
+    rundir, conf = sized(st, "nginx", st.http_port, [
+        ("worker_processes 2;", "worker_processes 2;\nworker_rlimit_nofile 60000;"),
+        ("worker_connections 8192;", "worker_connections 50000;")])
+    subprocess.run(["nginx", "-c", conf, "-s", "reload"], check=True)
+    time.sleep(1)  # the new workers replace the old ones
+
+
+def start_apache(st, streams):
+    """Apache from conf/apache.conf.in + conf/apache-rtw.conf, sized so that
+    its event-stream pool holds `streams` subscribers (one thread each):
+    every child started up front, the cap on streams per child (which
+    keeps threads for POSTs) at all of its 64 threads, since here Apache
+    carries streams only, and twice the children that needs, because
+    connections do not spread evenly over them. Returns (port, pids)."""
+    children = streams // 32 + 2
+    port = rtwtest.free_port()
+    st.apache_port = port
+    rundir, conf = sized(st, "apache", port, [
+        ("StartServers 1", "StartServers %d" % children),
+        ("ServerLimit 4", "ServerLimit %d" % children),
+        ("MaxRequestWorkers 256", "MaxRequestWorkers %d" % (64 * children)),
+        ("MaxSpareThreads 128", "MaxSpareThreads %d" % (64 * children)),
+        ("Define RTW_EVENTS_PER_CHILD 48", "Define RTW_EVENTS_PER_CHILD 64")])
+    st._daemon("apache", ["/usr/sbin/apache2", "-f", conf, "-DFOREGROUND"], port)
+    master = st.daemons["apache"].proc.pid
+    rtwtest.wait_for(lambda: len(pids_of(master)) >= children + 1, 30, "apache children")
+    return port, pids_of(master)
+
+
 def rtw(args):
     env = {
         # the load tool spreads over 249 source addresses; nginx proxies from one
@@ -62,9 +113,10 @@ def rtw(args):
     for i in range(args.sse_procs):
         d = st.start_sse(name="rtw-sse" if i == 0 else "rtw-sse-%d" % i, port=port)
         sse.append(d.proc.pid)
-    st.start_nginx()
+    start_nginx(st)
     with open(st.nginx_pidfile) as f:
         ngx = int(f.read().strip())
+    apache = start_apache(st, args.apache_streams) if args.apache_streams else None
     info = {
         "kind": "rtw",
         "sse_port": port,
@@ -73,6 +125,8 @@ def rtw(args):
         "sse_pids": sse,
         "fcgi_pids": [st.daemons["rtw-fcgi"].proc.pid],
         "nginx_master": ngx,
+        "apache_port": apache and apache[0],
+        "apache_pids": apache and apache[1],
         "pg_pids": postgres_pids(st.pg.dir),
         "widget_key": st.widget_key,
         "token": st.token("bench-publisher", ttl=24 * 3600),
@@ -117,6 +171,7 @@ def main():
     ap.add_argument("kind", choices=["rtw", "nchan"])
     ap.add_argument("--sse-procs", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--apache-streams", type=int, default=0, help="also Apache in front, for N subscribers")
     args = ap.parse_args()
     st, info = rtw(args) if args.kind == "rtw" else nchan(args)
     print(json.dumps(info), flush=True)

@@ -871,6 +871,11 @@ void sse_conn_accept(struct sse_ctx *ctx)
 				inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], ip, sizeof(ip));
 			else
 				inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+		} else if (ss.ss_family == AF_UNIX) {
+			/* sse.listen = unix:/path: the peer is a front on this
+			 * host, as trusted as one on loopback (its clients come
+			 * from X-Forwarded-For) */
+			snprintf(ip, sizeof(ip), "127.0.0.1");
 		}
 		/* Full (or stopping): a few are let in to have their heads
 		 * read and answered (sse_conn_refuse_over), the rest are

@@ -158,6 +158,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_horizon.py \
 	tests/integration/test_apache.py \
 	tests/integration/test_front_retry.py \
+	tests/integration/test_unix_front.py \
 	tests/integration/test_hostile.py \
 	tests/integration/test_isolation.py \
 	tests/integration/test_openapi.py \

@@ -337,6 +337,8 @@ class Stack:
         _stacks.append(self)
         self.fcgi_port = self.sse_port = self.http_port = self.webhookd_port = None
         self.fcgi_health_port = None
+        # the fronts' address of rtw-sse when not 127.0.0.1:<sse_port> (unix:/path)
+        self.sse_addr = None
         # nginx's per-address request rate (conf/nginx.conf.in): every test
         # client is 127.0.0.1, and tests post far faster than people do
         self.nginx_req_rate = "100000r/s"
@@ -410,7 +412,7 @@ class Stack:
             f.write(self.render(server + ".conf.in", RUNDIR=rundir, LISTEN="127.0.0.1:%d" % port,
                                 REQ_RATE=self.nginx_req_rate,
                                 FCGI_ADDR="127.0.0.1:%d" % self.fcgi_port,
-                                SSE_ADDR="127.0.0.1:%d" % (self.sse_port or free_port()),
+                                SSE_ADDR=self.sse_addr or "127.0.0.1:%d" % (self.sse_port or free_port()),
                                 WEBROOT=webroot or os.path.join(SRCDIR, "web"),
                                 CONFDIR=os.path.join(SRCDIR, "conf")))
         return rundir, conf

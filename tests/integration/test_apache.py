@@ -2,7 +2,9 @@
 """test_apache: rtw behind Apache httpd (conf/apache.conf.in +
 conf/apache-rtw.conf): FastCGI ingest and history through mod_proxy_fcgi,
 Server-Sent Events through mod_proxy_http without buffering, the contract's
-JSON errors (from rtw-fcgi and from Apache itself) and CORS preflights."""
+JSON errors (from rtw-fcgi and from Apache itself), CORS preflights, and
+the events pool's cap that keeps worker threads for POSTs."""
+import concurrent.futures
 import json
 import os
 import sys
@@ -243,6 +245,41 @@ def backend_down_is_json_503():
         assert r.header("Retry-After"), r.headers
     finally:
         S.start_fcgi()
+
+
+@test
+def idle_streams_beyond_the_worker_count_leave_posts_answered():
+    # More idle event streams than Apache has worker threads
+    # (MaxRequestWorkers 256): the streams' pool is capped per child
+    # (RTW_EVENTS_PER_CHILD of ThreadsPerChild, conf/apache-rtw.conf), so
+    # POSTs still find a worker, and a stream over the cap is told to
+    # retry (200) instead of waiting in the backlog.
+    n, cap = 300, 4 * 48
+    opened = []
+    try:
+        # 32 at a time: a stream over the cap waits up to acquire=100 ms
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            opened += pool.map(lambda _: rtwtest.SSEClient(
+                PORT, "/v1/streams/%s/events?access_token=%s" % (STREAM, TOKEN), timeout=30), range(n))
+        assert all(c.status == 200 for c in opened), sorted(set(c.status for c in opened))
+        # rtw-sse's own answer carries X-Accel-Buffering; the retry answer does not
+        streams = [c for c in opened if c.headers.get("x-accel-buffering") == "no"]
+        retries = [c for c in opened if c not in streams]
+        assert 0 < len(streams) <= cap, len(streams)
+        assert len(retries) >= n - cap, len(retries)
+        print("%d streams held, %d told to retry" % (len(streams), len(retries)))
+        assert "retry: " in retries[0].body_text(), retries[0].buf
+        r = post(bc("while %d streams are open" % n))
+        assert r.status == 201, r
+        assert streams[-1].next_event(30)["json"]["type"] == "init"
+        ev = next_with_id(streams[-1], r.json["id"], timeout=30)
+        assert ev["json"]["message"] == {"text": "while %d streams are open" % n}, ev
+        r = request(PORT, "GET", "/v1/streams/%s/messages?widget_key=%s&limit=1" % (STREAM, S.widget_key),
+                    token=TOKEN, timeout=30)
+        assert r.status == 200, r
+    finally:
+        for c in opened:
+            c.close()
 
 
 if __name__ == "__main__":
