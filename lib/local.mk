@@ -21,7 +21,8 @@ lib_librtw_a_SOURCES = \
 	lib/row.h lib/row.c \
 	lib/loop.h lib/loop.c \
 	lib/pgconn.h lib/pgconn.c \
-	lib/ratelimit.h lib/ratelimit.c
+	lib/ratelimit.h lib/ratelimit.c \
+	lib/reqid.h lib/reqid.c
 lib_librtw_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(INIH_CFLAGS) $(OPENSSL_CFLAGS)
 
 # What a program linking librtw needs.

@@ -1,6 +1,10 @@
 /*
- * log.c: owns the process's log destination and level. Thread-safe: each
- * line is formatted into a local buffer and written with one write(2).
+ * log.c: owns the process's log destination, level and format (text for
+ * people, or one JSON object per line for collectors). Thread-safe: each
+ * line is formatted into a bounded local buffer and written with one
+ * write(2), so lines from several threads never interleave and no caller,
+ * however long its message or fields, can make a line longer than
+ * LOG_LINE_MAX.
  */
 #include "config.h"
 #include "log.h"
@@ -15,6 +19,7 @@
 
 static const char *log_prog = "rtw";
 static enum log_level log_min = LOG_LVL_INFO;
+static bool log_as_json;
 static char log_path[512];
 static int log_fd = 2;
 
@@ -48,6 +53,17 @@ int log_init(const char *prog, const char *level, const char *path)
 	return RTW_OK;
 }
 
+int log_set_format(const char *format)
+{
+	if (format && strcmp(format, "text") == 0)
+		log_as_json = false;
+	else if (format && strcmp(format, "json") == 0)
+		log_as_json = true;
+	else
+		return RTW_ERROR;
+	return RTW_OK;
+}
+
 void log_reopen(void)
 {
 	if (log_path[0] == '\0')
@@ -66,31 +82,122 @@ bool log_enabled(enum log_level lvl)
 	return lvl >= log_min;
 }
 
-void log_write(enum log_level lvl, const char *fmt, ...)
+static void log__emit(char *line, size_t n)
 {
-	static const char *tags[] = {"DEBUG", "INFO", "WARNING", "ERROR"};
-	char line[2048];
-	struct timeval tv;
-	struct tm tm;
-	va_list ap;
-	size_t n;
-
-	if (lvl < log_min)
-		return;
-	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
-	n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ld UTC %s[%d] %s: ", (long)(tv.tv_usec / 1000), log_prog,
-			      (int)getpid(), tags[lvl]);
-	va_start(ap, fmt);
-	int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
-	va_end(ap);
-	if (m < 0)
-		m = 0;
-	n += (size_t)m;
-	if (n > sizeof(line) - 2)
-		n = sizeof(line) - 2;
+	if (n > LOG_LINE_MAX - 1)
+		n = LOG_LINE_MAX - 1;
 	line[n++] = '\n';
 	ssize_t w = write(log_fd, line, n);
 	RTW_UNUSED(w);
+}
+
+/* A string field value cut to LOG_VALUE_MAX bytes (on a UTF-8 boundary), so
+ * a client-chosen value cannot crowd out the rest of the line. */
+static json_t *log__cut(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (n > max) {
+		n = max;
+		while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+			n--;
+	}
+	return json_stringn_nocheck(s, n);
+}
+
+/* Text form of one value: bare when it is one word, else JSON-quoted. */
+static size_t log__text_value(char *out, size_t cap, json_t *v)
+{
+	if (json_is_string(v)) {
+		const char *s = json_string_value(v);
+		if (s[0] && strcspn(s, " \t\r\n\"=\\") == strlen(s))
+			return (size_t)snprintf(out, cap, "%s", s);
+	}
+	size_t need = json_dumpb(v, out, cap, JSON_ENCODE_ANY | JSON_COMPACT);
+	return need <= cap ? need : cap;
+}
+
+static void log__line(enum log_level lvl, const char *msg, json_t *fields)
+{
+	static const char *tags[] = {"DEBUG", "INFO", "WARNING", "ERROR"};
+	static const char *names[] = {"debug", "info", "warn", "error"};
+	char line[LOG_LINE_MAX], ts[40];
+	struct timeval tv;
+	struct tm tm;
+	size_t n;
+
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	if (!log_as_json) {
+		n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
+		n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ld UTC %s[%d] %s: %s", (long)(tv.tv_usec / 1000),
+				      log_prog, (int)getpid(), tags[lvl], msg);
+		const char *key;
+		json_t *v;
+		json_object_foreach (fields, key, v) {
+			if (n >= sizeof(line) - 2 || json_is_null(v))
+				continue;
+			n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=", key);
+			if (n < sizeof(line) - 1)
+				n += log__text_value(line + n, sizeof(line) - n - 1, v);
+		}
+		log__emit(line, n < sizeof(line) ? n : sizeof(line) - 1);
+		return;
+	}
+	/* RFC 3339 with milliseconds, UTC */
+	size_t t = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(ts + t, sizeof(ts) - t, ".%03ldZ", (long)(tv.tv_usec / 1000));
+	json_t *o = json_object();
+	json_object_set_new_nocheck(o, "ts", json_string_nocheck(ts));
+	json_object_set_new_nocheck(o, "level", json_string_nocheck(names[lvl]));
+	json_object_set_new_nocheck(o, "daemon", json_string(log_prog));
+	json_object_set_new_nocheck(o, "pid", json_integer(getpid()));
+	json_object_set_new_nocheck(o, "msg", log__cut(msg, LOG_MSG_MAX));
+	const char *key;
+	json_t *v;
+	json_object_foreach (fields, key, v) {
+		if (json_object_get(o, key))
+			continue; /* the fixed keys keep their meaning */
+		if (json_is_string(v))
+			json_object_set_new(o, key, log__cut(json_string_value(v), LOG_VALUE_MAX));
+		else
+			json_object_set(o, key, v);
+	}
+	n = o ? json_dumpb(o, line, sizeof(line) - 1, JSON_COMPACT | JSON_REAL_PRECISION(9)) : 0;
+	if (n == 0 || n > sizeof(line) - 1) {
+		/* still too long (many fields of escaped bytes): the fixed keys only */
+		static const char *const extra[] = {"ts", "level", "daemon", "pid", "msg"};
+		json_t *s = json_object();
+		for (size_t i = 0; i < RTW_ARRAY_LEN(extra); i++)
+			json_object_set(s, extra[i], json_object_get(o, extra[i]));
+		json_object_set_new(s, "truncated", json_true());
+		n = json_dumpb(s, line, sizeof(line) - 1, JSON_COMPACT);
+		json_decref(s);
+		if (n > sizeof(line) - 1)
+			n = 0;
+	}
+	json_decref(o);
+	if (n)
+		log__emit(line, n);
+}
+
+void log_write(enum log_level lvl, const char *fmt, ...)
+{
+	char msg[LOG_MSG_MAX + 1];
+	va_list ap;
+
+	if (lvl < log_min)
+		return;
+	va_start(ap, fmt);
+	int m = vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (m < 0)
+		msg[0] = '\0';
+	log__line(lvl, msg, NULL);
+}
+
+void log_event(enum log_level lvl, const char *msg, json_t *fields)
+{
+	if (lvl < log_min)
+		return;
+	log__line(lvl, msg, fields);
 }

@@ -160,6 +160,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_presence.py \
 	tests/integration/test_cells.py \
 	tests/integration/test_observability.py \
+	tests/integration/test_logs.py \
 	tests/integration/test_browser.py
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += tests/integration/rtwtest.py $(INTEGRATION_TESTS) \
