@@ -91,8 +91,9 @@ static void log__emit(char *line, size_t n)
 	RTW_UNUSED(w);
 }
 
-/* A string field value cut to LOG_VALUE_MAX bytes (on a UTF-8 boundary), so
- * a client-chosen value cannot crowd out the rest of the line. */
+/* A string value cut to max bytes (on a UTF-8 boundary), so a client-chosen
+ * value cannot crowd out the rest of the line; bytes that are not UTF-8
+ * become '?' (JSON holds text only). */
 static json_t *log__cut(const char *s, size_t max)
 {
 	size_t n = strlen(s);
@@ -101,19 +102,34 @@ static json_t *log__cut(const char *s, size_t max)
 		while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
 			n--;
 	}
-	return json_stringn_nocheck(s, n);
+	json_t *j = json_stringn(s, n);
+	if (j)
+		return j;
+	char copy[LOG_MSG_MAX + 1];
+	if (n > LOG_MSG_MAX)
+		n = LOG_MSG_MAX;
+	for (size_t i = 0; i < n; i++)
+		copy[i] = (unsigned char)s[i] < 0x80 ? s[i] : '?';
+	return json_stringn(copy, n);
 }
 
-/* Text form of one value: bare when it is one word, else JSON-quoted. */
+/* Text form of one value into out: bare when it is one plain word, else
+ * JSON-encoded (quoted, escaped). Returns its length, 0 when it does not
+ * fit. */
 static size_t log__text_value(char *out, size_t cap, json_t *v)
 {
 	if (json_is_string(v)) {
 		const char *s = json_string_value(v);
-		if (s[0] && strcspn(s, " \t\r\n\"=\\") == strlen(s))
-			return (size_t)snprintf(out, cap, "%s", s);
+		size_t i = 0;
+		while (s[i] && (unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7f && !strchr("\"=\\", s[i]))
+			i++;
+		if (i > 0 && s[i] == '\0' && i < cap) {
+			memcpy(out, s, i);
+			return i;
+		}
 	}
-	size_t need = json_dumpb(v, out, cap, JSON_ENCODE_ANY | JSON_COMPACT);
-	return need <= cap ? need : cap;
+	size_t need = json_dumpb(v, out, cap, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(9));
+	return need <= cap ? need : 0;
 }
 
 static void log__line(enum log_level lvl, const char *msg, json_t *fields)
@@ -129,18 +145,23 @@ static void log__line(enum log_level lvl, const char *msg, json_t *fields)
 	gmtime_r(&tv.tv_sec, &tm);
 	if (!log_as_json) {
 		n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
-		n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ld UTC %s[%d] %s: %s", (long)(tv.tv_usec / 1000),
-				      log_prog, (int)getpid(), tags[lvl], msg);
+		n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ld UTC %s[%d] %s: %.*s",
+				      (long)(tv.tv_usec / 1000), log_prog, (int)getpid(), tags[lvl], LOG_MSG_MAX, msg);
 		const char *key;
 		json_t *v;
 		json_object_foreach (fields, key, v) {
-			if (n >= sizeof(line) - 2 || json_is_null(v))
+			char val[LOG_VALUE_MAX * 6 + 8]; /* a cut string, escaped */
+			if (json_is_null(v))
 				continue;
-			n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=", key);
-			if (n < sizeof(line) - 1)
-				n += log__text_value(line + n, sizeof(line) - n - 1, v);
+			json_t *c = json_is_string(v) ? log__cut(json_string_value(v), LOG_VALUE_MAX) : json_incref(v);
+			size_t k = c ? log__text_value(val, sizeof(val), c) : 0;
+			json_decref(c);
+			int m = k ? snprintf(line + n, sizeof(line) - n, " %s=%.*s", key, (int)k, val) : 0;
+			if (m < 0 || (size_t)m >= sizeof(line) - n)
+				break; /* the line is full: it ends before this field */
+			n += (size_t)m;
 		}
-		log__emit(line, n < sizeof(line) ? n : sizeof(line) - 1);
+		log__emit(line, n);
 		return;
 	}
 	/* RFC 3339 with milliseconds, UTC */
@@ -164,13 +185,12 @@ static void log__line(enum log_level lvl, const char *msg, json_t *fields)
 	}
 	n = o ? json_dumpb(o, line, sizeof(line) - 1, JSON_COMPACT | JSON_REAL_PRECISION(9)) : 0;
 	if (n == 0 || n > sizeof(line) - 1) {
-		/* still too long (many fields of escaped bytes): the fixed keys only */
-		static const char *const extra[] = {"ts", "level", "daemon", "pid", "msg"};
-		json_t *s = json_object();
-		for (size_t i = 0; i < RTW_ARRAY_LEN(extra); i++)
-			json_object_set(s, extra[i], json_object_get(o, extra[i]));
-		json_object_set_new(s, "truncated", json_true());
-		n = json_dumpb(s, line, sizeof(line) - 1, JSON_COMPACT);
+		/* still too long (many fields of escaped bytes): the fixed keys
+		 * only, the message cut so that even six-fold escaping fits */
+		json_t *s = json_pack("{s:O, s:O, s:O, s:O, s:o, s:b}", "ts", json_object_get(o, "ts"), "level",
+				      json_object_get(o, "level"), "daemon", json_object_get(o, "daemon"), "pid",
+				      json_object_get(o, "pid"), "msg", log__cut(msg, LOG_MSG_MAX / 2), "truncated", 1);
+		n = s ? json_dumpb(s, line, sizeof(line) - 1, JSON_COMPACT) : 0;
 		json_decref(s);
 		if (n > sizeof(line) - 1)
 			n = 0;

@@ -43,6 +43,12 @@ tests_unit_test_probe_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_probe_LDADD = $(UNIT_LIBS) $(HTTP_PARSER_LIBS)
 TESTS += tests/unit/test_probe
 
+check_PROGRAMS += tests/unit/test_log
+tests_unit_test_log_SOURCES = tests/unit/test_log.c
+tests_unit_test_log_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_log_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_log
+
 check_PROGRAMS += tests/unit/test_metrics
 tests_unit_test_metrics_SOURCES = tests/unit/test_metrics.c
 tests_unit_test_metrics_CFLAGS = $(UNIT_CFLAGS)
@@ -163,7 +169,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_logs.py \
 	tests/integration/test_browser.py
 TESTS += $(INTEGRATION_TESTS)
-EXTRA_DIST += tests/integration/rtwtest.py $(INTEGRATION_TESTS) \
+EXTRA_DIST += tests/integration/rtwtest.py $(INTEGRATION_TESTS) tests/integration/test_failover.py \
 	tests/browser/package.json tests/browser/package-lock.json tests/browser/driver.mjs
 
 # The fault suite (short version; `./dev fault` runs the long one): the

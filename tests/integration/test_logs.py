@@ -6,8 +6,9 @@ stream leaves one "stream end" line per way it can end (the client closed,
 its token's exp, an error answer, the daemon's shutdown); the id in an
 answer's X-RTW-Request-Id is the one in the daemon's line and in the
 front's access log; an id a front did not send is rtw's own; no token or
-secret is in any log. Also: /v1 itself answers the contract's JSON 404
-through both fronts.
+secret is in any log; log_format = text keeps its shape with the fields as
+key=value, and log_requests = false drops the request lines. Also: /v1
+itself answers the contract's JSON 404 through both fronts.
 
 Run: RTW_BUILDDIR=$PWD/build/test /usr/bin/python3 tests/integration/test_logs.py
 """
@@ -183,6 +184,28 @@ def v1_itself_is_a_json_404():
             assert r.header("Content-Type").startswith("application/json"), r
             assert r.json["error"]["code"] == "not_found", r
             assert r.header("X-RTW-Request-Id"), r
+
+
+@test
+def text_format_and_requests_off():
+    # last but one: the log holds text lines from here on
+    for requests in ("false", "true"):
+        S.daemons["rtw-fcgi"].stop()
+        start = len(S.daemons["rtw-fcgi"].log_text())
+        fcgi = S.start_fcgi({"RTW_LOG_FORMAT": "text", "RTW_LOG_REQUESTS": requests})
+        r = request(NGINX, "POST", "/v1/streams/logs-t/messages", bc("text"), token=TOKEN)
+        assert r.status == 201, r
+        rid = r.header("X-RTW-Request-Id")
+        if requests == "false":
+            fcgi.stop()  # every line it would write is written
+            assert rid not in fcgi.log_text()[start:], fcgi.log_text()[start:]
+            continue
+        line = rtwtest.wait_for(lambda: [ln for ln in fcgi.log_text()[start:].splitlines() if rid in ln], 10, rid)[0]
+        assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC rtw-fcgi\[\d+\] INFO: request ", line), line
+        for kv in ("method=POST", "route=/v1/streams/{id}/messages", "status=201", "stream=logs-t",
+                   "client=127.0.0.1", "request_id=" + rid):
+            assert " " + kv in line, (kv, line)
+        assert "error=" not in line, line  # null fields are left out of text lines
 
 
 @test
