@@ -29,6 +29,7 @@
 #include "cfg.h"
 #include "clientaddr.h"
 #include "msg.h"
+#include "reqid.h"
 #include "token.h"
 
 #include <fcgiapp.h>
@@ -204,6 +205,10 @@ struct fcg_req {
 	int retry_after; /* seconds, 0: none */
 	const char *allow;
 	int status; /* the status sent, for the metrics */
+	/* for the request's log line */
+	const char *error_code; /* the contract's code of an error answer (static), NULL otherwise */
+	size_t bytes;		/* response body bytes */
+	char request_id[RTW_REQID_MAX];
 };
 
 /* ---- responses (respond.c) ---- */

@@ -9,6 +9,7 @@
  * them to handlers.c.
  */
 #include "config.h"
+#include "clientaddr.h"
 #include "fcgi.h"
 #include "log.h"
 #include "url.h"
@@ -200,6 +201,38 @@ static enum fcg_mroute fcg__mroute(const struct fcg_req *r)
 	return FCG_M_OTHER;
 }
 
+/* The route as a pattern (no stream id, no query: nothing a client chose
+ * grows the line), or the path itself when nothing matched. */
+static const char *fcg__route_name(const struct fcg_req *r)
+{
+	switch (r->route) {
+	case FCG_ROUTE_MESSAGES: return "/v1/streams/{id}/messages";
+	case FCG_ROUTE_PRESENCE: return "/v1/streams/{id}/presence";
+	case FCG_ROUTE_WEBHOOK: return "/v1/webhooks/{id}";
+	case FCG_ROUTE_PUBLISH: return "/v1/messages";
+	case FCG_ROUTE_NONE: break;
+	}
+	return r->path;
+}
+
+/* The request's one log line (log_requests): what was asked, what was
+ * answered, for whom; never a header value or the query (tokens). */
+static void fcg__log_request(const struct fcg_req *r, uint64_t duration_us)
+{
+	char client[RTW_CLIENT_KEY_MAX];
+	json_t *f;
+
+	rtw_client_key(r->w->trust, r->remote_addr, r->forwarded_for, client);
+	f = json_pack("{s:s, s:s, s:i, s:s?, s:f, s:I, s:s?, s:s?, s:s, s:s}", "method",
+		      strlen(r->method) < 16 ? r->method : "other", "route", fcg__route_name(r), "status", r->status,
+		      "error", r->error_code, "duration_ms", (double)duration_us / 1000.0, "bytes",
+		      (json_int_t)r->bytes, "stream", r->stream_id[0] ? r->stream_id : NULL, "widget",
+		      r->widget && r->widget->exists ? r->widget->key : NULL, "client", client, "request_id",
+		      r->request_id);
+	log_event(LOG_LVL_INFO, "request", f);
+	json_decref(f);
+}
+
 void fcg_serve(struct fcg_worker *w)
 {
 	FCGX_ParamArray env = w->fx.envp;
@@ -227,6 +260,11 @@ void fcg_serve(struct fcg_worker *w)
 		r.query = "";
 	if (r.origin && !*r.origin)
 		r.origin = NULL;
+	/* FastCGI parameters are the web server's own (a client's headers
+	 * arrive as HTTP_*): nginx's $request_id (conf/nginx.conf.in) or
+	 * Apache mod_unique_id's UNIQUE_ID; else one of ours */
+	const char *given = FCGX_GetParam("REQUEST_ID", env);
+	rtw_reqid_pick(given ? given : FCGX_GetParam("UNIQUE_ID", env), true, r.request_id);
 
 	rc = fcg__path(&r, env);
 	if (rc == RTW_ERROR) {
@@ -267,6 +305,9 @@ void fcg_serve(struct fcg_worker *w)
 out:
 	if (r.has_claims)
 		tok_claims_free(&r.claims);
-	fcg_metrics_request(w->metrics, fcg__mroute(&r), r.status, fcg__now_us() - t0);
+	uint64_t took = fcg__now_us() - t0;
+	fcg_metrics_request(w->metrics, fcg__mroute(&r), r.status, took);
+	if (w->cfg->log_requests && log_enabled(LOG_LVL_INFO))
+		fcg__log_request(&r, took);
 	atomic_fetch_sub_explicit(&w->metrics->in_flight, 1, memory_order_relaxed);
 }

@@ -38,7 +38,8 @@ static void fcg_respond__head(struct fcg_req *r, int status, size_t len, bool pr
 
 	r->status = status;
 	h->len = 0;
-	rc |= fcg_buf_printf(h, "Status: %d %s\r\n", status, rtw_http_reason(status));
+	rc |= fcg_buf_printf(h, "Status: %d %s\r\nX-RTW-Request-Id: %s\r\n", status, rtw_http_reason(status),
+			     r->request_id);
 	if (!preflight)
 		rc |= fcg_buf_printf(h,
 				     "Content-Type: application/json\r\nContent-Length: %zu\r\n"
@@ -58,7 +59,8 @@ static void fcg_respond__head(struct fcg_req *r, int status, size_t len, bool pr
 						     "Access-Control-Max-Age: %d\r\n",
 						     r->allow ? r->allow : FCG_ALLOW_MESSAGES, FCG_PREFLIGHT_MAX_AGE);
 			else
-				rc |= fcg_buf_str(h, "Access-Control-Expose-Headers: Retry-After\r\n");
+				rc |=
+				    fcg_buf_str(h, "Access-Control-Expose-Headers: Retry-After, X-RTW-Request-Id\r\n");
 		}
 	}
 	if (r->allow && (status == 405 || preflight))
@@ -74,6 +76,7 @@ static void fcg_respond__head(struct fcg_req *r, int status, size_t len, bool pr
 void fcg_send(struct fcg_req *r, int status, const char *body, size_t len)
 {
 	fcg_respond__head(r, status, len, false);
+	r->bytes = len;
 	if (len)
 		FCGX_PutStr(body, (int)len, r->w->fx.out);
 }
@@ -81,6 +84,7 @@ void fcg_send(struct fcg_req *r, int status, const char *body, size_t len)
 void fcg_send_error(struct fcg_req *r, const struct msg_error *err)
 {
 	char *j = msg_error_json(err);
+	r->error_code = err->code;
 	if ((err->status == 503 || err->status == 429) && r->retry_after <= 0)
 		r->retry_after = 1;
 	if (!j) {

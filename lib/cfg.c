@@ -34,6 +34,10 @@ const struct cfg_option cfg_options[] = {
     OPT("pgdsn", CFG_STR, pgdsn, "dbname=rtw", "libpq connection string of the rtw database"),
     OPT("log_level", CFG_STR, log_level, "info", "minimum log level: debug, info, warn, error"),
     OPT("log_file", CFG_STR, log_file, "", "log file path; empty for stderr; reopened on SIGHUP"),
+    OPT("log_format", CFG_STR, log_format, "text",
+	"text, or json: one JSON object per line (ts, level, daemon, msg, fields)"),
+    OPT("log_requests", CFG_BOOL, log_requests, "true",
+	"one line per request (rtw-fcgi) and per ended stream (rtw-sse), at info"),
 
     OPT("auth.mode", CFG_STR, auth_mode, "token",
 	"token (HS256 JWTs required) or open (ids taken as given; experiments only)"),

@@ -18,6 +18,8 @@ struct rtw_cfg {
 	char *pgdsn;
 	char *log_level;
 	char *log_file;
+	char *log_format; /* "text" or "json" */
+	bool log_requests;
 	/* [auth] */
 	char *auth_mode; /* "token" or "open" */
 	char *auth_secret;

@@ -99,6 +99,11 @@ int rtw_start(const struct rtw_prog *p, int argc, char **argv, struct rtw_cfg *c
 		cfg_free(cfg);
 		return 1;
 	}
+	if (log_set_format(cfg->log_format) != RTW_OK) {
+		fprintf(stderr, "%s: log_format must be text or json, not \"%s\"\n", p->name, cfg->log_format);
+		cfg_free(cfg);
+		return 1;
+	}
 	if (strcmp(cfg->auth_mode, "open") == 0) {
 		if (p->flags & RTW_START_WARN_OPEN)
 			log_warn("auth.mode is open: identities are taken from requests as given; use for local "

@@ -22,7 +22,8 @@ lib_librtw_a_SOURCES = \
 	lib/loop.h lib/loop.c \
 	lib/pgconn.h lib/pgconn.c \
 	lib/ratelimit.h lib/ratelimit.c \
-	lib/buf.h lib/buf.c
+	lib/buf.h lib/buf.c \
+	lib/reqid.h lib/reqid.c
 lib_librtw_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(INIH_CFLAGS) $(OPENSSL_CFLAGS)
 
 # What a program linking librtw needs.

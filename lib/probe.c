@@ -7,6 +7,7 @@
  */
 #include "config.h"
 #include "probe.h"
+#include "reqid.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -76,10 +77,15 @@ bool rtw_probe_head_only(const struct rtw_probe *p)
 
 int rtw_probe_response_head(char *out, size_t cap, int status, const char *ctype, size_t body_len)
 {
-	int n = snprintf(out, cap,
-			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
-			 "%sConnection: close\r\n\r\n",
-			 status, rtw_http_reason(status), ctype, body_len, status == 405 ? "Allow: GET, HEAD\r\n" : "");
+	char id[RTW_REQID_MAX];
+
+	/* every answer of rtw carries an id (doc/operations.md, "Request ids") */
+	rtw_reqid_new(id);
+	int n =
+	    snprintf(out, cap,
+		     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
+		     "X-RTW-Request-Id: %s\r\n%sConnection: close\r\n\r\n",
+		     status, rtw_http_reason(status), ctype, body_len, id, status == 405 ? "Allow: GET, HEAD\r\n" : "");
 	return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 

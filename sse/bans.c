@@ -104,6 +104,7 @@ static void bans__enforce(struct sse_ctx *ctx)
 		if (!c->in_index || !sse_bans_banned(ctx, c->sub.user->id, c->sub.stream->id))
 			continue;
 		ctx->bans.ended++;
+		sse_conn_why(c, "ban");
 		if (c->state == SSE_CONN_HANDSHAKE)
 			sse_conn_error(c, 403, "banned", NULL, NULL, "this user is banned from this stream");
 		else

@@ -101,12 +101,28 @@ void sse_conn_set_state(struct sse_conn *c, enum sse_conn_state to)
 		c->deadline_ms = sse_now(ctx) + (uint64_t)ctx->cfg->sse_hold_max_ms;
 }
 
+/* The line of an answered connection's end (log_requests): never its
+ * token, its user id or its query. */
+static void conn__log_end(const struct sse_conn *c)
+{
+	json_t *f = json_pack("{s:s?, s:s?, s:s?, s:i, s:I, s:i, s:I, s:i, s:s, s:s, s:s}", "stream",
+			      c->stream_id[0] ? c->stream_id : NULL, "widget", c->has_widget ? c->widget : NULL,
+			      "user_kind", c->user_kind, "status", c->status, "duration_ms",
+			      (json_int_t)(sse_now(c->ctx) - c->born_ms), "frames", (int)c->frames, "bytes",
+			      (json_int_t)c->bytes, "slow_cutoffs", (int)c->cutoffs, "end", c->end ? c->end : "closed",
+			      "client", c->ipc ? c->ipc->key : c->peer, "request_id", c->request_id);
+	log_event(LOG_LVL_INFO, "stream end", f);
+	json_decref(f);
+}
+
 void sse_conn_close(struct sse_conn *c)
 {
 	struct sse_ctx *ctx = c->ctx;
 
 	if (c->state == SSE_CONN_CLOSED)
 		return;
+	if (c->status && ctx->cfg->log_requests && log_enabled(LOG_LVL_INFO))
+		conn__log_end(c);
 	sse_conn_set_state(c, SSE_CONN_CLOSED);
 	rtw_loop_del(&ctx->loop, &c->io);
 	close(c->fd);
@@ -223,6 +239,7 @@ static void conn__overflow(struct sse_conn *c)
 	c->out_n = keep;
 	c->pos = pos;
 	c->ctx->m.slow_cutoffs++;
+	c->cutoffs++;
 	sse_conn_set_state(c, SSE_CONN_CATCHING_UP);
 	c->lagging = true;
 	conn__maybe_resume(c);
@@ -251,6 +268,7 @@ void sse_conn_push(struct sse_conn *c, struct sse_frame *f, bool live)
 		uint32_t cap = c->out_cap * 2;
 		struct sse_frame **q = malloc(cap * sizeof(*q));
 		if (q == NULL) {
+			sse_conn_why(c, "error");
 			log_error("out of memory queueing output; closing the connection");
 			sse_conn_close(c);
 			return;
@@ -314,10 +332,12 @@ static void conn__write(struct sse_conn *c)
 				conn__maybe_resume(c);
 				return;
 			}
+			sse_conn_why(c, "client_closed");
 			sse_conn_close(c);
 			return;
 		}
 		ctx->m.bytes_sent += (uint64_t)w;
+		c->bytes += (uint64_t)w;
 		c->out_bytes -= (size_t)w;
 		while (w > 0) {
 			struct sse_frame *f = c->outq[c->out_head];
@@ -331,6 +351,7 @@ static void conn__write(struct sse_conn *c)
 			if (f->has_pos) {
 				c->sent_pos = f->pos;
 				ctx->m.delivered++;
+				c->frames++;
 			}
 			sse_frame_unref(f);
 			c->out_head = (c->out_head + 1) & (c->out_cap - 1);
@@ -342,24 +363,37 @@ static void conn__write(struct sse_conn *c)
 
 /* ---- whole responses --------------------------------------------------------- */
 
-static void conn__cors(const struct rtw_cfg *cfg, const char *origin, bool widget_ok, char *out, size_t cap)
+/* request_id: NULL where no request was read (a refusal at accept). */
+static void conn__cors(const struct rtw_cfg *cfg, const char *origin, const char *request_id, bool widget_ok,
+		       char *out, size_t cap)
 {
+	int n = 0;
+
 	out[0] = '\0';
+	if (request_id) {
+		n = snprintf(out, cap, "X-RTW-Request-Id: %s\r\n", request_id);
+		if (n < 0 || (size_t)n >= cap)
+			return;
+	}
 	if (rtw_cors_any(cfg->http_cors_origins))
-		snprintf(out, cap, "Access-Control-Allow-Origin: *\r\n");
+		snprintf(out + n, cap - (size_t)n, "Access-Control-Allow-Origin: *\r\n");
 	else if (rtw_cors_echoable(origin) && (widget_ok || rtw_cors_cfg_allows(cfg->http_cors_origins, origin)))
-		snprintf(out, cap, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
+		snprintf(out + n, cap - (size_t)n,
+			 "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n"
+			 "Access-Control-Expose-Headers: X-RTW-Request-Id\r\n",
+			 origin);
 }
 
 void sse_conn_cors(const struct sse_conn *c, bool widget_ok, char *out, size_t cap)
 {
-	conn__cors(c->ctx->cfg, c->hs ? c->hs->origin : NULL, widget_ok, out, cap);
+	conn__cors(c->ctx->cfg, c->hs ? c->hs->origin : NULL, c->request_id, widget_ok, out, cap);
 }
 
 /* Queues f (a whole response; NULL: out of memory) and closes the
  * connection once it is written. */
 static void conn__answer(struct sse_conn *c, struct sse_frame *f)
 {
+	sse_conn_why(c, "answered");
 	if (f == NULL) {
 		sse_conn_close(c);
 		return;
@@ -389,6 +423,7 @@ void sse_conn_respond(struct sse_conn *c, int status, const char *ctype, const c
 
 	if (c->state == SSE_CONN_CLOSED || c->state == SSE_CONN_CLOSING)
 		return;
+	c->status = status;
 	conn__headers(c, extra, headers, sizeof(headers));
 	conn__answer(c, sse_frame_response(status, ctype, headers, body, blen, head_only));
 }
@@ -426,6 +461,7 @@ void sse_conn_error(struct sse_conn *c, int status, const char *code, const char
 
 	if (c->state == SSE_CONN_CLOSED || c->state == SSE_CONN_CLOSING)
 		return;
+	c->status = status;
 	conn__headers(c, extra, headers, sizeof(headers));
 	conn__answer(c, conn__error_frame(status, code, field, headers, message));
 }
@@ -451,7 +487,7 @@ static struct sse_frame *conn__busy_stream(const struct rtw_cfg *cfg, const char
 {
 	char cors[SSE_CORS_MAX];
 
-	conn__cors(cfg, origin, false, cors, sizeof(cors));
+	conn__cors(cfg, origin, NULL, false, cors, sizeof(cors));
 	return sse_frame_stream_retry(cors, conn__jitter(4 * (uint64_t)cfg->sse_retry_ms));
 }
 
@@ -472,6 +508,8 @@ void sse_conn_retry_later(struct sse_conn *c)
 
 	if (c->state == SSE_CONN_CLOSED || c->state == SSE_CONN_CLOSING)
 		return;
+	c->status = 200;
+	sse_conn_why(c, "retry");
 	sse_conn_cors(c, false, cors, sizeof(cors));
 	conn__answer(c, sse_frame_stream_retry(cors, sse_conn_retry_jitter(c->ctx)));
 }
@@ -688,6 +726,9 @@ static const struct sse_req *conn__read_head(struct sse_conn *c)
 	free(c->head);
 	c->head = NULL;
 	c->head_len = c->head_cap = 0;
+	/* X-Request-Id only from a front we trust, as X-Forwarded-For */
+	rtw_reqid_pick(ctx->req.has_request_id ? ctx->req.request_id : NULL, rtw_trust_has(&ctx->trust, c->peer),
+		       c->request_id);
 	c->hs = conn__hs_new(&ctx->req);
 	if (c->hs == NULL) {
 		sse_conn_close(c);
@@ -711,14 +752,17 @@ static void conn__read_discard(struct sse_conn *c)
 	for (;;) {
 		ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
 		if (n == 0) {
+			sse_conn_why(c, "client_closed");
 			sse_conn_close(c);
 			return;
 		}
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				sse_conn_why(c, "client_closed");
 				sse_conn_close(c);
+			}
 			return;
 		}
 	}
@@ -976,7 +1020,8 @@ void sse_conn_tick(struct sse_ctx *ctx)
 		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, link);
 		next = l->next;
 		if (sse_now(ctx) - c->born_ms < (uint64_t)ctx->cfg->sse_header_timeout_ms)
-			break; /* oldest first */
+			break;		      /* oldest first */
+		rtw_reqid_new(c->request_id); /* no head, so no id from the front */
 		sse_conn_error(c, 408, "invalid_field", NULL, NULL, "request head not received in time");
 	}
 	if (hb)
@@ -990,9 +1035,10 @@ void sse_conn_tick(struct sse_ctx *ctx)
 		else if (c->state == SSE_CONN_HANDSHAKE && !c->pg_job && sse_now(ctx) > c->deadline_ms) {
 			ctx->m.hold_retries++;
 			sse_conn_retry_later(c); /* held too long: PostgreSQL is still away */
-		} else if (c->exp_s && now_s >= c->exp_s && c->state != SSE_CONN_CLOSING)
+		} else if (c->exp_s && now_s >= c->exp_s && c->state != SSE_CONN_CLOSING) {
+			sse_conn_why(c, "exp");
 			sse_conn_end(c); /* contract: a stream ends at its token's exp */
-		else if (hb && (c->state == SSE_CONN_LIVE || c->state == SSE_CONN_CATCHING_UP) && c->out_n == 0)
+		} else if (hb && (c->state == SSE_CONN_LIVE || c->state == SSE_CONN_CATCHING_UP) && c->out_n == 0)
 			sse_conn_push(c, ctx->heartbeat, false);
 	}
 }
@@ -1021,6 +1067,7 @@ void sse_conn_shutdown_all(struct sse_ctx *ctx)
 	for (int i = 0; i < 2; i++) {
 		while (!sse_list_empty(lists[i])) {
 			struct sse_conn *c = SSE_CONTAINER(lists[i]->next, struct sse_conn, link);
+			sse_conn_why(c, "shutdown");
 			if (c->state == SSE_CONN_HANDSHAKE)
 				sse_conn_retry_later(c);
 			else if (c->state == SSE_CONN_LIVE || c->state == SSE_CONN_CATCHING_UP)

@@ -469,8 +469,10 @@ static void pg__result(struct sse_ctx *ctx, PGresult *res)
 			ctx->pg_job_conn = NULL;
 			if (ok)
 				pg__catchup_result(ctx, c, res);
-			else
+			else {
+				sse_conn_why(c, "error");
 				sse_conn_close(c); /* a statement error would repeat */
+			}
 		}
 		break;
 	default: break;

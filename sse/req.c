@@ -20,7 +20,7 @@
 
 #define REQ_FIELD_MAX 32
 
-enum req_hdr { REQ_HDR_OTHER, REQ_HDR_LAST_ID, REQ_HDR_AUTH, REQ_HDR_ORIGIN, REQ_HDR_XFF };
+enum req_hdr { REQ_HDR_OTHER, REQ_HDR_LAST_ID, REQ_HDR_AUTH, REQ_HDR_ORIGIN, REQ_HDR_XFF, REQ_HDR_REQID };
 
 struct sse_reqparser {
 	http_parser hp;
@@ -50,6 +50,8 @@ static enum req_hdr req__which(const struct sse_reqparser *p)
 		return REQ_HDR_ORIGIN;
 	if (strcasecmp(p->field, "x-forwarded-for") == 0)
 		return REQ_HDR_XFF;
+	if (strcasecmp(p->field, "x-request-id") == 0)
+		return REQ_HDR_REQID;
 	return REQ_HDR_OTHER;
 }
 
@@ -104,6 +106,12 @@ static void req__header_done(struct sse_reqparser *p)
 	case REQ_HDR_ORIGIN:
 		if (!p->value_long)
 			req__copy(req, req->origin, sizeof(req->origin), v, n, "Origin", &req->has_origin);
+		break;
+	case REQ_HDR_REQID:
+		/* an invalid id is not an error: the request gets one of ours */
+		req->has_request_id = !p->value_long && rtw_reqid_valid(v);
+		if (req->has_request_id)
+			memcpy(req->request_id, v, n + 1);
 		break;
 	default: break;
 	}

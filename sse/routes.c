@@ -107,6 +107,7 @@ static int routes__start_stream(struct sse_conn *c, bool resumed, bool origin_ok
 	free(init);
 	if (f == NULL)
 		return RTW_ERROR;
+	c->status = 200;
 	sse_conn_push(c, f, false);
 	sse_frame_unref(f);
 	sse_conn_hs_free(c);
@@ -210,6 +211,7 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 		sse_conn_error(c, 400, "invalid_field", r->bad_field, NULL, m);
 		return;
 	}
+	snprintf(c->stream_id, sizeof(c->stream_id), "%s", r->stream_id); /* valid: <= 128 */
 	if (r->has_widget) {
 		if (!msg_valid_uuid(r->widget_key, c->widget)) {
 			sse_conn_error(c, 400, "invalid_field", "widget_key", NULL, "widget_key must be a UUID");
@@ -241,6 +243,7 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 				return;
 			}
 			snprintf(user, sizeof(user), "%s", cl.sub);
+			c->user_kind = "token";
 			c->exp_s = cl.exp;
 			tok_claims_free(&cl);
 		} else {
@@ -251,6 +254,7 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 					       "could not mint an anonymous id");
 				return;
 			}
+			c->user_kind = "anonymous";
 			c->exp_s = (int64_t)time(NULL) + cfg->auth_anon_ttl_s;
 			c->hs->minted =
 			    tok_mint(cfg->auth_secret, strlen(cfg->auth_secret), user, c->exp_s, r->stream_id, false);
@@ -265,9 +269,12 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 			return;
 		}
 		memcpy(user, r->user_id, strlen(r->user_id) + 1); /* validated: <= 128 */
+		c->user_kind = "open";
 	} else if (rtw_anon_id(user) != RTW_OK) {
 		sse_conn_error(c, 503, "unavailable", NULL, ROUTES_RETRY_1, "could not mint an anonymous id");
 		return;
+	} else {
+		c->user_kind = "anonymous";
 	}
 	/* Until the first tail position is known (just after start, or while
 	 * PostgreSQL is down at start) a live-only subscriber has no place to

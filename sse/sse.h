@@ -35,6 +35,7 @@
 #include "msg.h"
 #include "loop.h"
 #include "pgconn.h"
+#include "reqid.h"
 
 #include <libpq-fe.h>
 #include <netinet/in.h>
@@ -280,6 +281,8 @@ struct sse_req {
 	bool xff_cut;
 	uint32_t xff_len;
 	char xff[SSE_XFF_MAX];
+	bool has_request_id; /* X-Request-Id, valid (lib/reqid.h); used only from a trusted proxy */
+	char request_id[RTW_REQID_MAX];
 	bool presence;	       /* presence=1 */
 	const char *bad_field; /* static name of an over-long field, or NULL */
 };
@@ -371,7 +374,23 @@ struct sse_conn {
 	struct sse_frame *out_inline[SSE_OUT_INLINE];
 	char widget[MSG_UUID_LEN + 1];
 	bool has_widget;
+	/* for the line logged when it ends (log_requests) */
+	int status;			/* the answer's status once one was queued, 0 before */
+	const char *user_kind;		/* static: "token", "anonymous", "open"; NULL before */
+	const char *end;		/* static: why it ended (sse_conn_why), NULL while open */
+	uint32_t frames, cutoffs;	/* events written; slow-consumer cutoffs */
+	uint64_t bytes;			/* bytes written */
+	char stream_id[MSG_ID_MAX + 1]; /* "" until routed to a stream */
+	char request_id[RTW_REQID_MAX];
 };
+
+/* Notes why c ends (a static string: "client_closed", "exp", "shutdown",
+ * "ban", "retry", "answered", "error"); the first reason given wins. */
+static inline void sse_conn_why(struct sse_conn *c, const char *reason)
+{
+	if (!c->end)
+		c->end = reason;
+}
 
 /* Connections per client address (lib/clientaddr.h's key: the peer, or
  * behind a trusted proxy the address it reports). */
@@ -559,10 +578,11 @@ void sse_conn_hs_free(struct sse_conn *c);
  * has had none is still left (its stream has not started yet). */
 bool sse_conn_dispatch_presence(struct sse_stream *st, struct sse_frame *f, bool only_waiting);
 
-#define SSE_CORS_MAX 400
-/* The CORS header lines for c's request Origin into out (always
- * NUL-terminated, "" when none), by lib/cors.c's rule: "*", or the Origin
- * echoed when the deployment or (widget_ok) a widget allows it. */
+#define SSE_CORS_MAX 512
+/* The header lines every answer to c carries into out (always
+ * NUL-terminated): X-RTW-Request-Id, then CORS for c's request Origin by
+ * lib/cors.c's rule: "*", or the Origin echoed when the deployment or
+ * (widget_ok) a widget allows it. */
 void sse_conn_cors(const struct sse_conn *c, bool widget_ok, char *out, size_t cap);
 /* Queues a whole response (extra: header lines or NULL; head_only: the
  * answer to HEAD) and closes c once it is written; nothing when c is

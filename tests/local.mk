@@ -48,6 +48,12 @@ tests_unit_test_probe_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_probe_LDADD = $(UNIT_LIBS) $(HTTP_PARSER_LIBS)
 TESTS += tests/unit/test_probe
 
+check_PROGRAMS += tests/unit/test_log
+tests_unit_test_log_SOURCES = tests/unit/test_log.c
+tests_unit_test_log_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_log_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_log
+
 check_PROGRAMS += tests/unit/test_metrics
 tests_unit_test_metrics_SOURCES = tests/unit/test_metrics.c
 tests_unit_test_metrics_CFLAGS = $(UNIT_CFLAGS)
@@ -167,12 +173,13 @@ INTEGRATION_TESTS = \
 	tests/integration/test_moderation.py \
 	tests/integration/test_cells.py \
 	tests/integration/test_observability.py \
+	tests/integration/test_logs.py \
 	tests/integration/test_browser.py
 TESTS += $(INTEGRATION_TESTS)
 # rtw_publish() and POST /v1/messages through one table of messages.
 TESTS += tests/integration/test_publish_parity.py
 EXTRA_DIST += tests/integration/test_publish_parity.py
-EXTRA_DIST += tests/integration/rtwtest.py $(INTEGRATION_TESTS) \
+EXTRA_DIST += tests/integration/rtwtest.py $(INTEGRATION_TESTS) tests/integration/test_failover.py \
 	tests/browser/package.json tests/browser/package-lock.json tests/browser/driver.mjs
 
 # The fault suite (short version; `./dev fault` runs the long one): the

@@ -63,7 +63,7 @@ static void whk_hconn__release(struct rtw_io *io)
 	free((struct whk_hconn *)io);
 }
 
-#define WHK_METRICS_MAX 8192
+#define WHK_METRICS_MAX 16384
 
 static void whk_hconn__metrics(const struct whk_worker *w, struct rtw_metrics *t)
 {
@@ -83,6 +83,14 @@ static void whk_hconn__metrics(const struct whk_worker *w, struct rtw_metrics *t
 	rtw_metrics_gauge(t, "rtw_webhookd_claim_lag_seconds", "Time from run_at to claim, last claimed job.",
 			  m->claim_lag_last_s);
 	rtw_metrics_gauge(t, "rtw_webhookd_claim_lag_max_seconds", "Largest claim lag seen.", m->claim_lag_max_s);
+	rtw_metrics_gauge(
+	    t, "rtw_webhookd_queue_jobs",
+	    "Queued jobs (due or waiting for a retry), counted up to 100000, sampled every 5 s; -1 before "
+	    "the first sample.",
+	    m->queue_depth);
+	rtw_metrics_gauge(t, "rtw_webhookd_queue_oldest_due_seconds",
+			  "How long the most overdue queued job has been due, sampled every 5 s; 0 when none.",
+			  m->queue_oldest_due_s);
 	rtw_metrics_family(t, "rtw_webhookd_call_duration_seconds", RTW_METRIC_HISTOGRAM,
 			   "Webhook calls this worker made, from start to the end of the response (any outcome).");
 	rtw_metrics_histogram(t, "rtw_webhookd_call_duration_seconds", NULL, &whk_call_bounds, m->call_bucket,

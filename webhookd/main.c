@@ -115,6 +115,7 @@ int main(int argc, char **argv)
 		goto out_cfg;
 	}
 	m.w.cfg = &cfg;
+	m.w.m.queue_depth = -1; /* no sample yet */
 	if (whk_main__identity(m.w.me, sizeof(m.w.me)) != RTW_OK || rtw_loop_init(&m.w.loop) != RTW_OK) {
 		log_error("could not start the loop");
 		goto out_curl;

@@ -101,6 +101,17 @@ static const char whk__expire_sql[] =
     "   'attempts', attempts, 'body', NULL, 'error', 'lease expired'), ts FROM j"
     " RETURNING id";
 
+/* The queue gauges are sampled on this timer, never per scrape (a scraper
+ * cannot make rtw-webhookd query more), and the count stops at the cap, so
+ * one sample costs at most WHK_QUEUE_CAP index entries. */
+#define WHK_QUEUE_MS 5000
+#define WHK_QUEUE_CAP "100000"
+/* Both halves read the partial index rtw_webhook_jobs_due (status =
+ * 'queued'): a capped count, and its first entry. */
+static const char whk__queue_sql[] =
+    "SELECT (SELECT count(*) FROM (SELECT 1 FROM rtw_webhook_jobs WHERE status = 'queued' LIMIT " WHK_QUEUE_CAP
+    ") q), COALESCE(EXTRACT(EPOCH FROM now() - (SELECT min(run_at) FROM rtw_webhook_jobs"
+    " WHERE status = 'queued' AND run_at <= now())), 0)";
 static const char whk__retention_jobs_sql[] =
     "DELETE FROM rtw_webhook_jobs WHERE id IN (SELECT id FROM rtw_webhook_jobs"
     " WHERE status IN ('succeeded', 'failed') AND finished_at < now() - $1::int * interval '1 day' LIMIT 10000)";
@@ -246,15 +257,30 @@ out:
 
 static void whk__log_outcome(const struct whk_job *job, int64_t delay_ms)
 {
-	/* the URL may carry secrets in its query: log the job id and status only */
+	/* the URL may carry secrets in its query: log the job id and status
+	 * only. delivery is the X-RTW-Delivery the target saw, so its logs and
+	 * ours join on it. */
+	const char *outcome = job->state == WHK_JOB_SUCCEEDED	 ? "succeeded"
+			      : job->state == WHK_JOB_RETRY_WAIT ? "retry"
+								 : "failed";
+	char msg[160];
 	if (job->state == WHK_JOB_SUCCEEDED)
-		log_info("job %s: succeeded (HTTP %ld, attempt %d, %" PRId64 " ms)", job->id, job->at.http_status,
-			 job->attempts, job->duration_ms);
+		snprintf(msg, sizeof(msg), "job %s: succeeded (HTTP %ld, attempt %d, %" PRId64 " ms)", job->id,
+			 job->at.http_status, job->attempts, job->duration_ms);
 	else if (job->state == WHK_JOB_RETRY_WAIT)
-		log_info("job %s: attempt %d failed, retry in %" PRId64 " ms: %s", job->id, job->attempts, delay_ms,
-			 job->at.error);
+		snprintf(msg, sizeof(msg), "job %s: attempt %d failed, retry in %" PRId64 " ms", job->id, job->attempts,
+			 delay_ms);
 	else
-		log_info("job %s: failed after %d attempt(s): %s", job->id, job->attempts, job->at.error);
+		snprintf(msg, sizeof(msg), "job %s: failed after %d attempt(s)", job->id, job->attempts);
+	json_t *f =
+	    json_pack("{s:s, s:s, s:i, s:I, s:I, s:s?, s:I}", "delivery", job->id, "outcome", outcome, "attempt",
+		      job->attempts, "http_status", (json_int_t)job->at.http_status, "duration_ms",
+		      (json_int_t)job->duration_ms, "error", job->state == WHK_JOB_SUCCEEDED ? NULL : job->at.error,
+		      "retry_in_ms", job->state == WHK_JOB_RETRY_WAIT ? (json_int_t)delay_ms : -1);
+	if (f && job->state != WHK_JOB_RETRY_WAIT)
+		json_object_del(f, "retry_in_ms");
+	log_event(LOG_LVL_INFO, msg, f);
+	json_decref(f);
 }
 
 /* Applies the verdict of the attempt in job->at. */
@@ -405,6 +431,17 @@ static void whk__expire_done(void *arg, PGresult *res)
 	}
 }
 
+static void whk__queue_done(void *arg, PGresult *res)
+{
+	struct whk_worker *w = arg;
+
+	w->queue_pending = false;
+	if (whk__ok(res, PGRES_TUPLES_OK, "sampling the queue") && PQntuples(res) == 1) {
+		w->m.queue_depth = atof(PQgetvalue(res, 0, 0));
+		w->m.queue_oldest_due_s = atof(PQgetvalue(res, 0, 1));
+	}
+}
+
 static void whk__retention_done(void *arg, PGresult *res)
 {
 	struct whk_worker *w = arg;
@@ -453,6 +490,11 @@ void whk_worker_tick(struct whk_worker *w, uint64_t now_ms)
 		if (whk_db_query(&w->db, whk__requeue_sql, 1, p, whk__maint_done, w) == RTW_OK &&
 		    whk_db_query(&w->db, whk__expire_sql, 1, p, whk__expire_done, w) == RTW_OK)
 			w->maint_pending = true;
+	}
+	if (now_ms >= w->next_queue_ms && !w->queue_pending) {
+		w->next_queue_ms = now_ms + WHK_QUEUE_MS;
+		if (whk_db_query(&w->db, whk__queue_sql, 0, NULL, whk__queue_done, w) == RTW_OK)
+			w->queue_pending = true;
 	}
 	if (now_ms >= w->next_retention_ms && !w->retention_pending) {
 		char days[16];

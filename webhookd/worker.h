@@ -53,6 +53,10 @@ struct whk_metrics {
 	 * fetch.c on the bounds whk_call_bounds, shown by health.c */
 	uint64_t call_bucket[WHK_CALL_BUCKETS + 1]; /* not cumulative; last: +Inf */
 	double call_sum_s;
+	/* the queue as the last sample saw it (worker.c, every WHK_QUEUE_MS):
+	 * queued jobs (at most WHK_QUEUE_CAP), and how long the most overdue
+	 * one has been due; -1 before the first sample */
+	double queue_depth, queue_oldest_due_s;
 };
 
 /* Upper bounds (seconds) of rtw_webhookd_call_duration_seconds (fetch.c). */
@@ -71,8 +75,8 @@ struct whk_worker {
 	bool claim_pending, claim_again;
 	bool stopping;
 	uint64_t stop_deadline_ms, exit_deadline_ms;
-	uint64_t next_poll_ms, next_maint_ms, next_retention_ms;
-	bool maint_pending, retention_pending;
+	uint64_t next_poll_ms, next_maint_ms, next_retention_ms, next_queue_ms;
+	bool maint_pending, retention_pending, queue_pending;
 	struct whk_metrics m;
 };
 

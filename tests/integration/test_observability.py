@@ -4,7 +4,7 @@ PostgreSQL each show the families every daemon has (rtw_<daemon>_pg_up,
 _build_info, _process_*), with plausible values; the alert rules in
 conf/prometheus-rtw-rules.yml pass `promtool check rules`; and every rtw_
 metric the rules and the dashboard (conf/grafana-rtw.json) name is exposed
-by a live daemon.
+by a live daemon; rtw-webhookd's queue gauges follow the jobs table.
 
 Run: RTW_BUILDDIR=$PWD/build/test /usr/bin/python3 tests/integration/test_observability.py
 """
@@ -91,6 +91,22 @@ def pg_up_falls_when_postgresql_stops():
     for d in ("fcgi", "sse", "webhookd"):
         name = "rtw_%s_pg_up" % d
         rtwtest.wait_for(lambda: samples(scrape(d))[name] == [("", 1.0)], 30, name + " 1")
+
+
+@test
+def webhook_queue_depth_is_sampled():
+    # jobs queued for later: counted, not due (so not claimed meanwhile)
+    ids = [ST.pg.query("INSERT INTO rtw_webhook_jobs (stream_id, widget_key, author_id, url, method, headers, ts,"
+                       " run_at) VALUES ('obs', %s, 'u1', 'https://example.invalid/x', 'POST', '{}'::jsonb, 1,"
+                       " now() + interval '1 hour') RETURNING id", (ST.widget_key,))[0][0] for _ in range(3)]
+    try:
+        def depth():
+            s = samples(scrape("webhookd"))
+            return s["rtw_webhookd_queue_jobs"] == [("", 3.0)] and s["rtw_webhookd_queue_oldest_due_seconds"]
+        (_, due), = rtwtest.wait_for(depth, 20, "rtw_webhookd_queue_jobs 3")
+        assert due == 0, due
+    finally:
+        ST.pg.query("DELETE FROM rtw_webhook_jobs WHERE id = ANY(%s) RETURNING id", (ids,))
 
 
 @test

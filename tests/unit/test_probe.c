@@ -69,6 +69,7 @@ static void test_response_head(void **state)
 	assert_non_null(strstr(out, "HTTP/1.1 405 Method Not Allowed\r\n"));
 	assert_non_null(strstr(out, "Allow: GET, HEAD\r\n"));
 	assert_non_null(strstr(out, "Content-Length: 19\r\n"));
+	assert_non_null(strstr(out, "\r\nX-RTW-Request-Id: "));
 	assert_true(strcmp(out + n - 4, "\r\n\r\n") == 0);
 	n = rtw_probe_response_head(out, sizeof(out), 200, "application/json", 3);
 	assert_null(strstr(out, "Allow:"));
