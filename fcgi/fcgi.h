@@ -72,7 +72,7 @@ struct fcg_metrics {
 	atomic_uint_fast64_t requests[FCG_M_NROUTES][FCG_M_NSTATUS];
 	atomic_uint_fast64_t dur_bucket[FCG_M_NROUTES][FCG_M_NBUCKETS + 1]; /* not cumulative; last: +Inf */
 	atomic_uint_fast64_t dur_sum_us[FCG_M_NROUTES];
-	atomic_uint_fast64_t gc_batches, gc_rows, pg_reconnects, rate_limited;
+	atomic_uint_fast64_t gc_batches, gc_rows, pg_reconnects, rate_limited, commits_in_doubt;
 	atomic_int in_flight;
 };
 
@@ -106,6 +106,7 @@ struct fcg_db {
 	bool connected_once;	     /* a later connect counts as a reconnect */
 	const char *streaming;	     /* the statement fcg_db_stream started, until its end */
 	struct fcg_metrics *metrics; /* borrowed */
+	bool warned;		     /* a plain WARNING (01000) arrived during the statement */
 };
 
 /* One cached row of rtw_widgets (widget.c, fcg_widget_get). */
