@@ -6,3 +6,4 @@ bench_rtw_bench_CFLAGS = $(AM_CFLAGS) -O2
 EXTRA_DIST += bench/run bench/stack.py bench/driver.py bench/history.py bench/nchan.conf bench/post.lua bench/nchan_post.lua \
 	bench/batch.py bench/batch.lua
 EXTRA_DIST += bench/presence.py
+EXTRA_DIST += bench/nodes.py
