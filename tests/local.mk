@@ -159,6 +159,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_publish.py \
 	tests/integration/test_presence.py \
 	tests/integration/test_cells.py \
+	tests/integration/test_failover.py \
 	tests/integration/test_observability.py \
 	tests/integration/test_browser.py
 TESTS += $(INTEGRATION_TESTS)
