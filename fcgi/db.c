@@ -253,6 +253,8 @@ PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *con
 	if (PQresultStatus(res) == expected && !fcg_db__in_doubt(db))
 		return res;
 	if (PQresultStatus(res) == expected) {
+		if (sqlstate)
+			snprintf(sqlstate, 6, "%s", FCG_IN_DOUBT);
 		PQclear(res);
 		return NULL;
 	}

@@ -126,7 +126,10 @@ int fcg_db_ready(struct fcg_db *db) RTW_WUR;
 /* Runs prepared statement name with text params. Returns the result (caller
  * PQclear's) when its status is expected; otherwise NULL, after marking the
  * connection DOWN when it was lost. *sqlstate (may be NULL) receives the
- * SQLSTATE of a failed statement ("" for a lost connection). */
+ * SQLSTATE of a failed statement ("" for a lost connection, FCG_IN_DOUBT
+ * for a commit the synchronous standby may not have: its rows are stored
+ * here, so they must not be written again). */
+#define FCG_IN_DOUBT "01000"
 PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *const *params, ExecStatusType expected,
 		     char sqlstate[6]) RTW_WUR;
 

@@ -12,7 +12,8 @@ primary is stopped hard (pg_ctl -m immediate) and the standby promoted.
 First, with replay paused on the standby, a POST's commit waits for it and
 is cancelled (pg_cancel_backend, as statement_timeout would): rtw-fcgi must
 answer 503, not acknowledge a row the standby may lack, and the retry with
-the same Idempotency-Key gets the one stored row.
+the same Idempotency-Key gets the one stored row; POSTs without a key
+(the group commit) get 503 too and are never written twice.
 
 Then the failover. Checks: every acknowledged message is on the new primary and reached the
 subscriber exactly once, in one order; no message is stored twice; the
@@ -146,6 +147,23 @@ def cancelled_sync_wait_is_not_acknowledged():
     t.join(WAIT)
     assert got["r"].status == 503, (got["r"].status, got["r"].body)
     assert metric("rtw_fcgi_commits_in_doubt_total") == before + 1
+    # the group commit (POSTs without a key): a batch in doubt is stored
+    # once and answered 503, never written again row by row
+    codes = []
+    posts = [threading.Thread(target=lambda: codes.append(request(
+        PORT, "POST", "/v1/streams/doubt-many/messages", msg, token=TOKEN, timeout=30).status), daemon=True)
+             for _ in range(4)]
+    for p in posts:
+        p.start()
+    deadline = time.time() + WAIT
+    while any(p.is_alive() for p in posts):
+        assert time.time() < deadline, "POSTs still waiting for the standby"
+        for (pid, ) in PRIMARY.query(waiting):
+            PRIMARY.query("SELECT pg_cancel_backend(%s)", (pid, ))
+        time.sleep(0.05)
+    assert codes == [503] * 4, codes
+    stored = PRIMARY.query("SELECT count(*) FROM rtw_messages WHERE stream_id = 'doubt-many'")[0][0]
+    assert stored <= 4, stored
     STANDBY.query("SELECT pg_wal_replay_resume()")
     r = request(PORT, "POST", "/v1/streams/doubt/messages", msg, token=TOKEN, headers={"Idempotency-Key": key})
     assert r.status == 201, (r.status, r.body)
