@@ -8,3 +8,4 @@ EXTRA_DIST += bench/run bench/stack.py bench/driver.py bench/history.py bench/nc
 EXTRA_DIST += bench/presence.py
 EXTRA_DIST += bench/bans.py
 EXTRA_DIST += bench/front_ab.py
+EXTRA_DIST += bench/nodes.py

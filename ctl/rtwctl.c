@@ -2,7 +2,8 @@
  * rtwctl.c: the admin command line: schema migrations, the widget
  * registry, token minting, publishing (rtw_publish), bans and a look at
  * what is stored. Blocking libpq;
- * every statement parameterized. Prints results on stdout, errors on
+ * every statement parameterized. With `cells` set, a database command runs
+ * once per cell (ctl__cells). Prints results on stdout, errors on
  * stderr, exits 0 on success, 1 on failure, 2 on bad usage.
  */
 #include "config.h"
@@ -50,6 +51,9 @@ static const char usage[] = "usage: rtwctl [--config FILE] COMMAND ...\n\n" CTL_
 struct ctl {
 	struct rtw_cfg cfg;
 	PGconn *conn;
+	/* over cells: the key the first cell's "widget add" drew, so every
+	 * cell registers the widget under one key */
+	char cell_key[MSG_UUID_LEN + 1];
 };
 
 static int ctl__fail(const char *what, const char *detail)
@@ -185,6 +189,8 @@ static int cmd_widget(struct ctl *c, int argc, char **argv)
 		if (optind + 1 != argc)
 			goto usage;
 		name = argv[optind];
+		if (!key && c->cell_key[0])
+			key = c->cell_key;
 		if (!key) {
 			unsigned char r[16];
 			if (rtw_random(r, sizeof(r)) != RTW_OK) {
@@ -201,6 +207,7 @@ static int cmd_widget(struct ctl *c, int argc, char **argv)
 			rc = ctl__fail("invalid widget key", "expected a UUID");
 			goto out;
 		}
+		snprintf(c->cell_key, sizeof(c->cell_key), "%s", keybuf);
 		const char *params[] = {keybuf, name, origins_lit ? origins_lit : "{}", hosts_lit ? hosts_lit : "{}"};
 		if ((rc = ctl__connect(c)) == 0)
 			rc = ctl__query(
@@ -610,6 +617,81 @@ out:
 	return rc;
 }
 
+static int ctl__run(struct ctl *c, const char *cmd, int argc, char **argv)
+{
+	if (strcmp(cmd, "migrate") == 0)
+		return cmd_migrate(c, argc, argv);
+	if (strcmp(cmd, "widget") == 0)
+		return cmd_widget(c, argc, argv);
+	if (strcmp(cmd, "token") == 0)
+		return cmd_token(c, argc, argv);
+	if (strcmp(cmd, "tail") == 0)
+		return cmd_tail(c, argc, argv);
+	if (strcmp(cmd, "stats") == 0)
+		return cmd_stats(c, argc, argv);
+	if (strcmp(cmd, "publish") == 0)
+		return cmd_publish(c, argc, argv);
+	if (strcmp(cmd, "user") == 0)
+		return cmd_user(c, argc, argv);
+	fprintf(stderr, "%s", usage);
+	return 2;
+}
+
+static bool ctl__has_arg(int argc, char **argv, const char *arg)
+{
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], arg) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * `cells` (doc/scaling.md): the command runs against every cell in turn,
+ * each cell's output under a "== cell N ==" line, its errors prefixed
+ * likewise; the exit status is the worst of them, so one failing cell
+ * fails the whole run while the others still get the command. Commands
+ * that belong to one cell are refused: publish (a stream lives in the cell
+ * the front's hash picks) and a following tail (it never ends).
+ */
+static int ctl__cells(struct ctl *c, const char *cmd, int argc, char **argv)
+{
+	char *list = strdup(c->cfg.cells), *save = NULL, *dsn;
+	char *own = c->cfg.pgdsn;
+	int n = 0, worst = 0;
+
+	if (list == NULL)
+		return ctl__fail("out of memory", NULL);
+	if (strcmp(cmd, "publish") == 0 || (strcmp(cmd, "tail") == 0 && !ctl__has_arg(argc, argv, "--no-follow"))) {
+		free(list);
+		fprintf(stderr, "rtwctl: %s runs against one cell: set cells empty and pgdsn to the cell's%s\n", cmd,
+			strcmp(cmd, "tail") == 0 ? " (or add --no-follow)" : "");
+		return 2;
+	}
+	for (dsn = strtok_r(list, "|", &save); dsn; dsn = strtok_r(NULL, "|", &save)) {
+		int rc;
+		dsn += strspn(dsn, " \t");
+		if (*dsn == '\0')
+			continue;
+		c->cfg.pgdsn = dsn;
+		printf("== cell %d ==\n", ++n);
+		fflush(stdout);
+		rc = ctl__run(c, cmd, argc, argv);
+		fflush(stdout);
+		if (rc != 0)
+			fprintf(stderr, "rtwctl: cell %d: %s failed (exit %d)\n", n, cmd, rc);
+		if (c->conn)
+			PQfinish(c->conn);
+		c->conn = NULL;
+		if (rc > worst)
+			worst = rc;
+		if (rc == 2)
+			break; /* bad usage is the same in every cell */
+	}
+	c->cfg.pgdsn = own;
+	free(list);
+	return n == 0 ? ctl__fail("cells lists no connection string", NULL) : worst;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct rtw_prog prog = {"rtwctl", "The admin command line of rtw.", CTL_COMMANDS,
@@ -622,22 +704,11 @@ int main(int argc, char **argv)
 		return rc;
 
 	const char *cmd = argv[i];
-	if (strcmp(cmd, "migrate") == 0)
-		rc = cmd_migrate(&c, argc - i, argv + i);
-	else if (strcmp(cmd, "widget") == 0)
-		rc = cmd_widget(&c, argc - i, argv + i);
-	else if (strcmp(cmd, "token") == 0)
-		rc = cmd_token(&c, argc - i, argv + i);
-	else if (strcmp(cmd, "tail") == 0)
-		rc = cmd_tail(&c, argc - i, argv + i);
-	else if (strcmp(cmd, "stats") == 0)
-		rc = cmd_stats(&c, argc - i, argv + i);
-	else if (strcmp(cmd, "publish") == 0)
-		rc = cmd_publish(&c, argc - i, argv + i);
-	else if (strcmp(cmd, "user") == 0)
-		rc = cmd_user(&c, argc - i, argv + i);
+	/* token touches no database: once, whatever cells says */
+	if (c.cfg.cells[0] && strcmp(cmd, "token") != 0)
+		rc = ctl__cells(&c, cmd, argc - i, argv + i);
 	else
-		rc = (fprintf(stderr, "%s", usage), 2);
+		rc = ctl__run(&c, cmd, argc - i, argv + i);
 	if (c.conn)
 		PQfinish(c.conn);
 	cfg_free(&c.cfg);

@@ -103,12 +103,12 @@ static json_t *fcg__row(const struct fcg_gc_item *it)
 }
 
 /* Writes batch (n items) in one statement; on a statement error (not a
- * lost connection) falls back to one statement per item, so one bad row
- * cannot fail the others. */
+ * lost connection, nor a commit in doubt, whose rows are stored) falls
+ * back to one statement per item, so one bad row cannot fail the others. */
 static void fcg__write_batch(struct fcg_db *db, struct fcg_gc_item **batch, int n)
 {
 	json_t *rows;
-	char *text = NULL, sqlstate[6];
+	char *text = NULL, sqlstate[6] = "";
 	PGresult *res = NULL;
 
 	if (n == 1) {
@@ -138,7 +138,7 @@ static void fcg__write_batch(struct fcg_db *db, struct fcg_gc_item **batch, int 
 		return;
 	}
 	PQclear(res);
-	if (res || db->state != FCG_DB_READY) {
+	if (res || db->state != FCG_DB_READY || strcmp(sqlstate, FCG_IN_DOUBT) == 0) {
 		for (int i = 0; i < n; i++)
 			batch[i]->rc = RTW_AGAIN;
 		return;

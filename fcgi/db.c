@@ -3,7 +3,8 @@
  * timeouts, preparing every statement rtw-fcgi runs, running them (a
  * history page row by row, in single-row mode) and noticing when the
  * server went away (the connection goes DOWN and the next
- * request reconnects; callers answer 503 meanwhile). Blocking libpq, run on
+ * request reconnects; callers answer 503 meanwhile), and refusing a
+ * commit the synchronous standby may not have (fcg_db__in_doubt). Blocking libpq, run on
  * the worker thread that owns the struct fcg_db; never shared. Tier 0 of
  * fcgi/: calls nothing else in fcgi/.
  */
@@ -140,6 +141,41 @@ static void fcg_db__oneline(const char *in, char *out, size_t outlen)
 	out[i] = '\0';
 }
 
+/* Server notices: only the plain WARNING class (SQLSTATE 01000) matters,
+ * and only to fcg_db__in_doubt. */
+static void fcg_db__notice(void *arg, const PGresult *res)
+{
+	struct fcg_db *db = arg;
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	if (sev && code && strcmp(sev, "WARNING") == 0 && strcmp(code, "01000") == 0)
+		db->warned = true;
+}
+
+/*
+ * True when the statement just run ended a transaction (the connection is
+ * idle again: a COMMIT, or a write outside BEGIN) and drew a plain WARNING.
+ * With synchronous replication, a COMMIT whose wait for the standby is
+ * cancelled (statement_timeout, pg_cancel_backend) keeps the local commit
+ * and says only "canceling wait for synchronous replication ... might not
+ * have been replicated" (SQLSTATE 01000; the text may be translated): the
+ * caller must not acknowledge, since a failover now could lose the row.
+ * Answering 503 makes the client retry with its Idempotency-Key, which
+ * finds the row (or, after a failover that lost it, writes it again).
+ * rtw-fcgi's writes raise no other 01000 warning; rtw_horizon()'s (sql/003)
+ * come from reads, and only the history pages call it, not through here.
+ */
+static bool fcg_db__in_doubt(struct fcg_db *db)
+{
+	if (!db->warned || PQtransactionStatus(db->conn) != PQTRANS_IDLE)
+		return false;
+	log_warn("worker %d: a commit was not confirmed by the synchronous standby; not acknowledged", db->worker_id);
+	if (db->metrics)
+		FCG_COUNT(db->metrics, commits_in_doubt, 1);
+	return true;
+}
+
 static int fcg_db__connect(struct fcg_db *db)
 {
 	char app[32], msg[512];
@@ -158,6 +194,8 @@ static int fcg_db__connect(struct fcg_db *db)
 			      NULL};
 
 	db->conn = PQconnectdbParams(keys, vals, 1);
+	if (db->conn)
+		PQsetNoticeReceiver(db->conn, fcg_db__notice, db);
 	if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
 		fcg_db__oneline(db->conn ? PQerrorMessage(db->conn) : "out of memory", msg, sizeof(msg));
 		if (db->failing)
@@ -218,9 +256,16 @@ PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *con
 		sqlstate[0] = '\0';
 	if (fcg_db_ready(db) != RTW_OK)
 		return NULL;
+	db->warned = false;
 	res = PQexecPrepared(db->conn, name, n, params, NULL, NULL, 0);
-	if (PQresultStatus(res) == expected)
+	if (PQresultStatus(res) == expected && !fcg_db__in_doubt(db))
 		return res;
+	if (PQresultStatus(res) == expected) {
+		if (sqlstate)
+			snprintf(sqlstate, 6, "%s", FCG_IN_DOUBT);
+		PQclear(res);
+		return NULL;
+	}
 	if (sqlstate)
 		snprintf(sqlstate, 6, "%s", pgu_sqlstate(res));
 	if (pgu_connection_lost(db->conn, res)) {
@@ -299,9 +344,10 @@ int fcg_db_cmd(struct fcg_db *db, const char *sql)
 
 	if (fcg_db_ready(db) != RTW_OK)
 		return RTW_AGAIN;
+	db->warned = false;
 	res = PQexec(db->conn, sql);
 	if (PQresultStatus(res) == PGRES_COMMAND_OK) {
-		rc = RTW_OK;
+		rc = fcg_db__in_doubt(db) ? RTW_AGAIN : RTW_OK;
 	} else if (pgu_connection_lost(db->conn, res)) {
 		log_warn("worker %d: lost the database connection", db->worker_id);
 		fcg_db__down(db);

@@ -70,7 +70,7 @@ struct fcg_metrics {
 	atomic_uint_fast64_t requests[FCG_M_NROUTES][FCG_M_NSTATUS];
 	atomic_uint_fast64_t dur_bucket[FCG_M_NROUTES][FCG_M_NBUCKETS + 1]; /* not cumulative; last: +Inf */
 	atomic_uint_fast64_t dur_sum_us[FCG_M_NROUTES];
-	atomic_uint_fast64_t gc_batches, gc_rows, pg_reconnects, rate_limited;
+	atomic_uint_fast64_t gc_batches, gc_rows, pg_reconnects, rate_limited, commits_in_doubt;
 	atomic_int in_flight;
 };
 
@@ -104,6 +104,7 @@ struct fcg_db {
 	bool connected_once;	     /* a later connect counts as a reconnect */
 	const char *streaming;	     /* the statement fcg_db_stream started, until its end */
 	struct fcg_metrics *metrics; /* borrowed */
+	bool warned;		     /* a plain WARNING (01000) arrived during the statement */
 };
 
 /* One cached row of rtw_widgets (widget.c, fcg_widget_get). */
@@ -123,7 +124,10 @@ int fcg_db_ready(struct fcg_db *db) RTW_WUR;
 /* Runs prepared statement name with text params. Returns the result (caller
  * PQclear's) when its status is expected; otherwise NULL, after marking the
  * connection DOWN when it was lost. *sqlstate (may be NULL) receives the
- * SQLSTATE of a failed statement ("" for a lost connection). */
+ * SQLSTATE of a failed statement ("" for a lost connection, FCG_IN_DOUBT
+ * for a commit the synchronous standby may not have: its rows are stored
+ * here, so they must not be written again). */
+#define FCG_IN_DOUBT "01000"
 PGresult *fcg_db_run(struct fcg_db *db, const char *name, int n, const char *const *params, ExecStatusType expected,
 		     char sqlstate[6]) RTW_WUR;
 

@@ -104,6 +104,9 @@ static void fcg_health__metrics(struct fcg_health *h, struct rtw_metrics *w, boo
 			    LD(m->gc_rows));
 	rtw_metrics_counter(w, "rtw_fcgi_pg_reconnects_total",
 			    "Worker connections to PostgreSQL made again after a loss.", LD(m->pg_reconnects));
+	rtw_metrics_counter(w, "rtw_fcgi_commits_in_doubt_total",
+			    "Commits not acknowledged: their wait for the synchronous standby was cancelled.",
+			    LD(m->commits_in_doubt));
 	rtw_metrics_counter(w, "rtw_fcgi_rate_limited_total", "Messages refused with 429 rate_limited.",
 			    LD(m->rate_limited));
 	rtw_metrics_gauge(w, "rtw_fcgi_requests_in_flight", "Requests being served now.",

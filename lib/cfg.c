@@ -32,6 +32,8 @@
 
 const struct cfg_option cfg_options[] = {
     OPT("pgdsn", CFG_STR, pgdsn, "dbname=rtw", "libpq connection string of the rtw database"),
+    OPT("cells", CFG_STR, cells, "",
+	"rtwctl only: the libpq connection strings of every cell, separated by |; each command runs in every cell"),
     OPT("log_level", CFG_STR, log_level, "info", "minimum log level: debug, info, warn, error"),
     OPT("log_file", CFG_STR, log_file, "", "log file path; empty for stderr; reopened on SIGHUP"),
     OPT("log_format", CFG_STR, log_format, "text",

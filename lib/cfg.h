@@ -16,6 +16,7 @@
 struct rtw_cfg {
 	/* top level */
 	char *pgdsn;
+	char *cells; /* rtwctl: every cell's pgdsn, | between */
 	char *log_level;
 	char *log_file;
 	char *log_format; /* "text" or "json" */

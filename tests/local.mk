@@ -172,6 +172,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_presence.py \
 	tests/integration/test_moderation.py \
 	tests/integration/test_cells.py \
+	tests/integration/test_failover.py \
 	tests/integration/test_observability.py \
 	tests/integration/test_logs.py \
 	tests/integration/test_browser.py

@@ -9,7 +9,10 @@ secret and register the same widget key (rtwctl widget add --key).
 Checks: each stream's rows are in exactly one cell, and always the same one
 (POST twice, history, SSE); both cells get streams; a stream's subscriber
 sees its stream's messages and nothing of another stream; every stream
-works end to end through the front.
+works end to end through the front; rtwctl with `cells` listing both
+cells runs each command in each (one widget key everywhere, per-cell
+counts, a dead cell fails the run while the other still gets it, publish
+refused).
 
 Run: RTW_BUILDDIR=$PWD /usr/bin/python3 tests/integration/test_cells.py
 """
@@ -111,6 +114,42 @@ def every_stream_works_end_to_end_and_is_isolated():
     # the other cell never saw the stream
     for s in STREAMS:
         assert not (rows(A, s) and rows(B, s)), s
+
+
+def ctl_cells(*args, cells=None):
+    """rtwctl with `cells` listing both cells' DSNs (RTW_CELLS)."""
+    env = dict(A.env)
+    env["RTW_CELLS"] = cells or "%s | %s" % (A.pg.dsn, B.pg.dsn)
+    return subprocess.run([rtwtest.prog("rtwctl")] + list(args), env=env, capture_output=True, text=True)
+
+
+@test
+def rtwctl_runs_every_command_in_every_cell():
+    # a widget without --key: one key drawn, registered in both cells
+    r = ctl_cells("widget", "add", "everywhere")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("== cell ") == 2, r.stdout
+    keys = [c.pg.query("SELECT widget_key::text FROM rtw_widgets WHERE name = 'everywhere'") for c in (A, B)]
+    assert keys[0] == keys[1] and len(keys[0]) == 1, keys
+    # per-cell results: each cell's own message count (one stream posted to,
+    # so one cell has a message the other has not)
+    post("cell-00", 99)
+    r = ctl_cells("stats")
+    assert r.returncode == 0, r.stderr
+    parts = r.stdout.split("== cell ")[1:]
+    assert [p.split(" ==")[0] for p in parts] == ["1", "2"], r.stdout
+    for part, cell in zip(parts, (A, B)):
+        n = cell.pg.query("SELECT count(*) FROM rtw_messages WHERE type = 'broadcast'")[0][0]
+        assert ("messages.broadcast\t%d\n" % n in part) == (n > 0), (part, n)
+    # one cell down: the other still gets the command, the exit is non-zero
+    dead = "host=127.0.0.1 port=%d dbname=rtw user=postgres connect_timeout=2" % free_port()
+    r = ctl_cells("widget", "add", "half", cells="%s | %s" % (dead, B.pg.dsn))
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "cell 1" in r.stderr, r.stderr
+    assert len(B.pg.query("SELECT 1 FROM rtw_widgets WHERE name = 'half'")) == 1
+    # a command that belongs to one cell is refused, nothing written
+    r = ctl_cells("publish", "--stream", "cell-00", "--widget", KEY, '{"x": 1}')
+    assert r.returncode == 2, (r.returncode, r.stderr)
 
 
 if __name__ == "__main__":

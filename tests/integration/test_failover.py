@@ -9,12 +9,20 @@ Idempotency-Key until acknowledged; a subscriber follows the stream through
 nginx, resuming with Last-Event-ID whenever its stream ends. Midway the
 primary is stopped hard (pg_ctl -m immediate) and the standby promoted.
 
-Checks: every acknowledged message is on the new primary and reached the
+First, with replay paused on the standby, a POST's commit waits for it and
+is cancelled (pg_cancel_backend, as statement_timeout would): rtw-fcgi must
+answer 503, not acknowledge a row the standby may lack, and the retry with
+the same Idempotency-Key gets the one stored row; POSTs without a key
+(the group commit) get 503 too and are never written twice.
+
+Then the failover. Checks: every acknowledged message is on the new primary and reached the
 subscriber exactly once, in one order; no message is stored twice; the
 daemons found the new primary by themselves; a Last-Event-ID issued by the
 old primary resumes exactly on the new one.
 
-Run: RTW_BUILDDIR=$PWD /usr/bin/python3 tests/integration/test_failover.py
+In make check (so ./dev test); about 25 s.
+
+Run: RTW_BUILDDIR=$PWD/build/test /usr/bin/python3 tests/integration/test_failover.py
 """
 import os
 import sys
@@ -82,11 +90,12 @@ class Publisher(threading.Thread):
             self.error = e
 
 
-def follow(last_id, want, deadline):
+def follow(last_id, want, deadline, seen=None):
     """Events of STREAM after last_id until `want` message numbers were
     seen, reconnecting with Last-Event-ID whenever the stream ends.
-    Returns [(id, n)] in arrival order."""
-    seen = []
+    Returns [(id, n)] in arrival order (also appended to `seen`, which the
+    caller may read should this fail)."""
+    seen = [] if seen is None else seen
     while len({n for _, n in seen}) < want:
         assert time.time() < deadline, "only %d of %d messages arrived" % (len(seen), want)
         h = {"Last-Event-ID": last_id} if last_id else {}
@@ -109,11 +118,66 @@ def follow(last_id, want, deadline):
     return seen
 
 
+def metric(name):
+    r = request(S.fcgi_health_port, "GET", "/metrics")
+    for line in r.body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("no metric " + name)
+
+
+@test
+def cancelled_sync_wait_is_not_acknowledged():
+    """A COMMIT whose wait for the synchronous standby is cancelled stays
+    committed on the primary alone: rtw-fcgi answers 503, not 201, and the
+    client's retry with the same Idempotency-Key gets the one stored row."""
+    key = uuid.uuid4().hex
+    msg = {"type": "broadcast", "widget_key": S.widget_key, "timestamp": 1, "message": {"doubt": True}}
+    STANDBY.query("SELECT pg_wal_replay_pause()")  # remote_apply commits now wait
+    got = {}
+    t = threading.Thread(target=lambda: got.update(
+        r=request(PORT, "POST", "/v1/streams/doubt/messages", msg, token=TOKEN,
+                  headers={"Idempotency-Key": key}, timeout=30)), daemon=True)
+    t.start()
+    waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+    wait_for(lambda: PRIMARY.query(waiting), WAIT, "a commit waiting for the standby")
+    before = metric("rtw_fcgi_commits_in_doubt_total")
+    for (pid, ) in PRIMARY.query(waiting):
+        PRIMARY.query("SELECT pg_cancel_backend(%s)", (pid, ))
+    t.join(WAIT)
+    assert got["r"].status == 503, (got["r"].status, got["r"].body)
+    assert metric("rtw_fcgi_commits_in_doubt_total") == before + 1
+    # the group commit (POSTs without a key): a batch in doubt is stored
+    # once and answered 503, never written again row by row
+    codes = []
+    posts = [threading.Thread(target=lambda: codes.append(request(
+        PORT, "POST", "/v1/streams/doubt-many/messages", msg, token=TOKEN, timeout=30).status), daemon=True)
+             for _ in range(4)]
+    for p in posts:
+        p.start()
+    deadline = time.time() + WAIT
+    while any(p.is_alive() for p in posts):
+        assert time.time() < deadline, "POSTs still waiting for the standby"
+        for (pid, ) in PRIMARY.query(waiting):
+            PRIMARY.query("SELECT pg_cancel_backend(%s)", (pid, ))
+        time.sleep(0.05)
+    assert codes == [503] * 4, codes
+    stored = PRIMARY.query("SELECT count(*) FROM rtw_messages WHERE stream_id = 'doubt-many'")[0][0]
+    assert stored <= 4, stored
+    STANDBY.query("SELECT pg_wal_replay_resume()")
+    r = request(PORT, "POST", "/v1/streams/doubt/messages", msg, token=TOKEN, headers={"Idempotency-Key": key})
+    assert r.status == 201, (r.status, r.body)
+    rows = PRIMARY.query("SELECT id::text FROM rtw_messages WHERE stream_id = 'doubt'")
+    assert rows == [(str(r.json["id"]), )], (rows, r.json)
+    # the retry's own commit waited for the standby, which so holds the row
+    assert STANDBY.query("SELECT id::text FROM rtw_messages WHERE stream_id = 'doubt'") == rows
+
+
 @test
 def promotion_mid_run_loses_nothing_duplicates_nothing():
     pub = Publisher()
-    got = {}
-    sub = threading.Thread(target=lambda: got.update(seen=follow(None, N, time.time() + 2 * WAIT)), daemon=True)
+    seen = []
+    sub = threading.Thread(target=follow, args=(None, N, time.time() + 2 * WAIT, seen), daemon=True)
     sub.start()
     time.sleep(0.5)  # the subscriber is in before the first post
     pub.start()
@@ -124,7 +188,10 @@ def promotion_mid_run_loses_nothing_duplicates_nothing():
     assert pub.error is None, pub.error
     assert sorted(pub.acked) == list(range(N)), sorted(pub.acked)
     sub.join(2 * WAIT)
-    seen = got["seen"]
+    missing = sorted(set(range(N)) - {n for _, n in seen})
+    assert not missing, ("missing", missing, "seen", seen, "holders",
+                         STANDBY.query("SELECT xid::text, pid, state, query FROM rtw_horizon_holders"),
+                         "tail", STANDBY.query("SELECT max(xid)::text, rtw_horizon()::text FROM rtw_messages"))
     # every acknowledged message is on the new primary, stored once
     rows = STANDBY.query("SELECT id, (message->>'n')::int FROM rtw_messages WHERE stream_id = %s", (STREAM, ))
     by_n = {}
