@@ -210,6 +210,7 @@ static const char *fcg__route_name(const struct fcg_req *r)
 	case FCG_ROUTE_PRESENCE: return "/v1/streams/{id}/presence";
 	case FCG_ROUTE_WEBHOOK: return "/v1/webhooks/{id}";
 	case FCG_ROUTE_PUBLISH: return "/v1/messages";
+	case FCG_ROUTE_MESSAGE: return "/v1/streams/{id}/messages/{id}";
 	case FCG_ROUTE_NONE: break;
 	}
 	return r->path;
