@@ -109,6 +109,15 @@ enum { PG_COL_XID, PG_COL_ROW, PG_COL_EPOCH = PG_COL_ROW + RTW_ROW_NCOLS, PG_COL
 
 static void pg__send_next(struct sse_ctx *ctx);
 
+/* The tail is wanted; rtw_sse_stage_seconds{stage="tail_wait"} times how
+ * long it waits for its turn on the connection. */
+static void pg__want_tail(struct sse_ctx *ctx)
+{
+	if (!ctx->tail_wanted)
+		ctx->tail_wanted_us = rtw_wall_us();
+	ctx->tail_wanted = true;
+}
+
 /* The PostgreSQL side's own timer: the safety poll and the re-poll for
  * rows behind the horizon (reconnects are lib/pgconn.c's). */
 static void pg__timer_arm(struct sse_ctx *ctx, uint64_t ms)
@@ -121,7 +130,7 @@ static void pg__timer(void *arg)
 {
 	struct sse_ctx *ctx = arg;
 
-	ctx->tail_wanted = true;
+	pg__want_tail(ctx);
 	sse_pg_kick(ctx);
 }
 
@@ -176,7 +185,7 @@ static void pg__on_notify(struct rtw_pgconn *pc, const char *channel, const char
 	(void)pc;
 	(void)channel;
 	(void)payload;
-	((struct sse_ctx *)arg)->tail_wanted = true; /* sent when the loop kicks, after the pass */
+	pg__want_tail(arg); /* sent when the loop kicks, after the pass */
 }
 
 static void pg__pos_text(struct sse_pos p, char xid[24], char id[24])
@@ -211,6 +220,8 @@ static void pg__send_tail(struct sse_ctx *ctx)
 	pg__pos_text(ctx->cursor, xid, id);
 	snprintf(lim, sizeof(lim), "%d", ctx->cfg->sse_batch_rows);
 	ctx->tail_wanted = false;
+	ctx->tail_sent_us = rtw_wall_us();
+	sse_metrics_stage(ctx, SSE_STAGE_TAIL_WAIT, (double)(ctx->tail_sent_us - ctx->tail_wanted_us) / 1e6);
 	pg__send_prepared(ctx, SSE_Q_TAIL, "sse_tail", 3, v);
 }
 
@@ -313,8 +324,10 @@ static bool pg__parse_pos(const char *xid, const char *id, struct sse_pos *out)
 static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 {
 	int n = PQntuples(res), i;
-	double now = (double)rtw_wall_us() / 1e6;
+	uint64_t now_us = rtw_wall_us();
+	double now = (double)now_us / 1e6;
 
+	sse_metrics_stage(ctx, SSE_STAGE_TAIL_QUERY, (double)(now_us - ctx->tail_sent_us) / 1e6);
 	ctx->tail_pending = false;
 	for (i = 0; i < n; i++) {
 		struct sse_pos pos;
@@ -323,6 +336,7 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 		struct sse_stream *st;
 
 		if (PQgetvalue(res, i, PG_COL_SETTLED)[0] != 't') {
+			ctx->m.tail_unsettled++;
 			ctx->tail_pending = true;
 			break;
 		}
@@ -347,7 +361,7 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 		sse_frame_unref(f);
 	}
 	if (n == ctx->cfg->sse_batch_rows && !ctx->tail_pending) {
-		ctx->tail_wanted = true; /* a full batch: more may follow */
+		pg__want_tail(ctx); /* a full batch: more may follow */
 		return;
 	}
 	if (ctx->tail_pending) {
@@ -415,7 +429,7 @@ static void pg__result(struct sse_ctx *ctx, PGresult *res)
 			if (PQntuples(res) == 1)
 				ok = pg__parse_pos(PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), &ctx->cursor);
 			ctx->cursor_valid = ok;
-			ctx->tail_wanted = true;
+			pg__want_tail(ctx);
 		}
 		break;
 	case SSE_Q_TAIL:
@@ -461,7 +475,7 @@ static void pg__on_done(struct rtw_pgconn *pc, void *arg)
 		if (ctx->pg_was_ready)
 			ctx->m.pg_reconnects++;
 		ctx->pg_was_ready = true;
-		ctx->tail_wanted = true; /* catch up from the cursor: nothing lost */
+		pg__want_tail(ctx); /* catch up from the cursor: nothing lost */
 		log_info("database connection ready");
 	}
 	pg__send_next(ctx);
