@@ -42,6 +42,12 @@ class Targets:
         self.rtw_stack = None
         if args.rtw and os.path.exists(rtwtest.prog("rtw-sse")) and os.path.exists(rtwtest.prog("rtw-fcgi")):
             self.rtw_stack, self.rtw = stack.rtw(self._ns(sse_procs=workers))
+            if args.rtw_b_env:
+                # a second rtw-sse on the same stack, other options: A/B in one run
+                env = dict(kv.split("=", 1) for kv in args.rtw_b_env.split(","))
+                port = rtwtest.free_port()
+                d = self.rtw_stack.start_sse(name="rtw-sse-b", port=port, env=env)
+                self.rtw["b_port"], self.rtw["b_pids"] = port, [d.proc.pid]
         elif args.rtw:
             log("rtw binaries missing (%s): Nchan only" % rtwtest.prog("rtw-sse"))
 
@@ -55,6 +61,8 @@ class Targets:
         out = ["nchan"]
         if self.rtw:
             out.append("rtw")
+            if "b_port" in self.rtw:
+                out.append("rtw-b")
             if via_nginx:
                 out.append("rtw-nginx")
         return out
@@ -85,7 +93,7 @@ class Targets:
             return self.nchan["pids"]
         r = self.rtw
         pg = stack.postgres_pids(self.rtw_stack.pg.dir)
-        return r["sse_pids"] + r["fcgi_pids"] + stack.pids_of(r["nginx_master"]) + pg
+        return (r["b_pids"] if name == "rtw-b" else r["sse_pids"]) + r["fcgi_pids"] + stack.pids_of(r["nginx_master"]) + pg
 
     def bench_args(self, name, stream):
         """rtw-bench arguments that address target name on stream."""
@@ -96,12 +104,32 @@ class Targets:
                     "--pub", "127.0.0.1:%d/pub/%s" % (p, stream),
                     "--pids", ",".join(map(str, pids)), "--pids-all", ",".join(map(str, pids))]
         r = self.rtw
-        sub_port = r["sse_port"] if name == "rtw" else r["http_port"]
+        sub_port = {"rtw": r["sse_port"], "rtw-b": r.get("b_port")}.get(name, r["http_port"])
+        sse_pids = r["b_pids"] if name == "rtw-b" else r["sse_pids"]
         return ["--format", "rtw", "--widget-key", r["widget_key"], "--token", r["token"],
                 "--sub", "127.0.0.1:%d/v1/streams/%s/events" % (sub_port, stream),
                 "--pub", "127.0.0.1:%d/v1/streams/%s/messages" % (r["http_port"], stream),
-                "--pids", ",".join(map(str, r["sse_pids"])),
+                "--pids", ",".join(map(str, sse_pids)),
                 "--pids-all", ",".join(map(str, self.pids_all(name)))]
+
+    def sse_metrics(self, name):
+        """rtw-sse's /metrics counters and histogram buckets for target name (direct targets), else {}."""
+        port = {"rtw": self.rtw and self.rtw["sse_port"], "rtw-b": self.rtw and self.rtw.get("b_port")}.get(name)
+        if not port:
+            return {}
+        try:
+            body = rtwtest.request(port, "GET", "/metrics").body
+        except OSError:
+            return {}
+        out = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                try:
+                    out[k] = float(v)
+                except ValueError:
+                    pass
+        return out
 
 
 class Runner:
@@ -119,7 +147,7 @@ class Runner:
         with open("/proc/loadavg") as f:
             return float(f.read().split()[0])
 
-    def bench(self, mode, argv, label):
+    def bench(self, mode, argv, label, sse_before=None, t=None, name=None):
         cmd = [self.tool, mode] + argv + ["--label", label]
         self.loads.append(self.load())
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -129,6 +157,17 @@ class Runner:
         except ValueError:
             res = {}
         res["label"] = label
+        if sse_before:
+            # rtw-sse's own view of the run: per-stage histograms, writes per delivery
+            after = t.sse_metrics(name)
+            res["sse"] = {k: after[k] - sse_before.get(k, 0) for k in after
+                          if k.startswith(("rtw_sse_stage_seconds", "rtw_sse_delivery_lag_seconds",
+                                           "rtw_sse_writes_total", "rtw_sse_events_delivered_total",
+                                           "rtw_sse_tail_unsettled_total", "rtw_sse_coalesce_holds_total",
+                                           "rtw_sse_tail_rows_total"))}
+            d = res["sse"].get("rtw_sse_events_delivered_total")
+            if d:
+                res["deliveries_per_write"] = d / max(1, res["sse"].get("rtw_sse_writes_total", 0))
         self.results.write(json.dumps(res) + "\n")
         self.results.flush()
         log(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "%s: no output (rc %d)" % (label, r.returncode))
@@ -147,10 +186,11 @@ class Runner:
         for rep in range(self.args.reps):
             # the dev nginx.conf (2 workers x 8192 connections) cannot proxy 10,000 streams
             for name in t.names(via_nginx=subs <= 4000):
+                before = t.sse_metrics(name)
                 res = self.bench("run", t.bench_args(name, self.stream()) + [
                     "--conns", str(subs), "--rate", str(rate), "--duration", str(duration),
                     "--procs", str(max(1, subs // 5000)), "--pub-conns", "16", "--drain", "3"],
-                    "%s %s rep%d" % (scen, name, rep))
+                    "%s %s rep%d" % (scen, name, rep), sse_before=before, t=t, name=name)
                 self.add(scen, "server CPU µs/delivery", name, res.get("cpu_us_per_delivery"))
                 self.add(scen, "pipeline CPU µs/delivery", name, res.get("all_cpu_us_per_delivery"))
                 self.add(scen, "published msg/s (acked)", name, res.get("pub_rate"))
@@ -303,13 +343,18 @@ class Runner:
         cols = ["nchan", "rtw", "rtw-nginx"]
         out = ["| scenario | metric | Nchan | rtw direct | rtw via nginx | rtw / Nchan |",
                "|---|---|---|---|---|---|"]
+        if self.args.rtw_b_env:
+            cols.append("rtw-b")
+            out = [out[0][:-len(" rtw / Nchan |")] + " rtw direct, %s | rtw / Nchan |" % self.args.rtw_b_env,
+                   "|---|---|---|---|---|---|---|"]
         for (scen, metric), vals in self.rows.items():
             m = {c: med(vals.get(c, [])) for c in cols}
             ratio = "n/a"
             if m["nchan"] and m["rtw"] is not None:
                 ratio = "%.2f" % (m["rtw"] / m["nchan"])
-            out.append("| %s | %s | %s | %s | %s | %s |" % (scen, metric, fmt(m["nchan"]), fmt(m["rtw"]),
-                                                             fmt(m["rtw-nginx"]), ratio))
+            b = " %s |" % fmt(m["rtw-b"]) if "rtw-b" in m else ""
+            out.append("| %s | %s | %s | %s | %s |%s %s |" % (scen, metric, fmt(m["nchan"]), fmt(m["rtw"]),
+                                                               fmt(m["rtw-nginx"]), b, ratio))
         return "\n".join(out)
 
 
@@ -321,6 +366,8 @@ def main():
     ap.add_argument("--workers", type=int, default=1, help="rtw-sse processes = Nchan nginx workers")
     ap.add_argument("--idle-workers", type=int, default=3)
     ap.add_argument("--no-rtw", dest="rtw", action="store_false")
+    ap.add_argument("--rtw-b-env", default="",
+                    help="KEY=VAL,...: a second rtw-sse with these options, measured alongside (fan-out scenarios)")
     ap.add_argument("--soak-minutes", type=int, default=0)
     ap.add_argument("--tool", required=True)
     ap.add_argument("--out", required=True)
