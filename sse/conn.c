@@ -187,8 +187,11 @@ static void conn__mark_dirty(struct sse_conn *c)
  * to less than the window ago keeps its new live frames until the window
  * ends and they leave in one write. A connection idle for longer than the
  * window is written at once, so a lone message waits for nothing; the
- * added wait is at most the window. Output that is not live frames (heads,
- * catch-up rows, heartbeats, answers) is never held. */
+ * added wait is at most the window. A message that reached rtw-sse already
+ * older than the window (a slow commit, a busy host) is not held either:
+ * the wait is spent only on messages well inside the latency budget, never
+ * on the late ones that make the tail. Output that is not live frames
+ * (heads, catch-up rows, heartbeats, answers) is never held. */
 void sse_conn_flush_dirty(struct sse_ctx *ctx)
 {
 	uint64_t now = sse_now(ctx), win = (uint64_t)ctx->cfg->sse_coalesce_ms, wake = 0;
@@ -313,7 +316,7 @@ void sse_conn_push(struct sse_conn *c, struct sse_frame *f, bool live)
 	c->out_bytes += f->len;
 	if (live && f->has_pos)
 		c->pos = f->pos;
-	if (!live)
+	if (!live || f->late)
 		c->out_urgent = true;
 	conn__mark_dirty(c);
 }

@@ -64,6 +64,7 @@ static inline int sse_pos_cmp(struct sse_pos a, struct sse_pos b)
 struct sse_frame {
 	int refs;
 	bool has_pos;
+	bool late; /* a live message already older than sse.coalesce_ms at dispatch: never held */
 	struct sse_pos pos;
 	uint32_t len;
 	char data[];
