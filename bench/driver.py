@@ -182,7 +182,31 @@ class Runner:
 
     # ---- scenarios --------------------------------------------------------
 
-    def fanout(self, t, subs, rate, duration, scen):
+    @staticmethod
+    def _bucket_q(sse, family, q, labels=""):
+        """Upper bound (ms) of the bucket holding quantile q of an rtw-sse histogram delta."""
+        pre = family + "_bucket{" + labels
+        b = sorted((float(k.split('le="')[1][:-2].replace("+Inf", "inf")), v) for k, v in sse.items() if k.startswith(pre))
+        if not b or not b[-1][1]:
+            return None
+        for le, v in b:
+            if v >= q * b[-1][1]:
+                return le * 1000
+
+    def tail_rows(self, scen, name, res):
+        """The tail's targets (issue 11 item 3, issue 15) and where a delivery waits."""
+        self.add(scen, "p99 ms, worst rep", name, res.get("p99_ms"))
+        self.add(scen, "publish -> 201 p99 ms (commit included)", name, res.get("pub_p99_ms"))
+        sse = res.get("sse")
+        if sse:
+            self.add(scen, "rtw-sse deliveries per write", name, res.get("deliveries_per_write"))
+            self.add(scen, "rtw-sse created_at -> dispatch p99 ms (bucket bound)", name,
+                     self._bucket_q(sse, "rtw_sse_delivery_lag_seconds", 0.99))
+            self.add(scen, "rtw-sse flush pass p99 ms (bucket bound)", name,
+                     self._bucket_q(sse, "rtw_sse_stage_seconds", 0.99, 'stage="flush",'))
+            self.add(scen, "rtw-sse tail batches behind the horizon", name, sse.get("rtw_sse_tail_unsettled_total"))
+
+    def fanout(self, t, subs, rate, duration, scen, tail=False):
         for rep in range(self.args.reps):
             # the dev nginx.conf (2 workers x 8192 connections) cannot proxy 10,000 streams
             for name in t.names(via_nginx=subs <= 4000):
@@ -199,6 +223,8 @@ class Runner:
                 self.add(scen, "p99 ms", name, res.get("p99_ms"))
                 self.add(scen, "lost", name, res.get("lost"))
                 self.add(scen, "connected", name, res.get("connected"))
+                if tail:
+                    self.tail_rows(scen, name, res)
 
     @staticmethod
     def kept_up(res, subs, rate):
@@ -348,7 +374,8 @@ class Runner:
             out = [out[0][:-len(" rtw / Nchan |")] + " rtw direct, %s | rtw / Nchan |" % self.args.rtw_b_env,
                    "|---|---|---|---|---|---|---|"]
         for (scen, metric), vals in self.rows.items():
-            m = {c: med(vals.get(c, [])) for c in cols}
+            agg = (lambda v: max([x for x in v if isinstance(x, (int, float))] or [None])) if "worst rep" in metric else med
+            m = {c: agg(vals.get(c, [])) for c in cols}
             ratio = "n/a"
             if m["nchan"] and m["rtw"] is not None:
                 ratio = "%.2f" % (m["rtw"] / m["nchan"])
@@ -362,7 +389,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--only", default="", help="comma list: fanout,maxrate,big,idle,ingest,soak")
+    ap.add_argument("--only", default="", help="comma list: fanout,maxrate,big,idle,ingest,soak,tail")
     ap.add_argument("--workers", type=int, default=1, help="rtw-sse processes = Nchan nginx workers")
     ap.add_argument("--idle-workers", type=int, default=3)
     ap.add_argument("--no-rtw", dest="rtw", action="store_false")
@@ -384,6 +411,8 @@ def main():
     try:
         if want("fanout"):
             r.fanout(t, 1000, 80, 4 if q else 10, "fan-out 1,000 subs x 80 msg/s")
+        if "tail" in only:  # only when asked: the fan-out again, with where deliveries wait
+            r.fanout(t, 1000, 80, 4 if q else 10, "tail: 1,000 subs x 80 msg/s", tail=True)
         if want("maxrate"):
             rates = [100, 300, 900] if q else [40, 60, 80, 100, 120, 150, 180, 220, 270, 330, 400, 500,
                                                           600, 800, 1000, 1300, 1600, 2000]
