@@ -42,6 +42,12 @@ class Targets:
         self.rtw_stack = None
         if args.rtw and os.path.exists(rtwtest.prog("rtw-sse")) and os.path.exists(rtwtest.prog("rtw-fcgi")):
             self.rtw_stack, self.rtw = stack.rtw(self._ns(sse_procs=workers, apache_streams=apache_streams))
+            if args.rtw_b_env:
+                # a second rtw-sse on the same stack, other options: A/B in one run
+                env = dict(kv.split("=", 1) for kv in args.rtw_b_env.split(","))
+                port = rtwtest.free_port()
+                d = self.rtw_stack.start_sse(name="rtw-sse-b", port=port, env=env)
+                self.rtw["b_port"], self.rtw["b_pids"] = port, [d.proc.pid]
         elif args.rtw:
             log("rtw binaries missing (%s): Nchan only" % rtwtest.prog("rtw-sse"))
 
@@ -55,6 +61,8 @@ class Targets:
         out = ["nchan"]
         if self.rtw:
             out.append("rtw")
+            if "b_port" in self.rtw:
+                out.append("rtw-b")
             if via_nginx:
                 out.append("rtw-nginx")
             if via_apache and self.rtw.get("apache_port"):
@@ -89,7 +97,8 @@ class Targets:
         pg = stack.postgres_pids(self.rtw_stack.pg.dir)
         # publishing always goes through nginx; Apache only when it carries the streams
         front = r["apache_pids"] if name == "rtw-apache" else []
-        return r["sse_pids"] + r["fcgi_pids"] + stack.pids_of(r["nginx_master"]) + front + pg
+        sse = r["b_pids"] if name == "rtw-b" else r["sse_pids"]
+        return sse + r["fcgi_pids"] + stack.pids_of(r["nginx_master"]) + front + pg
 
     def bench_args(self, name, stream):
         """rtw-bench arguments that address target name on stream."""
@@ -100,12 +109,32 @@ class Targets:
                     "--pub", "127.0.0.1:%d/pub/%s" % (p, stream),
                     "--pids", ",".join(map(str, pids)), "--pids-all", ",".join(map(str, pids))]
         r = self.rtw
-        sub_port = {"rtw": r["sse_port"], "rtw-apache": r["apache_port"]}.get(name, r["http_port"])
+        sub_port = {"rtw": r["sse_port"], "rtw-apache": r["apache_port"], "rtw-b": r.get("b_port")}.get(name, r["http_port"])
+        sse_pids = r["b_pids"] if name == "rtw-b" else r["sse_pids"]
         return ["--format", "rtw", "--widget-key", r["widget_key"], "--token", r["token"],
                 "--sub", "127.0.0.1:%d/v1/streams/%s/events" % (sub_port, stream),
                 "--pub", "127.0.0.1:%d/v1/streams/%s/messages" % (r["http_port"], stream),
-                "--pids", ",".join(map(str, r["sse_pids"])),
+                "--pids", ",".join(map(str, sse_pids)),
                 "--pids-all", ",".join(map(str, self.pids_all(name)))]
+
+    def sse_metrics(self, name):
+        """rtw-sse's /metrics counters and histogram buckets for target name (direct targets), else {}."""
+        port = {"rtw": self.rtw and self.rtw["sse_port"], "rtw-b": self.rtw and self.rtw.get("b_port")}.get(name)
+        if not port:
+            return {}
+        try:
+            body = rtwtest.request(port, "GET", "/metrics").body
+        except OSError:
+            return {}
+        out = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                try:
+                    out[k] = float(v)
+                except ValueError:
+                    pass
+        return out
 
 
 class Runner:
@@ -123,7 +152,7 @@ class Runner:
         with open("/proc/loadavg") as f:
             return float(f.read().split()[0])
 
-    def bench(self, mode, argv, label):
+    def bench(self, mode, argv, label, sse_before=None, t=None, name=None):
         cmd = [self.tool, mode] + argv + ["--label", label]
         self.loads.append(self.load())
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -133,6 +162,17 @@ class Runner:
         except ValueError:
             res = {}
         res["label"] = label
+        if sse_before:
+            # rtw-sse's own view of the run: per-stage histograms, writes per delivery
+            after = t.sse_metrics(name)
+            res["sse"] = {k: after[k] - sse_before.get(k, 0) for k in after
+                          if k.startswith(("rtw_sse_stage_seconds", "rtw_sse_delivery_lag_seconds",
+                                           "rtw_sse_writes_total", "rtw_sse_events_delivered_total",
+                                           "rtw_sse_tail_unsettled_total", "rtw_sse_coalesce_holds_total",
+                                           "rtw_sse_tail_rows_total"))}
+            d = res["sse"].get("rtw_sse_events_delivered_total")
+            if d:
+                res["deliveries_per_write"] = d / max(1, res["sse"].get("rtw_sse_writes_total", 0))
         self.results.write(json.dumps(res) + "\n")
         self.results.flush()
         log(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "%s: no output (rc %d)" % (label, r.returncode))
@@ -147,14 +187,39 @@ class Runner:
 
     # ---- scenarios --------------------------------------------------------
 
-    def fanout(self, t, subs, rate, duration, scen):
+    @staticmethod
+    def _bucket_q(sse, family, q, labels=""):
+        """Upper bound (ms) of the bucket holding quantile q of an rtw-sse histogram delta."""
+        pre = family + "_bucket{" + labels
+        b = sorted((float(k.split('le="')[1][:-2].replace("+Inf", "inf")), v) for k, v in sse.items() if k.startswith(pre))
+        if not b or not b[-1][1]:
+            return None
+        for le, v in b:
+            if v >= q * b[-1][1]:
+                return le * 1000
+
+    def tail_rows(self, scen, name, res):
+        """The tail's targets (issue 11 item 3, issue 15) and where a delivery waits."""
+        self.add(scen, "p99 ms, worst rep", name, res.get("p99_ms"))
+        self.add(scen, "publish -> 201 p99 ms (commit included)", name, res.get("pub_p99_ms"))
+        sse = res.get("sse")
+        if sse:
+            self.add(scen, "rtw-sse deliveries per write", name, res.get("deliveries_per_write"))
+            self.add(scen, "rtw-sse created_at -> dispatch p99 ms (bucket bound)", name,
+                     self._bucket_q(sse, "rtw_sse_delivery_lag_seconds", 0.99))
+            self.add(scen, "rtw-sse flush pass p99 ms (bucket bound)", name,
+                     self._bucket_q(sse, "rtw_sse_stage_seconds", 0.99, 'stage="flush",'))
+            self.add(scen, "rtw-sse tail batches behind the horizon", name, sse.get("rtw_sse_tail_unsettled_total"))
+
+    def fanout(self, t, subs, rate, duration, scen, tail=False):
         for rep in range(self.args.reps):
             # Apache holds a thread per stream: only where bench/stack.py sized it for them
             for name in t.names(via_nginx=True, via_apache=subs <= self.args.apache_streams):
+                before = t.sse_metrics(name)
                 res = self.bench("run", t.bench_args(name, self.stream()) + [
                     "--conns", str(subs), "--rate", str(rate), "--duration", str(duration),
                     "--procs", str(max(1, subs // 5000)), "--pub-conns", "16", "--drain", "3"],
-                    "%s %s rep%d" % (scen, name, rep))
+                    "%s %s rep%d" % (scen, name, rep), sse_before=before, t=t, name=name)
                 self.add(scen, "server CPU µs/delivery", name, res.get("cpu_us_per_delivery"))
                 self.add(scen, "pipeline CPU µs/delivery", name, res.get("all_cpu_us_per_delivery"))
                 self.add(scen, "published msg/s (acked)", name, res.get("pub_rate"))
@@ -163,6 +228,8 @@ class Runner:
                 self.add(scen, "p99 ms", name, res.get("p99_ms"))
                 self.add(scen, "lost", name, res.get("lost"))
                 self.add(scen, "connected", name, res.get("connected"))
+                if tail:
+                    self.tail_rows(scen, name, res)
 
     @staticmethod
     def kept_up(res, subs, rate):
@@ -302,16 +369,25 @@ class Runner:
         return None
 
     def table(self, targets):
+        def agg(metric, v):
+            v = [x for x in v if isinstance(x, (int, float))]
+            if not v:
+                return None
+            return max(v) if "worst rep" in metric else statistics.median(v)
+
         cols = ["nchan", "rtw", "rtw-nginx", "rtw-apache"]
-        out = ["| scenario | metric | Nchan | rtw direct | rtw via nginx | rtw via Apache | rtw / Nchan |",
-               "|---|---|---|---|---|---|---|"]
-        for (scen, metric) in self.rows:
-            m = {c: self.median(scen, metric, c) for c in cols}
+        heads = ["Nchan", "rtw direct", "rtw via nginx", "rtw via Apache"]
+        if self.args.rtw_b_env:
+            cols.append("rtw-b")
+            heads.append("rtw direct, %s" % self.args.rtw_b_env)
+        out = ["| scenario | metric | %s | rtw / Nchan |" % " | ".join(heads),
+               "|---|---|" + "---|" * (len(cols) + 1)]
+        for (scen, metric), vals in self.rows.items():
+            m = {c: agg(metric, vals.get(c, [])) for c in cols}
             ratio = "n/a"
             if m["nchan"] and m["rtw"] is not None:
                 ratio = "%.2f" % (m["rtw"] / m["nchan"])
-            out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-                scen, metric, fmt(m["nchan"]), fmt(m["rtw"]), fmt(m["rtw-nginx"]), fmt(m["rtw-apache"]), ratio))
+            out.append("| %s | %s | %s | %s |" % (scen, metric, " | ".join(fmt(m[c]) for c in cols), ratio))
         return "\n".join(out)
 
     def targets_table(self):
@@ -383,12 +459,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--only", default="", help="comma list: fanout,maxrate,big,idle,ingest,soak")
+    ap.add_argument("--only", default="", help="comma list: fanout,maxrate,big,idle,ingest,soak,tail")
     ap.add_argument("--workers", type=int, default=1, help="rtw-sse processes = Nchan nginx workers")
     ap.add_argument("--idle-workers", type=int, default=3)
     ap.add_argument("--apache-streams", type=int, default=1000,
                     help="size the Apache front for N subscribers (0: no Apache)")
     ap.add_argument("--no-rtw", dest="rtw", action="store_false")
+    ap.add_argument("--rtw-b-env", default="",
+                    help="KEY=VAL,...: a second rtw-sse with these options, measured alongside (fan-out scenarios)")
     ap.add_argument("--soak-minutes", type=int, default=0)
     ap.add_argument("--tool", required=True)
     ap.add_argument("--out", required=True)
@@ -405,6 +483,8 @@ def main():
     try:
         if want("fanout"):
             r.fanout(t, 1000, 80, 4 if q else 10, "fan-out 1,000 subs x 80 msg/s")
+        if "tail" in only:  # only when asked: the fan-out again, with where deliveries wait
+            r.fanout(t, 1000, 80, 4 if q else 10, "tail: 1,000 subs x 80 msg/s", tail=True)
         if want("maxrate"):
             rates = [100, 300, 900] if q else [40, 60, 80, 100, 120, 150, 180, 220, 270, 330, 400, 500,
                                                           600, 800, 1000, 1300, 1600, 2000]

@@ -60,6 +60,7 @@ struct rtw_cfg {
 	int sse_batch_rows;
 	int sse_hold_max_ms;
 	int sse_presence_interval_ms;
+	int sse_coalesce_ms;
 	/* [webhook] */
 	char *webhook_secret;
 	char *webhook_allow_hosts; /* comma list of host:port opened even if internal */

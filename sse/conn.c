@@ -170,7 +170,20 @@ static void conn__free(struct sse_conn *c)
 void sse_conn_free_closed(struct sse_ctx *ctx)
 {
 	struct sse_link *l = ctx->closed.next, *next;
+	struct sse_conn **pp = &ctx->dirty;
 
+	/* output held by a coalescing window keeps a connection on the dirty
+	 * list across passes: closed ones leave it before they are freed */
+	while (l != &ctx->closed && *pp) {
+		struct sse_conn *c = *pp;
+		if (c->state == SSE_CONN_CLOSED) {
+			*pp = c->dirty_next;
+			c->dirty = false;
+			c->dirty_next = NULL;
+		} else {
+			pp = &c->dirty_next;
+		}
+	}
 	for (; l != &ctx->closed; l = next) {
 		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, link);
 		next = l->next;
@@ -190,16 +203,56 @@ static void conn__mark_dirty(struct sse_conn *c)
 	}
 }
 
+/* Coalescing (sse.coalesce_ms): most of rtw-sse's CPU in a fan-out is
+ * the kernel's, per sendmsg (doc/performance.md), so a connection written
+ * to less than the window ago keeps its new live frames until the window
+ * ends and they leave in one write. A connection idle for longer than the
+ * window is written at once, so a lone message waits for nothing; the
+ * added wait is at most the window. A message that reached rtw-sse already
+ * older than the window (a slow commit, a busy host) is not held either:
+ * the wait is spent only on messages well inside the latency budget, never
+ * on the late ones that make the tail. Output that is not live frames
+ * (heads, catch-up rows, heartbeats, answers) is never held. */
 void sse_conn_flush_dirty(struct sse_ctx *ctx)
 {
+	uint64_t now = sse_now(ctx), win = (uint64_t)ctx->cfg->sse_coalesce_ms, wake = 0;
+	uint64_t t0 = rtw_wall_us();
+	struct sse_conn *held = NULL;
+	bool wrote = false;
+
 	while (ctx->dirty) {
 		struct sse_conn *c = ctx->dirty;
 		ctx->dirty = c->dirty_next;
-		c->dirty = false;
 		c->dirty_next = NULL;
-		if (c->state != SSE_CONN_CLOSED)
-			conn__write(c);
+		if (c->state == SSE_CONN_CLOSED) {
+			c->dirty = false;
+			continue;
+		}
+		if (win && !c->out_urgent && !c->want_out && now < c->flush_ms + win) {
+			/* stays dirty, on the held list */
+			if (wake == 0 || c->flush_ms + win < wake)
+				wake = c->flush_ms + win;
+			c->dirty_next = held;
+			held = c;
+			continue;
+		}
+		c->dirty = false;
+		c->out_urgent = false;
+		c->flush_ms = now;
+		wrote = true;
+		conn__write(c);
 	}
+	ctx->dirty = held;
+	if (held) {
+		ctx->m.coalesce_holds++;
+		if (ctx->flush_due_ms == 0 || wake < ctx->flush_due_ms) {
+			ctx->flush_due_ms = wake;
+			if (rtw_timer_start(&ctx->flush_timer, wake > now ? wake - now : 1, 0) != RTW_OK)
+				log_error("could not arm the flush timer: %s", strerror(errno));
+		}
+	}
+	if (wrote)
+		sse_metrics_stage(ctx, SSE_STAGE_FLUSH, (double)(rtw_wall_us() - t0) / 1e6);
 }
 
 static void conn__set_out(struct sse_conn *c, bool on)
@@ -286,6 +339,8 @@ void sse_conn_push(struct sse_conn *c, struct sse_frame *f, bool live)
 	c->out_bytes += f->len;
 	if (live && f->has_pos)
 		c->pos = f->pos;
+	if (!live || f->late)
+		c->out_urgent = true;
 	conn__mark_dirty(c);
 }
 
@@ -323,6 +378,7 @@ static void conn__write(struct sse_conn *c)
 			iov[n].iov_len = f->len - off;
 		}
 		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+		ctx->m.writes++;
 		w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w < 0) {
 			if (errno == EINTR)

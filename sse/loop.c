@@ -5,7 +5,8 @@
  * heartbeats, heap trim), signals (SIGTERM/SIGINT: end every stream and
  * exit; SIGHUP: reopen the log), the client sockets (their callback hands
  * complete heads to routes.c) and, through pg.c, the PostgreSQL socket and
- * timers, and presence.c's put timer. The top tier of sse/: it calls into the other files, and none
+ * timers, presence.c's put timer and the end of a coalescing hold
+ * (sse.coalesce_ms, conn.c). The top tier of sse/: it calls into the other files, and none
  * calls it.
  *
  * Phase order of one pass: every ready event (accepts, client reads and
@@ -80,6 +81,12 @@ static void loop__tick(void *arg)
 
 	sse_conn_tick(ctx);
 	loop__trim(ctx);
+}
+
+/* A coalescing hold ended (conn.c): the pass hook flushes what is due. */
+static void loop__flush_due(void *arg)
+{
+	((struct sse_ctx *)arg)->flush_due_ms = 0;
 }
 
 static void loop__signal(void *arg, int signo)
@@ -198,6 +205,7 @@ int main(int argc, char **argv)
 	if (rtw_loop_add(&ctx.loop, &ctx.listen_io, ctx.listen_fd, EPOLLIN, loop__listen, &ctx) != RTW_OK ||
 	    rtw_timer_init(&ctx.loop, &ctx.tick, loop__tick, &ctx) != RTW_OK ||
 	    rtw_timer_start(&ctx.tick, LOOP_TICK_MS, LOOP_TICK_MS) != RTW_OK ||
+	    rtw_timer_init(&ctx.loop, &ctx.flush_timer, loop__flush_due, &ctx) != RTW_OK ||
 	    rtw_signal_init(&ctx.loop, &ctx.signals, &sigs, loop__signal, &ctx) != RTW_OK) {
 		log_error("could not set up the event loop: %s", strerror(errno));
 		goto out_loop;
@@ -223,6 +231,7 @@ out_loop:
 	rtw_loop_hook_del(&ctx.loop, &ctx.pass_end);
 	rtw_loop_del(&ctx.loop, &ctx.listen_io);
 	rtw_timer_close(&ctx.tick);
+	rtw_timer_close(&ctx.flush_timer);
 	rtw_signal_close(&ctx.signals);
 	rtw_loop_close(&ctx.loop);
 	if (ctx.listen_fd >= 0)

@@ -123,6 +123,15 @@ enum { PG_COL_XID, PG_COL_ROW, PG_COL_EPOCH = PG_COL_ROW + RTW_ROW_NCOLS, PG_COL
 
 static void pg__send_next(struct sse_ctx *ctx);
 
+/* The tail is wanted; rtw_sse_stage_seconds{stage="tail_wait"} times how
+ * long it waits for its turn on the connection. */
+static void pg__want_tail(struct sse_ctx *ctx)
+{
+	if (!ctx->tail_wanted)
+		ctx->tail_wanted_us = rtw_wall_us();
+	ctx->tail_wanted = true;
+}
+
 /* The PostgreSQL side's own timer: the safety poll and the re-poll for
  * rows behind the horizon (reconnects are lib/pgconn.c's). */
 static void pg__timer_arm(struct sse_ctx *ctx, uint64_t ms)
@@ -135,7 +144,7 @@ static void pg__timer(void *arg)
 {
 	struct sse_ctx *ctx = arg;
 
-	ctx->tail_wanted = true;
+	pg__want_tail(ctx);
 	sse_pg_kick(ctx);
 }
 
@@ -197,7 +206,7 @@ static void pg__on_notify(struct rtw_pgconn *pc, const char *channel, const char
 	if (strcmp(channel, "rtw_bans") == 0)
 		ctx->bans.wanted = true;
 	else
-		ctx->tail_wanted = true;
+		pg__want_tail(ctx);
 }
 
 static void pg__pos_text(struct sse_pos p, char xid[24], char id[24])
@@ -232,6 +241,8 @@ static void pg__send_tail(struct sse_ctx *ctx)
 	pg__pos_text(ctx->cursor, xid, id);
 	snprintf(lim, sizeof(lim), "%d", ctx->cfg->sse_batch_rows);
 	ctx->tail_wanted = false;
+	ctx->tail_sent_us = rtw_wall_us();
+	sse_metrics_stage(ctx, SSE_STAGE_TAIL_WAIT, (double)(ctx->tail_sent_us - ctx->tail_wanted_us) / 1e6);
 	pg__send_prepared(ctx, SSE_Q_TAIL, "sse_tail", 3, v);
 }
 
@@ -342,8 +353,10 @@ static bool pg__parse_pos(const char *xid, const char *id, struct sse_pos *out)
 static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 {
 	int n = PQntuples(res), i;
-	double now = (double)rtw_wall_us() / 1e6;
+	uint64_t now_us = rtw_wall_us();
+	double now = (double)now_us / 1e6;
 
+	sse_metrics_stage(ctx, SSE_STAGE_TAIL_QUERY, (double)(now_us - ctx->tail_sent_us) / 1e6);
 	ctx->tail_pending = false;
 	for (i = 0; i < n; i++) {
 		struct sse_pos pos;
@@ -352,6 +365,7 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 		struct sse_stream *st;
 
 		if (PQgetvalue(res, i, PG_COL_SETTLED)[0] != 't') {
+			ctx->m.tail_unsettled++;
 			ctx->tail_pending = true;
 			break;
 		}
@@ -371,12 +385,15 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 			log_error("could not format message %s", m.id);
 			continue;
 		}
-		sse_metrics_lag(ctx, now - strtod(PQgetvalue(res, i, PG_COL_EPOCH), NULL));
+		double lag = now - strtod(PQgetvalue(res, i, PG_COL_EPOCH), NULL);
+		sse_metrics_lag(ctx, lag);
+		/* late already: the coalescing window must not add to it (conn.c) */
+		f->late = lag * 1000.0 >= (double)ctx->cfg->sse_coalesce_ms;
 		sse_conn_dispatch(ctx, f, m.stream_id, to, m.widget_key);
 		sse_frame_unref(f);
 	}
 	if (n == ctx->cfg->sse_batch_rows && !ctx->tail_pending) {
-		ctx->tail_wanted = true; /* a full batch: more may follow */
+		pg__want_tail(ctx); /* a full batch: more may follow */
 		return;
 	}
 	if (ctx->tail_pending) {
@@ -444,7 +461,7 @@ static void pg__result(struct sse_ctx *ctx, PGresult *res)
 			if (PQntuples(res) == 1)
 				ok = pg__parse_pos(PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), &ctx->cursor);
 			ctx->cursor_valid = ok;
-			ctx->tail_wanted = true;
+			pg__want_tail(ctx);
 		}
 		break;
 	case SSE_Q_TAIL:
@@ -493,7 +510,7 @@ static void pg__on_done(struct rtw_pgconn *pc, void *arg)
 		if (ctx->pg_was_ready)
 			ctx->m.pg_reconnects++;
 		ctx->pg_was_ready = true;
-		ctx->tail_wanted = true; /* catch up from the cursor: nothing lost */
+		pg__want_tail(ctx);	 /* catch up from the cursor: nothing lost */
 		ctx->bans.wanted = true; /* a NOTIFY may have been missed meanwhile */
 		log_info("database connection ready");
 	}

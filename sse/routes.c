@@ -43,7 +43,7 @@
 #include <time.h>
 
 #define ROUTES_RETRY_1 "Retry-After: 1\r\n"
-#define ROUTES_METRICS_MAX 8192 /* the /metrics text: about 2.5 KiB, up to 2 KiB more of top streams */
+#define ROUTES_METRICS_MAX 16384 /* the /metrics text: about 5 KiB, up to 2 KiB more of top streams */
 
 /* Upper bounds (seconds) of rtw_sse_delivery_lag_seconds' buckets. */
 static const double routes__lag_le[SSE_LAG_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
@@ -57,6 +57,16 @@ void sse_metrics_lag(struct sse_ctx *ctx, double s)
 	ctx->m.lag_sum += s;
 	if (s > ctx->m.lag_max)
 		ctx->m.lag_max = s;
+}
+
+void sse_metrics_stage(struct sse_ctx *ctx, enum sse_stage stage, double s)
+{
+	struct sse_stage_hist *h = &ctx->m.stage[stage];
+
+	if (s < 0)
+		s = 0;
+	h->bucket[rtw_hist_bucket(&routes__lag_bounds, s)]++;
+	h->sum += s;
 }
 
 /* ---- the event stream ----------------------------------------------------- */
@@ -373,6 +383,25 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 			   "Message created_at to dispatch by this process.");
 	rtw_metrics_histogram(&w, "rtw_sse_delivery_lag_seconds", NULL, &routes__lag_bounds, m->lag_bucket, m->lag_sum);
 	rtw_metrics_gauge(&w, "rtw_sse_delivery_lag_max_seconds", "Largest delivery lag seen.", m->lag_max);
+	{
+		static const char *const stage_labels[SSE_STAGE_N] = {
+		    [SSE_STAGE_TAIL_WAIT] = "stage=\"tail_wait\"",
+		    [SSE_STAGE_TAIL_QUERY] = "stage=\"tail_query\"",
+		    [SSE_STAGE_FLUSH] = "stage=\"flush\"",
+		};
+		rtw_metrics_family(&w, "rtw_sse_stage_seconds", RTW_METRIC_HISTOGRAM,
+				   "Time spent in each stage of the live path: waiting for the tail query's turn, "
+				   "the tail query, one flush of all connections with output.");
+		for (int i = 0; i < SSE_STAGE_N; i++)
+			rtw_metrics_histogram(&w, "rtw_sse_stage_seconds", stage_labels[i], &routes__lag_bounds,
+					      m->stage[i].bucket, m->stage[i].sum);
+	}
+	rtw_metrics_counter(&w, "rtw_sse_writes_total", "Writes (sendmsg calls) to client sockets.", m->writes);
+	rtw_metrics_counter(&w, "rtw_sse_tail_unsettled_total",
+			    "Tail batches that stopped at a row behind the settled horizon (re-polled).",
+			    m->tail_unsettled);
+	rtw_metrics_counter(&w, "rtw_sse_coalesce_holds_total",
+			    "Flushes that held some connection's live frames for sse.coalesce_ms.", m->coalesce_holds);
 	routes__presence_metrics(ctx, &w);
 	rtw_probe_metrics(&w, &reply);
 	if (reply.status != 200)

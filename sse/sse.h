@@ -67,6 +67,7 @@ static inline int sse_pos_cmp(struct sse_pos a, struct sse_pos b)
 struct sse_frame {
 	int refs;
 	bool has_pos;
+	bool late; /* a live message already older than sse.coalesce_ms at dispatch: never held */
 	struct sse_pos pos;
 	uint32_t len;
 	char data[];
@@ -349,6 +350,7 @@ struct sse_conn {
 	bool queued_job;	     /* on ctx->jobs */
 	bool lagging;		     /* output overflowed; catch up when drained */
 	bool over;		     /* accepted over sse.max_connections: its head is answered, never streamed */
+	bool out_urgent;	     /* queued output other than live frames: not held */
 	struct sse_ipcount *ipc;     /* the client address it counts under; NULL until known */
 	int64_t exp_s;		     /* unix time its identity's token expires (the stream ends); 0: never */
 	char peer[INET6_ADDRSTRLEN]; /* the socket peer's address, "" when not IP */
@@ -362,6 +364,7 @@ struct sse_conn {
 	uint32_t head_cap;
 	struct sse_hs *hs; /* what the head leaves until the stream starts */
 	uint64_t born_ms;
+	uint64_t flush_ms;	 /* when the flush last wrote to it (sse.coalesce_ms) */
 	struct sse_pos pos;	 /* last position queued (or skipped) */
 	struct sse_pos sent_pos; /* last position fully written */
 	uint32_t catchup_rows;	 /* row limit of its next catch-up batch (pg.c) */
@@ -445,9 +448,26 @@ struct sse_presence {
 
 #define SSE_LAG_BUCKETS 10
 
+/* The stages of the live path that rtw_sse_stage_seconds times. */
+enum sse_stage {
+	SSE_STAGE_TAIL_WAIT,  /* NOTIFY (or poll) to the tail query sent: queued behind other queries */
+	SSE_STAGE_TAIL_QUERY, /* tail query sent to its rows received */
+	SSE_STAGE_FLUSH,      /* one flush of every connection with output */
+	SSE_STAGE_N
+};
+
+struct sse_stage_hist {
+	uint64_t bucket[SSE_LAG_BUCKETS + 1]; /* last is +Inf */
+	double sum;
+};
+
 struct sse_metrics {
 	uint64_t delivered, bytes_sent, resume_catchups, slow_cutoffs, pg_reconnects;
 	uint64_t accepted, rejected, tail_rows;
+	uint64_t writes;	 /* sendmsg calls to clients */
+	uint64_t tail_unsettled; /* tail batches stopped at a row behind the horizon */
+	uint64_t coalesce_holds; /* flushes that held a connection's live output (sse.coalesce_ms) */
+	struct sse_stage_hist stage[SSE_STAGE_N];
 	uint64_t hold_retries;			  /* held heads told to retry (the position stayed unknown) */
 	uint64_t lag_bucket[SSE_LAG_BUCKETS + 1]; /* last is +Inf */
 	double lag_sum;
@@ -468,11 +488,13 @@ struct sse_ctx {
 	bool stopping;
 	uint64_t last_hb_ms;
 	struct sse_index ix;
-	struct sse_link heads;	/* connections reading their head, oldest first */
-	struct sse_link conns;	/* every other open connection */
-	struct sse_link closed; /* parked, freed after the pass */
-	struct sse_link jobs;	/* connections waiting for a query */
-	struct sse_conn *dirty; /* output to flush at the end of the pass */
+	struct sse_link heads;	      /* connections reading their head, oldest first */
+	struct sse_link conns;	      /* every other open connection */
+	struct sse_link closed;	      /* parked, freed after the pass */
+	struct sse_link jobs;	      /* connections waiting for a query */
+	struct sse_conn *dirty;	      /* output to flush at the end of the pass */
+	struct rtw_timer flush_timer; /* ends the coalescing hold of held output */
+	uint64_t flush_due_ms;	      /* when flush_timer fires; 0: stopped */
 	size_t n_conns;
 	size_t n_over;		     /* of n_conns, those accepted over capacity (SSE_OVER_MAX at most) */
 	struct sse_htab ips;	     /* struct sse_ipcount, per client address */
@@ -497,7 +519,9 @@ struct sse_ctx {
 	struct sse_conn *pg_job_conn;
 	struct sse_pos pg_job_target;
 	bool tail_wanted;
-	bool tail_pending; /* rows exist behind the horizon: re-poll soon */
+	uint64_t tail_wanted_us; /* when tail_wanted was set (rtw_wall_us) */
+	uint64_t tail_sent_us;	 /* when the tail query in flight was sent */
+	bool tail_pending;	 /* rows exist behind the horizon: re-poll soon */
 	bool cursor_valid;
 	bool pg_was_ready;
 	struct sse_pos cursor; /* everything <= cursor has been dispatched */
@@ -543,6 +567,10 @@ void sse_conn_close(struct sse_conn *c);
 /* Queues a frame reference (the caller keeps its own). live: apply the
  * output bound (overflow turns the connection into a catch-up). */
 void sse_conn_push(struct sse_conn *c, struct sse_frame *f, bool live);
+/* Writes the connections with new output. One whose last flush was less
+ * than sse.coalesce_ms ago and that has only live frames queued is held
+ * until that much has passed (flush_timer), so messages arriving close
+ * together leave in one write; anything else goes at once. */
 void sse_conn_flush_dirty(struct sse_ctx *ctx);
 void sse_conn_free_closed(struct sse_ctx *ctx);
 void sse_conn_tick(struct sse_ctx *ctx);
@@ -601,6 +629,8 @@ void sse_route(struct sse_conn *c, const struct sse_req *r);
 void sse_route_handshake_done(struct sse_conn *c, PGresult *res);
 /* Records one delivery lag (created_at to dispatch) for /metrics. */
 void sse_metrics_lag(struct sse_ctx *ctx, double seconds);
+/* Records the time one stage of the live path took, for /metrics. */
+void sse_metrics_stage(struct sse_ctx *ctx, enum sse_stage stage, double seconds);
 
 /* ---- bans.c ---- */
 

@@ -6,7 +6,8 @@ event-stream head and init, live delivery in stream order to many
 subscribers while writers commit concurrently, exact resume with
 Last-Event-ID, private and webhook-result isolation, widget filtering,
 restarts of rtw-sse and PostgreSQL, a terminated backend, a slow consumer
-(bounded memory, nothing lost), heartbeats, errors, and nginx in front.
+(bounded memory, nothing lost), heartbeats, errors, nginx in front, and
+live output held by the coalescing window (sse.coalesce_ms).
 """
 import base64
 import hashlib
@@ -894,6 +895,45 @@ def refusals_at_accept_declare_their_length():
     finally:
         for h in held:
             h.close()
+        d.stop()
+
+
+@test
+def coalesced_writes_keep_order_and_survive_a_close():
+    """sse.coalesce_ms: a connection written to less than the window ago
+    keeps its new live frames until the window ends. Held output still
+    arrives whole, in stream order, once; a subscriber that leaves while
+    its output is held is dropped cleanly (the others go on); held
+    connections count in rtw_sse_coalesce_holds_total and messages that
+    shared a write show as fewer writes than deliveries."""
+    port = rtwtest.free_port()
+    d = STACK.start_sse(name="rtw-sse-coalesce", port=port, env={"RTW_SSE_COALESCE_MS": "1000"})
+    try:
+        wait_healthy(port)
+        s = stream_name("co")
+        subs = [subscribe(s, token=STACK.token("co%d" % i), port=port) for i in range(4)]
+        w0, d0 = metric("rtw_sse_writes_total", port), metric("rtw_sse_events_delivered_total", port)
+        first = insert(s)  # after a quiet spell: written at once
+        for c in subs:
+            assert read_ids(c, 1) == [first]
+        conn = STACK.pg.connect()
+        try:
+            ids = [first] + [insert(s, conn=conn) for _ in range(20)]  # within the window: held
+            subs[3].close()  # leaves while its output is held
+            ids += [insert(s, conn=conn) for _ in range(5)]
+        finally:
+            conn.close()
+        for c in subs[:3]:
+            assert read_ids(c, len(ids) - 1) == ids[1:]
+        assert ids == stream_ids(s)
+        assert metric("rtw_sse_coalesce_holds_total", port) > 0
+        writes = metric("rtw_sse_writes_total", port) - w0
+        delivered = metric("rtw_sse_events_delivered_total", port) - d0
+        assert delivered >= 3 * len(ids) and writes < delivered, (writes, delivered)
+        for c in subs[:3]:
+            no_event(c, 0.5)
+            c.close()
+    finally:
         d.stop()
 
 
