@@ -281,25 +281,11 @@ class Runner:
             for pid in self.ingest_nginx:
                 os.kill(pid, 15)
 
-    @staticmethod
-    def cpu_s(pids):
-        """User + system CPU seconds of pids (threads included)."""
-        total = 0
-        for p in pids:
-            try:
-                with open("/proc/%d/stat" % p) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-            except (OSError, IndexError):
-                pass
-        return total / os.sysconf("SC_CLK_TCK")
-
     def ingest_parts(self, t, name):
         """{part: pids} whose CPU one ingest variant spends."""
         fcgi = t.rtw["fcgi_unix_pid"] if name.endswith("unix") else t.rtw["fcgi_pids"][0]
         ngx = self.ingest_nginx[[v for v, _ in self.INGEST_VARIANTS].index(name)]
-        return {"nginx": stack.pids_of(ngx), "rtw-fcgi": [fcgi],
-                "PostgreSQL": stack.postgres_pids(t.rtw_stack.pg.dir)}
+        return {"nginx": [ngx], "rtw-fcgi": [fcgi], "PostgreSQL": stack.postgres_pids(t.rtw_stack.pg.dir)[:1]}
 
     def _ingest(self, t, duration, conns, fronts):
         for rep in range(self.args.reps):
@@ -314,7 +300,7 @@ class Runner:
                         self.add(scen, "p99 ms", "nchan", res.get("p99_ms"))
                         continue
                     parts = self.ingest_parts(t, name)
-                    cpu0 = {k: self.cpu_s(v) for k, v in parts.items()}
+                    cpu0 = {k: stack.cpu_seconds(v) for k, v in parts.items()}
                     res = self.wrk(fronts[name], os.path.join(HERE, "post.lua"), {
                         "RTW_BENCH_TOKEN": t.rtw["token"], "RTW_BENCH_WIDGET_KEY": t.rtw["widget_key"],
                         "RTW_BENCH_STREAMS": str(streams), "RTW_BENCH_PREFIX": prefix},
@@ -337,7 +323,7 @@ class Runner:
                     # where the CPU goes, per stored message (wrk's own not counted)
                     for k, v in parts.items():
                         self.add(label, "CPU us/msg, %s" % k, "rtw-nginx",
-                                 (self.cpu_s(v) - cpu0[k]) * 1e6 / rows if rows else None)
+                                 (stack.cpu_seconds(v) - cpu0[k]) * 1e6 / rows if rows else None)
 
     def soak(self, t, subs, rate, minutes):
         """Memory over a long fan-out (a new stream and new subscribers every

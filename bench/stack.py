@@ -42,6 +42,22 @@ def pids_of(pid):
     return out
 
 
+def cpu_seconds(pids):
+    """User + system CPU seconds of pids and their children (postmaster's
+    backends, nginx's workers), threads included."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        for p in pids_of(pid):
+            try:
+                with open("/proc/%d/stat" % p) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError):
+                pass
+    return total
+
+
 def postgres_pids(pgdir):
     with open(os.path.join(pgdir, "postmaster.pid")) as f:
         master = int(f.readline())
