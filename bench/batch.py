@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("RTW_BUILDDIR", os.path.join(HERE, "..", "build", "dev"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 import rtwtest  # noqa: E402
+from stack import cpu_seconds  # noqa: E402
 
 tempfile.tempdir = os.environ.get("RTW_BENCH_TMP", "/tmp/rtwbench")
 os.makedirs(tempfile.tempdir, mode=0o755, exist_ok=True)
@@ -40,30 +41,6 @@ def batch_body(st, n, text):
 
 def stored(st):
     return st.pg.query("SELECT count(*) FROM rtw_messages")[0][0]
-
-
-def cpu_seconds(pids):
-    """User + system CPU seconds of pids and their children (postmaster's
-    backends, nginx's workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        for p in [pid] + children(pid):
-            try:
-                with open("/proc/%d/stat" % p) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / tick
-            except (OSError, IndexError):
-                pass
-    return total
-
-
-def children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 def processes(st):

@@ -307,23 +307,94 @@ class Runner:
             label, res["ok_per_s"], res.get("p50_ms", -1), res.get("p99_ms", -1), res.get("statuses")))
         return res
 
+    # Durable ingest through nginx, one message per POST, in three nginx
+    # configurations side by side (each its own nginx, same PostgreSQL):
+    # "before" is the configuration shipped until performance round two
+    # (a new FastCGI TCP connection per request, an unbuffered access
+    # log); "kept" is conf/nginx*.conf as shipped now over TCP; "kept,
+    # unix" the same to an rtw-fcgi on a unix socket.
+    INGEST_VARIANTS = (("before", False), ("kept", False), ("kept, unix", True))
+
+    def ingest_front(self, t, variant, unix):
+        """Starts an nginx for one ingest variant; returns its port."""
+        st = t.rtw_stack
+        rundir = os.path.join(st.tmp, "ingest-" + variant.replace(", ", "-"))
+        os.makedirs(rundir, exist_ok=True)
+        port = rtwtest.free_port()
+        addr = ("unix:" + t.rtw["fcgi_unix"]) if unix else "127.0.0.1:%d" % t.rtw["fcgi_port"]
+        conf = st.render("nginx.conf.in", RUNDIR=rundir, LISTEN="127.0.0.1:%d" % port, REQ_RATE="1000000r/s",
+                         FCGI_ADDR=addr, SSE_ADDR="127.0.0.1:%d" % t.rtw["sse_port"],
+                         WEBROOT=os.path.join(rtwtest.SRCDIR, "web"), CONFDIR=rundir)
+        rtwconf = st.render("nginx-rtw.conf")
+        if variant == "before":
+            assert "fastcgi_keep_conn on;" in rtwconf and " buffer=64k flush=1s;" in conf
+            rtwconf = rtwconf.replace("fastcgi_keep_conn on;", "fastcgi_keep_conn off;")
+            conf = conf.replace(" buffer=64k flush=1s;", ";").replace("keepalive 8;", "keepalive 32;")
+        with open(os.path.join(rundir, "nginx-rtw.conf"), "w") as f:
+            f.write(rtwconf)
+        with open(os.path.join(rundir, "nginx.conf"), "w") as f:
+            f.write(conf)
+        subprocess.run(["nginx", "-c", os.path.join(rundir, "nginx.conf"), "-e",
+                        os.path.join(rundir, "nginx-error.log")], check=True)
+        rtwtest.wait_port(port)
+        with open(os.path.join(rundir, "nginx.pid")) as f:
+            self.ingest_nginx.append(int(f.read().strip()))
+        return port
+
     def ingest(self, t, duration, conns):
+        self.ingest_nginx = []
+        fronts = {}
+        if t.rtw:
+            fronts = {v: self.ingest_front(t, v, unix) for v, unix in self.INGEST_VARIANTS}
+        try:
+            self._ingest(t, duration, conns, fronts)
+        finally:
+            for pid in self.ingest_nginx:
+                os.kill(pid, 15)
+
+    def ingest_parts(self, t, name):
+        """{part: pids} whose CPU one ingest variant spends."""
+        fcgi = t.rtw["fcgi_unix_pid"] if name.endswith("unix") else t.rtw["fcgi_pids"][0]
+        ngx = self.ingest_nginx[[v for v, _ in self.INGEST_VARIANTS].index(name)]
+        return {"nginx": [ngx], "rtw-fcgi": [fcgi], "PostgreSQL": stack.postgres_pids(t.rtw_stack.pg.dir)[:1]}
+
+    def _ingest(self, t, duration, conns, fronts):
         for rep in range(self.args.reps):
             for scen, streams in (("ingest, 100 streams", 100), ("ingest, one hot stream", 1)):
-                for name in t.names():
+                for name in ["nchan"] + list(fronts):
+                    prefix = self.stream()
                     if name == "nchan":
                         res = self.wrk(t.nchan["port"], os.path.join(HERE, "nchan_post.lua"),
-                                       {"RTW_BENCH_STREAMS": str(streams), "RTW_BENCH_PREFIX": self.stream()},
+                                       {"RTW_BENCH_STREAMS": str(streams), "RTW_BENCH_PREFIX": prefix},
                                        duration, conns, "%s nchan rep%d" % (scen, rep))
-                    else:
-                        res = self.wrk(t.rtw["http_port"], os.path.join(HERE, "post.lua"), {
-                            "RTW_BENCH_TOKEN": t.rtw["token"], "RTW_BENCH_WIDGET_KEY": t.rtw["widget_key"],
-                            "RTW_BENCH_STREAMS": str(streams), "RTW_BENCH_PREFIX": self.stream()},
-                            duration, conns, "%s rtw rep%d" % (scen, rep))
-                    self.add(scen, "accepted msg/s (2xx)", name, res.get("ok_per_s"))
-                    self.add(scen, "p99 ms", name, res.get("p99_ms"))
+                        self.add(scen, "accepted msg/s (2xx)", "nchan", res.get("ok_per_s"))
+                        self.add(scen, "p99 ms", "nchan", res.get("p99_ms"))
+                        continue
+                    parts = self.ingest_parts(t, name)
+                    cpu0 = {k: stack.cpu_seconds(v) for k, v in parts.items()}
+                    res = self.wrk(fronts[name], os.path.join(HERE, "post.lua"), {
+                        "RTW_BENCH_TOKEN": t.rtw["token"], "RTW_BENCH_WIDGET_KEY": t.rtw["widget_key"],
+                        "RTW_BENCH_STREAMS": str(streams), "RTW_BENCH_PREFIX": prefix},
+                        duration, conns, "%s rtw-nginx %s rep%d" % (scen, name, rep))
+                    # Durable: every 201 must be a stored row (the streams
+                    # are this run's own); counted after wrk has stopped.
+                    acked = res.get("statuses", {}).get("201", 0)
+                    rows = t.rtw_stack.pg.query(
+                        "SELECT count(*) FROM rtw_messages WHERE stream_id LIKE %s", (prefix + "-%",))[0][0]
+                    lost = max(acked - rows, 0)
+                    durable = min(acked, rows) / res["duration_s"] if res.get("duration_s") else 0
+                    log("%s rtw-nginx %s: %d acknowledged, %d stored, %.0f durable msg/s" % (
+                        scen, name, acked, rows, durable))
+                    label = "%s (nginx: %s)" % (scen, name)
+                    self.add(label, "durable msg/s (201, stored)", "rtw-nginx", durable)
+                    self.add(label, "p99 ms", "rtw-nginx", res.get("p99_ms"))
                     bad = sum(v for k, v in res.get("statuses", {}).items() if not k.startswith("2"))
-                    self.add(scen, "non-2xx", name, bad + res.get("socket_errors", 0))
+                    self.add(label, "non-2xx", "rtw-nginx", bad + res.get("socket_errors", 0))
+                    self.add(label, "201 not stored", "rtw-nginx", lost)
+                    # where the CPU goes, per stored message (wrk's own not counted)
+                    for k, v in parts.items():
+                        self.add(label, "CPU us/msg, %s" % k, "rtw-nginx",
+                                 (stack.cpu_seconds(v) - cpu0[k]) * 1e6 / rows if rows else None)
 
     def soak(self, t, subs, rate, minutes):
         """Memory over a long fan-out (a new stream and new subscribers every

@@ -1,5 +1,6 @@
 """bench/stack.py: brings up the rtw stack that bench/run measures: a
-durable PostgreSQL (fsync and synchronous_commit on), rtw-fcgi, N rtw-sse
+durable PostgreSQL (fsync and synchronous_commit on), rtw-fcgi (on TCP, and
+a second one on a unix socket for the ingest scenario), N rtw-sse
 processes sharing one port (SO_REUSEPORT), nginx in front (the shipped
 config with more connections) and optionally Apache (the shipped config
 with more workers), through
@@ -41,6 +42,22 @@ def pids_of(pid):
     except OSError:
         pass
     return out
+
+
+def cpu_seconds(pids):
+    """User + system CPU seconds of pids and their children (postmaster's
+    backends, nginx's workers), threads included."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        for p in pids_of(pid):
+            try:
+                with open("/proc/%d/stat" % p) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError):
+                pass
+    return total
 
 
 def postgres_pids(pgdir):
@@ -108,6 +125,12 @@ def rtw(args):
     }
     st = rtwtest.Stack(durable=True, extra_env=env)
     st.start_fcgi()
+    # A second rtw-fcgi on a unix socket, same database: the ingest
+    # scenario measures TCP against unix side by side (bench/driver.py).
+    fcgi_unix = os.path.join(st.tmp, "fcgi-bench.sock")
+    st._daemon("rtw-fcgi-unix", [rtwtest.prog("rtw-fcgi")], None,
+               {"RTW_FCGI_SOCKET": fcgi_unix, "RTW_FCGI_SOCKET_MODE": "0666", "RTW_FCGI_HEALTH_LISTEN": ""})
+    rtwtest.wait_for(lambda: os.path.exists(fcgi_unix), 10, "rtw-fcgi on its unix socket")
     port = rtwtest.free_port()
     sse = []
     for i in range(args.sse_procs):
@@ -124,6 +147,8 @@ def rtw(args):
         "fcgi_port": st.fcgi_port,
         "sse_pids": sse,
         "fcgi_pids": [st.daemons["rtw-fcgi"].proc.pid],
+        "fcgi_unix": fcgi_unix,
+        "fcgi_unix_pid": st.daemons["rtw-fcgi-unix"].proc.pid,
         "nginx_master": ngx,
         "apache_port": apache and apache[0],
         "apache_pids": apache and apache[1],

@@ -174,6 +174,9 @@ struct fcg_worker {
 	struct fcg_buf out;   /* response body */
 	struct fcg_buf head;  /* response head */
 	pthread_cond_t gc_cv; /* this worker's wait in the group committer */
+	/* false while waiting for a request (in FCGX_Accept_r, possibly on a
+	 * kept connection); read by main at SIGTERM to wake idle workers only */
+	atomic_bool busy;
 };
 
 enum fcg_route {

@@ -3,7 +3,11 @@
  * FastCGI listen socket (or the inherited one, fd 0, under spawn-fcgi or
  * mod_fcgid), the worker threads and the signals. The main thread only
  * waits for signals: SIGHUP reopens the log; SIGTERM/SIGINT stop accepting,
- * let the requests in flight finish, and exit 0.
+ * let the requests in flight finish, and exit 0. A worker waiting for the
+ * next request on a kept connection (nginx's fastcgi_keep_conn) sits in a
+ * read that the listen socket's shutdown does not end: main interrupts
+ * those idle workers with SIGUSR1 (a handler that does nothing, installed
+ * without SA_RESTART, so the read fails with EINTR).
  *
  * Each worker thread owns one struct fcg_worker: it accepts a request,
  * serves it (http.c) and finishes it, on its own PostgreSQL connection.
@@ -35,6 +39,11 @@
 
 static atomic_bool fcg__stopping; /* set once by the main thread on SIGTERM */
 
+static void fcg__wake(int sig)
+{
+	(void)sig; /* only there to make a blocked read return EINTR */
+}
+
 static void *fcg__worker_main(void *arg)
 {
 	struct fcg_worker *w = arg;
@@ -42,8 +51,10 @@ static void *fcg__worker_main(void *arg)
 	if (fcg_db_ready(&w->db) != RTW_OK)
 		log_warn("worker %d: database unavailable at start; will retry on demand", w->id);
 	while (!atomic_load(&fcg__stopping)) {
-		if (FCGX_Accept_r(&w->fx) < 0)
+		atomic_store(&w->busy, false);
+		if (atomic_load(&fcg__stopping) || FCGX_Accept_r(&w->fx) < 0)
 			break;
+		atomic_store(&w->busy, true);
 		fcg_serve(w);
 		FCGX_Finish_r(&w->fx);
 	}
@@ -79,6 +90,9 @@ int main(int argc, char **argv)
 
 	/* Signals: the workers inherit the blocked set; main waits for them. */
 	signal(SIGPIPE, SIG_IGN);
+	struct sigaction wake = {.sa_handler = fcg__wake}; /* no SA_RESTART */
+	sigemptyset(&wake.sa_mask);
+	sigaction(SIGUSR1, &wake, NULL);
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
@@ -195,13 +209,31 @@ int main(int argc, char **argv)
 	atomic_store(&fcg__stopping, true);
 	FCGX_ShutdownPending();
 	shutdown(listen_fd, SHUT_RDWR);
-	struct timespec deadline;
+	struct timespec deadline, tick;
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += FCG_DRAIN_S;
 	for (int i = 0; i < started; i++) {
-		if (pthread_timedjoin_np(tids[i], NULL, &deadline) != 0) {
-			log_warn("requests still in flight after %d s; exiting", FCG_DRAIN_S);
-			_exit(rc);
+		/* Idle on a kept connection: interrupt its read, again every
+		 * 50 ms, since a worker may turn idle just after a request. */
+		for (;;) {
+			if (!atomic_load(&workers[i].busy))
+				pthread_kill(tids[i], SIGUSR1);
+			clock_gettime(CLOCK_REALTIME, &tick);
+			tick.tv_nsec += 50 * 1000000L;
+			if (tick.tv_nsec >= 1000000000L) {
+				tick.tv_sec++;
+				tick.tv_nsec -= 1000000000L;
+			}
+			if (tick.tv_sec > deadline.tv_sec ||
+			    (tick.tv_sec == deadline.tv_sec && tick.tv_nsec > deadline.tv_nsec))
+				tick = deadline;
+			int jr = pthread_timedjoin_np(tids[i], NULL, &tick);
+			if (jr == 0)
+				break;
+			if (tick.tv_sec == deadline.tv_sec && tick.tv_nsec == deadline.tv_nsec) {
+				log_warn("requests still in flight after %d s; exiting", FCG_DRAIN_S);
+				_exit(rc);
+			}
 		}
 		fcg_db_close(&workers[i].db);
 		fcg_buf_free(&workers[i].body);

@@ -155,6 +155,7 @@ EXTRA_DIST += tests/js/run.sh tests/js/rtw.test.mjs
 INTEGRATION_TESTS = \
 	tests/integration/test_ctl.py \
 	tests/integration/test_fcgi.py \
+	tests/integration/test_fcgi_kept.py \
 	tests/integration/test_history.py \
 	tests/integration/test_sse.py \
 	tests/integration/test_tokens.py \

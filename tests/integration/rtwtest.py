@@ -367,13 +367,26 @@ class Stack:
         self.daemons[name] = d
         return d.start()
 
-    def start_fcgi(self, env=None):
+    def start_fcgi(self, env=None, unix=False):
+        """unix=True: rtw-fcgi listens on a unix socket (self.fcgi_unix),
+        and the front ends the stack starts after it use that."""
         self.fcgi_port = self.fcgi_port or free_port()
         self.fcgi_health_port = self.fcgi_health_port or free_port()
         e = {"RTW_FCGI_SOCKET": "127.0.0.1:%d" % self.fcgi_port,
              "RTW_FCGI_HEALTH_LISTEN": "127.0.0.1:%d" % self.fcgi_health_port}
+        if unix:
+            self.fcgi_unix = e["RTW_FCGI_SOCKET"] = os.path.join(self.tmp, "fcgi.sock")
+            # nginx's workers (nobody when the tests run as root) must write it
+            e["RTW_FCGI_SOCKET_MODE"] = "0666"
         e.update(env or {})
-        return self._daemon("rtw-fcgi", [prog("rtw-fcgi")], self.fcgi_port, e)
+        d = self._daemon("rtw-fcgi", [prog("rtw-fcgi")], None if unix else self.fcgi_port, e)
+        if unix:
+            def up():
+                with socket.socket(socket.AF_UNIX) as c:
+                    c.connect(self.fcgi_unix)
+                    return True
+            wait_for(up, 10, "rtw-fcgi on %s" % self.fcgi_unix)
+        return d
 
     def start_sse(self, env=None, name="rtw-sse", port=None):
         port = port or self.sse_port or free_port()
@@ -411,7 +424,8 @@ class Stack:
         with open(conf, "w") as f:
             f.write(self.render(server + ".conf.in", RUNDIR=rundir, LISTEN="127.0.0.1:%d" % port,
                                 REQ_RATE=self.nginx_req_rate,
-                                FCGI_ADDR="127.0.0.1:%d" % self.fcgi_port,
+                                FCGI_ADDR=("unix:" + self.fcgi_unix) if getattr(self, "fcgi_unix", None)
+                                else "127.0.0.1:%d" % self.fcgi_port,
                                 SSE_ADDR=self.sse_addr or "127.0.0.1:%d" % (self.sse_port or free_port()),
                                 WEBROOT=webroot or os.path.join(SRCDIR, "web"),
                                 CONFDIR=os.path.join(SRCDIR, "conf")))

@@ -824,8 +824,17 @@ def sigterm_finishes_requests_in_flight_stops_accepting_exits_zero():
     try:
         with locker.cursor() as cur:
             cur.execute("LOCK TABLE rtw_messages IN EXCLUSIVE MODE")
-        th = threading.Thread(target=lambda: result.append(opost(
-            {"type": "broadcast", "widget_key": O.widget_key, "timestamp": 0, "message": "in flight"})))
+        def in_flight():
+            # A worker whose database failed in the last test waits
+            # FCG_DB_RETRY_MS before reconnecting and answers 503 meanwhile:
+            # post until one reaches the (locked) insert.
+            for _ in range(50):
+                r = opost({"type": "broadcast", "widget_key": O.widget_key, "timestamp": 0, "message": "in flight"})
+                if r.status != 503:
+                    break
+                time.sleep(0.1)
+            result.append(r)
+        th = threading.Thread(target=in_flight)
         th.start()
         t.wait_for(lambda: count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                                  "AND query LIKE '%%rtw_messages%%'", stack=O) > 0, 10, "the insert to block")
