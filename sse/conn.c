@@ -420,8 +420,8 @@ static void conn__write(struct sse_conn *c)
 /* ---- whole responses --------------------------------------------------------- */
 
 /* request_id: NULL where no request was read (a refusal at accept). */
-static void conn__cors(const struct rtw_cfg *cfg, const char *origin, const char *request_id, bool widget_ok,
-		       char *out, size_t cap)
+static void conn__cors(const struct rtw_cfg *cfg, const char *origin, const char *request_id, bool widget_ok, char *out,
+		       size_t cap)
 {
 	int n = 0;
 

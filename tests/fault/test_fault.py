@@ -162,6 +162,9 @@ class EsClients:
     """tests/fault/es-clients.mjs in a child process."""
 
     def __init__(self, url, n):
+        # a tree without node_modules (a release tarball): the same npm ci ./dev test runs
+        if not os.path.isdir(os.path.join(HERE, "node_modules", "eventsource")):
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True, stdout=subprocess.DEVNULL)
         self.proc = subprocess.Popen(["node", os.path.join(HERE, "es-clients.mjs"), url, str(n)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE)
         line = self.proc.stdout.readline().strip()
