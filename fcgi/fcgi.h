@@ -38,17 +38,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-/* ---- growable byte buffer with a hard maximum (lib/buf.c) ---- */
-
-/* rtw-fcgi's buffers (request bodies, response heads and bodies) are
- * lib/buf.c's; the fcg_ names are kept for the call sites. */
-#define fcg_buf rtw_buf
-#define fcg_buf_add rtw_buf_add
-#define fcg_buf_str rtw_buf_str
-#define fcg_buf_printf rtw_buf_printf
-#define fcg_buf_json_str rtw_buf_json_str
-#define fcg_buf_shrink rtw_buf_shrink
-#define fcg_buf_free rtw_buf_free
+/* Buffers (request bodies, response heads and bodies) are lib/buf.c's
+ * struct rtw_buf. */
 
 /* ---- metrics (health.c formats them; everyone counts) ---- */
 
@@ -170,9 +161,9 @@ struct fcg_worker {
 	/* union of every enabled widget's origins, for preflights */
 	json_t *all_origins;
 	uint64_t all_origins_ms;
-	struct fcg_buf body;  /* request body, max http.max_body (http.max_batch_body for a batch) */
-	struct fcg_buf out;   /* response body */
-	struct fcg_buf head;  /* response head */
+	struct rtw_buf body;  /* request body, max http.max_body (http.max_batch_body for a batch) */
+	struct rtw_buf out;   /* response body */
+	struct rtw_buf head;  /* response head */
 	pthread_cond_t gc_cv; /* this worker's wait in the group committer */
 	/* false while waiting for a request (in FCGX_Accept_r, possibly on a
 	 * kept connection); read by main at SIGTERM to wake idle workers only */

@@ -222,7 +222,7 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 {
 	const struct rtw_cfg *cfg = r->w->cfg;
 	struct fcg_db *db = &r->w->db;
-	struct fcg_buf *o = &r->w->out;
+	struct rtw_buf *o = &r->w->out;
 	struct msg_filter f;
 	struct msg_error err;
 	PGresult *row;
@@ -259,13 +259,13 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 	}
 	o->len = 0;
 	o->max = SIZE_MAX;
-	rc |= fcg_buf_str(o, "{\"type\":\"request\",\"stream_id\":");
-	rc |= fcg_buf_json_str(o, r->stream_id);
-	rc |= fcg_buf_str(o, ",\"widget_key\":");
-	rc |= fcg_buf_json_str(o, widget_key);
-	rc |= fcg_buf_str(o, ",\"author_id\":");
-	rc |= fcg_buf_json_str(o, author);
-	rc |= fcg_buf_str(o, ",\"timestamp\":0,\"message\":{\"messages\":[");
+	rc |= rtw_buf_str(o, "{\"type\":\"request\",\"stream_id\":");
+	rc |= rtw_buf_json_str(o, r->stream_id);
+	rc |= rtw_buf_str(o, ",\"widget_key\":");
+	rc |= rtw_buf_json_str(o, widget_key);
+	rc |= rtw_buf_str(o, ",\"author_id\":");
+	rc |= rtw_buf_json_str(o, author);
+	rc |= rtw_buf_str(o, ",\"timestamp\":0,\"message\":{\"messages\":[");
 	while (rc == RTW_OK && (row = fcg_db_row(db, &db_rc)) != NULL) {
 		struct msg_stored s;
 		size_t len;
@@ -283,8 +283,8 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 			more = true;
 		} else {
 			if (shown++)
-				rc |= fcg_buf_add(o, ",", 1);
-			rc |= fcg_buf_add(o, js, len);
+				rc |= rtw_buf_add(o, ",", 1);
+			rc |= rtw_buf_add(o, js, len);
 			snprintf(last_id, sizeof(last_id), "%s", s.id);
 		}
 		free(js);
@@ -297,9 +297,9 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 		fcg_unavailable(r);
 		goto out;
 	}
-	rc |= fcg_buf_str(o, f.desc ? "],\"next_before_id\":" : "],\"next_since_id\":");
-	rc |= more ? fcg_buf_json_str(o, last_id) : fcg_buf_str(o, "null");
-	rc |= fcg_buf_str(o, "}}");
+	rc |= rtw_buf_str(o, f.desc ? "],\"next_before_id\":" : "],\"next_since_id\":");
+	rc |= more ? rtw_buf_json_str(o, last_id) : rtw_buf_str(o, "null");
+	rc |= rtw_buf_str(o, "}}");
 	if (rc != RTW_OK) {
 		log_error("worker %d: could not format a history page", r->w->id);
 		fcg_unavailable(r);
@@ -307,7 +307,7 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 	}
 	fcg_send(r, 200, o->p, o->len);
 out:
-	fcg_buf_shrink(o, FCG_OUT_KEEP);
+	rtw_buf_shrink(o, FCG_OUT_KEEP);
 }
 
 /* ---- writes ---- */
@@ -427,7 +427,7 @@ static int fcg__webhook_write(struct fcg_req *r, const struct msg_in *m, const c
 	json_t *bj = json_is_object(msg) ? json_object_get(msg, "body") : NULL;
 	char *headers = json_is_object(hj) ? json_dumps(hj, JSON_COMPACT) : NULL;
 	char *body = (bj && !json_is_null(bj)) ? json_dumps(bj, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-	struct fcg_buf *o = &r->w->out;
+	struct rtw_buf *o = &r->w->out;
 	char ts[32];
 	PGresult *res;
 	int rc = RTW_OK;
@@ -441,19 +441,19 @@ static int fcg__webhook_write(struct fcg_req *r, const struct msg_in *m, const c
 		return RTW_AGAIN;
 	o->len = 0;
 	o->max = SIZE_MAX;
-	rc |= fcg_buf_str(o, "{\"type\":\"webhook\",\"stream_id\":");
-	rc |= fcg_buf_json_str(o, r->stream_id);
-	rc |= fcg_buf_str(o, ",\"author_id\":");
-	rc |= fcg_buf_json_str(o, author);
-	rc |= fcg_buf_str(o, ",\"widget_key\":");
-	rc |= fcg_buf_json_str(o, m->widget_key);
-	rc |= fcg_buf_str(o, ",\"timestamp\":0,\"created_at\":");
-	rc |= fcg_buf_json_str(o, PQgetvalue(res, 0, 1));
-	rc |= fcg_buf_str(o, ",\"message\":{\"job_id\":");
-	rc |= fcg_buf_json_str(o, PQgetvalue(res, 0, 0));
-	rc |= fcg_buf_str(o, ",\"status\":\"queued\",\"url\":");
-	rc |= fcg_buf_json_str(o, url);
-	rc |= fcg_buf_str(o, "}}");
+	rc |= rtw_buf_str(o, "{\"type\":\"webhook\",\"stream_id\":");
+	rc |= rtw_buf_json_str(o, r->stream_id);
+	rc |= rtw_buf_str(o, ",\"author_id\":");
+	rc |= rtw_buf_json_str(o, author);
+	rc |= rtw_buf_str(o, ",\"widget_key\":");
+	rc |= rtw_buf_json_str(o, m->widget_key);
+	rc |= rtw_buf_str(o, ",\"timestamp\":0,\"created_at\":");
+	rc |= rtw_buf_json_str(o, PQgetvalue(res, 0, 1));
+	rc |= rtw_buf_str(o, ",\"message\":{\"job_id\":");
+	rc |= rtw_buf_json_str(o, PQgetvalue(res, 0, 0));
+	rc |= rtw_buf_str(o, ",\"status\":\"queued\",\"url\":");
+	rc |= rtw_buf_json_str(o, url);
+	rc |= rtw_buf_str(o, "}}");
 	PQclear(res);
 	return rc == RTW_OK ? RTW_OK : RTW_AGAIN;
 }
@@ -474,14 +474,14 @@ static int fcg__message_format(struct fcg_req *r, const struct msg_in *m, const 
 	};
 	size_t len;
 	char *js = msg_serialize(&s, &len);
-	struct fcg_buf *o = &r->w->out;
+	struct rtw_buf *o = &r->w->out;
 	int rc;
 
 	if (!js)
 		return RTW_ERROR;
 	o->len = 0;
 	o->max = SIZE_MAX;
-	rc = fcg_buf_add(o, js, len);
+	rc = rtw_buf_add(o, js, len);
 	free(js);
 	return rc;
 }
@@ -550,7 +550,7 @@ static int fcg__write_one(struct fcg_req *r, void *arg, int *status)
 void fcg_idempotent(struct fcg_req *r, const char *scope, const char *author, fcg_write_fn write, void *arg)
 {
 	struct fcg_db *db = &r->w->db;
-	struct fcg_buf *body = &r->w->body;
+	struct rtw_buf *body = &r->w->body;
 	unsigned char digest[SHA256_DIGEST_LENGTH];
 	char hash[2 * SHA256_DIGEST_LENGTH + 1], st[8];
 	PGresult *res = NULL;
@@ -622,7 +622,7 @@ int fcg_req_auth(struct fcg_req *r, const char *stream)
 
 void fcg_handle_post(struct fcg_req *r)
 {
-	struct fcg_buf *body = &r->w->body;
+	struct rtw_buf *body = &r->w->body;
 	struct msg_in m;
 	struct msg_error err;
 	char author[MSG_ID_MAX + 1];
@@ -825,7 +825,7 @@ void fcg_handle_get_webhook(struct fcg_req *r)
 void fcg_handle_get_presence(struct fcg_req *r)
 {
 	const char *params[1] = {r->stream_id};
-	struct fcg_buf *o = &r->w->out;
+	struct rtw_buf *o = &r->w->out;
 	PGresult *res = NULL, *users = NULL;
 	int rc = RTW_OK;
 
@@ -839,16 +839,16 @@ void fcg_handle_get_presence(struct fcg_req *r)
 		goto unavailable;
 	o->len = 0;
 	o->max = SIZE_MAX;
-	rc |= fcg_buf_str(o, "{\"stream_id\":");
-	rc |= fcg_buf_json_str(o, r->stream_id);
-	rc |= fcg_buf_printf(o, ",\"connections\":%s,\"viewers\":%s,\"updated_at\":", PQgetvalue(res, 0, 0),
+	rc |= rtw_buf_str(o, "{\"stream_id\":");
+	rc |= rtw_buf_json_str(o, r->stream_id);
+	rc |= rtw_buf_printf(o, ",\"connections\":%s,\"viewers\":%s,\"updated_at\":", PQgetvalue(res, 0, 0),
 			     PQgetvalue(res, 0, 1));
-	rc |= fcg_buf_json_str(o, PQgetvalue(res, 0, 2));
+	rc |= rtw_buf_json_str(o, PQgetvalue(res, 0, 2));
 	if (users) {
-		rc |= fcg_buf_str(o, ",\"users\":");
-		rc |= fcg_buf_str(o, PQgetvalue(users, 0, 0));
+		rc |= rtw_buf_str(o, ",\"users\":");
+		rc |= rtw_buf_str(o, PQgetvalue(users, 0, 0));
 	}
-	rc |= fcg_buf_str(o, "}");
+	rc |= rtw_buf_str(o, "}");
 	if (rc != RTW_OK)
 		goto unavailable;
 	fcg_send(r, 200, o->p, o->len);

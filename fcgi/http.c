@@ -128,17 +128,17 @@ static int fcg__max_body(const struct fcg_req *r)
 /* Reads the body into w->body; RTW_DECLINED when it exceeds the limit. */
 static int fcg__read_body(struct fcg_req *r)
 {
-	struct fcg_buf *b = &r->w->body;
+	struct rtw_buf *b = &r->w->body;
 	char chunk[16384];
 	int got;
 
 	b->len = 0;
 	b->max = (size_t)fcg__max_body(r);
 	while ((got = FCGX_GetStr(chunk, sizeof(chunk), r->w->fx.in)) > 0) {
-		if (fcg_buf_add(b, chunk, (size_t)got) != RTW_OK)
+		if (rtw_buf_add(b, chunk, (size_t)got) != RTW_OK)
 			return RTW_DECLINED;
 	}
-	if (!b->p && fcg_buf_add(b, "", 0) != RTW_OK)
+	if (!b->p && rtw_buf_add(b, "", 0) != RTW_OK)
 		return RTW_ERROR;
 	return RTW_OK;
 }
@@ -171,9 +171,9 @@ static void fcg__post(struct fcg_req *r)
 		 * publisher's next batch the page faults of fresh memory; but not
 		 * beyond FCG_BUF_KEEP, or every worker would hold a large one. */
 		if (r->w->body.cap > FCG_BUF_KEEP)
-			fcg_buf_free(&r->w->body);
+			rtw_buf_free(&r->w->body);
 		if (r->w->out.cap > FCG_BUF_KEEP)
-			fcg_buf_free(&r->w->out);
+			rtw_buf_free(&r->w->out);
 		return;
 	}
 	fcg_handle_post(r);

@@ -236,9 +236,9 @@ int main(int argc, char **argv)
 			}
 		}
 		fcg_db_close(&workers[i].db);
-		fcg_buf_free(&workers[i].body);
-		fcg_buf_free(&workers[i].out);
-		fcg_buf_free(&workers[i].head);
+		rtw_buf_free(&workers[i].body);
+		rtw_buf_free(&workers[i].out);
+		rtw_buf_free(&workers[i].head);
 		json_decref(workers[i].all_origins);
 		for (int k = 0; k < FCG_WIDGET_CACHE; k++) {
 			json_decref(workers[i].widgets[k].origins);

@@ -79,7 +79,7 @@ out:
 /* Parses and checks the whole body. Sends the refusal itself. */
 static int fcg__check(struct fcg_req *r)
 {
-	struct fcg_buf *body = &r->w->body;
+	struct rtw_buf *body = &r->w->body;
 	struct msg_error err;
 	json_error_t jerr;
 	json_t *root;
@@ -121,18 +121,18 @@ out:
  * into w->out. RTW_OK (*status 201) or RTW_AGAIN. */
 static int fcg__write_batch(struct fcg_req *r, void *author, int *status)
 {
-	struct fcg_buf *o = &r->w->out;
+	struct rtw_buf *o = &r->w->out;
 	const char *params[2] = {r->w->body.p, author};
 	PGresult *res;
 	int rc;
 
-	/* the body is NUL-terminated: fcg_buf keeps a spare byte (lib/buf.c) */
+	/* the body is NUL-terminated: rtw_buf keeps a spare byte (lib/buf.c) */
 	res = fcg_db_run(&r->w->db, "pub_many", 2, params, PGRES_TUPLES_OK, NULL);
 	if (!res)
 		return RTW_AGAIN;
 	o->len = 0;
 	o->max = SIZE_MAX;
-	rc = fcg_buf_add(o, "[", 1);
+	rc = rtw_buf_add(o, "[", 1);
 	for (int i = 0; i < PQntuples(res) && rc == RTW_OK; i++) {
 		struct msg_stored s;
 		size_t len;
@@ -143,10 +143,10 @@ static int fcg__write_batch(struct fcg_req *r, void *author, int *status)
 			rc = RTW_ERROR;
 			break;
 		}
-		rc = (i ? fcg_buf_add(o, ",", 1) : RTW_OK) | fcg_buf_add(o, js, len);
+		rc = (i ? rtw_buf_add(o, ",", 1) : RTW_OK) | rtw_buf_add(o, js, len);
 		free(js);
 	}
-	rc |= fcg_buf_add(o, "]", 1);
+	rc |= rtw_buf_add(o, "]", 1);
 	PQclear(res);
 	*status = 201;
 	return rc == RTW_OK ? RTW_OK : RTW_AGAIN;

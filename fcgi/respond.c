@@ -33,26 +33,26 @@ static bool fcg_respond__cors_allowed(struct fcg_req *r)
 
 static void fcg_respond__head(struct fcg_req *r, int status, size_t len, bool preflight)
 {
-	struct fcg_buf *h = &r->w->head;
+	struct rtw_buf *h = &r->w->head;
 	int rc = RTW_OK;
 
 	r->status = status;
 	h->len = 0;
-	rc |= fcg_buf_printf(h, "Status: %d %s\r\nX-RTW-Request-Id: %s\r\n", status, rtw_http_reason(status),
+	rc |= rtw_buf_printf(h, "Status: %d %s\r\nX-RTW-Request-Id: %s\r\n", status, rtw_http_reason(status),
 			     r->request_id);
 	if (!preflight)
-		rc |= fcg_buf_printf(h,
+		rc |= rtw_buf_printf(h,
 				     "Content-Type: application/json\r\nContent-Length: %zu\r\n"
 				     "Cache-Control: no-store\r\n",
 				     len);
 	if (r->origin) {
-		rc |= fcg_buf_str(h, "Vary: Origin\r\n");
+		rc |= rtw_buf_str(h, "Vary: Origin\r\n");
 		if (fcg_respond__cors_allowed(r)) {
-			rc |= fcg_buf_str(h, "Access-Control-Allow-Origin: ");
-			rc |= fcg_buf_str(h, r->origin);
-			rc |= fcg_buf_str(h, "\r\n");
+			rc |= rtw_buf_str(h, "Access-Control-Allow-Origin: ");
+			rc |= rtw_buf_str(h, r->origin);
+			rc |= rtw_buf_str(h, "\r\n");
 			if (preflight)
-				rc |= fcg_buf_printf(h,
+				rc |= rtw_buf_printf(h,
 						     "Access-Control-Allow-Methods: %s\r\n"
 						     "Access-Control-Allow-Headers: Authorization, Content-Type, "
 						     "Idempotency-Key\r\n"
@@ -60,14 +60,14 @@ static void fcg_respond__head(struct fcg_req *r, int status, size_t len, bool pr
 						     r->allow ? r->allow : FCG_ALLOW_MESSAGES, FCG_PREFLIGHT_MAX_AGE);
 			else
 				rc |=
-				    fcg_buf_str(h, "Access-Control-Expose-Headers: Retry-After, X-RTW-Request-Id\r\n");
+				    rtw_buf_str(h, "Access-Control-Expose-Headers: Retry-After, X-RTW-Request-Id\r\n");
 		}
 	}
 	if (r->allow && (status == 405 || preflight))
-		rc |= fcg_buf_printf(h, "Allow: %s\r\n", r->allow);
+		rc |= rtw_buf_printf(h, "Allow: %s\r\n", r->allow);
 	if (r->retry_after > 0)
-		rc |= fcg_buf_printf(h, "Retry-After: %d\r\n", r->retry_after);
-	rc |= fcg_buf_str(h, "\r\n");
+		rc |= rtw_buf_printf(h, "Retry-After: %d\r\n", r->retry_after);
+	rc |= rtw_buf_str(h, "\r\n");
 	if (rc != RTW_OK)
 		log_error("worker %d: response head too large", r->w->id);
 	FCGX_PutStr(h->p, (int)h->len, r->w->fx.out);
