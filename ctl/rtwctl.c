@@ -3,7 +3,7 @@
  * registry, token minting, publishing (rtw_publish), bans and a look at
  * what is stored. Blocking libpq;
  * every statement parameterized. With `cells` set, a database command runs
- * once per cell (ctl__cells). Prints results on stdout, errors on
+ * once per cell (ctl__cells), and stats adds the cells' counts up. Prints results on stdout, errors on
  * stderr, exits 0 on success, 1 on failure, 2 on bad usage.
  */
 #include "config.h"
@@ -54,6 +54,15 @@ struct ctl {
 	/* over cells: the key the first cell's "widget add" drew, so every
 	 * cell registers the widget under one key */
 	char cell_key[MSG_UUID_LEN + 1];
+	/* over cells: "stats" adds each cell's counts here, printed summed
+	 * after the last cell (the few names stats can print; a name beyond
+	 * the table is left out of the sum, and the sum says so) */
+	struct ctl_count {
+		char what[64];
+		long long n;
+	} sum[32];
+	int nsum;
+	bool sum_partial;
 };
 
 static int ctl__fail(const char *what, const char *detail)
@@ -481,17 +490,62 @@ static int cmd_user(struct ctl *c, int argc, char **argv)
 	return rc;
 }
 
+static void ctl__sum_add(struct ctl *c, const char *what, long long n)
+{
+	int i;
+	for (i = 0; i < c->nsum && strcmp(c->sum[i].what, what) != 0; i++)
+		;
+	if (i == c->nsum) {
+		if (c->nsum == (int)(sizeof(c->sum) / sizeof(c->sum[0])) || strlen(what) >= sizeof(c->sum[0].what)) {
+			c->sum_partial = true;
+			return;
+		}
+		snprintf(c->sum[c->nsum++].what, sizeof(c->sum[0].what), "%s", what);
+	}
+	c->sum[i].n += n;
+}
+
 static int cmd_stats(struct ctl *c, int argc, char **argv)
 {
 	if (argc != 1)
 		return fprintf(stderr, "%s", usage), 2;
 	if (ctl__connect(c))
 		return 1;
-	return ctl__query(c,
-			  "SELECT 'messages.' || type AS what, count(*) FROM rtw_messages GROUP BY type "
-			  "UNION ALL SELECT 'webhook_jobs.' || status, count(*) FROM rtw_webhook_jobs GROUP BY status "
-			  "UNION ALL SELECT 'widgets', count(*) FROM rtw_widgets ORDER BY 1",
-			  0, NULL, true);
+	PGresult *res = PQexec(c->conn, "SELECT 'messages.' || type AS what, count(*) FROM rtw_messages GROUP BY type "
+					"UNION ALL SELECT 'webhook_jobs.' || status, count(*) FROM rtw_webhook_jobs "
+					"GROUP BY status "
+					"UNION ALL SELECT 'widgets', count(*) FROM rtw_widgets ORDER BY 1");
+	int rc = 0;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		rc = ctl__fail(PQresultErrorMessage(res), NULL);
+	} else {
+		printf("what\tcount\n");
+		for (int r = 0; r < PQntuples(res); r++) {
+			printf("%s\t%s\n", PQgetvalue(res, r, 0), PQgetvalue(res, r, 1));
+			ctl__sum_add(c, PQgetvalue(res, r, 0), strtoll(PQgetvalue(res, r, 1), NULL, 10));
+		}
+	}
+	PQclear(res);
+	return rc;
+}
+
+/* After stats over cells: the counts summed over the cells that answered
+ * (a failed cell is named on stderr and left out, so the exit status is
+ * not 0). Sorted as each cell's own list is. */
+static int ctl__count_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct ctl_count *)a)->what, ((const struct ctl_count *)b)->what);
+}
+
+static void ctl__print_sum(struct ctl *c, int cells, int failed)
+{
+	qsort(c->sum, (size_t)c->nsum, sizeof(c->sum[0]), ctl__count_cmp);
+	printf("== all cells (%d of %d answered) ==\nwhat\tcount\n", cells - failed, cells);
+	for (int i = 0; i < c->nsum; i++)
+		printf("%s\t%lld\n", c->sum[i].what, c->sum[i].n);
+	if (c->sum_partial)
+		fprintf(stderr, "rtwctl: the sum leaves out some counts (too many names)\n");
 }
 
 /* Prints rows (RTW_ROW_COLS, then the xid) as JSON lines; remembers the
@@ -657,7 +711,7 @@ static int ctl__cells(struct ctl *c, const char *cmd, int argc, char **argv)
 {
 	char *list = strdup(c->cfg.cells), *save = NULL, *dsn;
 	char *own = c->cfg.pgdsn;
-	int n = 0, worst = 0;
+	int n = 0, worst = 0, failed = 0;
 
 	if (list == NULL)
 		return ctl__fail("out of memory", NULL);
@@ -677,8 +731,10 @@ static int ctl__cells(struct ctl *c, const char *cmd, int argc, char **argv)
 		fflush(stdout);
 		rc = ctl__run(c, cmd, argc, argv);
 		fflush(stdout);
-		if (rc != 0)
+		if (rc != 0) {
 			fprintf(stderr, "rtwctl: cell %d: %s failed (exit %d)\n", n, cmd, rc);
+			failed++;
+		}
 		if (c->conn)
 			PQfinish(c->conn);
 		c->conn = NULL;
@@ -689,6 +745,8 @@ static int ctl__cells(struct ctl *c, const char *cmd, int argc, char **argv)
 	}
 	c->cfg.pgdsn = own;
 	free(list);
+	if (strcmp(cmd, "stats") == 0 && n > 0 && worst != 2)
+		ctl__print_sum(c, n, failed);
 	return n == 0 ? ctl__fail("cells lists no connection string", NULL) : worst;
 }
 

@@ -138,14 +138,26 @@ def rtwctl_runs_every_command_in_every_cell():
     assert r.returncode == 0, r.stderr
     parts = r.stdout.split("== cell ")[1:]
     assert [p.split(" ==")[0] for p in parts] == ["1", "2"], r.stdout
+    counts = []
     for part, cell in zip(parts, (A, B)):
         n = cell.pg.query("SELECT count(*) FROM rtw_messages WHERE type = 'broadcast'")[0][0]
-        assert ("messages.broadcast\t%d\n" % n in part) == (n > 0), (part, n)
+        counts.append(n)
+        assert ("messages.broadcast\t%d\n" % n in part.split("== all cells")[0]) == (n > 0), (part, n)
+    # and summed over the cells after the last one
+    total = r.stdout.split("== all cells (2 of 2 answered) ==\n")
+    assert len(total) == 2, r.stdout
+    assert "messages.broadcast\t%d\n" % sum(counts) in total[1], (total[1], counts)
+    w = sum(c.pg.query("SELECT count(*) FROM rtw_widgets")[0][0] for c in (A, B))
+    assert "widgets\t%d\n" % w in total[1], (total[1], w)
     # one cell down: the other still gets the command, the exit is non-zero
     dead = "host=127.0.0.1 port=%d dbname=rtw user=postgres connect_timeout=2" % free_port()
     r = ctl_cells("widget", "add", "half", cells="%s | %s" % (dead, B.pg.dsn))
     assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
     assert "cell 1" in r.stderr, r.stderr
+    # stats with a dead cell: the sum says one of two answered, exit 1
+    r = ctl_cells("stats", cells="%s | %s" % (dead, B.pg.dsn))
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "== all cells (1 of 2 answered) ==" in r.stdout, r.stdout
     assert len(B.pg.query("SELECT 1 FROM rtw_widgets WHERE name = 'half'")) == 1
     # a command that belongs to one cell is refused, nothing written
     r = ctl_cells("publish", "--stream", "cell-00", "--widget", KEY, '{"x": 1}')
