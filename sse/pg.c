@@ -1,9 +1,14 @@
 /*
  * pg.c: rtw-sse's query policy on its one PostgreSQL connection (the
  * connection half, with its reconnect backoff, is lib/pgconn.c): LISTEN
- * rtw_messages and the prepared statements after every connect, the
- * global (xid, id) tail below the settled horizon rtw_horizon() (see
- * sql/001_init.sql), and the per-connection queries (handshake, catch-up
+ * and the prepared statements after every connect, the global (xid, id)
+ * tail below the settled horizon rtw_horizon() (see sql/003_horizon.sql),
+ * shared per database when sse.shared_tail is on: the process holding the
+ * leader lock tails and publishes each settled range (NOTIFY rtw_settled),
+ * the others read behind it with a plain range scan or pass ranges of
+ * streams they do not serve, notice a missed note from the positions, and
+ * tail alone when the leader falls silent (doc/architecture.md, "The
+ * shared tail"); and the per-connection queries (handshake, catch-up
  * batches bounded in rows and bytes) run one at a time between tail
  * queries, and only once the tail position is known, and presence.c's
  * statements when they are due, and the load of the bans in force (LISTEN
@@ -273,10 +278,11 @@ static bool pg__note_pos(const char *s, struct sse_pos *out, const char **rest)
 	return pg__parse_pos(xid, id, out);
 }
 
-/* Whether none of a note's streams ("*": unknown) has a subscriber here. */
+/* Whether none of a note's streams ("*" or nothing: unknown) has a
+ * subscriber here. */
 static bool pg__serves_none(const struct sse_ctx *ctx, const char *streams)
 {
-	if (strcmp(streams, "*") == 0)
+	if (*streams == '\0' || strcmp(streams, "*") == 0)
 		return false;
 	while (*streams) {
 		char id[MSG_ID_MAX + 1];
@@ -538,7 +544,7 @@ static void pg__note_add(char *list, size_t *len, const char *stream)
 			return;
 		p += k + (p[k] == ',');
 	}
-	if (*len + n + 1 + 64 > SSE_NOTE_MAX) { /* 64: the two positions */
+	if (*len + n + 1 + 96 > SSE_NOTE_MAX) { /* 96: the two positions */
 		strcpy(list, "*");
 		*len = 1;
 		return;
