@@ -71,8 +71,11 @@ static const char pg__probe_sql[] =
     "SELECT pg_try_advisory_lock(" PG_LEADER_LOCK "),"
     " EXISTS (SELECT 1 FROM rtw_messages m WHERE (m.xid, m.id) > ($1::xid8, $2::bigint))";
 
-/* The leader's note of a settled range (the payload: sse.h, SSE_NOTE_MAX). */
-static const char pg__note_sql[] = "SELECT pg_notify('rtw_settled', $1)";
+/* The leader's note of a settled range (the payload: sse.h, SSE_NOTE_MAX).
+ * A NOTIFY takes an xid, so its commit would wait for the WAL flush (and a
+ * synchronous standby): a note is lost with the server anyway, so it does
+ * not wait. */
+static const char pg__note_sql[] = "SELECT set_config('synchronous_commit', 'off', true), pg_notify('rtw_settled', $1)";
 
 /* Qualified names: a bare "xid" in ORDER BY would be the text output
  * column, and text order is not stream order ("9" > "10"). */
