@@ -412,7 +412,8 @@ static bool pg__send_shared(struct sse_ctx *ctx)
 	}
 	if (ctx->leader && !ctx->leader_listening) {
 		ctx->pg_q = SSE_Q_LISTEN;
-		pg__sent(ctx, rtw_pgconn_send_query(&ctx->pg, "LISTEN rtw_messages"));
+		/* its own notes would only wake it */
+		pg__sent(ctx, rtw_pgconn_send_query(&ctx->pg, "UNLISTEN rtw_settled; LISTEN rtw_messages"));
 		return true;
 	}
 	if (ctx->probe_wanted && !ctx->leader) {
@@ -742,8 +743,8 @@ static void pg__result(struct sse_ctx *ctx, PGresult *res)
 	case SSE_Q_PRESENCE_PUT:
 	case SSE_Q_PRESENCE_GET: sse_presence_done(ctx, ctx->pg_q, ok ? res : NULL); break;
 	case SSE_Q_BANS: sse_bans_loaded(ctx, ok ? res : NULL); break;
-	case SSE_Q_LISTEN:
-		ctx->leader_listening = ok;
+	case SSE_Q_LISTEN: /* one result per statement; the LISTEN's comes last */
+		ctx->leader_listening = ok && strcmp(PQcmdStatus(res), "LISTEN") == 0;
 		pg__want_tail(ctx); /* commits before the LISTEN took effect */
 		break;
 	case SSE_Q_PROBE:
