@@ -64,7 +64,8 @@ def pg_procs(pg):
 def sse_stats(pg):
     """(horizon tails, follower ranges, probes) rtw-sse ran so far."""
     out = []
-    for pat in ("%rtw_horizon() AS h%", "SELECT m.xid::text,%, true FROM rtw_messages m%", "%pg_try_advisory_lock%"):
+    # patterns that survive pg_stat_statements' normalisation of constants
+    for pat in ("%rtw_horizon() AS h%", "%(m.xid, m.id) <= ($3::xid8%", "%pg_try_advisory_lock%"):
         r = pg.query("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE %s", (pat, ))
         out.append(float(r[0][0]))
     return out
