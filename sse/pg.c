@@ -42,11 +42,23 @@
  * created_at (delivery lag). */
 #define PG_ROW_COLS "m.xid::text, " RTW_ROW_COLS ", extract(epoch from m.created_at)::text"
 
+/* The shared tail's advisory locks (class 0x72747773, 'rtws'; not
+ * rtw_mark_class(), whose locks hold the horizon), both session-level so
+ * they die with their session: the leader's (key 1), taken by whoever gets
+ * it first, and the followers' mark (key 2), held shared by every process
+ * of the shared tail. The leader's tail asks whether anyone else holds the
+ * mark (a lock never conflicts with its own holder): when nobody does, its
+ * note would wake nobody and is not sent. */
+#define PG_LOCK_CLASS "1920235379"
+#define PG_LEADER_LOCK PG_LOCK_CLASS ", 1"
+#define PG_FOLLOWER_LOCK PG_LOCK_CLASS ", 2"
+#define PG_FOLLOWERS_NONE "SELECT pg_try_advisory_xact_lock(" PG_FOLLOWER_LOCK ") AS alone"
+
 /* Rows after $1,$2 in stream order; settled says whether it is below the
  * horizon (deliverable). Unsettled rows come last since they have the
  * larger xids; their presence means: re-poll soon. */
-static const char pg__tail_sql[] = "SELECT " PG_ROW_COLS ", m.xid < h.h"
-				   " FROM rtw_messages m, (SELECT rtw_horizon() AS h) h"
+static const char pg__tail_sql[] = "SELECT " PG_ROW_COLS ", m.xid < h.h, f.alone"
+				   " FROM rtw_messages m, (SELECT rtw_horizon() AS h) h, (" PG_FOLLOWERS_NONE ") f"
 				   " WHERE (m.xid, m.id) > ($1::xid8, $2::bigint)"
 				   " ORDER BY m.xid, m.id LIMIT $3::int";
 
@@ -58,12 +70,6 @@ static const char pg__range_sql[] = "SELECT " PG_ROW_COLS ", true FROM rtw_messa
 				    " WHERE (m.xid, m.id) > ($1::xid8, $2::bigint)"
 				    " AND (m.xid, m.id) <= ($3::xid8, $4::bigint)"
 				    " ORDER BY m.xid, m.id LIMIT $5::int";
-
-/* The leader lock: a session-level advisory lock of this database, so it
- * dies with the leader's session and a follower's next poll takes it over.
- * Its class is 0x72747773 ('rtws'), not rtw_mark_class(): a mark holds the
- * horizon. */
-#define PG_LEADER_LOCK "1920235379, 1"
 
 /* A follower's poll: lead if nobody does, and whether any row lies past
  * the cursor (one index probe; nothing is read when nothing is new). */
@@ -152,8 +158,10 @@ static const struct {
 
 /* The setup's first steps, before the statements are prepared. A
  * follower of the shared tail listens to the leader's notes instead of
- * every commit: only the leader LISTENs rtw_messages (pg__send_next). */
-static const char *const pg__listens[] = {"LISTEN rtw_messages", "LISTEN rtw_bans"};
+ * every commit: only the leader LISTENs rtw_messages (pg__send_next); and
+ * it takes the followers' mark (skipped when unshared). */
+static const char *const pg__listens[] = {"LISTEN rtw_messages", "LISTEN rtw_bans",
+					  "SELECT pg_advisory_lock_shared(" PG_FOLLOWER_LOCK ")"};
 #define PG_NLISTENS ((int)RTW_ARRAY_LEN(pg__listens))
 
 static const char *pg__listen_sql(const struct sse_ctx *ctx, int step)
@@ -169,7 +177,7 @@ static bool pg__tails_alone(const struct sse_ctx *ctx)
 	return !ctx->cfg->sse_shared_tail || ctx->leader || ctx->own_tail;
 }
 
-enum { PG_COL_XID, PG_COL_ROW, PG_COL_EPOCH = PG_COL_ROW + RTW_ROW_NCOLS, PG_COL_SETTLED };
+enum { PG_COL_XID, PG_COL_ROW, PG_COL_EPOCH = PG_COL_ROW + RTW_ROW_NCOLS, PG_COL_SETTLED, PG_COL_ALONE };
 
 static void pg__send_next(struct sse_ctx *ctx);
 
@@ -361,8 +369,11 @@ static void pg__send_prepared(struct sse_ctx *ctx, enum sse_pg_query q, const ch
 
 static void pg__send_setup(struct sse_ctx *ctx)
 {
-	int i = ctx->pg_setup_step - PG_NLISTENS;
+	int i;
 
+	if (ctx->pg_setup_step == PG_NLISTENS - 1 && !ctx->cfg->sse_shared_tail)
+		ctx->pg_setup_step++; /* no followers' mark */
+	i = ctx->pg_setup_step - PG_NLISTENS;
 	ctx->pg_q = SSE_Q_SETUP;
 	if (ctx->pg_setup_step < PG_NLISTENS)
 		pg__sent(ctx, rtw_pgconn_send_query(&ctx->pg, pg__listen_sql(ctx, ctx->pg_setup_step)));
@@ -620,7 +631,9 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 		sse_conn_dispatch(ctx, f, m.stream_id, to, m.widget_key);
 		sse_frame_unref(f);
 	}
-	if (publish && sse_pos_cmp(ctx->cursor, from) > 0)
+	/* no note when no other process holds the followers' mark */
+	if (publish && sse_pos_cmp(ctx->cursor, from) > 0 &&
+	    (PQnfields(res) <= PG_COL_ALONE || PQgetvalue(res, 0, PG_COL_ALONE)[0] != 't'))
 		pg__note(ctx, from, streams);
 	if (n == ctx->cfg->sse_batch_rows && !ctx->tail_pending) {
 		/* a full batch: more may follow (a follower's own tail goes on
