@@ -1,23 +1,32 @@
 #!/usr/bin/python3
 """bench/nodes.py: PostgreSQL's work per message as the number of rtw-sse
-processes tailing one primary grows (issue 13 item 2, issue 15).
+processes on one primary grows (issue 13 item 2, issue 15), with every
+process tailing alone (sse.shared_tail = false) and with the shared tail
+(true) side by side.
 
 One throwaway stack (tests/integration/rtwtest.py: PostgreSQL with
 pg_stat_statements, rtw-fcgi, nginx) and, for each count K, K rtw-sse
-processes on their own ports (no subscribers: the tail runs the same for
-every process whether anyone listens or not). For each K it measures an
-idle phase (nothing posted: the safety poll only) and a publishing phase
-(messages posted one by one at a fixed rate through nginx), and prints one
-table: tail queries per message, rows the tail returned per message, the
-tail's execution time and the CPU of the rtw-sse backends (from
-/proc/<pid>/stat) per message and per idle second. Measures; never fails
-on a number. The machine is shared: read ratios, not absolutes.
+processes on their own ports, each with one subscriber on stream
+bench<i % 10> (so with 10 or more processes every stream is served
+somewhere, and each process serves one stream in ten). For each K and
+each repetition the two modes run one after the other (the processes are
+restarted in the other mode): an idle phase (nothing posted: the polls
+only) and a publishing phase (messages posted one by one at a fixed rate
+through nginx over 10 streams, one commit each). It prints one row per K
+and mode, medians over the repetitions: rtw-sse statements per message
+(tails with the horizon, follower ranges and probes), the CPU of the
+rtw-sse backends and of every PostgreSQL process (from /proc/<pid>/stat;
+the idle rate subtracted) per message and per idle second, and delivery
+latency (POST sent to event read by the subscriber, every subscriber of
+the message's stream) p50/p99. Measures; never fails on a number. The
+machine is shared: read ratios, not absolutes.
 
 usage: RTW_BUILDDIR=$PWD/build/dev python3 bench/nodes.py [--counts 1,4,16,64]
-       [--messages 200] [--rate 50] [--idle-s 5]
+       [--messages 200] [--rate 50] [--idle-s 5] [--reps 3] [--modes false,true]
 """
 import argparse
 import os
+import statistics
 import sys
 import threading
 import time
@@ -27,6 +36,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 import rtwtest  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+STREAMS = 10
 
 
 def cpu_s(pids):
@@ -46,21 +56,53 @@ def sse_backends(pg):
     return [r[0] for r in pg.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'rtw-sse'")]
 
 
-def tail_stats(pg):
-    """(calls, rows, exec ms) of rtw-sse's tail statement so far."""
-    r = pg.query("SELECT coalesce(sum(calls), 0), coalesce(sum(rows), 0), coalesce(sum(total_exec_time), 0) "
-                 "FROM pg_stat_statements WHERE query LIKE 'SELECT m.xid::text,%%rtw_horizon() AS h%%'")
-    return tuple(float(x) for x in r[0])
+def pg_procs(pg):
+    """Every PostgreSQL process: backends and background processes."""
+    return [r[0] for r in pg.query("SELECT pid FROM pg_stat_activity")]
 
 
-def measure(pg, seconds, work):
-    """Runs work() (or sleeps) and returns the deltas over it."""
-    pids = sse_backends(pg)
-    pg.query("SELECT pg_stat_statements_reset()")
-    c0, t0 = cpu_s(pids), time.time()
-    work() if work else time.sleep(seconds)
-    calls, rows, ms = tail_stats(pg)
-    return {"calls": calls, "rows": rows, "exec_ms": ms, "cpu_s": cpu_s(pids) - c0, "wall_s": time.time() - t0}
+def sse_stats(pg):
+    """(horizon tails, follower ranges, probes) rtw-sse ran so far."""
+    out = []
+    # patterns that survive pg_stat_statements' normalisation of constants
+    for pat in ("%rtw_horizon() AS h%", "%(m.xid, m.id) <= ($3::xid8%", "%pg_try_advisory_lock%"):
+        r = pg.query("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE %s", (pat, ))
+        out.append(float(r[0][0]))
+    return out
+
+
+class Subscriber:
+    """One SSE subscriber read by its own thread; records (n, latency)."""
+
+    def __init__(self, port, stream, token, sent):
+        self.c = rtwtest.SSEClient(port, "/v1/streams/%s/events" % stream,
+                                   headers={"Authorization": "Bearer " + token})
+        self.c.next_event(30)  # init
+        self.sent, self.lat, self.stop = sent, [], False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                ev = self.c.next_event(0.5)
+            except TimeoutError:
+                continue
+            except (ConnectionError, OSError):
+                return
+            n = ev["json"].get("message", {}).get("n")
+            if n in self.sent:
+                self.lat.append(time.time() - self.sent[n])
+
+    def close(self):
+        self.stop = True
+        self.t.join(5)
+        self.c.close()
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100.0 * len(xs)))] if xs else float("nan")
 
 
 def main():
@@ -69,52 +111,96 @@ def main():
     ap.add_argument("--messages", type=int, default=200)
     ap.add_argument("--rate", type=float, default=50.0)
     ap.add_argument("--idle-s", type=float, default=5.0)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--modes", default="false,true", help="sse.shared_tail values, run alternately")
     a = ap.parse_args()
 
     st = rtwtest.Stack(extra_env={"RTW_FCGI_WORKERS": "4", "RTW_LOG_LEVEL": "warn"})
     st.pg.psql_admin("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    st.pg.psql_admin("ALTER SYSTEM SET max_connections = 200")
     st.pg.restart()
     st.pg.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     st.start_fcgi()
-    st.start_sse()
     port = st.start_nginx()
     token = st.token("bench")
-    names = ["rtw-sse"]
+    running = []  # (name, port)
+    state = {"mode": None}
 
-    def publish():
-        gap = 1.0 / a.rate
-        t = time.time()
-        for n in range(a.messages):
-            rtwtest.request(port, "POST", "/v1/streams/bench%d/messages" % (n % 10),
-                            {"type": "broadcast", "widget_key": st.widget_key, "timestamp": n, "message": {"n": n}},
-                            token=token)
-            t += gap
-            time.sleep(max(0.0, t - time.time()))
-        time.sleep(1.0)  # the last wake-ups finish
-
-    print("load average: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))
-    print("| rtw-sse procs | idle tail q/s | idle backend CPU ms/s | tail q/msg | tail rows/msg "
-          "| tail exec µs/msg | backend CPU µs/msg | per proc: backend CPU µs/msg |")
-    print("|---|---|---|---|---|---|---|---|")
-    for k in [int(x) for x in a.counts.split(",")]:
-        while len(names) < k:
-            name = "rtw-sse-%d" % len(names)
-            st.start_sse(name=name, port=rtwtest.free_port())
-            names.append(name)
-        while len(names) > k:
-            st.daemons.pop(names.pop()).stop()
+    def ensure(k, mode):
+        if state["mode"] != mode:
+            while running:
+                st.daemons.pop(running.pop()[0]).stop()
+            state["mode"] = mode
+        while len(running) < k:
+            name = "rtw-sse-%d" % len(running)
+            p = rtwtest.free_port()
+            st.start_sse(name=name, port=p, env={"RTW_SSE_SHARED_TAIL": mode})
+            running.append((name, p))
+        while len(running) > k:
+            st.daemons.pop(running.pop()[0]).stop()
         rtwtest.wait_for(lambda: len(sse_backends(st.pg)) >= k, 60, "%d rtw-sse backends" % k)
-        time.sleep(1.0)
-        idle = measure(st.pg, a.idle_s, None)
-        pub = measure(st.pg, 0, publish)
-        m = a.messages
-        # the idle rate is subtracted from the publishing phase: what is left
-        # is the cost the messages caused
-        extra_cpu = max(0.0, pub["cpu_s"] - idle["cpu_s"] / idle["wall_s"] * pub["wall_s"])
-        print("| %d | %.1f | %.2f | %.2f | %.2f | %.0f | %.0f | %.1f |" %
-              (k, idle["calls"] / idle["wall_s"], 1000 * idle["cpu_s"] / idle["wall_s"], pub["calls"] / m,
-               pub["rows"] / m, 1000 * pub["exec_ms"] / m, 1e6 * extra_cpu / m, 1e6 * extra_cpu / m / k))
-        sys.stdout.flush()
+        time.sleep(1.5)  # the first probes and tails are done
+
+    def phase(work, seconds):
+        pids, allp = sse_backends(st.pg), pg_procs(st.pg)
+        st.pg.query("SELECT pg_stat_statements_reset()")
+        c0, a0, t0 = cpu_s(pids), cpu_s(allp), time.time()
+        work() if work else time.sleep(seconds)
+        q = sse_stats(st.pg)
+        return {"q": q, "cpu": cpu_s(pids) - c0, "all": cpu_s(allp) - a0, "wall": time.time() - t0}
+
+    results = {}
+    for k in [int(x) for x in a.counts.split(",")]:
+        for rep in range(a.reps):
+            for mode in a.modes.split(","):
+                ensure(k, mode)
+                sent = {}
+                subs = [Subscriber(p, "bench%d" % (i % STREAMS), token, sent) for i, (_, p) in enumerate(running)]
+
+                def publish():
+                    gap = 1.0 / a.rate
+                    t = time.time()
+                    for n in range(a.messages):
+                        sent[n] = time.time()
+                        rtwtest.request(port, "POST", "/v1/streams/bench%d/messages" % (n % STREAMS),
+                                        {"type": "broadcast", "widget_key": st.widget_key, "timestamp": n,
+                                         "message": {"n": n}}, token=token)
+                        t += gap
+                        time.sleep(max(0.0, t - time.time()))
+                    time.sleep(1.0)  # the last wake-ups finish
+
+                idle = phase(None, a.idle_s)
+                pub = phase(publish, 0)
+                lat = [x for s in subs for x in s.lat]
+                for s in subs:
+                    s.close()
+                m = a.messages
+                # the idle rate is subtracted from the publishing phase: what
+                # is left is the cost the messages caused
+                extra = max(0.0, pub["cpu"] - idle["cpu"] / idle["wall"] * pub["wall"])
+                extra_all = max(0.0, pub["all"] - idle["all"] / idle["wall"] * pub["wall"])
+                row = {
+                    "idle_q": sum(idle["q"]) / idle["wall"], "idle_cpu": 1000 * idle["cpu"] / idle["wall"],
+                    "tails": pub["q"][0] / m, "ranges": pub["q"][1] / m, "probes": pub["q"][2] / m,
+                    "cpu": 1e6 * extra / m, "all": 1e6 * extra_all / m,
+                    "p50": 1000 * pct(lat, 50), "p99": 1000 * pct(lat, 99), "got": len(lat),
+                    "want": sum(1 for i in range(k) for n in range(m) if n % STREAMS == i % STREAMS),
+                }
+                results.setdefault((k, mode), []).append(row)
+                print("# K=%d shared_tail=%s rep %d: %s (load %s)" % (k, mode, rep + 1, row,
+                      " ".join(open("/proc/loadavg").read().split()[:3])), flush=True)
+
+    print("load average at the end: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))
+    print("| rtw-sse procs | shared_tail | idle q/s | idle sse-backend CPU ms/s | horizon tails/msg | ranges/msg "
+          "| probes/msg | sse-backend CPU µs/msg | all-PostgreSQL CPU µs/msg | latency p50 ms | latency p99 ms "
+          "| delivered/expected |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (k, mode), rows in results.items():
+        def med(key):
+            return statistics.median(r[key] for r in rows)
+        print("| %d | %s | %.1f | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %.1f | %.1f | %d/%d |" %
+              (k, mode, med("idle_q"), med("idle_cpu"), med("tails"), med("ranges"), med("probes"), med("cpu"),
+               med("all"), med("p50"), med("p99"), sum(r["got"] for r in rows), sum(r["want"] for r in rows)))
     st.stop_all()
 
 

@@ -115,6 +115,9 @@ const struct cfg_option cfg_options[] = {
     INT("sse.coalesce_ms", sse_coalesce_ms, "25", 0, 1000,
 	"longest a live frame waits for the next one to share its write, when the connection was written less than "
 	"this ago (0: write at once)"),
+    OPT("sse.shared_tail", CFG_BOOL, sse_shared_tail, "true",
+	"one process per database (the leader) computes the settled horizon and publishes it on rtw_settled, the "
+	"others read behind it; false: every process tails on its own"),
 
     SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),
     OPT("webhook.allow_hosts", CFG_STR, webhook_allow_hosts, "",

@@ -61,6 +61,7 @@ struct rtw_cfg {
 	int sse_hold_max_ms;
 	int sse_presence_interval_ms;
 	int sse_coalesce_ms;
+	bool sse_shared_tail;
 	/* [webhook] */
 	char *webhook_secret;
 	char *webhook_allow_hosts; /* comma list of host:port opened even if internal */

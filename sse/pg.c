@@ -1,9 +1,14 @@
 /*
  * pg.c: rtw-sse's query policy on its one PostgreSQL connection (the
  * connection half, with its reconnect backoff, is lib/pgconn.c): LISTEN
- * rtw_messages and the prepared statements after every connect, the
- * global (xid, id) tail below the settled horizon rtw_horizon() (see
- * sql/001_init.sql), and the per-connection queries (handshake, catch-up
+ * and the prepared statements after every connect, the global (xid, id)
+ * tail below the settled horizon rtw_horizon() (see sql/003_horizon.sql),
+ * shared per database when sse.shared_tail is on: the process holding the
+ * leader lock tails and publishes each settled range (NOTIFY rtw_settled),
+ * the others read behind it with a plain range scan or pass ranges of
+ * streams they do not serve, notice a missed note from the positions, and
+ * tail alone when the leader falls silent (doc/architecture.md, "The
+ * shared tail"); and the per-connection queries (handshake, catch-up
  * batches bounded in rows and bytes) run one at a time between tail
  * queries, and only once the tail position is known, and presence.c's
  * statements when they are due, and the load of the bans in force (LISTEN
@@ -37,13 +42,46 @@
  * created_at (delivery lag). */
 #define PG_ROW_COLS "m.xid::text, " RTW_ROW_COLS ", extract(epoch from m.created_at)::text"
 
+/* The shared tail's advisory locks (class 0x72747773, 'rtws'; not
+ * rtw_mark_class(), whose locks hold the horizon), both session-level so
+ * they die with their session: the leader's (key 1), taken by whoever gets
+ * it first, and the followers' mark (key 2), held shared by every process
+ * of the shared tail. The leader's tail asks whether anyone else holds the
+ * mark (a lock never conflicts with its own holder): when nobody does, its
+ * note would wake nobody and is not sent. */
+#define PG_LOCK_CLASS "1920235379"
+#define PG_LEADER_LOCK PG_LOCK_CLASS ", 1"
+#define PG_FOLLOWER_LOCK PG_LOCK_CLASS ", 2"
+#define PG_FOLLOWERS_NONE "SELECT pg_try_advisory_xact_lock(" PG_FOLLOWER_LOCK ") AS alone"
+
 /* Rows after $1,$2 in stream order; settled says whether it is below the
  * horizon (deliverable). Unsettled rows come last since they have the
  * larger xids; their presence means: re-poll soon. */
-static const char pg__tail_sql[] = "SELECT " PG_ROW_COLS ", m.xid < h.h"
-				   " FROM rtw_messages m, (SELECT rtw_horizon() AS h) h"
+static const char pg__tail_sql[] = "SELECT " PG_ROW_COLS ", m.xid < h.h, f.alone"
+				   " FROM rtw_messages m, (SELECT rtw_horizon() AS h) h, (" PG_FOLLOWERS_NONE ") f"
 				   " WHERE (m.xid, m.id) > ($1::xid8, $2::bigint)"
 				   " ORDER BY m.xid, m.id LIMIT $3::int";
+
+/* A follower's read behind the leader (sse.shared_tail): rows in
+ * (cursor, settled], which the leader's tail proved settled, so no
+ * horizon: one range scan of rtw_messages_order. The tail's columns, every
+ * row settled. */
+static const char pg__range_sql[] = "SELECT " PG_ROW_COLS ", true FROM rtw_messages m"
+				    " WHERE (m.xid, m.id) > ($1::xid8, $2::bigint)"
+				    " AND (m.xid, m.id) <= ($3::xid8, $4::bigint)"
+				    " ORDER BY m.xid, m.id LIMIT $5::int";
+
+/* A follower's poll: lead if nobody does, and whether any row lies past
+ * the cursor (one index probe; nothing is read when nothing is new). */
+static const char pg__probe_sql[] =
+    "SELECT pg_try_advisory_lock(" PG_LEADER_LOCK "),"
+    " EXISTS (SELECT 1 FROM rtw_messages m WHERE (m.xid, m.id) > ($1::xid8, $2::bigint))";
+
+/* The leader's note of a settled range (the payload: sse.h, SSE_NOTE_MAX).
+ * A NOTIFY takes an xid, so its commit would wait for the WAL flush (and a
+ * synchronous standby): a note is lost with the server anyway, so it does
+ * not wait. */
+static const char pg__note_sql[] = "SELECT set_config('synchronous_commit', 'off', true), pg_notify('rtw_settled', $1)";
 
 /* Qualified names: a bare "xid" in ORDER BY would be the text output
  * column, and text order is not stream order ("9" > "10"). */
@@ -107,6 +145,9 @@ static const struct {
 	int nparams;
 } pg__stmts[] = {
     {"sse_tail", pg__tail_sql, 3},
+    {"sse_range", pg__range_sql, 5},
+    {"sse_probe", pg__probe_sql, 2},
+    {"sse_note", pg__note_sql, 1},
     {"sse_cursor", pg__cursor_sql, 0},
     {"sse_catchup", pg__catchup_sql, 9},
     {"sse_handshake", pg__handshake_sql, 5},
@@ -115,11 +156,28 @@ static const struct {
     {"sse_bans", pg__bans_sql, 1},
 };
 
-/* The setup's first steps, before the statements are prepared. */
-static const char *const pg__listens[] = {"LISTEN rtw_messages", "LISTEN rtw_bans"};
+/* The setup's first steps, before the statements are prepared. A
+ * follower of the shared tail listens to the leader's notes instead of
+ * every commit: only the leader LISTENs rtw_messages (pg__send_next); and
+ * it takes the followers' mark (skipped when unshared). */
+static const char *const pg__listens[] = {"LISTEN rtw_messages", "LISTEN rtw_bans",
+					  "SELECT pg_advisory_lock_shared(" PG_FOLLOWER_LOCK ")"};
 #define PG_NLISTENS ((int)RTW_ARRAY_LEN(pg__listens))
 
-enum { PG_COL_XID, PG_COL_ROW, PG_COL_EPOCH = PG_COL_ROW + RTW_ROW_NCOLS, PG_COL_SETTLED };
+static const char *pg__listen_sql(const struct sse_ctx *ctx, int step)
+{
+	if (step == 0 && ctx->cfg->sse_shared_tail)
+		return "LISTEN rtw_settled";
+	return pg__listens[step];
+}
+
+/* Tails with the horizon itself: leader, unshared, or a follower's own. */
+static bool pg__tails_alone(const struct sse_ctx *ctx)
+{
+	return !ctx->cfg->sse_shared_tail || ctx->leader || ctx->own_tail;
+}
+
+enum { PG_COL_XID, PG_COL_ROW, PG_COL_EPOCH = PG_COL_ROW + RTW_ROW_NCOLS, PG_COL_SETTLED, PG_COL_ALONE };
 
 static void pg__send_next(struct sse_ctx *ctx);
 
@@ -140,11 +198,17 @@ static void pg__timer_arm(struct sse_ctx *ctx, uint64_t ms)
 		log_error("could not arm the poll timer: %s", strerror(errno));
 }
 
+/* The leader (or an unshared process) polls the tail, so the horizon and
+ * writer_timeout are computed at least once per interval; a follower
+ * probes. */
 static void pg__timer(void *arg)
 {
 	struct sse_ctx *ctx = arg;
 
-	pg__want_tail(ctx);
+	if (ctx->cfg->sse_shared_tail && !ctx->leader)
+		ctx->probe_wanted = true;
+	else
+		pg__want_tail(ctx);
 	sse_pg_kick(ctx);
 }
 
@@ -176,6 +240,10 @@ static void pg__on_lost(struct rtw_pgconn *pc, const char *why, void *arg)
 	(void)pc;
 	(void)why; /* logged by lib/pgconn.c */
 	ctx->pg_ready = false;
+	/* the lock went with the session; a note not sent is found as a gap */
+	ctx->leader = false;
+	ctx->leader_listening = false;
+	ctx->note_wanted = false;
 	pg__abandon(ctx);
 }
 
@@ -193,7 +261,84 @@ static void pg__on_ready(struct rtw_pgconn *pc, void *arg)
 	(void)pc;
 	ctx->pg_setup_step = 0;
 	ctx->pg_q = SSE_Q_NONE;
+	/* notes were missed while away: the first tail is our own, and we try
+	 * to lead at once */
+	ctx->own_tail = true;
+	ctx->probe_wanted = ctx->cfg->sse_shared_tail;
 	pg__send_next(ctx);
+}
+
+static bool pg__parse_pos(const char *xid, const char *id, struct sse_pos *out);
+
+/* "XID:ID" up to a space or the end; *rest after it. */
+static bool pg__note_pos(const char *s, struct sse_pos *out, const char **rest)
+{
+	char xid[24], id[24];
+	size_t a = strcspn(s, ":"), b;
+
+	if (a == 0 || a >= sizeof(xid) || s[a] != ':')
+		return false;
+	b = strcspn(s + a + 1, " ");
+	if (b == 0 || b >= sizeof(id))
+		return false;
+	memcpy(xid, s, a);
+	xid[a] = '\0';
+	memcpy(id, s + a + 1, b);
+	id[b] = '\0';
+	*rest = s + a + 1 + b + (s[a + 1 + b] == ' ');
+	return pg__parse_pos(xid, id, out);
+}
+
+/* Whether none of a note's streams ("*" or nothing: unknown) has a
+ * subscriber here. */
+static bool pg__serves_none(const struct sse_ctx *ctx, const char *streams)
+{
+	if (*streams == '\0' || strcmp(streams, "*") == 0)
+		return false;
+	while (*streams) {
+		char id[MSG_ID_MAX + 1];
+		size_t n = strcspn(streams, ",");
+		if (n == 0 || n > MSG_ID_MAX)
+			return false;
+		memcpy(id, streams, n);
+		id[n] = '\0';
+		if (sse_index_stream(&ctx->ix, id) != NULL)
+			return false;
+		streams += n + (streams[n] == ',');
+	}
+	return true;
+}
+
+/* A follower hears that (from, to] is settled. A range that does not start
+ * at the cursor means a note was missed (a reconnect, a new leader): the
+ * range read from the cursor covers it. */
+static void pg__heard_note(struct sse_ctx *ctx, const char *payload)
+{
+	struct sse_pos from, to;
+	const char *rest;
+
+	if (ctx->leader || !ctx->cfg->sse_shared_tail)
+		return; /* its own */
+	ctx->settled_heard_ms = rtw_loop_now(&ctx->loop);
+	if (!pg__note_pos(payload, &from, &rest) || !pg__note_pos(rest, &to, &rest)) {
+		log_warn("ignored a malformed rtw_settled note");
+		return;
+	}
+	if (sse_pos_cmp(to, ctx->settled) > 0)
+		ctx->settled = to;
+	if (!ctx->cursor_valid || sse_pos_cmp(to, ctx->cursor) <= 0)
+		return;
+	if (sse_pos_cmp(from, ctx->cursor) != 0) {
+		ctx->m.tail_gaps++;
+	} else if (ctx->pg_q != SSE_Q_TAIL && pg__serves_none(ctx, rest)) {
+		/* what the tail would do with these rows: nothing (it formats
+		 * none for a stream without subscribers); a stream subscribed
+		 * later starts at the cursor or catches up from the table */
+		ctx->cursor = to;
+		ctx->m.tail_skipped++;
+		return;
+	}
+	pg__want_tail(ctx);
 }
 
 static void pg__on_notify(struct rtw_pgconn *pc, const char *channel, const char *payload, void *arg)
@@ -201,10 +346,11 @@ static void pg__on_notify(struct rtw_pgconn *pc, const char *channel, const char
 	struct sse_ctx *ctx = arg;
 
 	(void)pc;
-	(void)payload;
 	/* sent when the loop kicks, after the pass */
 	if (strcmp(channel, "rtw_bans") == 0)
 		ctx->bans.wanted = true;
+	else if (strcmp(channel, "rtw_settled") == 0)
+		pg__heard_note(ctx, payload);
 	else
 		pg__want_tail(ctx);
 }
@@ -223,27 +369,73 @@ static void pg__send_prepared(struct sse_ctx *ctx, enum sse_pg_query q, const ch
 
 static void pg__send_setup(struct sse_ctx *ctx)
 {
-	int i = ctx->pg_setup_step - PG_NLISTENS;
+	int i;
 
+	if (ctx->pg_setup_step == PG_NLISTENS - 1 && !ctx->cfg->sse_shared_tail)
+		ctx->pg_setup_step++; /* no followers' mark */
+	i = ctx->pg_setup_step - PG_NLISTENS;
 	ctx->pg_q = SSE_Q_SETUP;
 	if (ctx->pg_setup_step < PG_NLISTENS)
-		pg__sent(ctx, rtw_pgconn_send_query(&ctx->pg, pg__listens[ctx->pg_setup_step]));
+		pg__sent(ctx, rtw_pgconn_send_query(&ctx->pg, pg__listen_sql(ctx, ctx->pg_setup_step)));
 	else
 		pg__sent(ctx,
 			 rtw_pgconn_send_prepare(&ctx->pg, pg__stmts[i].name, pg__stmts[i].sql, pg__stmts[i].nparams));
 }
 
-static void pg__send_tail(struct sse_ctx *ctx)
+/* The tail, or a follower's range up to the settled position; false when
+ * a follower has nothing to read. */
+static bool pg__send_tail(struct sse_ctx *ctx)
 {
-	char xid[24], id[24], lim[16];
-	const char *v[3] = {xid, id, lim};
+	char xid[24], id[24], sx[24], si[24], lim[16];
+	const char *v[5] = {xid, id, lim, NULL, NULL};
+	bool alone = pg__tails_alone(ctx);
 
+	ctx->tail_wanted = false;
+	if (!alone && sse_pos_cmp(ctx->cursor, ctx->settled) >= 0)
+		return false;
 	pg__pos_text(ctx->cursor, xid, id);
 	snprintf(lim, sizeof(lim), "%d", ctx->cfg->sse_batch_rows);
-	ctx->tail_wanted = false;
 	ctx->tail_sent_us = rtw_wall_us();
 	sse_metrics_stage(ctx, SSE_STAGE_TAIL_WAIT, (double)(ctx->tail_sent_us - ctx->tail_wanted_us) / 1e6);
-	pg__send_prepared(ctx, SSE_Q_TAIL, "sse_tail", 3, v);
+	ctx->tail_alone = alone;
+	if (alone) {
+		ctx->own_tail = false;
+		pg__send_prepared(ctx, SSE_Q_TAIL, "sse_tail", 3, v);
+	} else {
+		pg__pos_text(ctx->settled, sx, si);
+		v[2] = sx;
+		v[3] = si;
+		v[4] = lim;
+		pg__send_prepared(ctx, SSE_Q_TAIL, "sse_range", 5, v);
+	}
+	return true;
+}
+
+/* The shared tail's own queries, before anything else: the leader's note
+ * (followers wait on it), the leader's LISTEN, a follower's probe. */
+static bool pg__send_shared(struct sse_ctx *ctx)
+{
+	if (ctx->note_wanted) {
+		const char *v[1] = {ctx->note};
+		ctx->note_wanted = false;
+		pg__send_prepared(ctx, SSE_Q_NOTE, "sse_note", 1, v);
+		return true;
+	}
+	if (ctx->leader && !ctx->leader_listening) {
+		ctx->pg_q = SSE_Q_LISTEN;
+		/* its own notes would only wake it */
+		pg__sent(ctx, rtw_pgconn_send_query(&ctx->pg, "UNLISTEN rtw_settled; LISTEN rtw_messages"));
+		return true;
+	}
+	if (ctx->probe_wanted && !ctx->leader) {
+		char xid[24], id[24];
+		const char *v[2] = {xid, id};
+		ctx->probe_wanted = false;
+		pg__pos_text(ctx->cursor, xid, id);
+		pg__send_prepared(ctx, SSE_Q_PROBE, "sse_probe", 2, v);
+		return true;
+	}
+	return false;
 }
 
 static void pg__send_job(struct sse_ctx *ctx, struct sse_conn *c)
@@ -290,6 +482,8 @@ static void pg__send_next(struct sse_ctx *ctx)
 		pg__send_prepared(ctx, SSE_Q_CURSOR, "sse_cursor", 0, NULL);
 		return;
 	}
+	if (pg__send_shared(ctx))
+		return;
 	/* before handshakes: a banned user's stream is refused once loaded */
 	if (sse_bans_due(ctx)) {
 		char lim[16];
@@ -312,8 +506,9 @@ static void pg__send_next(struct sse_ctx *ctx)
 		bool have_jobs = !sse_list_empty(&ctx->jobs);
 		if (ctx->tail_wanted && (!ctx->jobs_turn || !have_jobs)) {
 			ctx->jobs_turn = true;
-			pg__send_tail(ctx);
-			return;
+			if (pg__send_tail(ctx))
+				return;
+			continue;
 		}
 		if (!have_jobs)
 			return;
@@ -350,11 +545,53 @@ static bool pg__parse_pos(const char *xid, const char *id, struct sse_pos *out)
 	return *end == '\0' && errno == 0;
 }
 
+/* Adds a stream to the leader's note list unless it is there; "*" once
+ * the list would not fit. */
+static void pg__note_add(char *list, size_t *len, const char *stream)
+{
+	size_t n = strlen(stream);
+
+	if (strcmp(list, "*") == 0)
+		return;
+	for (const char *p = list; *p;) {
+		size_t k = strcspn(p, ",");
+		if (k == n && memcmp(p, stream, n) == 0)
+			return;
+		p += k + (p[k] == ',');
+	}
+	if (*len + n + 1 + 96 > SSE_NOTE_MAX) { /* 96: the two positions */
+		strcpy(list, "*");
+		*len = 1;
+		return;
+	}
+	if (*len)
+		list[(*len)++] = ',';
+	memcpy(list + *len, stream, n + 1);
+	*len += n;
+}
+
+/* The leader publishes what its tail settled: (from, cursor] and the
+ * streams in it, sent before the next query. */
+static void pg__note(struct sse_ctx *ctx, struct sse_pos from, const char *streams)
+{
+	int len = snprintf(ctx->note, sizeof(ctx->note), "%" PRIu64 ":%" PRId64 " %" PRIu64 ":%" PRId64 " %s", from.xid,
+			   from.id, ctx->cursor.xid, ctx->cursor.id, streams);
+
+	if (len < 0 || (size_t)len >= sizeof(ctx->note))
+		snprintf(ctx->note, sizeof(ctx->note), "%" PRIu64 ":%" PRId64 " %" PRIu64 ":%" PRId64 " *", from.xid,
+			 from.id, ctx->cursor.xid, ctx->cursor.id);
+	ctx->note_wanted = true;
+}
+
 static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 {
 	int n = PQntuples(res), i;
 	uint64_t now_us = rtw_wall_us();
 	double now = (double)now_us / 1e6;
+	bool publish = ctx->cfg->sse_shared_tail && ctx->leader, follower = ctx->cfg->sse_shared_tail && !ctx->leader;
+	struct sse_pos from = ctx->cursor;
+	char streams[SSE_NOTE_MAX + 1] = "";
+	size_t streams_len = 0;
 
 	sse_metrics_stage(ctx, SSE_STAGE_TAIL_QUERY, (double)(now_us - ctx->tail_sent_us) / 1e6);
 	ctx->tail_pending = false;
@@ -374,6 +611,8 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 			continue;
 		ctx->cursor = pos;
 		ctx->m.tail_rows++;
+		if (publish)
+			pg__note_add(streams, &streams_len, m.stream_id);
 		st = sse_index_stream(&ctx->ix, m.stream_id);
 		if (st == NULL)
 			continue; /* nobody listens: do not even format it */
@@ -392,8 +631,22 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 		sse_conn_dispatch(ctx, f, m.stream_id, to, m.widget_key);
 		sse_frame_unref(f);
 	}
+	/* no note when no other process holds the followers' mark */
+	if (publish && sse_pos_cmp(ctx->cursor, from) > 0 &&
+	    (PQnfields(res) <= PG_COL_ALONE || PQgetvalue(res, 0, PG_COL_ALONE)[0] != 't'))
+		pg__note(ctx, from, streams);
 	if (n == ctx->cfg->sse_batch_rows && !ctx->tail_pending) {
-		pg__want_tail(ctx); /* a full batch: more may follow */
+		/* a full batch: more may follow (a follower's own tail goes on
+		 * alone, its range goes on to the settled position) */
+		if (follower && ctx->tail_alone)
+			ctx->own_tail = true;
+		pg__want_tail(ctx);
+		return;
+	}
+	if (follower) {
+		/* behind the horizon is the leader's business: the probe watches */
+		ctx->repoll_ms = 0;
+		pg__timer_arm(ctx, (uint64_t)ctx->cfg->sse_poll_interval_ms);
 		return;
 	}
 	if (ctx->tail_pending) {
@@ -439,6 +692,29 @@ static void pg__catchup_result(struct sse_ctx *ctx, struct sse_conn *c, PGresult
 	sse_conn_catchup_done(c, true, full);
 }
 
+/* A follower's poll answered: it leads now, or the leader has been silent
+ * for a whole interval while rows wait past the cursor (it may be stuck;
+ * the rows may also be unsettled), so the next tail is its own, horizon and
+ * writer_timeout included. */
+static void pg__probe_result(struct sse_ctx *ctx, PGresult *res)
+{
+	uint64_t poll = (uint64_t)ctx->cfg->sse_poll_interval_ms;
+	bool won = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+	bool behind = PQntuples(res) == 1 && PQgetvalue(res, 0, 1)[0] == 't';
+
+	if (won) {
+		ctx->leader = true;
+		ctx->m.leader_takes++;
+		log_info("leading the shared tail of this database");
+		pg__want_tail(ctx);
+	} else if (behind && rtw_loop_now(&ctx->loop) - ctx->settled_heard_ms >= poll) {
+		ctx->own_tail = true;
+		ctx->m.tail_own++;
+		pg__want_tail(ctx);
+	}
+	pg__timer_arm(ctx, poll);
+}
+
 static void pg__result(struct sse_ctx *ctx, PGresult *res)
 {
 	ExecStatusType st = PQresultStatus(res);
@@ -480,6 +756,16 @@ static void pg__result(struct sse_ctx *ctx, PGresult *res)
 	case SSE_Q_PRESENCE_PUT:
 	case SSE_Q_PRESENCE_GET: sse_presence_done(ctx, ctx->pg_q, ok ? res : NULL); break;
 	case SSE_Q_BANS: sse_bans_loaded(ctx, ok ? res : NULL); break;
+	case SSE_Q_LISTEN: /* one result per statement; the LISTEN's comes last */
+		ctx->leader_listening = ok && strcmp(PQcmdStatus(res), "LISTEN") == 0;
+		pg__want_tail(ctx); /* commits before the LISTEN took effect */
+		break;
+	case SSE_Q_PROBE:
+		if (ok)
+			pg__probe_result(ctx, res);
+		else
+			pg__timer_arm(ctx, (uint64_t)ctx->cfg->sse_poll_interval_ms);
+		break;
 	case SSE_Q_CATCHUP:
 		if (c) {
 			c->pg_job = false;

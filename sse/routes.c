@@ -402,6 +402,19 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 			    m->tail_unsettled);
 	rtw_metrics_counter(&w, "rtw_sse_coalesce_holds_total",
 			    "Flushes that held some connection's live frames for sse.coalesce_ms.", m->coalesce_holds);
+	rtw_metrics_gauge(&w, "rtw_sse_tail_leader",
+			  "1 when this process leads the shared tail of its database (sse.shared_tail).",
+			  ctx->leader ? 1.0 : 0.0);
+	rtw_metrics_counter(&w, "rtw_sse_tail_leader_takes_total",
+			    "Times this process became the shared tail's leader.", m->leader_takes);
+	rtw_metrics_counter(&w, "rtw_sse_tail_skipped_total",
+			    "Settled ranges passed without a query: no subscriber here to any of their streams.",
+			    m->tail_skipped);
+	rtw_metrics_counter(&w, "rtw_sse_tail_gaps_total",
+			    "Settled ranges that did not start at this process's cursor (a note was missed).",
+			    m->tail_gaps);
+	rtw_metrics_counter(&w, "rtw_sse_tail_own_total",
+			    "Tails a follower ran on its own: the leader was silent while rows waited.", m->tail_own);
 	routes__presence_metrics(ctx, &w);
 	rtw_probe_metrics(&w, &reply);
 	if (reply.status != 200)

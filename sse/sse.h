@@ -417,8 +417,19 @@ enum sse_pg_query {
 	SSE_Q_CATCHUP,
 	SSE_Q_PRESENCE_PUT,
 	SSE_Q_PRESENCE_GET,
-	SSE_Q_BANS
+	SSE_Q_BANS,
+	SSE_Q_LISTEN, /* the leader's LISTEN rtw_messages */
+	SSE_Q_PROBE,  /* a follower's poll: try to lead, any rows past the cursor? */
+	SSE_Q_NOTE    /* the leader's NOTIFY rtw_settled */
 };
+
+/* The shared tail (pg.c, sse.shared_tail): one process per database, the
+ * leader, computes the settled horizon and publishes each settled range
+ * on channel rtw_settled as "FROMXID:FROMID TOXID:TOID STREAMS" (STREAMS:
+ * the range's stream ids separated by commas, or "*" when they do not
+ * fit); every other process reads (cursor, TO] with a plain range scan,
+ * or skips it with no query when it serves none of the streams. */
+#define SSE_NOTE_MAX 7900 /* NOTIFY payloads must stay under 8000 bytes */
 
 /* The bans in force (bans.c). */
 #define SSE_BANS_MAX 100000	 /* bans held; beyond, a load is cut (and logged) */
@@ -467,6 +478,10 @@ struct sse_metrics {
 	uint64_t writes;	 /* sendmsg calls to clients */
 	uint64_t tail_unsettled; /* tail batches stopped at a row behind the horizon */
 	uint64_t coalesce_holds; /* flushes that held a connection's live output (sse.coalesce_ms) */
+	uint64_t tail_skipped;	 /* settled ranges passed with no query: none of their streams served here */
+	uint64_t tail_gaps;	 /* settled ranges that did not start at the cursor (a missed note) */
+	uint64_t tail_own;	 /* a follower's own tails: the leader was silent while rows waited */
+	uint64_t leader_takes;	 /* times this process became the leader */
 	struct sse_stage_hist stage[SSE_STAGE_N];
 	uint64_t hold_retries;			  /* held heads told to retry (the position stayed unknown) */
 	uint64_t lag_bucket[SSE_LAG_BUCKETS + 1]; /* last is +Inf */
@@ -526,6 +541,17 @@ struct sse_ctx {
 	bool pg_was_ready;
 	struct sse_pos cursor; /* everything <= cursor has been dispatched */
 	uint64_t repoll_ms;
+	/* the shared tail (sse.shared_tail; pg.c) */
+	bool leader;		   /* this session holds the leader lock: it tails and publishes */
+	bool leader_listening;	   /* the leader's LISTEN rtw_messages is done in this session */
+	bool probe_wanted;	   /* a follower's poll is due */
+	bool own_tail;		   /* the next tail is a follower's own, with the horizon */
+	bool tail_alone;	   /* the tail in flight computes the horizon (not a range) */
+	struct sse_pos settled;	   /* the newest settled position heard from the leader */
+	uint64_t settled_heard_ms; /* when a note was last heard (rtw_loop_now) */
+	bool note_wanted;	   /* the leader has a note to send */
+	size_t note_len;
+	char note[SSE_NOTE_MAX + 1];
 	bool jobs_turn; /* alternate tail and connection jobs */
 	struct sse_presence pres;
 	struct sse_bans bans;
