@@ -73,10 +73,14 @@ static const struct {
      * row is rebuilt in C; $2 is the author of messages without one. The
      * keys are the contract's; "timestamp" + 0 turns a -0 into 0 as
      * msg_decode does. Answered in the standard format, in the batch's
-     * order (identity values are drawn in recordset order, as above). */
+     * order (identity values are drawn in recordset order, as above).
+     * Each row carries the transaction's order key itself, read after the
+     * statement trigger has set it, so that rtw_messages_key's WHEN clause
+     * spares the PL/pgSQL call per row (sql/013_insert_cost.sql). */
     {"pub_many",
-     "WITH ins AS (INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
-     "SELECT r.stream_id, r.type, r.widget_key, coalesce(r.author_id, $2), r.to_user_id, r.message, "
+     "WITH ins AS (INSERT INTO rtw_messages (xid, stream_id, type, widget_key, author_id, to_user_id, message, ts) "
+     "SELECT split_part(current_setting('rtw.order_key'), ':', 2)::xid8, "
+     "r.stream_id, r.type, r.widget_key, coalesce(r.author_id, $2), r.to_user_id, r.message, "
      "r.\"timestamp\" + 0 "
      "FROM jsonb_to_recordset($1::jsonb) AS r(stream_id text, type text, widget_key uuid, author_id text, "
      "to_user_id text, message jsonb, \"timestamp\" float8) "
