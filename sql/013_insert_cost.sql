@@ -26,3 +26,10 @@ CREATE TRIGGER rtw_messages_key BEFORE INSERT ON rtw_messages
     WHEN (NEW.xid IS DISTINCT FROM split_part(current_setting('rtw.order_key'), ':', 2)::xid8)
     EXECUTE FUNCTION rtw_mark_row();
 ALTER TABLE rtw_messages ENABLE ALWAYS TRIGGER rtw_messages_key;
+
+-- rtw_publish()'s author and addressee rule (sql/006) had the same kind of
+-- bound, '{1,128}' on a class of 93 characters: 31 µs a call, twice per
+-- private message. The same strings, without the bound in the automaton.
+CREATE OR REPLACE FUNCTION rtw_publish_user_id_ok(v jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_typeof(v) = 'string' AND (v #>> '{}') ~ '^[!#-\[\]-~]+$' AND length(v #>> '{}') <= 128
+$$;
