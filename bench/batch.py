@@ -18,6 +18,7 @@ usage: bench/batch.py [--batch 1000] [--conns 4] [--seconds 10] [--reps 3] [--on
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -59,7 +60,11 @@ def run_http(st, args, body_file, rep):
     env = dict(os.environ, RTW_BENCH_TOKEN=token, RTW_BENCH_BODY=body_file)
     cmd = ["wrk", "-t2", "-c%d" % args.conns, "-d%ds" % args.seconds, "--latency", "-s",
            os.path.join(HERE, "batch.lua"), "http://127.0.0.1:%d/" % st.http_port]
+    load = os.getloadavg()[0]
+    wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.seconds + 120)
+    wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (wrk1.ru_utime + wrk1.ru_stime) - (wrk0.ru_utime + wrk0.ru_stime)
     res = {}
     for line in r.stdout.splitlines():
         if line.startswith("WRKJSON "):
@@ -71,6 +76,8 @@ def run_http(st, args, body_file, rep):
     after = stored(st)
     cpu = ", ".join("%s %.2f" % (k, (cpu_seconds(v) - cpu0[k]) / max(ok, 1) * 1000)
                     for k, v in procs.items())
+    # the load tool runs on the same cores: its share is part of the picture
+    cpu += ", wrk %.2f; load average %.1f" % (wrk_cpu / max(ok, 1) * 1000, load)
     print("http rep%d: %d msg/s durable (%d batches of %d in %.1f s, %.1f batches/s), p50 %.0f ms, p99 %.0f ms, "
           "statuses %s; rows stored %d (acknowledged %d); CPU ms per batch: %s" % (
               rep, ok * args.batch / res["duration_s"], ok, args.batch, res["duration_s"],

@@ -72,16 +72,20 @@ static const struct {
      * publish.c has checked message by message) is the recordset, so no
      * row is rebuilt in C; $2 is the author of messages without one. The
      * keys are the contract's; "timestamp" + 0 turns a -0 into 0 as
-     * msg_decode does. Answered in the standard format, in the batch's
-     * order (identity values are drawn in recordset order, as above). */
-    {"pub_many",
-     "WITH ins AS (INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
-     "SELECT r.stream_id, r.type, r.widget_key, coalesce(r.author_id, $2), r.to_user_id, r.message, "
-     "r.\"timestamp\" + 0 "
-     "FROM jsonb_to_recordset($1::jsonb) AS r(stream_id text, type text, widget_key uuid, author_id text, "
-     "to_user_id text, message jsonb, \"timestamp\" float8) "
-     "RETURNING *) "
-     "SELECT " RTW_ROW_COLS " FROM ins m ORDER BY m.id"},
+     * msg_decode does. Each row carries the transaction's order key
+     * itself, read after the statement trigger has set it, so that
+     * rtw_messages_key's WHEN clause spares the PL/pgSQL call per row
+     * (sql/013_insert_cost.sql). The stored rows come straight from
+     * RETURNING, in no promised order: publish.c puts them in id order,
+     * which is the batch's (identity values are drawn in recordset order,
+     * as above), instead of a CTE that PostgreSQL would store and sort. */
+    {"pub_many", "INSERT INTO rtw_messages AS m (xid, stream_id, type, widget_key, author_id, to_user_id, message, ts) "
+		 "SELECT split_part(current_setting('rtw.order_key'), ':', 2)::xid8, "
+		 "r.stream_id, r.type, r.widget_key, coalesce(r.author_id, $2), r.to_user_id, r.message, "
+		 "r.\"timestamp\" + 0 "
+		 "FROM jsonb_to_recordset($1::jsonb) AS r(stream_id text, type text, widget_key uuid, author_id text, "
+		 "to_user_id text, message jsonb, \"timestamp\" float8) "
+		 "RETURNING " RTW_ROW_COLS},
     {"idem_claim", "INSERT INTO rtw_idempotency (stream_id, author_id, key, request_hash, status, response) "
 		   "VALUES ($1, $2, $3, decode($4, 'hex'), 0, '') ON CONFLICT DO NOTHING RETURNING 1"},
     {"idem_get", "SELECT encode(request_hash, 'hex'), status, response FROM rtw_idempotency "

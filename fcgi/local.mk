@@ -18,3 +18,5 @@ fcgi_rtw_fcgi_LDADD = $(RTW_LIBS) $(FCGI_LIBS) $(HTTP_PARSER_LIBS)
 
 # rtw_publish(): backend publishing from inside PostgreSQL (doc/publishing.md)
 dist_sql_DATA += sql/006_publish.sql
+# the per-row cost of rtw_messages' checks for batches (doc/performance.md)
+dist_sql_DATA += sql/013_insert_cost.sql

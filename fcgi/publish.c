@@ -116,29 +116,53 @@ out:
 	return rc;
 }
 
+/* A stored row of the batch and its id, to put the rows in id order. */
+struct fcg__stored {
+	unsigned long long id;
+	int row;
+};
+
+static int fcg__by_id(const void *a, const void *b)
+{
+	const struct fcg__stored *x = a, *y = b;
+	return (x->id > y->id) - (x->id < y->id);
+}
+
 /* Writes the checked body with one statement, author (borrowed) standing
- * in for a missing author_id, and formats the stored messages, in order,
- * into w->out. RTW_OK (*status 201) or RTW_AGAIN. */
+ * in for a missing author_id, and formats the stored messages, in id
+ * order (the batch's; RETURNING promises none), into w->out. RTW_OK
+ * (*status 201) or RTW_AGAIN. */
 static int fcg__write_batch(struct fcg_req *r, void *author, int *status)
 {
 	struct rtw_buf *o = &r->w->out;
 	const char *params[2] = {r->w->body.p, author};
+	struct fcg__stored rows[FCG_PUBLISH_MAX];
 	PGresult *res;
-	int rc;
+	int n, rc;
 
 	/* the body is NUL-terminated: rtw_buf keeps a spare byte (lib/buf.c) */
 	res = fcg_db_run(&r->w->db, "pub_many", 2, params, PGRES_TUPLES_OK, NULL);
 	if (!res)
 		return RTW_AGAIN;
+	n = PQntuples(res);
+	if (n < 1 || n > FCG_PUBLISH_MAX) {
+		PQclear(res);
+		return RTW_AGAIN;
+	}
+	for (int i = 0; i < n; i++) {
+		rows[i].id = strtoull(PQgetvalue(res, i, 0), NULL, 10);
+		rows[i].row = i;
+	}
+	qsort(rows, (size_t)n, sizeof(rows[0]), fcg__by_id);
 	o->len = 0;
 	o->max = SIZE_MAX;
 	rc = rtw_buf_add(o, "[", 1);
-	for (int i = 0; i < PQntuples(res) && rc == RTW_OK; i++) {
+	for (int i = 0; i < n && rc == RTW_OK; i++) {
 		struct msg_stored s;
 		size_t len;
 		char *js;
 
-		rtw_row_message(res, i, 0, &s);
+		rtw_row_message(res, rows[i].row, 0, &s);
 		if (!(js = msg_serialize(&s, &len))) {
 			rc = RTW_ERROR;
 			break;

@@ -133,6 +133,25 @@ def all_or_nothing_at_the_last_of_1000():
 
 
 @test
+def a_batch_across_a_power_of_ten_is_answered_in_its_order():
+    # The stored rows come back from RETURNING in no promised order and
+    # rtw-fcgi sorts them by id: numerically, not as text ("10" > "9").
+    s = "pub-pow10"
+    rtwtest.cross_a_power_of_ten(S.pg)
+    batch = [bc(s, "m%d" % i, ts=i) for i in range(12)]
+    r = publish(FRONTS["nginx"], batch)
+    assert r.status == 201, r
+    assert [m["message"]["text"] for m in r.json] == ["m%d" % i for i in range(12)], r.json
+    ids = [int(m["id"]) for m in r.json]
+    assert ids == sorted(ids) and len(str(ids[0])) < len(str(ids[-1])), ids
+    # stream order (xid, id) is the batch's, and every row has the one key
+    rows = S.pg.query("SELECT m.id, m.xid::text FROM rtw_messages m WHERE m.stream_id = %s ORDER BY m.xid, m.id",
+                      (s,))
+    assert [r[0] for r in rows] == ids, (rows, ids)
+    assert len({r[1] for r in rows}) == 1, "one transaction, one order key: %r" % rows
+
+
+@test
 def batch_size_and_body_limits():
     for front, port in FRONTS.items():
         r = publish(port, [])

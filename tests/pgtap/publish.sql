@@ -4,7 +4,7 @@
 -- and that it runs inside the caller's transaction (a rollback to a
 -- savepoint takes the message back).
 BEGIN;
-SELECT plan(52);
+SELECT plan(54);
 
 INSERT INTO rtw_widgets (widget_key, name) VALUES ('6b9f652a-63fd-47d7-a3bc-418c1096eb8c', 'on');
 INSERT INTO rtw_widgets (widget_key, name, enabled) VALUES ('00000000-0000-4000-8000-000000000002', 'off', false);
@@ -88,6 +88,8 @@ SELECT throws_ok($$SELECT rtw_publish(pg_temp.msg('widget_key', '"00000000-0000-
 SELECT throws_ok($$SELECT rtw_publish(pg_temp.msg('author_id'))$$, '22004', 'missing_field: author_id is required in rtw_publish', 'missing_field: author_id');
 SELECT throws_ok($$SELECT rtw_publish(pg_temp.msg('author_id', '"a b"'))$$, '22023', NULL, 'invalid_field: author_id with a space');
 SELECT throws_ok($$SELECT rtw_publish(pg_temp.msg('author_id', '""'))$$, '22023', NULL, 'invalid_field: empty author_id');
+SELECT throws_ok($$SELECT rtw_publish(pg_temp.msg('author_id', to_jsonb(repeat('a', 129))))$$, '22023', NULL, 'invalid_field: author_id too long');
+SELECT ok(rtw_publish_user_id_ok(to_jsonb(repeat('a', 126) || '!~')), 'an author_id of 128 characters of the set is valid');
 SELECT throws_ok($$SELECT rtw_publish(pg_temp.msg('type', '"private"'))$$, '22004', 'missing_field: to_user_id is required for type private', 'missing_field: to_user_id');
 SELECT throws_ok($$SELECT rtw_publish(pg_temp.msg('type', '"private"') || '{"to_user_id":["u"]}')$$, '22023', NULL, 'invalid_field: to_user_id not a string');
 SELECT throws_ok($$SELECT rtw_publish(pg_temp.msg('message'))$$, '22004', 'missing_field: message is required for type broadcast', 'missing_field: message');

@@ -1,7 +1,7 @@
 -- tests/pgtap/schema.sql: the schema of sql/001_init.sql: tables, keys,
 -- indexes the queries rely on, and the constraints that keep bad rows out.
 BEGIN;
-SELECT plan(32);
+SELECT plan(37);
 
 SELECT has_table('rtw_schema_migrations');
 SELECT has_table('rtw_widgets');
@@ -43,6 +43,22 @@ SELECT throws_ok($$INSERT INTO rtw_messages (stream_id, type, widget_key, author
 SELECT throws_ok($$INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message)
                    VALUES ('bad stream', 'broadcast', '6b9f652a-63fd-47d7-a3bc-418c1096eb8c', 'a', '1')$$,
                  '23514', NULL, 'a malformed stream id is refused');
+-- the edges of the stream id rule (sql/013_insert_cost.sql wrote it anew)
+SELECT lives_ok($$INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message)
+                  VALUES (repeat('A', 125) || '.:-', 'broadcast', '6b9f652a-63fd-47d7-a3bc-418c1096eb8c', 'a', '1')$$,
+                'a stream id of 128 characters of the set is stored');
+SELECT throws_ok($$INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message)
+                   VALUES (repeat('a', 129), 'broadcast', '6b9f652a-63fd-47d7-a3bc-418c1096eb8c', 'a', '1')$$,
+                 '23514', NULL, 'a stream id of 129 characters is refused');
+SELECT throws_ok($$INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message)
+                   VALUES ('', 'broadcast', '6b9f652a-63fd-47d7-a3bc-418c1096eb8c', 'a', '1')$$,
+                 '23514', NULL, 'an empty stream id is refused');
+SELECT throws_ok($$INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message)
+                   VALUES (E's1\n', 'broadcast', '6b9f652a-63fd-47d7-a3bc-418c1096eb8c', 'a', '1')$$,
+                 '23514', NULL, 'a stream id with a trailing newline is refused');
+SELECT throws_ok($$INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message)
+                   VALUES ('sé', 'broadcast', '6b9f652a-63fd-47d7-a3bc-418c1096eb8c', 'a', '1')$$,
+                 '23514', NULL, 'a stream id with a letter outside ASCII is refused');
 SELECT throws_ok($$INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message, ts)
                    VALUES ('s1', 'broadcast', '6b9f652a-63fd-47d7-a3bc-418c1096eb8c', 'a', '1', -1)$$,
                  '23514', NULL, 'a negative video time is refused');
