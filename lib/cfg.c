@@ -114,8 +114,7 @@ const struct cfg_option cfg_options[] = {
 	"how often each rtw-sse process writes its changed presence counts and reads the sums for presence=1 streams"),
     INT("sse.coalesce_ms", sse_coalesce_ms, "30", 0, 1000,
 	"latency budget of coalesced writes: a live message may wait for later ones to share its write until this "
-	"long after its created_at, less one flush pass; one already past that, or to a connection not written for "
-	"this long, goes at once (0: write at once)"),
+	"long after its created_at, less one flush pass (0: write at once)"),
 
     SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),
     OPT("webhook.allow_hosts", CFG_STR, webhook_allow_hosts, "",
