@@ -6,8 +6,9 @@
  * request head (with its timeout), the state machine (reading_head ->
  * handshake -> catching_up <-> live -> closing -> closed, changed only in
  * sse_conn_set_state), fan-out to a stream's subscribers, and output: a
- * bounded ring of shared frame references written at once with writev,
- * EPOLLOUT armed only while output remains. A connection whose output
+ * bounded ring of shared frame references written with writev at the end
+ * of the pass (live frames may wait within their sse.coalesce_ms budget to
+ * share a write), EPOLLOUT armed only while output remains. A connection whose output
  * exceeds sse.outbuf_max drops its queued live frames and is caught up
  * from PostgreSQL; a catching-up connection asks for its next batch only
  * once its output drained below half of sse.outbuf_max (pg.c bounds the
