@@ -214,7 +214,15 @@ class Runner:
     def fanout(self, t, subs, rate, duration, scen, tail=False):
         for rep in range(self.args.reps):
             # Apache holds a thread per stream: only where bench/stack.py sized it for them
-            for name in t.names(via_nginx=True, via_apache=subs <= self.args.apache_streams):
+            names = t.names(via_nginx=True, via_apache=subs <= self.args.apache_streams)
+            if self.args.targets:
+                names = [n for n in names if n in self.args.targets.split(",")]
+            if rep % 2 and "rtw-b" in names:
+                # A/B: B first every other rep, so neither side always runs
+                # right after the other (or after Nchan)
+                i, j = names.index("rtw"), names.index("rtw-b")
+                names[i], names[j] = names[j], names[i]
+            for name in names:
                 before = t.sse_metrics(name)
                 res = self.bench("run", t.bench_args(name, self.stream()) + [
                     "--conns", str(subs), "--rate", str(rate), "--duration", str(duration),
@@ -538,6 +546,8 @@ def main():
     ap.add_argument("--no-rtw", dest="rtw", action="store_false")
     ap.add_argument("--rtw-b-env", default="",
                     help="KEY=VAL,...: a second rtw-sse with these options, measured alongside (fan-out scenarios)")
+    ap.add_argument("--targets", default="",
+                    help="comma list: only these of nchan,rtw,rtw-b,rtw-nginx,rtw-apache (fan-out scenarios)")
     ap.add_argument("--soak-minutes", type=int, default=0)
     ap.add_argument("--tool", required=True)
     ap.add_argument("--out", required=True)

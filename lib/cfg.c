@@ -112,9 +112,9 @@ const struct cfg_option cfg_options[] = {
 	"longest a new stream's head is held while rtw-sse cannot learn its position (then 200 with retry:)"),
     INT("sse.presence_interval_ms", sse_presence_interval_ms, "2000", 100, 60000,
 	"how often each rtw-sse process writes its changed presence counts and reads the sums for presence=1 streams"),
-    INT("sse.coalesce_ms", sse_coalesce_ms, "25", 0, 1000,
-	"longest a live frame waits for the next one to share its write, when the connection was written less than "
-	"this ago (0: write at once)"),
+    INT("sse.coalesce_ms", sse_coalesce_ms, "30", 0, 1000,
+	"latency budget of coalesced writes: a live message may wait for later ones to share its write until this "
+	"long after its created_at, less one flush pass (0: write at once)"),
     OPT("sse.shared_tail", CFG_BOOL, sse_shared_tail, "true",
 	"one process per database (the leader) computes the settled horizon and publishes it on rtw_settled, the "
 	"others read behind it; false: every process tails on its own"),

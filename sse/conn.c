@@ -6,8 +6,9 @@
  * request head (with its timeout), the state machine (reading_head ->
  * handshake -> catching_up <-> live -> closing -> closed, changed only in
  * sse_conn_set_state), fan-out to a stream's subscribers, and output: a
- * bounded ring of shared frame references written at once with writev,
- * EPOLLOUT armed only while output remains. A connection whose output
+ * bounded ring of shared frame references written with writev at the end
+ * of the pass (live frames may wait within their sse.coalesce_ms budget to
+ * share a write), EPOLLOUT armed only while output remains. A connection whose output
  * exceeds sse.outbuf_max drops its queued live frames and is caught up
  * from PostgreSQL; a catching-up connection asks for its next batch only
  * once its output drained below half of sse.outbuf_max (pg.c bounds the
@@ -203,19 +204,32 @@ static void conn__mark_dirty(struct sse_conn *c)
 	}
 }
 
-/* Coalescing (sse.coalesce_ms): most of rtw-sse's CPU in a fan-out is
- * the kernel's, per sendmsg (doc/performance.md), so a connection written
- * to less than the window ago keeps its new live frames until the window
- * ends and they leave in one write. A connection idle for longer than the
- * window is written at once, so a lone message waits for nothing; the
- * added wait is at most the window. A message that reached rtw-sse already
- * older than the window (a slow commit, a busy host) is not held either:
- * the wait is spent only on messages well inside the latency budget, never
- * on the late ones that make the tail. Output that is not live frames
+/* Coalescing (sse.coalesce_ms, a latency budget): most of rtw-sse's CPU
+ * in a fan-out is the kernel's, per sendmsg (doc/performance.md), so when
+ * messages arrive close together a connection's live frames wait for the
+ * next ones and leave in one write. How long is bounded by the budget, not
+ * by a fixed window: each frame may wait only until its created_at plus
+ * sse.coalesce_ms, less what a flush pass takes (flush_cost_us), and a
+ * connection is held until the earliest such deadline of its frames. A
+ * frame that reached rtw-sse with no budget left (a slow commit, a busy
+ * host) goes at once, and so do the frames queued before it; so does a
+ * message to a connection not written for longer than the budget (a lone
+ * message has nothing to wait for). Output that is not live frames
  * (heads, catch-up rows, heartbeats, answers) is never held. */
+uint64_t sse_conn_hold_until(const struct sse_ctx *ctx, double lag_s)
+{
+	double budget_ms = (double)ctx->cfg->sse_coalesce_ms;
+	/* the flush pass that writes it, and the loop clock's 1 ms steps */
+	double left_ms = budget_ms - lag_s * 1000.0 - (double)ctx->flush_cost_us / 1000.0 - 1.0;
+
+	if (budget_ms <= 0 || left_ms < 1.0)
+		return 0;
+	return sse_now(ctx) + (uint64_t)left_ms;
+}
+
 void sse_conn_flush_dirty(struct sse_ctx *ctx)
 {
-	uint64_t now = sse_now(ctx), win = (uint64_t)ctx->cfg->sse_coalesce_ms, wake = 0;
+	uint64_t now = rtw_now_ms(), wake = 0;
 	uint64_t t0 = rtw_wall_us();
 	struct sse_conn *held = NULL;
 	bool wrote = false;
@@ -228,16 +242,17 @@ void sse_conn_flush_dirty(struct sse_ctx *ctx)
 			c->dirty = false;
 			continue;
 		}
-		if (win && !c->out_urgent && !c->want_out && now < c->flush_ms + win) {
+		if (!c->out_urgent && !c->want_out && now < c->hold_until_ms) {
 			/* stays dirty, on the held list */
-			if (wake == 0 || c->flush_ms + win < wake)
-				wake = c->flush_ms + win;
+			if (wake == 0 || c->hold_until_ms < wake)
+				wake = c->hold_until_ms;
 			c->dirty_next = held;
 			held = c;
 			continue;
 		}
 		c->dirty = false;
 		c->out_urgent = false;
+		c->hold_until_ms = 0;
 		c->flush_ms = now;
 		wrote = true;
 		conn__write(c);
@@ -247,12 +262,17 @@ void sse_conn_flush_dirty(struct sse_ctx *ctx)
 		ctx->m.coalesce_holds++;
 		if (ctx->flush_due_ms == 0 || wake < ctx->flush_due_ms) {
 			ctx->flush_due_ms = wake;
-			if (rtw_timer_start(&ctx->flush_timer, wake > now ? wake - now : 1, 0) != RTW_OK)
+			if (rtw_timer_start(&ctx->flush_timer, wake - now, 0) != RTW_OK)
 				log_error("could not arm the flush timer: %s", strerror(errno));
 		}
 	}
-	if (wrote)
-		sse_metrics_stage(ctx, SSE_STAGE_FLUSH, (double)(rtw_wall_us() - t0) / 1e6);
+	if (wrote) {
+		uint64_t us = rtw_wall_us() - t0;
+		/* the margin a hold leaves: follows a slower pass at once, forgets
+		 * it over a few dozen passes */
+		ctx->flush_cost_us = us > ctx->flush_cost_us ? us : ctx->flush_cost_us - ctx->flush_cost_us / 16;
+		sse_metrics_stage(ctx, SSE_STAGE_FLUSH, (double)us / 1e6);
+	}
 }
 
 static void conn__set_out(struct sse_conn *c, bool on)
@@ -339,8 +359,17 @@ void sse_conn_push(struct sse_conn *c, struct sse_frame *f, bool live)
 	c->out_bytes += f->len;
 	if (live && f->has_pos)
 		c->pos = f->pos;
-	if (!live || f->late)
+	if (!live || f->hold_until_ms == 0)
 		c->out_urgent = true;
+	else if (c->hold_until_ms == 0 && !c->out_urgent) {
+		/* the first held frame: hold only while messages are arriving
+		 * close together (written within the budget) */
+		if (sse_now(c->ctx) < c->flush_ms + (uint64_t)c->ctx->cfg->sse_coalesce_ms)
+			c->hold_until_ms = f->hold_until_ms;
+		else
+			c->out_urgent = true;
+	} else if (f->hold_until_ms < c->hold_until_ms)
+		c->hold_until_ms = f->hold_until_ms;
 	conn__mark_dirty(c);
 }
 

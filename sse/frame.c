@@ -30,7 +30,7 @@ static struct sse_frame *frame__alloc(size_t len)
 		return NULL;
 	f->refs = 1;
 	f->has_pos = false;
-	f->late = false;
+	f->hold_until_ms = 0;
 	f->pos.xid = 0;
 	f->pos.id = 0;
 	f->len = (uint32_t)len;

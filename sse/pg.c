@@ -626,8 +626,7 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 		}
 		double lag = now - strtod(PQgetvalue(res, i, PG_COL_EPOCH), NULL);
 		sse_metrics_lag(ctx, lag);
-		/* late already: the coalescing window must not add to it (conn.c) */
-		f->late = lag * 1000.0 >= (double)ctx->cfg->sse_coalesce_ms;
+		f->hold_until_ms = sse_conn_hold_until(ctx, lag); /* conn.c: coalescing */
 		sse_conn_dispatch(ctx, f, m.stream_id, to, m.widget_key);
 		sse_frame_unref(f);
 	}

@@ -401,7 +401,8 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 			    "Tail batches that stopped at a row behind the settled horizon (re-polled).",
 			    m->tail_unsettled);
 	rtw_metrics_counter(&w, "rtw_sse_coalesce_holds_total",
-			    "Flushes that held some connection's live frames for sse.coalesce_ms.", m->coalesce_holds);
+			    "Flushes that held some connection's live frames (within their sse.coalesce_ms budget).",
+			    m->coalesce_holds);
 	rtw_metrics_gauge(&w, "rtw_sse_tail_leader",
 			  "1 when this process leads the shared tail of its database (sse.shared_tail).",
 			  ctx->leader ? 1.0 : 0.0);

@@ -67,7 +67,10 @@ static inline int sse_pos_cmp(struct sse_pos a, struct sse_pos b)
 struct sse_frame {
 	int refs;
 	bool has_pos;
-	bool late; /* a live message already older than sse.coalesce_ms at dispatch: never held */
+	/* a live message: the loop time (ms) by which it must be written,
+	 * from its created_at and sse.coalesce_ms (sse_conn_hold_until);
+	 * 0: never held */
+	uint64_t hold_until_ms;
 	struct sse_pos pos;
 	uint32_t len;
 	char data[];
@@ -365,6 +368,7 @@ struct sse_conn {
 	struct sse_hs *hs; /* what the head leaves until the stream starts */
 	uint64_t born_ms;
 	uint64_t flush_ms;	 /* when the flush last wrote to it (sse.coalesce_ms) */
+	uint64_t hold_until_ms;	 /* held live output leaves by then: its frames' earliest; 0: none held */
 	struct sse_pos pos;	 /* last position queued (or skipped) */
 	struct sse_pos sent_pos; /* last position fully written */
 	uint32_t catchup_rows;	 /* row limit of its next catch-up batch (pg.c) */
@@ -510,6 +514,7 @@ struct sse_ctx {
 	struct sse_conn *dirty;	      /* output to flush at the end of the pass */
 	struct rtw_timer flush_timer; /* ends the coalescing hold of held output */
 	uint64_t flush_due_ms;	      /* when flush_timer fires; 0: stopped */
+	uint64_t flush_cost_us;	      /* the longest recent flush pass (decaying): what a hold leaves it */
 	size_t n_conns;
 	size_t n_over;		     /* of n_conns, those accepted over capacity (SSE_OVER_MAX at most) */
 	struct sse_htab ips;	     /* struct sse_ipcount, per client address */
@@ -593,10 +598,16 @@ void sse_conn_close(struct sse_conn *c);
 /* Queues a frame reference (the caller keeps its own). live: apply the
  * output bound (overflow turns the connection into a catch-up). */
 void sse_conn_push(struct sse_conn *c, struct sse_frame *f, bool live);
-/* Writes the connections with new output. One whose last flush was less
- * than sse.coalesce_ms ago and that has only live frames queued is held
- * until that much has passed (flush_timer), so messages arriving close
- * together leave in one write; anything else goes at once. */
+/* The loop time (ms) by which a live message lag_s seconds past its
+ * created_at must be written for it to arrive within sse.coalesce_ms of
+ * it, less the time a flush pass takes; 0 when it must go at once (no
+ * budget left, or coalescing off). Stored in the frame's hold_until_ms. */
+uint64_t sse_conn_hold_until(const struct sse_ctx *ctx, double lag_s);
+/* Writes the connections with new output. One that has only live frames
+ * queued, was written less than sse.coalesce_ms ago (messages are
+ * arriving close together) and whose earliest frame's hold_until_ms is
+ * still ahead is held until then (flush_timer), so the messages that
+ * arrive meanwhile leave in the same write; anything else goes at once. */
 void sse_conn_flush_dirty(struct sse_ctx *ctx);
 void sse_conn_free_closed(struct sse_ctx *ctx);
 void sse_conn_tick(struct sse_ctx *ctx);

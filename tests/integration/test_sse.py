@@ -7,7 +7,8 @@ subscribers while writers commit concurrently, exact resume with
 Last-Event-ID, private and webhook-result isolation, widget filtering,
 restarts of rtw-sse and PostgreSQL, a terminated backend, a slow consumer
 (bounded memory, nothing lost), heartbeats, errors, nginx in front, and
-live output held by the coalescing window (sse.coalesce_ms).
+live output held within its coalescing budget (sse.coalesce_ms), never
+past it.
 """
 import base64
 import hashlib
@@ -933,6 +934,41 @@ def coalesced_writes_keep_order_and_survive_a_close():
         for c in subs[:3]:
             no_event(c, 0.5)
             c.close()
+    finally:
+        d.stop()
+
+
+@test
+def coalescing_never_holds_a_message_past_its_budget():
+    """sse.coalesce_ms is a budget from the message's created_at: a live
+    message that reaches rtw-sse with none of it left is written at once,
+    even to a connection written a moment ago (which would hold a fresh
+    one), and takes nothing with it out of order."""
+    port = rtwtest.free_port()
+    d = STACK.start_sse(name="rtw-sse-budget", port=port, env={"RTW_SSE_COALESCE_MS": "1000"})
+    try:
+        wait_healthy(port)
+        s = stream_name("bu")
+        c = subscribe(s, token=STACK.token("bu"), port=port)
+        first = insert(s)  # after a quiet spell: written at once
+        assert read_ids(c, 1) == [first]
+        h0 = metric("rtw_sse_coalesce_holds_total", port)
+        conn = STACK.pg.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message, ts, created_at)"
+                            " VALUES (%s, 'broadcast', %s, 'writer', '{}', 1, now() - interval '10 s') RETURNING id",
+                            (s, STACK.widget_key))
+                old = str(cur.fetchone()[0])
+            assert read_ids(c, 1) == [old]
+            assert metric("rtw_sse_coalesce_holds_total", port) == h0
+            fresh = insert(s, conn=conn)  # written less than the budget ago: held
+        finally:
+            conn.close()
+        assert read_ids(c, 1) == [fresh]
+        assert metric("rtw_sse_coalesce_holds_total", port) > h0
+        assert [first, old, fresh] == stream_ids(s)
+        c.close()
     finally:
         d.stop()
 
