@@ -4,10 +4,10 @@
  * privates (through the group committer or alone), queueing webhook jobs,
  * Idempotency-Key records, history pages (request and its GET alias),
  * webhook job status, presence counts, the ban check of every POST
- * (commit.c's inserts for broadcasts and privates) and redaction (DELETE of a message). Tier 3 of fcgi/: calls
- * respond.c, widget.c, commit.c, db.c and lib/buf.c (and
- * lib/ratelimit.c); called by
- * http.c, and by publish.c for identity and Idempotency-Key. Runs on the
+ * (commit.c's inserts for broadcasts and privates) and redaction (DELETE
+ * of a message). Tier 3 of fcgi/: calls respond.c, widget.c, commit.c,
+ * db.c and lib/buf.c (and lib/ratelimit.c); called by http.c, and by
+ * publish.c and bans.c for identity, limits and Idempotency-Key. Runs on the
  * worker thread; every write is one transaction, so a failure leaves
  * nothing behind.
  */

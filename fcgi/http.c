@@ -3,7 +3,7 @@
  * reading the CGI variables (nginx's and Apache mod_proxy_fcgi's), the
  * path (percent-decoded by lib/url.c), routing, the method, media-type
  * and size checks, reading the body, and counting the request in the
- * metrics. Tier 5 of fcgi/, under main.c only: calls publish.c,
+ * metrics. Tier 5 of fcgi/, under main.c only: calls publish.c, bans.c,
  * handlers.c, respond.c, lib/buf.c and health.c's counters. Runs on the worker thread
  * that accepted the request; knows nothing about messages beyond handing
  * them to handlers.c.

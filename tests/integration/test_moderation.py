@@ -7,7 +7,12 @@ route, the redact event live and on resume (before and after it, a
 private's only to its addressee), history, request and the views without
 the original; bans refuse POSTs and new streams (403 banned, JSON), end
 the open streams of every rtw-sse process, hold on their stream or
-everywhere, expire, and are lifted by unban."""
+everywhere, expire, and are lifted by unban. The same over HTTP for admin
+tokens (PUT/DELETE /v1/streams/{s}/bans/{user} and /v1/bans/{user}, GET
+the lists): who may (401/403), validation (400/415 JSON), 405 with Allow
+and preflights, durations (for_s, until), idempotent PUT, 404 on a second
+DELETE, paging, the cap of bans in force; and a banned POST, alone, in a
+group-commit batch or under an Idempotency-Key, writes nothing."""
 import os
 import sys
 import time
