@@ -394,6 +394,14 @@ def http_stream_ban_ends_streams_refuses_and_lifts():
         assert r.status == 404 and r.json["error"]["code"] == "not_found", (front, r)
         assert bans(port, s).json["bans"] == []
         other.close()
+        # a user id may hold "/" (percent-encoded in the path) and other
+        # printable characters a path would otherwise take for its own
+        for odd in ("we/ird", "a?b#c%d"):
+            path = "/v1/streams/%s/bans/%s" % (s, "".join(ch if ch.isalnum() else "%%%02X" % ord(ch) for ch in odd))
+            r = request(port, "PUT", path, token=ADMIN)
+            assert r.status == 200 and r.json["user_id"] == odd, (front, odd, r)
+            posted(port, odd, s, 403)
+            assert request(port, "DELETE", path, token=ADMIN).status == 200
 
 
 @test
