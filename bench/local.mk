@@ -9,3 +9,4 @@ EXTRA_DIST += bench/presence.py
 EXTRA_DIST += bench/bans.py
 EXTRA_DIST += bench/front_ab.py
 EXTRA_DIST += bench/nodes.py
+EXTRA_DIST += bench/ban_ab.py

@@ -8,7 +8,11 @@
  * (one transaction, one commit, one NOTIFY) on its own connection, then
  * hands every waiter its result and wakes the next queued worker to lead.
  * Otherwise it sleeps until its message is done. A worker gets its answer
- * only after the commit that holds its row. The queue is the one piece of
+ * only after the commit that holds its row.
+ *
+ * Both check the author's bans in the insert statement itself (db.c's
+ * ins_one, ins_many), so a POST pays no round trip of its own for them,
+ * and a banned author's row is never written, alone or in a batch. The queue is the one piece of
  * state shared by the worker threads; its mutex guards it.
  */
 #include "config.h"
@@ -57,6 +61,10 @@ void fcg_gc_item_clear(struct fcg_gc_item *it)
 
 static void fcg__fill(struct fcg_gc_item *it, PGresult *res, int row)
 {
+	if (PQgetisnull(res, row, 0)) {
+		it->rc = RTW_DECLINED; /* its author is banned: nothing written */
+		return;
+	}
 	it->id = strdup(PQgetvalue(res, row, 0));
 	it->created_at = strdup(PQgetvalue(res, row, 1));
 	it->ts = strdup(PQgetvalue(res, row, 2));
@@ -72,16 +80,19 @@ void fcg_insert_one(struct fcg_db *db, struct fcg_gc_item *it)
 	PGresult *res = NULL;
 
 	snprintf(ts, sizeof(ts), "%.17g", m->timestamp);
-	const char *params[7] = {m->stream_id,
+	const char *params[8] = {m->stream_id,
 				 msg_type_name(m->type),
 				 m->widget_key,
 				 it->author,
 				 m->has_to_user ? m->to_user_id : NULL,
 				 text,
-				 ts};
+				 ts,
+				 it->check_ban ? "true" : "false"};
 	if (text)
-		res = fcg_db_run(db, "ins_one", 7, params, PGRES_TUPLES_OK, NULL);
-	if (!res || PQntuples(res) != 1) {
+		res = fcg_db_run(db, "ins_one", 8, params, PGRES_TUPLES_OK, NULL);
+	if (res && PQntuples(res) == 0 && it->check_ban) {
+		it->rc = RTW_DECLINED; /* no row: its author is banned */
+	} else if (!res || PQntuples(res) != 1) {
 		it->rc = RTW_AGAIN;
 	} else {
 		fcg__fill(it, res, 0);
@@ -96,10 +107,10 @@ static json_t *fcg__row(const struct fcg_gc_item *it)
 	const struct msg_in *m = it->m;
 	/* "O" takes a reference to the waiter's decoded payload (jansson's
 	 * refcounts are atomic; the waiter sleeps until the batch is done). */
-	return json_pack("{s:s,s:s,s:s,s:s,s:o,s:O,s:f}", "stream_id", m->stream_id, "type", msg_type_name(m->type),
+	return json_pack("{s:s,s:s,s:s,s:s,s:o,s:O,s:f,s:b}", "stream_id", m->stream_id, "type", msg_type_name(m->type),
 			 "widget_key", m->widget_key, "author_id", it->author, "to_user_id",
 			 m->has_to_user ? json_string(m->to_user_id) : json_null(), "message", m->message, "ts",
-			 m->timestamp);
+			 m->timestamp, "ban", it->check_ban);
 }
 
 /* Writes batch (n items) in one statement; on a statement error (not a

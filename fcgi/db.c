@@ -45,6 +45,9 @@
 #define FCG_HIST_ASC "ORDER BY m.stream_id, m.widget_key, m.xid, m.id LIMIT $5::int"
 #define FCG_HIST_DESC "ORDER BY m.stream_id DESC, m.widget_key DESC, m.xid DESC, m.id DESC LIMIT $5::int"
 
+/* A ban as bans.c reads it. */
+#define FCG_BAN_COLS "user_id, stream_id, rtw_rfc3339(until), rtw_rfc3339(created_at)"
+
 static const struct {
 	const char *name;
 	const char *sql;
@@ -53,21 +56,30 @@ static const struct {
 	       "FROM rtw_widgets WHERE widget_key = $1::uuid"},
     {"origins_all", "SELECT coalesce(json_agg(DISTINCT o), '[]')::text FROM rtw_widgets, unnest(allowed_origins) AS o "
 		    "WHERE enabled"},
+    /* The ban check of a POST rides in its insert (sql/012's rtw_banned,
+     * when $8 asks for it): a banned author's row is not written and no
+     * row comes back, in the same round trip. */
     {"ins_one", "INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
-		"VALUES ($1, $2, $3::uuid, $4, $5, $6::jsonb, $7::float8) "
+		"SELECT $1, $2, $3::uuid, $4, $5, $6::jsonb, $7::float8 WHERE NOT ($8::bool AND rtw_banned($4, $1)) "
 		"RETURNING id::text, rtw_rfc3339(created_at), ts::text, message::text"},
     /* Group commit: one statement (one transaction, one NOTIFY) for many
-     * rows. Identity values are drawn in the order the rows are read from
-     * the recordset, so ORDER BY ins.id (the bigint, not the text output
-     * column) gives back the input order. */
-    {"ins_many",
-     "WITH ins AS (INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
-     "SELECT r.stream_id, r.type, r.widget_key, r.author_id, r.to_user_id, r.message, r.ts "
-     "FROM jsonb_to_recordset($1::jsonb) AS r(stream_id text, type text, widget_key uuid, author_id text, "
-     "to_user_id text, message jsonb, ts float8) "
-     "RETURNING id, created_at, ts, message) "
-     "SELECT ins.id::text, rtw_rfc3339(ins.created_at), ins.ts::text, ins.message::text FROM ins "
-     "ORDER BY ins.id"},
+     * rows, with the ban check of each (its "ban" key) as in ins_one. One
+     * answer row per input row, in input order (i), all NULL for a banned
+     * one. Identity values are drawn in the order the kept rows are read
+     * (ORDER BY r.i), so the n-th id (the bigint, not the text output
+     * column) belongs to the n-th kept row. */
+    {"ins_many", "WITH r AS MATERIALIZED (SELECT r.*, r.ban AND rtw_banned(r.author_id, r.stream_id) AS banned "
+		 "FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (stream_id text, type text, widget_key uuid, "
+		 "author_id text, to_user_id text, message jsonb, ts float8, ban bool)) WITH ORDINALITY "
+		 "AS r(stream_id, type, widget_key, author_id, to_user_id, message, ts, ban, i)), "
+		 "ins AS (INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, to_user_id, message, ts) "
+		 "SELECT r.stream_id, r.type, r.widget_key, r.author_id, r.to_user_id, r.message, r.ts "
+		 "FROM r WHERE NOT r.banned ORDER BY r.i "
+		 "RETURNING id, created_at, ts, message), "
+		 "kept AS (SELECT r.i, row_number() OVER (ORDER BY r.i) AS k FROM r WHERE NOT r.banned), "
+		 "done AS (SELECT ins.*, row_number() OVER (ORDER BY ins.id) AS k FROM ins) "
+		 "SELECT d.id::text, rtw_rfc3339(d.created_at), d.ts::text, d.message::text "
+		 "FROM r LEFT JOIN kept ON kept.i = r.i LEFT JOIN done d ON d.k = kept.k ORDER BY r.i"},
     /* POST /v1/messages: the request body itself (a JSON array that
      * publish.c has checked message by message) is the recordset, so no
      * row is rebuilt in C; $2 is the author of messages without one. The
@@ -114,9 +126,26 @@ static const struct {
 		 "FROM (VALUES (1)) AS one LEFT JOIN rtw_presence_counts(ARRAY[$1]) AS c ON true"},
     {"presence_users", "SELECT coalesce(json_agg(u), '[]')::text FROM rtw_presence_users($1, 1000) AS u"},
     /* moderation (sql/012_moderation.sql): a ban of the author on the
-     * stream or everywhere; a redaction with its status and redact row
-     * (all NULL but the status on a refusal) */
+     * stream or everywhere (the POSTs that write no row: request,
+     * webhook); a redaction with its status and redact row (all NULL but
+     * the status on a refusal) */
     {"banned", "SELECT rtw_banned($1, $2)"},
+    /* the ban routes (bans.c): a ban replaces an earlier one of the same
+     * user and stream, as rtwctl's does, ending $3 seconds from now or at
+     * unix time $4 (both NULL: no end), unless $5 bans are in force
+     * already (no row then; two PUTs at once may pass the cap by one);
+     * ended bans of others go, so rtw_bans holds little more than what is
+     * in force */
+    {"ban_put", "WITH gone AS (DELETE FROM rtw_bans WHERE until <= now() AND (user_id, stream_id) <> ($1, $2)) "
+		"INSERT INTO rtw_bans (user_id, stream_id, until) "
+		"SELECT $1, $2, coalesce(now() + make_interval(secs => $3::float8), to_timestamp($4::float8)) "
+		"WHERE (SELECT count(*) FROM (SELECT 1 FROM rtw_bans WHERE (until IS NULL OR until > now()) "
+		"AND (user_id, stream_id) <> ($1, $2) LIMIT $5::int) n) < $5::int "
+		"ON CONFLICT (user_id, stream_id) DO UPDATE SET until = EXCLUDED.until, created_at = now() "
+		"RETURNING " FCG_BAN_COLS},
+    {"ban_del", "DELETE FROM rtw_bans WHERE user_id = $1 AND stream_id = $2 RETURNING " FCG_BAN_COLS},
+    {"bans_list", "SELECT " FCG_BAN_COLS " FROM rtw_bans WHERE stream_id = $1 AND (until IS NULL OR until > now()) "
+		  "AND user_id COLLATE \"C\" > $2 ORDER BY user_id COLLATE \"C\" LIMIT $3::int"},
     {"redact", "SELECT r.status::text, " RTW_ROW_COLS " FROM rtw_redact($1, $2::bigint, $3, $4::bool) r, "
 	       "LATERAL (SELECT (r.msg).*) m"},
     {"hist_pos", "SELECT xid::text FROM rtw_messages WHERE id = $1::bigint AND stream_id = $2 AND type = 'broadcast'"},

@@ -17,8 +17,8 @@
  *	1  widget.c (db.c)   commit.c (db.c)
  *	2  respond.c (widget.c)
  *	3  handlers.c (respond.c, widget.c, commit.c, db.c)
- *	4  publish.c (handlers.c, respond.c, widget.c, db.c)
- *	5  http.c (publish.c, handlers.c, respond.c, health.c's counters)
+ *	4  publish.c (handlers.c, respond.c, widget.c, db.c)   bans.c (handlers.c, respond.c, db.c)
+ *	5  http.c (publish.c, bans.c, handlers.c, respond.c, health.c's counters)
  *	6  main.c
  */
 #ifndef RTW_FCGI_H
@@ -176,7 +176,9 @@ enum fcg_route {
 	FCG_ROUTE_WEBHOOK,
 	FCG_ROUTE_PUBLISH,
 	FCG_ROUTE_PRESENCE,
-	FCG_ROUTE_MESSAGE /* one message: /v1/streams/{s}/messages/{id} */
+	FCG_ROUTE_MESSAGE, /* one message: /v1/streams/{s}/messages/{id} */
+	FCG_ROUTE_BANS,	   /* /v1/bans, /v1/streams/{s}/bans: the list */
+	FCG_ROUTE_BAN	   /* /v1/bans/{user}, /v1/streams/{s}/bans/{user} */
 };
 
 struct fcg_req {
@@ -194,7 +196,8 @@ struct fcg_req {
 	enum fcg_route route;
 	char stream_id[MSG_ID_MAX + 1];
 	char job_id[24];
-	char msg_id[24]; /* FCG_ROUTE_MESSAGE's id */
+	char msg_id[24];	      /* FCG_ROUTE_MESSAGE's id */
+	char user_id[MSG_ID_MAX + 1]; /* FCG_ROUTE_BAN's user, as given ("": too long) */
 	/* identity */
 	bool has_claims;
 	struct tok_claims claims;
@@ -217,6 +220,8 @@ struct fcg_req {
 #define FCG_ALLOW_PUBLISH "POST, OPTIONS"
 #define FCG_ALLOW_PRESENCE "GET, OPTIONS"
 #define FCG_ALLOW_MESSAGE "DELETE, OPTIONS"
+#define FCG_ALLOW_BANS "GET, OPTIONS"
+#define FCG_ALLOW_BAN "PUT, DELETE, OPTIONS"
 
 /* Sends status + JSON body (len bytes) with the CORS, Allow and
  * Retry-After headers the request calls for. */
@@ -265,6 +270,19 @@ void fcg_handle_get_presence(struct fcg_req *r);
 /* DELETE /v1/streams/{s}/messages/{id}: redaction by the author or an admin. */
 void fcg_handle_delete_message(struct fcg_req *r);
 
+/* Per-address and per-(author, stream) rate limits (429, sent): what
+ * every write counts against. RTW_OK or RTW_ERROR. */
+int fcg_req_limits(struct fcg_req *r, const char *author) RTW_WUR;
+
+/* ---- bans over HTTP (bans.c) ---- */
+
+/* Most bans in force at once: rtw-sse holds no more (SSE_BANS_MAX). */
+#define FCG_BANS_MAX 100000
+
+/* PUT and DELETE /v1/bans/{user} and /v1/streams/{s}/bans/{user}, GET
+ * /v1/bans and /v1/streams/{s}/bans: admin tokens only. */
+void fcg_handle_ban(struct fcg_req *r);
+
 /* ---- backend publishing (publish.c) ---- */
 
 #define FCG_PUBLISH_MAX 1000 /* messages in one POST /v1/messages */
@@ -280,7 +298,9 @@ struct fcg_gc_item {
 	/* in */
 	const struct msg_in *m; /* borrowed; m->message is the payload */
 	const char *author;
+	bool check_ban; /* refuse the row when author is banned from the stream */
 	/* out: RTW_OK with the columns below (owned, free with fcg_gc_item_clear),
+	 * RTW_DECLINED (check_ban: the author is banned; nothing written),
 	 * RTW_AGAIN (unavailable) or RTW_ERROR */
 	int rc;
 	char *id, *created_at, *ts, *message;

@@ -3,11 +3,11 @@
  * (token or open mode), the widget registry check, writing broadcasts and
  * privates (through the group committer or alone), queueing webhook jobs,
  * Idempotency-Key records, history pages (request and its GET alias),
- * webhook job status, presence counts, the ban check of every POST and
- * redaction (DELETE of a message). Tier 3 of fcgi/: calls
- * respond.c, widget.c, commit.c, db.c and lib/buf.c (and
- * lib/ratelimit.c); called by
- * http.c, and by publish.c for identity and Idempotency-Key. Runs on the
+ * webhook job status, presence counts, the ban check of every POST
+ * (commit.c's inserts for broadcasts and privates) and redaction (DELETE
+ * of a message). Tier 3 of fcgi/: calls respond.c, widget.c, commit.c,
+ * db.c and lib/buf.c (and lib/ratelimit.c); called by http.c, and by
+ * publish.c and bans.c for identity, limits and Idempotency-Key. Runs on the
  * worker thread; every write is one transaction, so a failure leaves
  * nothing behind.
  */
@@ -142,17 +142,30 @@ static int fcg__rate_limit_addr(struct fcg_req *r)
 	return RTW_ERROR;
 }
 
+/* A service token speaks for the platform, which decides for itself whom
+ * it publishes for: its POSTs are not checked against bans. */
+static bool fcg__checks_bans(const struct fcg_req *r)
+{
+	return !(r->has_claims && r->claims.service);
+}
+
+static void fcg__fail_banned(struct fcg_req *r)
+{
+	fcg_fail(r, 403, "banned", NULL, "this user is banned from stream %s", r->stream_id);
+}
+
 /* A ban of author on r's stream, or on every stream (sql/012_moderation.sql):
- * 403 banned. A service token speaks for the platform, which decides for
- * itself whom it publishes for. Checked on every POST: one indexed read
- * on the primary key of rtw_bans, so a ban holds from its commit on. */
+ * 403 banned. Checked on every POST, so a ban holds from its commit on:
+ * broadcasts and privates in their insert (commit.c), the POSTs that
+ * insert no message (request, webhook) here, with one indexed read on the
+ * primary key of rtw_bans. */
 static int fcg__banned(struct fcg_req *r, const char *author)
 {
 	const char *params[2] = {author, r->stream_id};
 	PGresult *res;
 	bool banned;
 
-	if (r->has_claims && r->claims.service)
+	if (!fcg__checks_bans(r))
 		return RTW_OK;
 	if (!(res = fcg_db_run(&r->w->db, "banned", 2, params, PGRES_TUPLES_OK, NULL)) || PQntuples(res) != 1) {
 		PQclear(res);
@@ -163,7 +176,7 @@ static int fcg__banned(struct fcg_req *r, const char *author)
 	PQclear(res);
 	if (!banned)
 		return RTW_OK;
-	fcg_fail(r, 403, "banned", NULL, "this user is banned from stream %s", r->stream_id);
+	fcg__fail_banned(r);
 	return RTW_ERROR;
 }
 
@@ -501,10 +514,11 @@ static bool fcg__idem_key_valid(const char *key)
 }
 
 /* Writes the message (no idempotency) and formats the answer into w->out;
- * *status receives 201/202. RTW_OK or RTW_AGAIN (unavailable). */
+ * *status receives 201/202. RTW_OK, RTW_DECLINED (its author is banned:
+ * 403 sent, nothing written) or RTW_AGAIN (unavailable). */
 static int fcg__write(struct fcg_req *r, const struct msg_in *m, const char *author, bool in_txn, int *status)
 {
-	struct fcg_gc_item it = {.m = m, .author = author, .cv = &r->w->gc_cv};
+	struct fcg_gc_item it = {.m = m, .author = author, .check_ban = fcg__checks_bans(r), .cv = &r->w->gc_cv};
 	int rc;
 
 	if (m->type == MSG_WEBHOOK) {
@@ -516,6 +530,10 @@ static int fcg__write(struct fcg_req *r, const struct msg_in *m, const char *aut
 		fcg_gc_submit(r->w->gc, &r->w->db, &it);
 	else
 		fcg_insert_one(&r->w->db, &it);
+	if (it.rc == RTW_DECLINED) {
+		fcg__fail_banned(r);
+		return RTW_DECLINED;
+	}
 	rc = it.rc == RTW_OK ? fcg__message_format(r, m, &it) : RTW_AGAIN;
 	fcg_gc_item_clear(&it);
 	return rc == RTW_OK ? RTW_OK : RTW_AGAIN;
@@ -620,13 +638,18 @@ int fcg_req_auth(struct fcg_req *r, const char *stream)
 	return fcg__auth(r, stream);
 }
 
+int fcg_req_limits(struct fcg_req *r, const char *author)
+{
+	return fcg__rate_limit_addr(r) == RTW_OK && fcg__rate_limit(r, author) == RTW_OK ? RTW_OK : RTW_ERROR;
+}
+
 void fcg_handle_post(struct fcg_req *r)
 {
 	struct rtw_buf *body = &r->w->body;
 	struct msg_in m;
 	struct msg_error err;
 	char author[MSG_ID_MAX + 1];
-	int status;
+	int status, rc;
 
 	memset(&m, 0, sizeof(m));
 	if (fcg__auth(r, r->stream_id) != RTW_OK)
@@ -646,7 +669,8 @@ void fcg_handle_post(struct fcg_req *r)
 		goto out;
 	if (fcg__rate_limit_addr(r) != RTW_OK || fcg__rate_limit(r, author) != RTW_OK)
 		goto out;
-	if (fcg__banned(r, author) != RTW_OK)
+	/* broadcasts and privates: in their insert */
+	if ((m.type == MSG_REQUEST || m.type == MSG_WEBHOOK) && fcg__banned(r, author) != RTW_OK)
 		goto out;
 	if (m.type == MSG_REQUEST) {
 		/* a read: Idempotency-Key has nothing to protect */
@@ -661,8 +685,9 @@ void fcg_handle_post(struct fcg_req *r)
 		fcg_idempotent(r, r->stream_id, author, fcg__write_one, &one);
 		goto out;
 	}
-	if (fcg__write(r, &m, author, false, &status) != RTW_OK) {
-		fcg_unavailable(r);
+	if ((rc = fcg__write(r, &m, author, false, &status)) != RTW_OK) {
+		if (rc != RTW_DECLINED)
+			fcg_unavailable(r);
 		goto out;
 	}
 	fcg_send(r, status, r->w->out.p, r->w->out.len);

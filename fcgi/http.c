@@ -3,7 +3,7 @@
  * reading the CGI variables (nginx's and Apache mod_proxy_fcgi's), the
  * path (percent-decoded by lib/url.c), routing, the method, media-type
  * and size checks, reading the body, and counting the request in the
- * metrics. Tier 5 of fcgi/, under main.c only: calls publish.c,
+ * metrics. Tier 5 of fcgi/, under main.c only: calls publish.c, bans.c,
  * handlers.c, respond.c, lib/buf.c and health.c's counters. Runs on the worker thread
  * that accepted the request; knows nothing about messages beyond handing
  * them to handlers.c.
@@ -58,8 +58,31 @@ static int fcg__id_segment(const char *p, char *out, size_t cap)
 	return msg_valid_id(out) ? RTW_OK : RTW_ERROR;
 }
 
+/* The ban routes (bans.c), after "/v1/bans" or "/v1/streams/{id}/bans"
+ * (r->stream_id set, else empty: every stream): the list, or one user's
+ * ban. The user id is the whole rest of the path, percent-decoded, since
+ * a user id may hold a '/'; an invalid one is 400 (fcg_handle_ban).
+ * RTW_ERROR: no such route (404). */
+static int fcg__route_bans(struct fcg_req *r, const char *rest)
+{
+	if (strcmp(rest, "") == 0 || strcmp(rest, "/") == 0) {
+		r->route = FCG_ROUTE_BANS;
+		r->allow = FCG_ALLOW_BANS;
+		return RTW_OK;
+	}
+	if (rest[0] != '/')
+		return RTW_ERROR;
+	r->route = FCG_ROUTE_BAN;
+	r->allow = FCG_ALLOW_BAN;
+	/* too long for a user id: left empty, which the handler refuses */
+	if (strlen(rest + 1) < sizeof(r->user_id))
+		memcpy(r->user_id, rest + 1, strlen(rest + 1) + 1);
+	return RTW_OK;
+}
+
 /* Matches /v1/streams/{id}/messages, /v1/streams/{id}/messages/{id},
- * /v1/streams/{id}/presence, /v1/webhooks/{id} and /v1/messages. A
+ * /v1/streams/{id}/presence, /v1/webhooks/{id}, /v1/messages and the ban
+ * routes (/v1/bans..., /v1/streams/{id}/bans...). A
  * malformed stream id is a 400 (contract: invalid_field); returns
  * RTW_DECLINED then. */
 static int fcg__route(struct fcg_req *r)
@@ -73,9 +96,18 @@ static int fcg__route(struct fcg_req *r)
 		return RTW_OK;
 	}
 
+	if (strncmp(p, "/v1/bans", 8) == 0)
+		return fcg__route_bans(r, p + 8);
 	if (strncmp(p, "/v1/streams/", 12) == 0) {
 		p += 12;
 		n = strcspn(p, "/");
+		if (strncmp(p + n, "/bans", 5) == 0 && n > 0 && n <= MSG_ID_MAX) {
+			memcpy(r->stream_id, p, n);
+			r->stream_id[n] = '\0';
+			if (!msg_valid_stream_id(r->stream_id))
+				return RTW_DECLINED;
+			return fcg__route_bans(r, p + n + 5);
+		}
 		bool presence = strcmp(p + n, "/presence") == 0 || strcmp(p + n, "/presence/") == 0;
 		bool one = strncmp(p + n, "/messages/", 10) == 0 && p[n + 10] != '\0';
 		if (!presence && !one && strcmp(p + n, "/messages") != 0 && strcmp(p + n, "/messages/") != 0)
@@ -143,28 +175,43 @@ static int fcg__read_body(struct fcg_req *r)
 	return RTW_OK;
 }
 
-static void fcg__post(struct fcg_req *r)
+/* Reads a JSON body into w->body, answering 413, 415 or 503 itself
+ * (RTW_ERROR then). optional: an empty body (a PUT without one) needs no
+ * content type. */
+static int fcg__json_body(struct fcg_req *r, bool optional)
 {
 	int max = fcg__max_body(r);
 	int rc;
 
 	if (r->content_length > max) {
 		fcg_fail(r, 413, "payload_too_large", NULL, "request body is larger than the limit of %d bytes", max);
-		return;
+		return RTW_ERROR;
 	}
-	if (!fcg__is_json(r->content_type)) {
+	if (!(optional && r->content_length <= 0) && !fcg__is_json(r->content_type)) {
 		fcg_fail(r, 415, "unsupported_media_type", NULL, "content type must be application/json");
-		return;
+		return RTW_ERROR;
 	}
 	rc = fcg__read_body(r);
 	if (rc == RTW_DECLINED) {
 		fcg_fail(r, 413, "payload_too_large", NULL, "request body is larger than the limit of %d bytes", max);
-		return;
+		return RTW_ERROR;
 	}
 	if (rc != RTW_OK) {
 		fcg_unavailable(r);
-		return;
+		return RTW_ERROR;
 	}
+	/* a chunked body came without a length */
+	if (r->w->body.len > 0 && !fcg__is_json(r->content_type)) {
+		fcg_fail(r, 415, "unsupported_media_type", NULL, "content type must be application/json");
+		return RTW_ERROR;
+	}
+	return RTW_OK;
+}
+
+static void fcg__post(struct fcg_req *r)
+{
+	if (fcg__json_body(r, false) != RTW_OK)
+		return;
 	if (r->route == FCG_ROUTE_PUBLISH) {
 		fcg_handle_publish(r);
 		/* A worker keeps its buffers between requests, which spares a
@@ -211,6 +258,8 @@ static const char *fcg__route_name(const struct fcg_req *r)
 	case FCG_ROUTE_WEBHOOK: return "/v1/webhooks/{id}";
 	case FCG_ROUTE_PUBLISH: return "/v1/messages";
 	case FCG_ROUTE_MESSAGE: return "/v1/streams/{id}/messages/{id}";
+	case FCG_ROUTE_BANS: return r->stream_id[0] ? "/v1/streams/{id}/bans" : "/v1/bans";
+	case FCG_ROUTE_BAN: return r->stream_id[0] ? "/v1/streams/{id}/bans/{user_id}" : "/v1/bans/{user_id}";
 	case FCG_ROUTE_NONE: break;
 	}
 	return r->path;
@@ -300,6 +349,12 @@ void fcg_serve(struct fcg_worker *w)
 		fcg_handle_get_presence(&r);
 	else if (r.route == FCG_ROUTE_MESSAGE && strcmp(r.method, "DELETE") == 0)
 		fcg_handle_delete_message(&r);
+	else if (r.route == FCG_ROUTE_BAN && strcmp(r.method, "PUT") == 0) {
+		if (fcg__json_body(&r, true) == RTW_OK)
+			fcg_handle_ban(&r);
+	} else if ((r.route == FCG_ROUTE_BAN && strcmp(r.method, "DELETE") == 0) ||
+		   (r.route == FCG_ROUTE_BANS && strcmp(r.method, "GET") == 0))
+		fcg_handle_ban(&r);
 	else
 		fcg_fail(&r, 405, "method_not_allowed", NULL, "method %s is not allowed here",
 			 strlen(r.method) < 16 ? r.method : "given");

@@ -10,6 +10,7 @@ fcgi_rtw_fcgi_SOURCES = \
 	fcgi/widget.c \
 	fcgi/handlers.c \
 	fcgi/publish.c \
+	fcgi/bans.c \
 	fcgi/db.c \
 	fcgi/commit.c \
 	fcgi/health.c

@@ -435,8 +435,10 @@ enum sse_pg_query {
  * or skips it with no query when it serves none of the streams. */
 #define SSE_NOTE_MAX 7900 /* NOTIFY payloads must stay under 8000 bytes */
 
-/* The bans in force (bans.c). */
-#define SSE_BANS_MAX 100000	 /* bans held; beyond, a load is cut (and logged) */
+/* The bans in force (bans.c). At most SSE_BANS_MAX are held; beyond, a
+ * load is cut (and logged). rtw-fcgi's ban routes refuse a new ban past
+ * the same number (FCG_BANS_MAX, fcgi/fcgi.h). */
+#define SSE_BANS_MAX 100000
 #define SSE_BANS_RELOAD_MS 10000 /* the safety-net reload, besides every NOTIFY rtw_bans */
 struct sse_bans {
 	struct sse_htab tab; /* struct sse_ban (bans.c) */

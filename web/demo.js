@@ -6,8 +6,9 @@
  * log, and the moderator view: opened as index.html#moderator=<admin
  * token> (the fragment never reaches a server or its logs), the page
  * speaks as that admin, may delete any chat line, and its ban button
- * gives the command that bans the line's author (bans are an admin
- * command, rtwctl user ban: the contract has no HTTP route for them).
+ * bans the line's author from the stream for ten minutes
+ * (PUT /v1/streams/{s}/bans/{user}, contract 1.1): its open streams end
+ * and its posts are refused.
  */
 import {connect} from "./rtw.js";
 
@@ -141,20 +142,20 @@ import {connect} from "./rtw.js";
     modPanel = document.createElement("p");
     modPanel.id = "mod-panel";
     modPanel.className = "small mod-panel";
-    modPanel.textContent = "Moderator view: × deletes a line; ban gives the command that bans its author.";
+    modPanel.textContent = "Moderator view: × deletes a line; ban bans its author from this stream for 10 minutes.";
     document.getElementById("chat").appendChild(modPanel);
   }
   RTWChat.mount(document.getElementById("chat"), chat, {
     canRedact: function (msg) { return !!modToken || (!!cfg.moderation && msg.author_id === conn.userId); },
     onBan: modToken ? function (msg) {
-      var cmd = "rtwctl user ban " + msg.author_id + " --stream " + stream + " --for 10m";
-      modPanel.textContent = "";
-      var code = document.createElement("code");
-      code.id = "mod-ban-command";
-      code.textContent = cmd;
-      modPanel.appendChild(document.createTextNode("Run on the server: "));
-      modPanel.appendChild(code);
-      logLine("chat", "ban", cmd);
+      conn.ban(msg.author_id, {forS: 600}).then(function (b) {
+        modPanel.textContent = "Banned " + b.user_id + " from " + stream + " until " + b.until + ".";
+        modPanel.setAttribute("data-banned", b.user_id);
+        logLine("chat", "ban", b.user_id + " until " + b.until);
+      }, function (err) {
+        modPanel.textContent = "Not banned: " + err.message + " (" + err.code + ")";
+        logLine("chat", "ban failed", err.code + ": " + err.message);
+      });
     } : null
   });
   RTWCard.mount(document.getElementById("card"), card, {

@@ -123,6 +123,16 @@ export interface SendOptions {
   idempotencyKey?: string;
 }
 
+export interface BanOptions {
+  /** ban from every stream, not only the connection's */
+  everywhere?: boolean;
+  /** ends that many seconds after it is stored (1 to ten years) */
+  forS?: number;
+  /** ends then (RFC 3339); neither: until unban */
+  until?: string;
+}
+/** a ban in force; stream_id null: every stream */
+export interface Ban { user_id: string; stream_id: string | null; until: string | null; created_at: string; }
 export interface RetryInfo { method: string; path: string; attempt: number; status: number; code: string; waitMs: number; }
 export interface DisconnectInfo { failures: number; retryInMs: number; status: number; }
 
@@ -168,6 +178,10 @@ export declare class Connection extends Emitter {
   readonly ready: Promise<InitMessage>;
   /** registers a widget by its key on this connection */
   widget(key: string, opts?: WidgetOptions): Widget;
+  /** admin tokens: bans a user from this stream (everywhere: every stream); resolves with the ban */
+  ban(userId: string, opts?: BanOptions): Promise<Ban>;
+  /** admin tokens: lifts that ban; rejects with 404 when there is none */
+  unban(userId: string, opts?: { everywhere?: boolean }): Promise<Ban>;
   close(): void;
 }
 

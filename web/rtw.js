@@ -668,6 +668,31 @@ export class Connection extends Emitter {
     return "/v1/streams/" + encodeURIComponent(this.stream);
   }
 
+  /*
+   * Moderation, for admin tokens: bans userId from this stream, or from
+   * every stream with {everywhere: true}; {forS: N} (seconds) or
+   * {until: "<RFC 3339>"} ends it by itself, else it holds until unban.
+   * Resolves with the ban {user_id, stream_id, until, created_at}; the
+   * user's open streams end and its posts get 403 banned. A second ban
+   * replaces the first's end.
+   */
+  ban(userId, opts) {
+    opts = opts || {};
+    const body = {};
+    if (opts.forS !== undefined) body.for_s = opts.forS;
+    if (opts.until !== undefined) body.until = opts.until;
+    return this.call("PUT", this.banPath(userId, opts), body);
+  }
+
+  /* lifts the ban ban() made (the same opts.everywhere); rejects with 404 when there is none */
+  unban(userId, opts) {
+    return this.call("DELETE", this.banPath(userId, opts || {}));
+  }
+
+  banPath(userId, opts) {
+    return (opts.everywhere ? "/v1/bans/" : this.streamPath() + "/bans/") + encodeURIComponent(String(userId));
+  }
+
   close() {
     if (this.timer) clearTimeout(this.timer);
     if (this.refreshTimer) clearTimeout(this.refreshTimer);

@@ -10,8 +10,9 @@ page, the tally survives a reload (history), the page resumes after rtw-sse
 restarts, the chat shows the latest 50 lines after a reload and older
 ones on demand, the viewer count comes from presence frames, a deleted
 line leaves the page, and the moderator view (a second tab with an admin
-token) deletes a viewer's line and bans the viewer, whose tab then shows
-its stream refused and its next line refused as banned. Drives
+token) deletes a viewer's line and bans the viewer with its ban button
+(the HTTP ban route), whose tab then shows its stream ended and its next
+line refused as banned, and lifts the ban (the SDK's unban). Drives
 tests/browser/driver.mjs (playwright-core) over a
 JSON-lines pipe; needs /usr/bin/chromium and `npm ci` in tests/browser
 (done here when node_modules is missing). RTW_SCREENSHOT=path keeps a
@@ -444,14 +445,16 @@ def moderator_deletes_a_line_and_bans_a_user():
     B.call("eval", page="mod", expr="(%s).querySelector('.del').click()" % (line % js("rude words")))
     B.wait("!(%s)" % (line % js("rude words")))
     mod_wait("!(%s)" % (line % js("rude words")))
-    # and bans the viewer: the view gives the command, the server runs it
+    # and bans the viewer with one click (PUT .../bans/{user}, ten minutes)
     B.call("fill", selector="#chat-text", value="more rude words")
     B.call("press", selector="#chat-text", key="Enter")
     mod_wait("!!(%s)" % (line % js("more rude words")))
     B.call("eval", page="mod", expr="(%s).querySelector('.ban').click()" % (line % js("more rude words")))
-    cmd = B.call("text", page="mod", selector="#mod-ban-command")
-    assert cmd == "rtwctl user ban %s --stream %s --for 10m" % (viewer, STREAM), cmd
-    S.ctl(*cmd.split()[1:])
+    mod_wait("document.getElementById('mod-panel').getAttribute('data-banned') === %s" % js(viewer))
+    assert "Banned %s from %s until " % (viewer, STREAM) in B.call("text", page="mod", selector="#mod-panel")
+    left = S.pg.query("SELECT extract(epoch FROM until - now()) FROM rtw_bans WHERE user_id = %s AND stream_id = %s",
+                      (viewer, STREAM))
+    assert len(left) == 1 and 500 < left[0][0] <= 600, left
     # the viewer's tab: its stream ends and is refused from then on, and
     # its next line is refused as banned
     B.wait("RTW_DEMO.chat.state === 'closed'")
@@ -461,7 +464,8 @@ def moderator_deletes_a_line_and_bans_a_user():
     assert "(banned)" in B.call("text", selector="#chat-error")
     # the moderator's own tab goes on
     assert B.call("eval", page="mod", expr="RTW_DEMO.chat.state") == "open"
-    S.ctl("user", "unban", viewer, "--stream", STREAM)
+    # lifted from the moderator's tab (the SDK's unban)
+    assert B.call("eval", page="mod", expr="RTW_DEMO.connection.unban(%s).then(b => b.user_id)" % js(viewer)) == viewer
     B.call("reload")
     B.wait("window.RTW_DEMO && RTW_DEMO.chat.state === 'open'")
     assert B.eval("RTW_DEMO.connection.userId") == viewer

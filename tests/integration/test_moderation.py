@@ -7,9 +7,15 @@ route, the redact event live and on resume (before and after it, a
 private's only to its addressee), history, request and the views without
 the original; bans refuse POSTs and new streams (403 banned, JSON), end
 the open streams of every rtw-sse process, hold on their stream or
-everywhere, expire, and are lifted by unban."""
+everywhere, expire, and are lifted by unban. The same over HTTP for admin
+tokens (PUT/DELETE /v1/streams/{s}/bans/{user} and /v1/bans/{user}, GET
+the lists): who may (401/403), validation (400/415 JSON), 405 with Allow
+and preflights, durations (for_s, until), idempotent PUT, 404 on a second
+DELETE, paging, the cap of bans in force; and a banned POST, alone, in a
+group-commit batch or under an Idempotency-Key, writes nothing."""
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rtwtest  # noqa: E402
@@ -268,6 +274,251 @@ def global_ban_and_expiry():
     for bad in (["--for", "0s"], ["--for", "soon"], ["--stream", "bad stream"]):
         r = S.ctl("user", "ban", "eve", *bad, check=False)
         assert r.returncode == 1, (bad, r)
+
+
+# ---- bans over HTTP (admin tokens) ----
+
+def ban(port, user, stream=None, body=None, token=ADMIN, method="PUT"):
+    path = ("/v1/streams/%s/bans/%s" % (stream, user)) if stream else "/v1/bans/" + user
+    return request(port, method, path, body, token=token)
+
+
+def bans(port, stream=None, query="", token=ADMIN):
+    path = ("/v1/streams/%s/bans" % stream) if stream else "/v1/bans"
+    return request(port, "GET", path + query, token=token)
+
+
+def posted(port, user, stream, want):
+    r = request(port, "POST", "/v1/streams/%s/messages" % stream,
+                {"type": "broadcast", "widget_key": S.widget_key, "message": 1, "timestamp": 0},
+                token=S.token(user))
+    assert r.status == want, (port, user, stream, r)
+    if want == 403:
+        assert r.json["error"]["code"] == "banned", r
+    return r
+
+
+@test
+def http_ban_refusals_and_validation():
+    for front, port in FRONTS:
+        s = "mod-hv-" + front
+        # who: admins only (no token 401; a user, a service, an admin of
+        # another stream 403; an admin of some streams may not ban everywhere)
+        r = ban(port, "x", s, token=None)
+        assert r.status == 401 and r.json["error"]["code"] == "unauthorized", (front, r)
+        for tok in (S.token("bob"), S.token("svc", service=True), S.token("root", admin=True, streams=["other"])):
+            for r in (ban(port, "x", s, token=tok), ban(port, "x", s, token=tok, method="DELETE"),
+                      bans(port, s, token=tok)):
+                assert r.status == 403 and r.json["error"]["code"] == "forbidden", (front, r)
+        scoped = S.token("root", admin=True, streams=[s])
+        assert ban(port, "scoped-x", s, token=scoped).status == 200
+        assert ban(port, "scoped-x", s, token=scoped, method="DELETE").status == 200
+        for r in (ban(port, "x", token=scoped), bans(port, token=scoped)):
+            assert r.status == 403 and r.json["error"]["code"] == "forbidden", (front, r)
+        # what: a valid user id and stream id, a body of for_s or until
+        for path, field in (("/v1/bans/bad%20id", "user_id"), ("/v1/bans/" + "u" * 129, "user_id"),
+                            ("/v1/bans/%22q", "user_id"), ("/v1/streams/bad%20s/bans/x", "stream_id")):
+            r = request(port, "PUT", path, token=ADMIN)
+            assert r.status == 400 and r.json["error"]["code"] == "invalid_field", (front, path, r)
+            assert r.json["error"]["field"] == field, (front, path, r)
+        for body, code, field in (({"for_s": 0}, "invalid_field", "for_s"),
+                                  ({"for_s": "60"}, "invalid_field", "for_s"),
+                                  ({"for_s": 1.5}, "invalid_field", "for_s"),
+                                  ({"for_s": 315360001}, "invalid_field", "for_s"),
+                                  ({"until": "soon"}, "invalid_field", "until"),
+                                  ({"until": "2001-01-01T00:00:00Z"}, "invalid_field", "until"),
+                                  ({"until": "2999-01-01T00:00:00Z"}, "invalid_field", "until"),
+                                  ({"until": "2030-02-30T00:00:00Z"}, "invalid_field", "until"),
+                                  ({"until": "now"}, "invalid_field", "until"),
+                                  ({"for_s": 60, "until": "2030-01-01T00:00:00Z"}, "invalid_field", "until"),
+                                  ({"reason": "spam"}, "unexpected_field", "reason"),
+                                  ([60], "invalid_json", None), ('{"for_s":1,"for_s":2}', "invalid_json", None)):
+            r = ban(port, "x", s, body=body)
+            assert r.status == 400 and r.json["error"]["code"] == code, (front, body, r)
+            assert r.json["error"].get("field") == field, (front, body, r)
+        r = request(port, "PUT", "/v1/bans/x", "for_s=60", token=ADMIN, headers={"Content-Type": "text/plain"})
+        assert r.status == 415 and r.json["error"]["code"] == "unsupported_media_type", (front, r)
+        for q in ("?limit=0", "?limit=1001", "?limit=x", "?after=a%20b"):
+            r = bans(port, s, q)
+            assert r.status == 400 and r.json["error"]["code"] == "invalid_field", (front, q, r)
+        # nothing above wrote a ban
+        assert S.pg.query("SELECT count(*) FROM rtw_bans WHERE user_id = 'x'")[0][0] == 0
+        # methods: 405 with Allow; preflights name the methods
+        for path, allow in (("/v1/bans/x", "PUT, DELETE, OPTIONS"), ("/v1/streams/%s/bans/x" % s, "PUT, DELETE, OPTIONS"),
+                            ("/v1/bans", "GET, OPTIONS"), ("/v1/streams/%s/bans" % s, "GET, OPTIONS")):
+            for method in ("POST", "PATCH", "GET" if "x" in path.rsplit("/", 1)[1] else "PUT"):
+                r = request(port, method, path, {} if method != "GET" else None, token=ADMIN)
+                assert r.status == 405 and r.json["error"]["code"] == "method_not_allowed", (front, path, method, r)
+                assert r.header("Allow") == allow, (front, path, r)
+            r = request(port, "OPTIONS", path, headers={"Origin": "https://w.example",
+                                                        "Access-Control-Request-Method": allow.split(",")[0]})
+            assert r.status == 204 and r.header("Allow") == allow, (front, path, r)
+        for path in ("/v1/bansx", "/v1/streams/%s/bansx" % s, "/v1/streams/%s/bans/x/" % s[:0]):
+            r = request(port, "GET", path, token=ADMIN)
+            assert r.status in (404, 400), (front, path, r)
+
+
+@test
+def http_stream_ban_ends_streams_refuses_and_lifts():
+    for front, port in FRONTS:
+        s, user = "mod-hs-" + front, "mallory-" + front
+        open_streams = [subscribe(p, user, s)[0] for p in (S.sse_port, SSE2_PORT, port)]
+        other, _ = subscribe(SSE2_PORT, user, s + "-other")
+        r = ban(port, user, s)
+        assert r.status == 200, (front, r)
+        assert r.json["user_id"] == user and r.json["stream_id"] == s and r.json["until"] is None, r
+        assert r.json["created_at"].endswith("Z"), r
+        for c in open_streams:
+            wait_for(lambda: closed(c), 10, "the banned user's stream to end")
+        assert not closed(other), "a stream ban ends the other streams too"
+        posted(port, user, s, 403)
+        posted(port, user, s + "-other", 201)
+        status, text = refused(port, user, s)
+        assert status == 403 and '"code":"banned"' in text.replace(" ", ""), (front, status, text)
+        # a PUT again is the same ban (its end replaced), still one row
+        r = ban(port, user, s, body={})
+        assert r.status == 200 and r.json["until"] is None, r
+        lst = bans(port, s)
+        assert lst.status == 200 and lst.json["stream_id"] == s and lst.json["next_after"] is None, lst
+        assert [(b["user_id"], b["stream_id"]) for b in lst.json["bans"]] == [(user, s)], lst
+        # the ban is rtwctl's: it lists it, and could lift it
+        assert user + "\t" + s in S.ctl("user", "bans").stdout
+        # others are untouched
+        posted(port, "alice", s, 201)
+        # lifted: posts and streams again; a second DELETE is 404
+        r = ban(port, user, s, method="DELETE")
+        assert r.status == 200 and r.json["user_id"] == user and r.json["stream_id"] == s, (front, r)
+        posted(port, user, s, 201)
+        subscribe(port, user, s)[0].close()
+        r = ban(port, user, s, method="DELETE")
+        assert r.status == 404 and r.json["error"]["code"] == "not_found", (front, r)
+        assert bans(port, s).json["bans"] == []
+        other.close()
+        # a user id may hold "/" (percent-encoded in the path) and other
+        # printable characters a path would otherwise take for its own
+        for odd in ("we/ird", "a?b#c%d"):
+            path = "/v1/streams/%s/bans/%s" % (s, "".join(ch if ch.isalnum() else "%%%02X" % ord(ch) for ch in odd))
+            r = request(port, "PUT", path, token=ADMIN)
+            assert r.status == 200 and r.json["user_id"] == odd, (front, odd, r)
+            posted(port, odd, s, 403)
+            assert request(port, "DELETE", path, token=ADMIN).status == 200
+
+
+@test
+def http_global_ban_with_duration_and_until():
+    for front, port in FRONTS:
+        user = "eve-" + front
+        c, _ = subscribe(SSE2_PORT, user, "mod-hg1")
+        r = ban(port, user, body={"for_s": 2})
+        assert r.status == 200 and r.json["stream_id"] is None and r.json["until"].endswith("Z"), (front, r)
+        wait_for(lambda: closed(c), 10, "eve's stream to end")
+        for stream in ("mod-hg1", "mod-hg2"):
+            posted(port, user, stream, 403)
+        listed = [b for b in bans(port).json["bans"] if b["user_id"] == user]
+        assert listed == [r.json], listed
+
+        def posts():
+            return request(port, "POST", "/v1/streams/mod-hg1/messages",
+                           {"type": "broadcast", "widget_key": S.widget_key, "message": 1, "timestamp": 0},
+                           token=S.token(user)).status == 201
+        wait_for(posts, 15, "the ban to expire", interval=0.2)
+        assert [b for b in bans(port).json["bans"] if b["user_id"] == user] == []
+        # until: an RFC 3339 time, any offset
+        end = int(time.time()) + 3600
+        r = ban(port, user, body={"until": time.strftime("%Y-%m-%dT%H:%M:%S.5+01:30", time.gmtime(end + 5400))})
+        assert r.status == 200, (front, r)
+        assert r.json["until"] == time.strftime("%Y-%m-%dT%H:%M:%S.500000Z", time.gmtime(end)), (front, r)
+        posted(port, user, "mod-hg3", 403)
+        assert ban(port, user, method="DELETE").status == 200
+        posted(port, user, "mod-hg3", 201)
+
+
+@test
+def http_ban_list_pages():
+    s = "mod-hl"
+    users = ["u-%02d" % i for i in range(5)]
+    for u in reversed(users):
+        assert ban(NGINX, u, s).status == 200
+    assert ban(NGINX, "u-ended", s, body={"for_s": 1}).status == 200
+    time.sleep(1.5)
+    got, after = [], ""
+    while True:
+        r = bans(APACHE, s, "?limit=2&after=" + after)
+        assert r.status == 200 and len(r.json["bans"]) <= 2, r
+        got += [b["user_id"] for b in r.json["bans"]]
+        if r.json["next_after"] is None:
+            break
+        after = r.json["next_after"]
+    # in force only, each once, by user id
+    assert got == users, got
+    # another stream's and global bans are their own lists
+    assert bans(NGINX, "mod-hl-else").json["bans"] == []
+    assert not [b for b in bans(NGINX).json["bans"] if b["user_id"].startswith("u-")]
+    for u in users:
+        assert ban(NGINX, u, s, method="DELETE").status == 200
+
+
+@test
+def banned_post_writes_nothing():
+    """The ban check rides in the insert: alone, in a group-commit batch
+    beside others' rows, and under an Idempotency-Key, a banned author's
+    POST is 403 banned and leaves no row (no message, no key)."""
+    import threading
+    s, user = "mod-hw", "mallory-hw"
+    assert ban(NGINX, user, s).status == 200
+    r = request(NGINX, "POST", "/v1/streams/%s/messages" % s,
+                {"type": "broadcast", "widget_key": S.widget_key, "message": 1, "timestamp": 0},
+                token=S.token(user), headers={"Idempotency-Key": "k1"})
+    assert r.status == 403 and r.json["error"]["code"] == "banned", r
+    for type_ in ("private", "request", "webhook"):
+        body = {"type": type_, "widget_key": S.widget_key, "message": {"webhook": "https://example.org/", "private": 1, "request": {}}[type_]}
+        if type_ == "private":
+            body.update(to_user_id="bob", timestamp=0)
+        r = request(NGINX, "POST", "/v1/streams/%s/messages" % s, body, token=S.token(user))
+        assert r.status == 403 and r.json["error"]["code"] == "banned", (type_, r)
+    statuses = {}
+
+    def run(who, n):
+        for i in range(n):
+            r = request(APACHE if i % 2 else NGINX, "POST", "/v1/streams/%s/messages" % s,
+                        {"type": "broadcast", "widget_key": S.widget_key, "message": i, "timestamp": 0},
+                        token=S.token(who))
+            statuses.setdefault(who, []).append(r.status)
+    threads = [threading.Thread(target=run, args=(who, 20)) for who in (user, "alice", "bob", user)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(statuses[user]) == {403} and len(statuses[user]) == 40, statuses
+    assert statuses["alice"] == [201] * 20 and statuses["bob"] == [201] * 20, statuses
+    assert S.pg.query("SELECT count(*) FROM rtw_messages WHERE stream_id = %s AND author_id = %s", (s, user)) == [(0,)]
+    assert S.pg.query("SELECT count(*) FROM rtw_messages WHERE stream_id = %s", (s,)) == [(40,)]
+    assert S.pg.query("SELECT count(*) FROM rtw_idempotency WHERE author_id = %s", (user,)) == [(0,)]
+    assert S.pg.query("SELECT count(*) FROM rtw_webhook_jobs WHERE author_id = %s", (user,)) == [(0,)]
+    assert ban(NGINX, user, s, method="DELETE").status == 200
+    r = request(NGINX, "POST", "/v1/streams/%s/messages" % s,
+                {"type": "broadcast", "widget_key": S.widget_key, "message": 1, "timestamp": 0},
+                token=S.token(user), headers={"Idempotency-Key": "k1"})
+    assert r.status == 201, r
+
+
+@test
+def http_bans_are_bounded():
+    """At most 100,000 bans in force (what rtw-sse holds): a new one beyond
+    is 403, replacing one that exists is not, and ended bans are pruned."""
+    S.pg.query("INSERT INTO rtw_bans (user_id, stream_id) SELECT 'bulk-' || g, 'mod-cap' "
+               "FROM generate_series(1, 99999) g")
+    S.pg.query("INSERT INTO rtw_bans (user_id, stream_id, until) VALUES ('old', 'mod-cap', now() - interval '1 s')")
+    try:
+        r = ban(NGINX, "one-more", "mod-cap")
+        assert r.status == 200, r
+        r = ban(NGINX, "two-more", "mod-cap")
+        assert r.status == 403 and r.json["error"]["code"] == "forbidden", r
+        r = ban(APACHE, "one-more", "mod-cap", body={"for_s": 60})
+        assert r.status == 200 and r.json["until"], r
+        assert S.pg.query("SELECT count(*) FROM rtw_bans WHERE user_id = 'old'") == [(0,)]
+    finally:
+        S.pg.query("DELETE FROM rtw_bans WHERE stream_id = 'mod-cap'")
 
 
 if __name__ == "__main__":

@@ -330,6 +330,42 @@ def redact_walk():
 
 
 @t.test
+def bans_walk():
+    admin = S.token("root", admin=True)
+    s = sid()
+    for one, lst, put, unban, user in (("/v1/streams/%s/bans/" % s, "/v1/streams/%s/bans" % s, "banOnStream",
+                                        "unbanOnStream", "erin"),
+                                       ("/v1/bans/", "/v1/bans", "banEverywhere", "unbanEverywhere", "frank")):
+        listing = "listStreamBans" if "streams" in lst else "listBansEverywhere"
+        check(put, t.request(PORT, "PUT", one + user), 401, "unauthorized")
+        check(put, t.request(PORT, "PUT", one + user, token=ALICE), 403, "forbidden")
+        check(put, t.request(PORT, "PUT", one + "a%20b", token=admin), 400, "invalid_field")
+        check(put, t.request(PORT, "PUT", one + user, body={"for_s": -1}, token=admin), 400, "invalid_field")
+        check(put, t.request(PORT, "PUT", one + user, body="x", token=admin,
+                             headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type")
+        check(put, t.request(PORT, "GET" if put == "banEverywhere" else "POST", one + user, token=admin,
+                             body=None if put == "banEverywhere" else {}), 405, "method_not_allowed")
+        b = check(put, t.request(PORT, "PUT", one + user, token=admin), 200)
+        assert b["user_id"] == user and b["until"] is None, b
+        b = check(put, t.request(PORT, "PUT", one + user, body={"for_s": 600}, token=admin), 200)
+        assert b["until"] is not None, b
+        check("postMessage", post(s, bcast(), token=S.token(user)), 403, "banned")
+        page = check(listing, t.request(PORT, "GET", lst, token=admin), 200)
+        assert [x["user_id"] for x in page["bans"]] == [user], page
+        check(listing, t.request(PORT, "GET", lst + "?limit=0", token=admin), 400, "invalid_field")
+        check(listing, t.request(PORT, "GET", lst, token=BOB), 403, "forbidden")
+        check(listing, t.request(PORT, "GET", lst), 401, "unauthorized")
+        check(listing, t.request(PORT, "POST", lst, body={}, token=admin), 405, "method_not_allowed")
+        check(unban, t.request(PORT, "DELETE", one + user, token=ALICE), 403, "forbidden")
+        check(unban, t.request(PORT, "DELETE", one + user), 401, "unauthorized")
+        check(unban, t.request(PORT, "DELETE", one + "a%20b", token=admin), 400, "invalid_field")
+        check(unban, t.request(PORT, "DELETE", one + user, token=admin), 200)
+        check(unban, t.request(PORT, "DELETE", one + user, token=admin), 404, "not_found")
+        check(unban, t.request(PORT, "PATCH", one + user, body={}, token=admin), 405, "method_not_allowed")
+        check("postMessage", post(s, bcast(), token=S.token(user)), 201)
+
+
+@t.test
 def publish_walk():
     if planned("publishBatch"):
         check_planned("publishBatch", ALICE)
@@ -523,7 +559,7 @@ PROBE_PATHS = ["/v1/", "/v1/streams", "/v1/streams/", "/v1/streams/s", "/v1/stre
                "/v1/streams/s/foo", "/v1/streams/s/message", "/v1/streams/s/messages/1/x",
                "/v1/streams/s/events/x", "/v1/streams/s/history", "/v1/streams/s/subscribers",
                "/v1/webhooks", "/v1/webhooks/", "/v1/webhooks/1/retry", "/v1/users", "/v1/users/alice",
-               "/v1/widgets", "/v1/admin", "/v1/tokens", "/v1/bans", "/v1/metrics", "/v1/healthz",
+               "/v1/widgets", "/v1/admin", "/v1/tokens", "/v1/ban", "/v1/metrics", "/v1/healthz",
                "/v1/messages/1", "/v1/stream/s/messages"]
 PROBE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -552,6 +588,7 @@ def no_undocumented_route_answers():
         if not templ.startswith("/v1/"):
             continue
         path = templ.replace("{stream_id}", "s").replace("{id}", "1").replace("{job_id}", "1")
+        path = path.replace("{user_id}", "u")
         served = documented(path)
         for m in PROBE_METHODS:
             if m in served:

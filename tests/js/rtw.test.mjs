@@ -267,6 +267,26 @@ test("redact(id) sends DELETE and applies the answer at once", async () => {
   c.close();
 });
 
+test("ban and unban send PUT and DELETE to the stream's or every stream's ban of the user", async () => {
+  const srv = fakeServer((req) => ({ status: 200, body: { user_id: "a/b", stream_id: null, until: null,
+    created_at: "2026-11-28T00:00:00.000000Z" } }));
+  const c = conn(srv);
+  const b = await c.ban("a/b", { forS: 600 });
+  assert.equal(b.user_id, "a/b");
+  await c.ban("eve", { everywhere: true, until: "2030-01-01T00:00:00Z" });
+  await c.ban("eve");
+  await c.unban("eve", { everywhere: true });
+  const got = srv.requests.filter((r) => !r.url.pathname.endsWith("/events"))
+    .map((r) => [r.method, r.url.pathname, r.body]);
+  assert.deepEqual(got, [
+    ["PUT", "/v1/streams/s/bans/a%2Fb", { for_s: 600 }],
+    ["PUT", "/v1/bans/eve", { until: "2030-01-01T00:00:00Z" }],
+    ["PUT", "/v1/streams/s/bans/eve", {}],
+    ["DELETE", "/v1/bans/eve", null],
+  ]);
+  c.close();
+});
+
 test("presence frames reach the connection and every widget; presence=1 is asked for", async () => {
   const srv = fakeServer();
   const c = conn(srv);
