@@ -324,6 +324,7 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 
 static void routes__reply(struct sse_conn *c, const struct rtw_probe_reply *r, bool head_only)
 {
+	c->probe = true;
 	sse_conn_respond(c, r->status, r->ctype, NULL, r->body, r->body_len, head_only);
 }
 

@@ -385,6 +385,7 @@ struct sse_conn {
 	uint64_t bytes;			/* bytes written */
 	char stream_id[MSG_ID_MAX + 1]; /* "" until routed to a stream */
 	char request_id[RTW_REQID_MAX];
+	bool probe; /* answered /healthz or /metrics: no stream-end line (probes poll every few seconds) */
 };
 
 /* Notes why c ends (a static string: "client_closed", "exp", "shutdown",
@@ -501,9 +502,6 @@ struct sse_ctx {
 	struct rtw_trust trust;	     /* http.trusted_proxies */
 	struct rtw_rl *anon_rl;	     /* anonymous identities per client address; NULL: no limit */
 	struct sse_frame *heartbeat; /* ": hb\n\n", static */
-	/* the answers to connections refused at accept (503 over
-	 * sse.max_connections, 429 over sse.max_per_ip), built once */
-	struct sse_frame *refuse_busy, *refuse_per_ip;
 	/* request heads: parsed whole, one at a time, into these (no
 	 * per-connection parser; see conn.c) */
 	struct sse_reqparser *parser;
@@ -530,6 +528,10 @@ struct sse_ctx {
 	struct sse_presence pres;
 	struct sse_bans bans;
 	struct sse_metrics m;
+	/* the log of connections refused at accept: one line a second at
+	 * most (conn.c) */
+	uint64_t refused_log_ms, emfile_log_ms;
+	uint64_t refused_unlogged;
 };
 
 /* The PostgreSQL connection is ready: queries may be sent. */
