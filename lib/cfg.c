@@ -94,6 +94,9 @@ const struct cfg_option cfg_options[] = {
     INT("sse.max_connections", sse_max_connections, "10000", 1, 1000000, "most client connections per rtw-sse process"),
     INT("sse.max_per_ip", sse_max_per_ip, "1000", 1, 1000000,
 	"most connections from one client address per process (429 rate_limited above)"),
+    INT("sse.max_per_user", sse_max_per_user, "100", 1, 1000000,
+	"most open event streams of one identity (a token's sub, or a user_id in open mode) per process (429 "
+	"rate_limited above)"),
     INT("sse.anon_per_ip_per_min", sse_anon_per_ip_per_min, "60", 0, 1000000,
 	"anonymous identities one client address may be given per minute, per process (429 rate_limited above; 0 "
 	"disables)"),

@@ -50,6 +50,7 @@ struct rtw_cfg {
 	char *sse_listen;
 	int sse_max_connections;
 	int sse_max_per_ip;
+	int sse_max_per_user;
 	int sse_anon_per_ip_per_min;
 	int sse_max_header_bytes;
 	int sse_header_timeout_ms;

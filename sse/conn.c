@@ -117,6 +117,41 @@ static void conn__log_end(const struct sse_conn *c)
 	json_decref(f);
 }
 
+/* Gives back the slot *cnt holds in t (NULL: none), freeing the count
+ * with its last slot. */
+static void conn__count_put(struct sse_htab *t, struct sse_ipcount **cnt)
+{
+	if (*cnt == NULL)
+		return;
+	if (--(*cnt)->n == 0) {
+		sse_htab_del(t, &(*cnt)->he);
+		free(*cnt);
+	}
+	*cnt = NULL;
+}
+
+/* Takes one of key's max slots in t: the count (owned by t), or NULL when
+ * key holds max already or memory ran out. */
+static struct sse_ipcount *conn__count_take(struct sse_htab *t, const char *key, int max)
+{
+	struct sse_hentry *e = sse_htab_get(t, key);
+	struct sse_ipcount *cnt = e ? SSE_CONTAINER(e, struct sse_ipcount, he) : NULL;
+
+	if (cnt && cnt->n >= max)
+		return NULL;
+	if (cnt == NULL) {
+		size_t n = strlen(key) + 1;
+		cnt = calloc(1, sizeof(*cnt) + n);
+		if (cnt == NULL)
+			return NULL;
+		memcpy(cnt->key, key, n);
+		cnt->he.key = cnt->key;
+		sse_htab_put(t, &cnt->he, sse_hash(cnt->key));
+	}
+	cnt->n++;
+	return cnt;
+}
+
 void sse_conn_close(struct sse_conn *c)
 {
 	struct sse_ctx *ctx = c->ctx;
@@ -137,13 +172,8 @@ void sse_conn_close(struct sse_conn *c)
 		sse_list_del(&c->job_link);
 		c->queued_job = false;
 	}
-	if (c->ipc) {
-		if (--c->ipc->n == 0) {
-			sse_htab_del(&ctx->ips, &c->ipc->he);
-			free(c->ipc);
-		}
-		c->ipc = NULL;
-	}
+	conn__count_put(&ctx->ips, &c->ipc);
+	conn__count_put(&ctx->idents, &c->idc);
 	ctx->n_conns--;
 	if (c->over)
 		ctx->n_over--;
@@ -1075,25 +1105,18 @@ void sse_conn_accept(struct sse_ctx *ctx)
 
 int sse_conn_count_addr(struct sse_conn *c, const char *key)
 {
-	struct sse_ctx *ctx = c->ctx;
-	struct sse_hentry *e = sse_htab_get(&ctx->ips, key);
-	struct sse_ipcount *ipc = e ? SSE_CONTAINER(e, struct sse_ipcount, he) : NULL;
-
 	if (c->ipc)
 		return RTW_OK;
-	if (ipc && ipc->n >= ctx->cfg->sse_max_per_ip)
-		return RTW_ERROR;
-	if (ipc == NULL) {
-		ipc = calloc(1, sizeof(*ipc));
-		if (ipc == NULL)
-			return RTW_ERROR;
-		snprintf(ipc->key, sizeof(ipc->key), "%s", key);
-		ipc->he.key = ipc->key;
-		sse_htab_put(&ctx->ips, &ipc->he, sse_hash(ipc->key));
-	}
-	ipc->n++;
-	c->ipc = ipc;
-	return RTW_OK;
+	c->ipc = conn__count_take(&c->ctx->ips, key, c->ctx->cfg->sse_max_per_ip);
+	return c->ipc ? RTW_OK : RTW_ERROR;
+}
+
+int sse_conn_count_user(struct sse_conn *c, const char *user)
+{
+	if (c->idc)
+		return RTW_OK;
+	c->idc = conn__count_take(&c->ctx->idents, user, c->ctx->cfg->sse_max_per_user);
+	return c->idc ? RTW_OK : RTW_ERROR;
 }
 
 void sse_conn_end(struct sse_conn *c)
