@@ -9,7 +9,7 @@ from a peer that is not a trusted proxy) carry a request id of their own,
 which the log line names, and a crowd of refusals is logged one line a
 second at most. /healthz and /metrics leave no stream-end line. One
 identity holds at most sse.max_per_user streams whatever addresses it
-comes from (through nginx).
+comes from (through nginx). A token's sub follows the user id rule.
 Run: RTW_BUILDDIR=$PWD/build/test /usr/bin/python3 tests/integration/test_abuse.py
 """
 import json
@@ -220,6 +220,27 @@ def one_identity_holds_at_most_max_per_user_streams():
     wait_for(again, 20, "a stream for the identity again")
     for c in held:
         c.close()
+
+
+@test
+def token_sub_follows_the_user_id_rule():
+    """A token is signed, but its sub becomes the author_id: it may not be
+    one a message's author_id could not be (a newline, a space, a quote)."""
+    st = stream()
+    for sub in ("eve\nadmin", "eve admin", 'eve"', "\u00e9ve"):
+        tok = S.token(sub)
+        r = request(NGINX, "POST", "/v1/streams/%s/messages" % st,
+                    {"type": "broadcast", "widget_key": S.widget_key, "timestamp": 1, "message": "x"}, token=tok)
+        assert r.status == 401 and r.json["error"]["code"] == "unauthorized", (sub, r)
+        c = rtwtest.SSEClient(NGINX, "/v1/streams/%s/events?access_token=%s" % (st, tok))
+        assert c.status == 401, (sub, c.status)
+        c.close()
+    assert S.pg.query("SELECT count(*) FROM rtw_messages WHERE stream_id = %s", (st,))[0][0] == 0
+    # the same identity, well formed, is fine
+    r = request(NGINX, "POST", "/v1/streams/%s/messages" % st,
+                {"type": "broadcast", "widget_key": S.widget_key, "timestamp": 1, "message": "x"},
+                token=S.token("eve.admin"))
+    assert r.status == 201, r
 
 
 if __name__ == "__main__":
