@@ -46,6 +46,7 @@ struct rtw_cfg {
 	int history_default_limit;
 	int history_max_limit;
 	int history_max_bytes;
+	int history_max_scan;
 	/* [sse] */
 	char *sse_listen;
 	int sse_max_connections;

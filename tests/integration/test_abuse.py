@@ -9,7 +9,8 @@ from a peer that is not a trusted proxy) carry a request id of their own,
 which the log line names, and a crowd of refusals is logged one line a
 second at most. /healthz and /metrics leave no stream-end line. One
 identity holds at most sse.max_per_user streams whatever addresses it
-comes from (through nginx). A token's sub follows the user id rule.
+comes from (through nginx). A token's sub follows the user id rule. A
+history page with timestamp filters walks at most history.max_scan rows.
 Run: RTW_BUILDDIR=$PWD/build/test /usr/bin/python3 tests/integration/test_abuse.py
 """
 import json
@@ -25,9 +26,10 @@ import rtwtest  # noqa: E402
 from rtwtest import request, test, wait_for  # noqa: E402
 
 MAX_PER_USER = 3
+HISTORY_MAX_SCAN = 20
 DIRECT_MAX_PER_IP = 2
 S = rtwtest.Stack(extra_env={"RTW_LOG_FORMAT": "json"})
-S.start_fcgi()
+S.start_fcgi(env={"RTW_HISTORY_MAX_SCAN": str(HISTORY_MAX_SCAN)})
 S.start_sse(env={"RTW_SSE_MAX_PER_USER": str(MAX_PER_USER)})
 NGINX = S.start_nginx()
 APACHE = S.start_apache()
@@ -36,6 +38,7 @@ APACHE = S.start_apache()
 DIRECT = rtwtest.free_port()
 S.start_sse(name="rtw-sse-direct", port=DIRECT,
             env={"RTW_SSE_MAX_PER_IP": str(DIRECT_MAX_PER_IP), "RTW_HTTP_TRUSTED_PROXIES": "192.0.2.1"})
+TOKEN = S.token("alice")
 RID = re.compile(r"^[0-9a-f]{32}$")
 _n = [0]
 
@@ -168,6 +171,8 @@ def refusals_at_accept_carry_a_request_id_and_are_logged_sparingly():
     assert len(lines) + sum(j["unlogged_before"] for j in lines) <= len(ids), lines
     for h in held:
         h.close()
+    # the address's slots are given back once rtw-sse sees the closes
+    wait_for(lambda: request(DIRECT, "GET", "/healthz").status == 200, 20, "the held streams to close")
 
 
 @test
@@ -241,6 +246,53 @@ def token_sub_follows_the_user_id_rule():
                 {"type": "broadcast", "widget_key": S.widget_key, "timestamp": 1, "message": "x"},
                 token=S.token("eve.admin"))
     assert r.status == 201, r
+
+
+def history_pages(st, query):
+    """Every page of a history walk through nginx, following the next ids:
+    (the messages' timestamps, the number of pages)."""
+    desc = "order=desc" in query
+    got, pages, cursor = [], 0, None
+    while True:
+        q = query + ("&%s=%s" % ("before_id" if desc else "since_id", cursor) if cursor else "")
+        r = request(NGINX, "GET", "/v1/streams/%s/messages?widget_key=%s&%s" % (st, S.widget_key, q),
+                    token=TOKEN)
+        assert r.status == 200, r
+        pages += 1
+        page = r.json["message"]
+        got += [m["timestamp"] for m in page["messages"]]
+        cursor = page["next_before_id" if desc else "next_since_id"]
+        if cursor is None:
+            return got, pages
+        assert pages < 100, pages
+
+
+@test
+def history_timestamp_filters_walk_at_most_max_scan_rows():
+    """A timestamp range that matches little made a page walk the widget's
+    whole history (seconds of PostgreSQL per request on a long stream):
+    each page now walks at most history.max_scan broadcasts, and is cut
+    there with its next id, so following the ids still finds exactly the
+    matching messages, in order, both ways."""
+    st = stream()
+    batch = [{"type": "broadcast", "stream_id": st, "widget_key": S.widget_key, "timestamp": i, "message": i}
+             for i in range(5 * HISTORY_MAX_SCAN // 2)]
+    r = request(NGINX, "POST", "/v1/messages", batch, token=rtwtest.mint(S.secret, "backend", service=True))
+    assert r.status == 201, r
+    wait_for(lambda: history_pages(st, "limit=1000")[0] == list(range(len(batch))), 20, "the batch below the horizon")
+    # nothing matches: empty pages, each cut at the cap with its next id
+    got, pages = history_pages(st, "from_timestamp=100000")
+    assert got == [] and pages == 3, (got, pages)
+    # the last few match
+    got, pages = history_pages(st, "from_timestamp=%d" % (len(batch) - 5))
+    assert got == list(range(len(batch) - 5, len(batch))) and pages == 3, (got, pages)
+    # backwards, the first few
+    got, pages = history_pages(st, "order=desc&to_timestamp=4")
+    assert got == [4, 3, 2, 1, 0] and pages == 3, (got, pages)
+    # the walk goes on past the matches: later rows could match as far as
+    # a page can tell
+    got, pages = history_pages(st, "from_timestamp=1&to_timestamp=3")
+    assert got == [1, 2, 3] and pages == 3, (got, pages)
 
 
 if __name__ == "__main__":
