@@ -119,6 +119,7 @@ def rtw(args):
     env = {
         # the load tool spreads over 249 source addresses; nginx proxies from one
         "RTW_SSE_MAX_PER_IP": "100000",
+        "RTW_SSE_MAX_PER_USER": "100000",
         "RTW_SSE_MAX_CONNECTIONS": "19000",
         "RTW_SSE_HEARTBEAT_S": "15",
         "RTW_LOG_LEVEL": "warn",

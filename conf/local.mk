@@ -10,7 +10,7 @@ dist_rtwconf_DATA = conf/nginx-rtw.conf conf/apache-rtw.conf conf/apache-events-
 webdir = $(pkgdatadir)/web
 dist_web_DATA = web/rtw.js
 weberrorsdir = $(webdir)/errors
-dist_weberrors_DATA = web/errors/413.json web/errors/503.json
+dist_weberrors_DATA = web/errors/413.json web/errors/503.json web/errors/400.json web/errors/404.json web/errors/414.json
 
 dist_man_MANS = man/rtw-fcgi.8 man/rtw-sse.8 man/rtw-webhookd.8 man/rtwctl.1 man/rtw.ini.5
 

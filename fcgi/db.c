@@ -44,6 +44,29 @@
 	"CASE WHEN $8::xid8 < rtw_horizon() THEN $9::bigint ELSE 0 END) "
 #define FCG_HIST_ASC "ORDER BY m.stream_id, m.widget_key, m.xid, m.id LIMIT $5::int"
 #define FCG_HIST_DESC "ORDER BY m.stream_id DESC, m.widget_key DESC, m.xid DESC, m.id DESC LIMIT $5::int"
+/* history.max_scan, for a page with timestamp filters (checked row by
+ * row on the walk): the page walks at most $10 broadcasts of its range
+ * (the inner LIMIT; the range's far bound does not stop a btree walk
+ * that the row comparison decides on a later column, so it is the LIMIT
+ * that bounds it), and the ($7)th broadcast of the range ($3, $4 and $5,
+ * $6 its bounds; no row when it holds fewer), an index-only walk, is where
+ * such a page stops. */
+#define FCG_HIST_SCAN(order)                                                                                           \
+	"SELECT " RTW_ROW_COLS " FROM (SELECT * FROM rtw_messages m WHERE m.type = 'broadcast' "                       \
+	"AND (m.stream_id, m.widget_key, m.xid, m.id) > ($1, $2::uuid, $6::xid8, $7::bigint) "                         \
+	"AND (m.stream_id, m.widget_key, m.xid, m.id) < ($1, $2::uuid, least($8::xid8, rtw_horizon()), "               \
+	"CASE WHEN $8::xid8 < rtw_horizon() THEN $9::bigint ELSE 0 END) " order " LIMIT $10::int) m "                  \
+	"WHERE m.ts >= $3::float8 AND m.ts <= $4::float8 AND m.redacted_by IS NULL " order " LIMIT $5::int"
+#define FCG_HIST_ORDER_ASC "ORDER BY m.stream_id, m.widget_key, m.xid, m.id"
+#define FCG_HIST_ORDER_DESC "ORDER BY m.stream_id DESC, m.widget_key DESC, m.xid DESC, m.id DESC"
+#define FCG_HIST_CAP                                                                                                   \
+	"SELECT m.xid::text, m.id::text FROM rtw_messages m WHERE m.type = 'broadcast' "                               \
+	"AND (m.stream_id, m.widget_key, m.xid, m.id) > ($1, $2::uuid, $3::xid8, $4::bigint) "                         \
+	"AND (m.stream_id, m.widget_key, m.xid, m.id) < ($1, $2::uuid, least($5::xid8, rtw_horizon()), "               \
+	"CASE WHEN $5::xid8 < rtw_horizon() THEN $6::bigint ELSE 0 END) "
+#define FCG_HIST_CAP_ASC "ORDER BY m.stream_id, m.widget_key, m.xid, m.id OFFSET $7::int - 1 LIMIT 1"
+#define FCG_HIST_CAP_DESC                                                                                              \
+	"ORDER BY m.stream_id DESC, m.widget_key DESC, m.xid DESC, m.id DESC OFFSET $7::int - 1 LIMIT 1"
 
 /* A ban as bans.c reads it. */
 #define FCG_BAN_COLS "user_id, stream_id, rtw_rfc3339(until), rtw_rfc3339(created_at)"
@@ -151,6 +174,10 @@ static const struct {
     {"hist_pos", "SELECT xid::text FROM rtw_messages WHERE id = $1::bigint AND stream_id = $2 AND type = 'broadcast'"},
     {"hist_asc", FCG_HIST_PAGE FCG_HIST_ASC},
     {"hist_desc", FCG_HIST_PAGE FCG_HIST_DESC},
+    {"hist_scan_asc", FCG_HIST_SCAN(FCG_HIST_ORDER_ASC)},
+    {"hist_scan_desc", FCG_HIST_SCAN(FCG_HIST_ORDER_DESC)},
+    {"hist_cap_asc", FCG_HIST_CAP FCG_HIST_CAP_ASC},
+    {"hist_cap_desc", FCG_HIST_CAP FCG_HIST_CAP_DESC},
 };
 /* clang-format on */
 

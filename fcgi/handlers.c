@@ -221,6 +221,28 @@ static int fcg__history_pos(struct fcg_req *r, const char *id, const char *field
 	return RTW_OK;
 }
 
+/* history.max_scan: a page with from_timestamp or to_timestamp, whose
+ * rows the filter rejects one by one (a range that matches little walked
+ * the widget's whole history: seconds of PostgreSQL per request on a long
+ * stream), walks at most scan broadcasts of its range (hist_scan_*).
+ * cap_id: the last of them when the range holds more, the page's next id
+ * if the page is not cut before it; "" otherwise. range: the page's
+ * stream, widget and bounds. RTW_ERROR after answering 503. */
+static int fcg__history_cap(struct fcg_req *r, const char *const range[6], bool desc, const char *scan, char cap_id[32])
+{
+	const char *pp[7] = {range[0], range[1], range[2], range[3], range[4], range[5], scan};
+	PGresult *res = fcg_db_run(&r->w->db, desc ? "hist_cap_desc" : "hist_cap_asc", 7, pp, PGRES_TUPLES_OK, NULL);
+
+	if (!res) {
+		fcg_unavailable(r);
+		return RTW_ERROR;
+	}
+	if (PQntuples(res) == 1)
+		snprintf(cap_id, 32, "%s", PQgetvalue(res, 0, 1));
+	PQclear(res);
+	return RTW_OK;
+}
+
 /*
  * One history page in stream order (asc) or its reverse (desc), built in
  * w->out from rows read one at a time (single-row mode), so neither a
@@ -229,7 +251,9 @@ static int fcg__history_pos(struct fcg_req *r, const char *id, const char *field
  * that would take the body past history.max_bytes; never before its first
  * message, so a client paging with the next id always progresses. The
  * next id (next_since_id asc, next_before_id desc) is the last message
- * shown, set when another row exists (limit + 1 rows are asked for).
+ * shown, set when another row exists (limit + 1 rows are asked for), or
+ * the last broadcast walked when history.max_scan cut the walk
+ * (fcg__history_cap).
  */
 static void fcg__history(struct fcg_req *r, const char *widget_key, const char *author, const json_t *filters)
 {
@@ -240,7 +264,7 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 	struct msg_error err;
 	PGresult *row;
 	char from[32] = "0", to[32] = "Infinity", lim[16], lo[32] = FCG_POS_MIN_XID, hi[32] = FCG_POS_MAX_XID;
-	char last_id[32] = "";
+	char last_id[32] = "", cap_id[32] = "", scan[16];
 	int rc = RTW_OK, db_rc = RTW_OK, shown = 0;
 	bool more = false;
 
@@ -257,16 +281,24 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 	if (f.has_to)
 		fcg__fmt_double(f.to_ts, to);
 	snprintf(lim, sizeof(lim), "%d", f.limit + 1);
-	const char *params[9] = {r->stream_id,
-				 widget_key,
-				 from,
-				 to,
-				 lim,
-				 lo,
-				 f.has_since ? f.since_id : FCG_POS_MIN_ID,
-				 hi,
-				 f.has_before ? f.before_id : FCG_POS_MAX_ID};
-	if (fcg_db_stream(db, f.desc ? "hist_desc" : "hist_asc", 9, params) != RTW_OK) {
+	snprintf(scan, sizeof(scan), "%d", cfg->history_max_scan);
+	const char *params[10] = {r->stream_id,
+				  widget_key,
+				  from,
+				  to,
+				  lim,
+				  lo,
+				  f.has_since ? f.since_id : FCG_POS_MIN_ID,
+				  hi,
+				  f.has_before ? f.before_id : FCG_POS_MAX_ID,
+				  scan};
+	const char *range[6] = {params[0], params[1], params[5], params[6], params[7], params[8]};
+	bool scanned = f.has_from || f.has_to;
+	if (scanned && fcg__history_cap(r, range, f.desc, scan, cap_id) != RTW_OK)
+		return;
+	if (fcg_db_stream(db,
+			  scanned ? (f.desc ? "hist_scan_desc" : "hist_scan_asc") : (f.desc ? "hist_desc" : "hist_asc"),
+			  scanned ? 10 : 9, params) != RTW_OK) {
 		fcg_unavailable(r);
 		return;
 	}
@@ -309,6 +341,11 @@ static void fcg__history(struct fcg_req *r, const char *widget_key, const char *
 	if (fcg_db_stream_end(db) != RTW_OK || db_rc != RTW_OK) {
 		fcg_unavailable(r);
 		goto out;
+	}
+	if (!more && cap_id[0]) {
+		/* cut by history.max_scan: the next page starts after the cap */
+		more = true;
+		snprintf(last_id, sizeof(last_id), "%s", cap_id);
 	}
 	rc |= rtw_buf_str(o, f.desc ? "],\"next_before_id\":" : "],\"next_since_id\":");
 	rc |= more ? rtw_buf_json_str(o, last_id) : rtw_buf_str(o, "null");

@@ -87,6 +87,9 @@ const struct cfg_option cfg_options[] = {
     INT("history.max_bytes", history_max_bytes, "1048576", 1024, 1073741824,
 	"most bytes in one history page; a longer page is cut short with its next id (one larger message is sent "
 	"alone)"),
+    INT("history.max_scan", history_max_scan, "1000", 1, 100000000,
+	"most broadcasts one history page with from_timestamp or to_timestamp walks (those filters are checked row by "
+	"row); a page cut there still sets its next id"),
 
     OPT("sse.listen", CFG_STR, sse_listen, "127.0.0.1:8081",
 	"rtw-sse listen address host:port (SO_REUSEPORT: several processes may share it), or unix:/path for a front on "
@@ -94,6 +97,9 @@ const struct cfg_option cfg_options[] = {
     INT("sse.max_connections", sse_max_connections, "10000", 1, 1000000, "most client connections per rtw-sse process"),
     INT("sse.max_per_ip", sse_max_per_ip, "1000", 1, 1000000,
 	"most connections from one client address per process (429 rate_limited above)"),
+    INT("sse.max_per_user", sse_max_per_user, "100", 1, 1000000,
+	"most open event streams of one identity (a token's sub, or a user_id in open mode) per process (429 "
+	"rate_limited above)"),
     INT("sse.anon_per_ip_per_min", sse_anon_per_ip_per_min, "60", 0, 1000000,
 	"anonymous identities one client address may be given per minute, per process (429 rate_limited above; 0 "
 	"disables)"),

@@ -46,10 +46,12 @@ struct rtw_cfg {
 	int history_default_limit;
 	int history_max_limit;
 	int history_max_bytes;
+	int history_max_scan;
 	/* [sse] */
 	char *sse_listen;
 	int sse_max_connections;
 	int sse_max_per_ip;
+	int sse_max_per_user;
 	int sse_anon_per_ip_per_min;
 	int sse_max_header_bytes;
 	int sse_header_timeout_ms;

@@ -1,10 +1,12 @@
 /*
  * token.c: owns HS256 JWT encoding and verification. The signature is
  * compared with CRYPTO_memcmp so timing tells an attacker nothing. Claims
- * are decoded with jansson (duplicate keys rejected).
+ * are decoded with jansson (duplicate keys rejected); sub follows the user
+ * id rule of lib/msg.c.
  */
 #include "config.h"
 #include "token.h"
+#include "msg.h" /* msg_valid_user_id: the one rule for user ids */
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -122,7 +124,11 @@ static int tok__claims_from_json(json_t *payload, int64_t now, struct tok_claims
 		return RTW_ERROR;
 	}
 	memcpy(out->sub, json_string_value(sub), json_string_length(sub) + 1);
-	if (strlen(out->sub) != json_string_length(sub)) {
+	/* sub becomes author_id, to_user_id's match and a ban's key: the
+	 * rule every user id follows (rtwctl mints no other), so a token
+	 * cannot carry an author id a message could not (a NUL, a newline,
+	 * a quote) */
+	if (strlen(out->sub) != json_string_length(sub) || !msg_valid_user_id(out->sub)) {
 		*why = "token has no valid sub claim";
 		return RTW_ERROR;
 	}

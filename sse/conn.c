@@ -2,7 +2,9 @@
  * conn.c: rtw-sse's client connections: accept and its limits (over
  * sse.max_connections a 200 that only says retry: on /events, the 503
  * elsewhere; the 429 per client address; the reserve descriptor at
- * EMFILE), the end of a stream at its token's exp, reading the
+ * EMFILE; each refusal answered with a request id of its own and logged,
+ * one line a second at most), the end of a stream at its token's exp,
+ * reading the
  * request head (with its timeout), the state machine (reading_head ->
  * handshake -> catching_up <-> live -> closing -> closed, changed only in
  * sse_conn_set_state), fan-out to a stream's subscribers, and output: a
@@ -116,13 +118,48 @@ static void conn__log_end(const struct sse_conn *c)
 	json_decref(f);
 }
 
+/* Gives back the slot *cnt holds in t (NULL: none), freeing the count
+ * with its last slot. */
+static void conn__count_put(struct sse_htab *t, struct sse_ipcount **cnt)
+{
+	if (*cnt == NULL)
+		return;
+	if (--(*cnt)->n == 0) {
+		sse_htab_del(t, &(*cnt)->he);
+		free(*cnt);
+	}
+	*cnt = NULL;
+}
+
+/* Takes one of key's max slots in t: the count (owned by t), or NULL when
+ * key holds max already or memory ran out. */
+static struct sse_ipcount *conn__count_take(struct sse_htab *t, const char *key, int max)
+{
+	struct sse_hentry *e = sse_htab_get(t, key);
+	struct sse_ipcount *cnt = e ? SSE_CONTAINER(e, struct sse_ipcount, he) : NULL;
+
+	if (cnt && cnt->n >= max)
+		return NULL;
+	if (cnt == NULL) {
+		size_t n = strlen(key) + 1;
+		cnt = calloc(1, sizeof(*cnt) + n);
+		if (cnt == NULL)
+			return NULL;
+		memcpy(cnt->key, key, n);
+		cnt->he.key = cnt->key;
+		sse_htab_put(t, &cnt->he, sse_hash(cnt->key));
+	}
+	cnt->n++;
+	return cnt;
+}
+
 void sse_conn_close(struct sse_conn *c)
 {
 	struct sse_ctx *ctx = c->ctx;
 
 	if (c->state == SSE_CONN_CLOSED)
 		return;
-	if (c->status && ctx->cfg->log_requests && log_enabled(LOG_LVL_INFO))
+	if (c->status && !c->probe && ctx->cfg->log_requests && log_enabled(LOG_LVL_INFO))
 		conn__log_end(c);
 	sse_conn_set_state(c, SSE_CONN_CLOSED);
 	rtw_loop_del(&ctx->loop, &c->io);
@@ -136,13 +173,8 @@ void sse_conn_close(struct sse_conn *c)
 		sse_list_del(&c->job_link);
 		c->queued_job = false;
 	}
-	if (c->ipc) {
-		if (--c->ipc->n == 0) {
-			sse_htab_del(&ctx->ips, &c->ipc->he);
-			free(c->ipc);
-		}
-		c->ipc = NULL;
-	}
+	conn__count_put(&ctx->ips, &c->ipc);
+	conn__count_put(&ctx->idents, &c->idc);
 	ctx->n_conns--;
 	if (c->over)
 		ctx->n_over--;
@@ -568,11 +600,11 @@ int sse_conn_retry_jitter(const struct sse_ctx *ctx)
 
 /* Over capacity the retry: is four times the usual one (jittered to
  * [2, 6) times sse.retry_ms): the process is full, not restarting. */
-static struct sse_frame *conn__busy_stream(const struct rtw_cfg *cfg, const char *origin)
+static struct sse_frame *conn__busy_stream(const struct rtw_cfg *cfg, const char *origin, const char *request_id)
 {
 	char cors[SSE_CORS_MAX];
 
-	conn__cors(cfg, origin, NULL, false, cors, sizeof(cors));
+	conn__cors(cfg, origin, request_id, false, cors, sizeof(cors));
 	return sse_frame_stream_retry(cors, conn__jitter(4 * (uint64_t)cfg->sse_retry_ms));
 }
 
@@ -582,7 +614,7 @@ void sse_conn_refuse_over(struct sse_conn *c, const struct sse_req *r)
 		return;
 	c->ctx->m.rejected++;
 	if (r->route == SSE_ROUTE_EVENTS && r->method == HTTP_GET)
-		conn__answer(c, conn__busy_stream(c->ctx->cfg, r->has_origin ? r->origin : NULL));
+		conn__answer(c, conn__busy_stream(c->ctx->cfg, r->has_origin ? r->origin : NULL, c->request_id));
 	else
 		sse_conn_error(c, 503, "unavailable", NULL, "Retry-After: 1\r\n", "too many connections");
 }
@@ -872,10 +904,7 @@ const struct sse_req *sse_conn_event(struct sse_conn *c, uint32_t events)
 int sse_conn_setup(struct sse_ctx *ctx)
 {
 	ctx->heartbeat = sse_frame_static(": hb\n\n", 6);
-	ctx->refuse_busy = conn__error_frame(503, "unavailable", NULL, "Retry-After: 1\r\n", "too many connections");
-	ctx->refuse_per_ip = conn__error_frame(429, "rate_limited", NULL, "Retry-After: 5\r\n",
-					       "too many connections from this address");
-	if (ctx->heartbeat == NULL || ctx->refuse_busy == NULL || ctx->refuse_per_ip == NULL)
+	if (ctx->heartbeat == NULL)
 		return RTW_ERROR;
 	return RTW_OK;
 }
@@ -883,22 +912,61 @@ int sse_conn_setup(struct sse_ctx *ctx)
 void sse_conn_teardown(struct sse_ctx *ctx)
 {
 	free(ctx->heartbeat);
-	if (ctx->refuse_busy)
-		sse_frame_unref(ctx->refuse_busy);
-	if (ctx->refuse_per_ip)
-		sse_frame_unref(ctx->refuse_per_ip);
-	ctx->heartbeat = ctx->refuse_busy = ctx->refuse_per_ip = NULL;
+	ctx->heartbeat = NULL;
 }
 
-/* Answers a connection refused at accept with a prebuilt response (one
- * attempt, never blocks) and closes it. */
-static void conn__refuse(struct sse_ctx *ctx, int fd, const struct sse_frame *f)
+/* A connection refused at accept, in the log: at most one line a second
+ * (a crowd refused, or descriptors run out, must not flood the log; the
+ * line counts the refusals left out since the last one). request_id: the
+ * one its answer carried, NULL when it got none. */
+static void conn__log_refused(struct sse_ctx *ctx, int status, const char *reason, const char *client,
+			      const char *request_id)
 {
-	ssize_t w = send(fd, f->data, f->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	uint64_t now = sse_now(ctx);
+	json_t *f;
 
-	(void)w;
+	if (!ctx->cfg->log_requests || !log_enabled(LOG_LVL_INFO))
+		return;
+	if (ctx->refused_log_ms && now - ctx->refused_log_ms < 1000) {
+		ctx->refused_unlogged++;
+		return;
+	}
+	f = json_pack("{s:i, s:s, s:s?, s:s?, s:I}", "status", status, "end", reason, "client", client, "request_id",
+		      request_id, "unlogged_before", (json_int_t)ctx->refused_unlogged);
+	log_event(LOG_LVL_INFO, "connection refused", f);
+	json_decref(f);
+	ctx->refused_log_ms = now;
+	ctx->refused_unlogged = 0;
+}
+
+/* Answers a connection refused at accept (one attempt, never blocks),
+ * closes it and logs it. f: the answer (borrowed; NULL: out of memory,
+ * closed unanswered). */
+static void conn__refuse(struct sse_ctx *ctx, int fd, const struct sse_frame *f, int status, const char *reason,
+			 const char *client, const char *request_id)
+{
+	if (f) {
+		ssize_t w = send(fd, f->data, f->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)w;
+	}
 	close(fd);
 	ctx->m.rejected++;
+	conn__log_refused(ctx, f ? status : 0, reason, client, f ? request_id : NULL);
+}
+
+/* The contract's error for a connection refused at accept, with a request
+ * id of its own (the head is not read: no id from a front) in
+ * X-RTW-Request-Id, for the logs to meet the client's report. */
+static struct sse_frame *conn__refusal(const struct rtw_cfg *cfg, int status, const char *code, const char *retry_after,
+				       const char *message, const char *request_id)
+{
+	char headers[SSE_CORS_MAX + 64];
+	size_t n;
+
+	conn__cors(cfg, NULL, request_id, false, headers, sizeof(headers));
+	n = strlen(headers);
+	snprintf(headers + n, sizeof(headers) - n, "Retry-After: %s\r\n", retry_after);
+	return conn__error_frame(status, code, NULL, headers, message);
 }
 
 /* What one read at accept may find of a request head (request line,
@@ -942,25 +1010,23 @@ static const char *conn__raw_origin(char *head)
 /* Over capacity with every SSE_OVER_MAX slot taken: decided from one
  * non-blocking read, without a connection object, so a crowd costs a
  * read, a random number and a write each. */
-static void conn__refuse_over_now(struct sse_ctx *ctx, int fd)
+static void conn__refuse_over_now(struct sse_ctx *ctx, int fd, const char *peer)
 {
-	char head[CONN_PEEK_MAX + 1];
+	char head[CONN_PEEK_MAX + 1], rid[RTW_REQID_MAX];
 	ssize_t n = recv(fd, head, CONN_PEEK_MAX, MSG_DONTWAIT);
+	bool events;
 	struct sse_frame *f;
 
 	head[n > 0 ? n : 0] = '\0';
-	if (!conn__maybe_events(head)) {
-		conn__refuse(ctx, fd, ctx->refuse_busy);
-		return;
-	}
-	f = conn__busy_stream(ctx->cfg, conn__raw_origin(head));
-	if (f == NULL) {
-		close(fd);
-		ctx->m.rejected++;
-		return;
-	}
-	conn__refuse(ctx, fd, f);
-	sse_frame_unref(f);
+	rtw_reqid_new(rid);
+	events = conn__maybe_events(head);
+	if (events)
+		f = conn__busy_stream(ctx->cfg, conn__raw_origin(head), rid);
+	else
+		f = conn__refusal(ctx->cfg, 503, "unavailable", "1", "too many connections", rid);
+	conn__refuse(ctx, fd, f, events ? 200 : 503, "max_connections", peer, rid);
+	if (f)
+		sse_frame_unref(f);
 }
 
 void sse_conn_accept(struct sse_ctx *ctx)
@@ -980,15 +1046,19 @@ void sse_conn_accept(struct sse_ctx *ctx)
 				/* out of descriptors: the listen socket stays
 				 * readable, so refuse the oldest pending one
 				 * with the reserve descriptor */
-				ctx->m.rejected++;
 				if (ctx->reserve_fd >= 0) {
 					close(ctx->reserve_fd);
 					fd = accept4(ctx->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 					if (fd >= 0)
-						close(fd);
+						conn__refuse(ctx, fd, NULL, 0, "out_of_descriptors", NULL, NULL);
 					ctx->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 				}
-				log_warn("out of file descriptors; refusing connections (run more rtw-sse processes)");
+				/* once a second at most: each pending connection comes back here */
+				if (sse_now(ctx) - ctx->emfile_log_ms >= 1000) {
+					ctx->emfile_log_ms = sse_now(ctx);
+					log_warn("out of file descriptors; refusing connections (run more rtw-sse "
+						 "processes)");
+				}
 			}
 			return;
 		}
@@ -1012,7 +1082,7 @@ void sse_conn_accept(struct sse_ctx *ctx)
 		 * retry: a standard EventSource gives up on a non-200. */
 		bool over = ctx->stopping || ctx->n_conns >= (size_t)ctx->cfg->sse_max_connections;
 		if (over && ctx->n_over >= SSE_OVER_MAX) {
-			conn__refuse_over_now(ctx, fd);
+			conn__refuse_over_now(ctx, fd, ip);
 			continue;
 		}
 		c = calloc(1, sizeof(*c));
@@ -1030,7 +1100,14 @@ void sse_conn_accept(struct sse_ctx *ctx)
 		if (!over && !rtw_trust_has(&ctx->trust, ip)) {
 			rtw_client_key(&ctx->trust, ip, NULL, key);
 			if (sse_conn_count_addr(c, key) != RTW_OK) {
-				conn__refuse(ctx, fd, ctx->refuse_per_ip);
+				char rid[RTW_REQID_MAX];
+				struct sse_frame *f;
+				rtw_reqid_new(rid);
+				f = conn__refusal(ctx->cfg, 429, "rate_limited", "5",
+						  "too many connections from this address", rid);
+				conn__refuse(ctx, fd, f, 429, "max_per_ip", key, rid);
+				if (f)
+					sse_frame_unref(f);
 				free(c);
 				continue;
 			}
@@ -1057,25 +1134,18 @@ void sse_conn_accept(struct sse_ctx *ctx)
 
 int sse_conn_count_addr(struct sse_conn *c, const char *key)
 {
-	struct sse_ctx *ctx = c->ctx;
-	struct sse_hentry *e = sse_htab_get(&ctx->ips, key);
-	struct sse_ipcount *ipc = e ? SSE_CONTAINER(e, struct sse_ipcount, he) : NULL;
-
 	if (c->ipc)
 		return RTW_OK;
-	if (ipc && ipc->n >= ctx->cfg->sse_max_per_ip)
-		return RTW_ERROR;
-	if (ipc == NULL) {
-		ipc = calloc(1, sizeof(*ipc));
-		if (ipc == NULL)
-			return RTW_ERROR;
-		snprintf(ipc->key, sizeof(ipc->key), "%s", key);
-		ipc->he.key = ipc->key;
-		sse_htab_put(&ctx->ips, &ipc->he, sse_hash(ipc->key));
-	}
-	ipc->n++;
-	c->ipc = ipc;
-	return RTW_OK;
+	c->ipc = conn__count_take(&c->ctx->ips, key, c->ctx->cfg->sse_max_per_ip);
+	return c->ipc ? RTW_OK : RTW_ERROR;
+}
+
+int sse_conn_count_user(struct sse_conn *c, const char *user)
+{
+	if (c->idc)
+		return RTW_OK;
+	c->idc = conn__count_take(&c->ctx->idents, user, c->ctx->cfg->sse_max_per_user);
+	return c->idc ? RTW_OK : RTW_ERROR;
 }
 
 void sse_conn_end(struct sse_conn *c)

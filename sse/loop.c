@@ -191,7 +191,7 @@ int main(int argc, char **argv)
 	ctx.trim_ms = sse_now(&ctx);
 	if (sse_conn_setup(&ctx) != RTW_OK || ctx.parser == NULL || ctx.rbuf == NULL ||
 	    sse_index_init(&ctx.ix) != RTW_OK || sse_htab_init(&ctx.ips, 64) != RTW_OK ||
-	    sse_bans_init(&ctx.bans) != RTW_OK) {
+	    sse_htab_init(&ctx.idents, 64) != RTW_OK || sse_bans_init(&ctx.bans) != RTW_OK) {
 		log_error("out of memory");
 		goto out_loop;
 	}
@@ -241,6 +241,7 @@ out_loop:
 out_cfg:
 	sse_index_free(&ctx.ix);
 	sse_htab_free(&ctx.ips);
+	sse_htab_free(&ctx.idents);
 	sse_bans_free(&ctx.bans);
 	rtw_trust_free(&ctx.trust);
 	rtw_rl_free(ctx.anon_rl);

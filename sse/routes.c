@@ -297,6 +297,13 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 		sse_conn_error(c, 403, "banned", NULL, NULL, "this user is banned from this stream");
 		return;
 	}
+	/* sse.max_per_user: one token used from many addresses (a leaked or
+	 * shared one, or one attacker's many /64s) cannot take the process */
+	if (sse_conn_count_user(c, user) != RTW_OK) {
+		sse_conn_error(c, 429, "rate_limited", NULL, "Retry-After: 5\r\n",
+			       "too many connections for this identity");
+		return;
+	}
 	need_query = c->has_widget || (r->has_last_id && msg_valid_id(r->last_id)) ||
 		     (r->has_origin && !rtw_cors_cfg_allows(cfg->http_cors_origins, r->origin)) || !ctx->cursor_valid;
 	if (sse_index_add(&ctx->ix, &c->sub, r->stream_id, user) != RTW_OK) {
@@ -324,6 +331,7 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 
 static void routes__reply(struct sse_conn *c, const struct rtw_probe_reply *r, bool head_only)
 {
+	c->probe = true;
 	sse_conn_respond(c, r->status, r->ctype, NULL, r->body, r->body_len, head_only);
 }
 

@@ -355,6 +355,7 @@ struct sse_conn {
 	bool over;		     /* accepted over sse.max_connections: its head is answered, never streamed */
 	bool out_urgent;	     /* queued output other than live frames: not held */
 	struct sse_ipcount *ipc;     /* the client address it counts under; NULL until known */
+	struct sse_ipcount *idc;     /* the identity it counts under (sse.max_per_user); NULL until known */
 	int64_t exp_s;		     /* unix time its identity's token expires (the stream ends); 0: never */
 	char peer[INET6_ADDRSTRLEN]; /* the socket peer's address, "" when not IP */
 	uint64_t deadline_ms;	     /* HANDSHAKE: stop holding; CLOSING: stop flushing */
@@ -389,6 +390,7 @@ struct sse_conn {
 	uint64_t bytes;			/* bytes written */
 	char stream_id[MSG_ID_MAX + 1]; /* "" until routed to a stream */
 	char request_id[RTW_REQID_MAX];
+	bool probe; /* answered /healthz or /metrics: no stream-end line (probes poll every few seconds) */
 };
 
 /* Notes why c ends (a static string: "client_closed", "exp", "shutdown",
@@ -399,12 +401,13 @@ static inline void sse_conn_why(struct sse_conn *c, const char *reason)
 		c->end = reason;
 }
 
-/* Connections per client address (lib/clientaddr.h's key: the peer, or
- * behind a trusted proxy the address it reports). */
+/* Connections per key: per client address (lib/clientaddr.h's key: the
+ * peer, or behind a trusted proxy the address it reports; ctx->ips) and
+ * per identity (the subscriber's id; ctx->idents). */
 struct sse_ipcount {
 	struct sse_hentry he;
 	int n;
-	char key[RTW_CLIENT_KEY_MAX];
+	char key[];
 };
 
 /* ---- the process context (loop.c owns it) ------------------------------ */
@@ -520,12 +523,10 @@ struct sse_ctx {
 	size_t n_conns;
 	size_t n_over;		     /* of n_conns, those accepted over capacity (SSE_OVER_MAX at most) */
 	struct sse_htab ips;	     /* struct sse_ipcount, per client address */
+	struct sse_htab idents;	     /* struct sse_ipcount, per identity */
 	struct rtw_trust trust;	     /* http.trusted_proxies */
 	struct rtw_rl *anon_rl;	     /* anonymous identities per client address; NULL: no limit */
 	struct sse_frame *heartbeat; /* ": hb\n\n", static */
-	/* the answers to connections refused at accept (503 over
-	 * sse.max_connections, 429 over sse.max_per_ip), built once */
-	struct sse_frame *refuse_busy, *refuse_per_ip;
 	/* request heads: parsed whole, one at a time, into these (no
 	 * per-connection parser; see conn.c) */
 	struct sse_reqparser *parser;
@@ -563,6 +564,10 @@ struct sse_ctx {
 	struct sse_presence pres;
 	struct sse_bans bans;
 	struct sse_metrics m;
+	/* the log of connections refused at accept: one line a second at
+	 * most (conn.c) */
+	uint64_t refused_log_ms, emfile_log_ms;
+	uint64_t refused_unlogged;
 };
 
 /* The PostgreSQL connection is ready: queries may be sent. */
@@ -588,6 +593,10 @@ void sse_conn_accept(struct sse_ctx *ctx);
  * RTW_ERROR when the address holds its maximum already (the caller
  * refuses c: 429) or memory ran out. */
 int sse_conn_count_addr(struct sse_conn *c, const char *key) RTW_WUR;
+/* Counts c under its identity, the subscriber id user (sse.max_per_user):
+ * RTW_OK, or RTW_ERROR when the identity holds its maximum already (the
+ * caller refuses c: 429) or memory ran out. */
+int sse_conn_count_user(struct sse_conn *c, const char *user) RTW_WUR;
 /* Ends a stream cleanly: no more events, what is queued is written, then
  * the connection closes (the client reconnects). */
 void sse_conn_end(struct sse_conn *c);

@@ -167,6 +167,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_front_retry.py \
 	tests/integration/test_unix_front.py \
 	tests/integration/test_hostile.py \
+	tests/integration/test_abuse.py \
 	tests/integration/test_isolation.py \
 	tests/integration/test_openapi.py \
 	tests/integration/test_publish.py \

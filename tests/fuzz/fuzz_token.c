@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "token.h"
+#include "msg.h"
 
 #define FUZZ_NAME "fuzz_token"
 
@@ -60,6 +61,7 @@ static void check_claims(const struct tok_claims *c)
 {
 	size_t n = strlen(c->sub);
 	CHECK(n >= 1 && n <= TOK_SUB_MAX);
+	CHECK(msg_valid_user_id(c->sub));
 	CHECK(c->exp > NOW); /* exp is required */
 	CHECK(c->streams_any == (c->streams == NULL));
 	CHECK(c->streams != NULL || c->n_streams == 0);
@@ -162,7 +164,7 @@ static void mint_mutate(const char *s, size_t n)
 	if (tok == NULL)
 		return; /* sub not valid UTF-8: jansson refuses it */
 	int rc = tok_verify(secret, sizeof(secret) - 1, tok, NOW, &c, &why);
-	if (sub[0] != '\0' && strlen(sub) <= TOK_SUB_MAX && exp > NOW) { /* exp is required */
+	if (msg_valid_user_id(sub) && exp > NOW) { /* exp is required; sub a user id */
 		CHECK(rc == RTW_OK);
 		CHECK(strcmp(c.sub, sub) == 0);
 		CHECK(c.exp == exp && c.admin == admin);

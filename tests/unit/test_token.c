@@ -225,6 +225,18 @@ static void test_alg_and_claims(void **state)
 	b64url("{\"sub\":\"u\",\"exp\":1900000000,\"admin\":\"yes\"}", payload);
 	sign(head, payload, tok, sizeof(tok));
 	assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
+
+	/* sub follows the user id rule (lib/msg.c): no control byte, space,
+	 * quote or backslash, as in an author_id a client sends */
+	static const char *const bad_subs[] = {"a\\nb", "a b", "a\\\"b", "a\\\\b", "\\u00e9"};
+	for (size_t i = 0; i < sizeof(bad_subs) / sizeof(bad_subs[0]); i++) {
+		char json[128];
+		snprintf(json, sizeof(json), "{\"sub\":\"%s\",\"exp\":1900000000}", bad_subs[i]);
+		b64url(json, payload);
+		sign(head, payload, tok, sizeof(tok));
+		assert_int_equal(tok_verify(SECRET, strlen(SECRET), tok, NOW, &c, &why), RTW_ERROR);
+		assert_string_equal(why, "token has no valid sub claim");
+	}
 }
 
 /* "service": true survives a mint and verify; absent means false; a
