@@ -57,17 +57,17 @@ static void test_v1(void **state)
 	    {"PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n", ""},
 	};
 	static const char *bad[] = {
-	    "PROXY TCP4 203.0.113.7 192.0.2.1 40000\r\n",	      /* a field missing */
-	    "PROXY TCP4 203.0.113.7  192.0.2.1 40000 443\r\n",	      /* two spaces */
-	    "PROXY TCP4 203.0.113.7 192.0.2.1 40000 443 \r\n",	      /* trailing space */
-	    "PROXY TCP4 2001:db8::1 192.0.2.1 1 2\r\n",		      /* family mismatch */
-	    "PROXY TCP4 203.0.113.7 192.0.2.1 65536 443\r\n",	      /* port */
-	    "PROXY TCP4 203.0.113.7 192.0.2.1 040 443\r\n",	      /* leading zero */
-	    "PROXY TCP4 203.0.113.7 192.0.2.1 -1 443\r\n",	      /* sign */
-	    "PROXY UDP4 203.0.113.7 192.0.2.1 1 2\r\n",		      /* not TCP */
-	    "PROXY TCP4 203.0.113.7 192.0.2.1 1 2 3\r\n",	      /* a field too many */
-	    "PROXY TCP4 203.0.113.7\n192.0.2.1 1 2\r\n",	      /* bare LF */
-	    "PROXY UNKNOWNX\r\n",				      /* not UNKNOWN */
+	    "PROXY TCP4 203.0.113.7 192.0.2.1 40000\r\n",      /* a field missing */
+	    "PROXY TCP4 203.0.113.7  192.0.2.1 40000 443\r\n", /* two spaces */
+	    "PROXY TCP4 203.0.113.7 192.0.2.1 40000 443 \r\n", /* trailing space */
+	    "PROXY TCP4 2001:db8::1 192.0.2.1 1 2\r\n",	       /* family mismatch */
+	    "PROXY TCP4 203.0.113.7 192.0.2.1 65536 443\r\n",  /* port */
+	    "PROXY TCP4 203.0.113.7 192.0.2.1 040 443\r\n",    /* leading zero */
+	    "PROXY TCP4 203.0.113.7 192.0.2.1 -1 443\r\n",     /* sign */
+	    "PROXY UDP4 203.0.113.7 192.0.2.1 1 2\r\n",	       /* not TCP */
+	    "PROXY TCP4 203.0.113.7 192.0.2.1 1 2 3\r\n",      /* a field too many */
+	    "PROXY TCP4 203.0.113.7\n192.0.2.1 1 2\r\n",       /* bare LF */
+	    "PROXY UNKNOWNX\r\n",			       /* not UNKNOWN */
 	};
 	char longline[200];
 	struct rtw_proxy pp;
@@ -135,8 +135,8 @@ static void test_v2(void **state)
 
 static void test_declined(void **state)
 {
-	static const char *http[] = {"GET /v1/streams/s/events HTTP/1.1\r\n", "POST / HTTP/1.1\r\n", "PRI * HTTP/2.0\r\n",
-				     "\r\nGET / HTTP/1.1\r\n", "OPTIONS * HTTP/1.1\r\n"};
+	static const char *http[] = {"GET /v1/streams/s/events HTTP/1.1\r\n", "POST / HTTP/1.1\r\n",
+				     "PRI * HTTP/2.0\r\n", "\r\nGET / HTTP/1.1\r\n", "OPTIONS * HTTP/1.1\r\n"};
 	struct rtw_proxy pp;
 
 	for (size_t i = 0; i < RTW_ARRAY_LEN(http); i++)
