@@ -65,6 +65,8 @@ class Targets:
                 out.append("rtw-b")
             if via_nginx:
                 out.append("rtw-nginx")
+                if self.rtw.get("events_port"):
+                    out.append("rtw-stream")
             if via_apache and self.rtw.get("apache_port"):
                 out.append("rtw-apache")
         return out
@@ -109,7 +111,8 @@ class Targets:
                     "--pub", "127.0.0.1:%d/pub/%s" % (p, stream),
                     "--pids", ",".join(map(str, pids)), "--pids-all", ",".join(map(str, pids))]
         r = self.rtw
-        sub_port = {"rtw": r["sse_port"], "rtw-apache": r["apache_port"], "rtw-b": r.get("b_port")}.get(name, r["http_port"])
+        sub_port = {"rtw": r["sse_port"], "rtw-apache": r["apache_port"], "rtw-b": r.get("b_port"),
+                    "rtw-stream": r.get("events_port")}.get(name, r["http_port"])
         sse_pids = r["b_pids"] if name == "rtw-b" else r["sse_pids"]
         return ["--format", "rtw", "--widget-key", r["widget_key"], "--token", r["token"],
                 "--sub", "127.0.0.1:%d/v1/streams/%s/events" % (sub_port, stream),
@@ -446,8 +449,8 @@ class Runner:
                 return None
             return max(v) if "worst rep" in metric else statistics.median(v)
 
-        cols = ["nchan", "rtw", "rtw-nginx", "rtw-apache"]
-        heads = ["Nchan", "rtw direct", "rtw via nginx", "rtw via Apache"]
+        cols = ["nchan", "rtw", "rtw-nginx", "rtw-stream", "rtw-apache"]
+        heads = ["Nchan", "rtw direct", "rtw via nginx", "rtw via nginx stream", "rtw via Apache"]
         if self.args.rtw_b_env:
             cols.append("rtw-b")
             heads.append("rtw direct, %s" % self.args.rtw_b_env)
@@ -512,6 +515,10 @@ TARGETS = [
            "rtw-nginx", lambda v, n, _: None if n is None else v <= n),
     Target("via nginx: p50 ms within 5 ms of rtw direct (1,000 × 80)", FAN, "p50 ms", "rtw-nginx",
            _within_5ms_of_direct(FAN)),
+    Target("via nginx stream (PROXY protocol): pipeline CPU µs/delivery ≤ Nchan's (1,000 × 80)", FAN,
+           "pipeline CPU µs/delivery", "rtw-stream", lambda v, n, _: None if n is None else v <= n),
+    Target("via nginx stream (PROXY protocol): p50 ms within 5 ms of rtw direct (1,000 × 80)", FAN, "p50 ms",
+           "rtw-stream", _within_5ms_of_direct(FAN)),
     Target("via Apache: pipeline CPU µs/delivery ≤ Nchan's (1,000 × 80)", FAN, "pipeline CPU µs/delivery",
            "rtw-apache", lambda v, n, _: None if n is None else v <= n),
     Target("via Apache: p50 ms within 5 ms of rtw direct (1,000 × 80)", FAN, "p50 ms", "rtw-apache",
@@ -521,6 +528,7 @@ TARGETS = [
     Target("direct: p99 ms < 50 (1,000 × 80)", FAN, "p99 ms", "rtw", lambda v, n, _: v < 50),
     Target("direct: p99 ms < 100 (10,000 × 20)", BIG, "p99 ms", "rtw", lambda v, n, _: v < 100),
     Target("via nginx: p99 ms < 100 (10,000 × 20)", BIG, "p99 ms", "rtw-nginx", lambda v, n, _: v < 100),
+    Target("via nginx stream: p99 ms < 100 (10,000 × 20)", BIG, "p99 ms", "rtw-stream", lambda v, n, _: v < 100),
     Target("durable ingest through nginx ≥ 10,000 msg/s (100 streams)", "ingest, 100 streams",
            "accepted msg/s (2xx)", "rtw", lambda v, n, _: v >= 10000),
 ]
@@ -530,7 +538,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--only", default="", help="comma list: fanout,maxrate,big,idle,ingest,soak,tail")
+    ap.add_argument("--only", default="", help="comma list: fanout,front,maxrate,big,idle,ingest,soak,tail")
     ap.add_argument("--workers", type=int, default=1, help="rtw-sse processes = Nchan nginx workers")
     ap.add_argument("--idle-workers", type=int, default=3)
     ap.add_argument("--apache-streams", type=int, default=1000,
@@ -552,7 +560,7 @@ def main():
 
     t = Targets(args, args.workers, args.apache_streams)
     try:
-        if want("fanout"):
+        if want("fanout") or "front" in only:  # front: the fan-out, for the fronts' rows alone
             r.fanout(t, 1000, 80, 4 if q else 10, "fan-out 1,000 subs x 80 msg/s")
         if "tail" in only:  # only when asked: the fan-out again, with where deliveries wait
             r.fanout(t, 1000, 80, 4 if q else 10, "tail: 1,000 subs x 80 msg/s", tail=True)
