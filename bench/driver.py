@@ -102,6 +102,14 @@ class Targets:
         sse = r["b_pids"] if name == "rtw-b" else r["sse_pids"]
         return sse + r["fcgi_pids"] + stack.pids_of(r["nginx_master"]) + front + pg
 
+    def front_pids(self, name):
+        """The front's processes for target name: Apache's for its column,
+        else nginx's (it proxies every target's publishing); [] for Nchan."""
+        if name == "nchan" or not self.rtw:
+            return []
+        # masters only: cpu_seconds adds their children
+        return self.rtw["apache_pids"][:1] if name == "rtw-apache" else [self.rtw["nginx_master"]]
+
     def bench_args(self, name, stream):
         """rtw-bench arguments that address target name on stream."""
         if name == "nchan":
@@ -219,10 +227,17 @@ class Runner:
             # Apache holds a thread per stream: only where bench/stack.py sized it for them
             for name in t.names(via_nginx=True, via_apache=subs <= self.args.apache_streams):
                 before = t.sse_metrics(name)
+                front = t.front_pids(name)
+                front_cpu = stack.cpu_seconds(front)
                 res = self.bench("run", t.bench_args(name, self.stream()) + [
                     "--conns", str(subs), "--rate", str(rate), "--duration", str(duration),
                     "--procs", str(max(1, subs // 5000)), "--pub-conns", "16", "--drain", "3"],
                     "%s %s rep%d" % (scen, name, rep), sse_before=before, t=t, name=name)
+                if front and res.get("delivered"):
+                    # the front's own share (nginx, or Apache for its column; nginx also proxies
+                    # the publisher's POSTs, which is all it does for "rtw direct")
+                    self.add(scen, "front CPU µs/delivery (nginx; Apache)", name,
+                             (stack.cpu_seconds(front) - front_cpu) * 1e6 / res["delivered"])
                 self.add(scen, "server CPU µs/delivery", name, res.get("cpu_us_per_delivery"))
                 self.add(scen, "pipeline CPU µs/delivery", name, res.get("all_cpu_us_per_delivery"))
                 self.add(scen, "published msg/s (acked)", name, res.get("pub_rate"))
