@@ -65,6 +65,8 @@ class Targets:
                 out.append("rtw-b")
             if via_nginx:
                 out.append("rtw-nginx")
+                if self.rtw.get("events_port"):
+                    out.append("rtw-stream")
             if via_apache and self.rtw.get("apache_port"):
                 out.append("rtw-apache")
         return out
@@ -100,6 +102,14 @@ class Targets:
         sse = r["b_pids"] if name == "rtw-b" else r["sse_pids"]
         return sse + r["fcgi_pids"] + stack.pids_of(r["nginx_master"]) + front + pg
 
+    def front_pids(self, name):
+        """The front's processes for target name: Apache's for its column,
+        else nginx's (it proxies every target's publishing); [] for Nchan."""
+        if name == "nchan" or not self.rtw:
+            return []
+        # masters only: cpu_seconds adds their children
+        return self.rtw["apache_pids"][:1] if name == "rtw-apache" else [self.rtw["nginx_master"]]
+
     def bench_args(self, name, stream):
         """rtw-bench arguments that address target name on stream."""
         if name == "nchan":
@@ -109,7 +119,8 @@ class Targets:
                     "--pub", "127.0.0.1:%d/pub/%s" % (p, stream),
                     "--pids", ",".join(map(str, pids)), "--pids-all", ",".join(map(str, pids))]
         r = self.rtw
-        sub_port = {"rtw": r["sse_port"], "rtw-apache": r["apache_port"], "rtw-b": r.get("b_port")}.get(name, r["http_port"])
+        sub_port = {"rtw": r["sse_port"], "rtw-apache": r["apache_port"], "rtw-b": r.get("b_port"),
+                    "rtw-stream": r.get("events_port")}.get(name, r["http_port"])
         sse_pids = r["b_pids"] if name == "rtw-b" else r["sse_pids"]
         return ["--format", "rtw", "--widget-key", r["widget_key"], "--token", r["token"],
                 "--sub", "127.0.0.1:%d/v1/streams/%s/events" % (sub_port, stream),
@@ -224,10 +235,17 @@ class Runner:
                 names[i], names[j] = names[j], names[i]
             for name in names:
                 before = t.sse_metrics(name)
+                front = t.front_pids(name)
+                front_cpu = stack.cpu_seconds(front)
                 res = self.bench("run", t.bench_args(name, self.stream()) + [
                     "--conns", str(subs), "--rate", str(rate), "--duration", str(duration),
                     "--procs", str(max(1, subs // 5000)), "--pub-conns", "16", "--drain", "3"],
                     "%s %s rep%d" % (scen, name, rep), sse_before=before, t=t, name=name)
+                if front and res.get("delivered"):
+                    # the front's own share (nginx, or Apache for its column; nginx also proxies
+                    # the publisher's POSTs, which is all it does for "rtw direct")
+                    self.add(scen, "front CPU µs/delivery (nginx; Apache)", name,
+                             (stack.cpu_seconds(front) - front_cpu) * 1e6 / res["delivered"])
                 self.add(scen, "server CPU µs/delivery", name, res.get("cpu_us_per_delivery"))
                 self.add(scen, "pipeline CPU µs/delivery", name, res.get("all_cpu_us_per_delivery"))
                 self.add(scen, "published msg/s (acked)", name, res.get("pub_rate"))
@@ -454,8 +472,8 @@ class Runner:
                 return None
             return max(v) if "worst rep" in metric else statistics.median(v)
 
-        cols = ["nchan", "rtw", "rtw-nginx", "rtw-apache"]
-        heads = ["Nchan", "rtw direct", "rtw via nginx", "rtw via Apache"]
+        cols = ["nchan", "rtw", "rtw-nginx", "rtw-stream", "rtw-apache"]
+        heads = ["Nchan", "rtw direct", "rtw via nginx", "rtw via nginx stream", "rtw via Apache"]
         if self.args.rtw_b_env:
             cols.append("rtw-b")
             heads.append("rtw direct, %s" % self.args.rtw_b_env)
@@ -520,6 +538,10 @@ TARGETS = [
            "rtw-nginx", lambda v, n, _: None if n is None else v <= n),
     Target("via nginx: p50 ms within 5 ms of rtw direct (1,000 × 80)", FAN, "p50 ms", "rtw-nginx",
            _within_5ms_of_direct(FAN)),
+    Target("via nginx stream (PROXY protocol): pipeline CPU µs/delivery ≤ Nchan's (1,000 × 80)", FAN,
+           "pipeline CPU µs/delivery", "rtw-stream", lambda v, n, _: None if n is None else v <= n),
+    Target("via nginx stream (PROXY protocol): p50 ms within 5 ms of rtw direct (1,000 × 80)", FAN, "p50 ms",
+           "rtw-stream", _within_5ms_of_direct(FAN)),
     Target("via Apache: pipeline CPU µs/delivery ≤ Nchan's (1,000 × 80)", FAN, "pipeline CPU µs/delivery",
            "rtw-apache", lambda v, n, _: None if n is None else v <= n),
     Target("via Apache: p50 ms within 5 ms of rtw direct (1,000 × 80)", FAN, "p50 ms", "rtw-apache",
@@ -529,6 +551,7 @@ TARGETS = [
     Target("direct: p99 ms < 50 (1,000 × 80)", FAN, "p99 ms", "rtw", lambda v, n, _: v < 50),
     Target("direct: p99 ms < 100 (10,000 × 20)", BIG, "p99 ms", "rtw", lambda v, n, _: v < 100),
     Target("via nginx: p99 ms < 100 (10,000 × 20)", BIG, "p99 ms", "rtw-nginx", lambda v, n, _: v < 100),
+    Target("via nginx stream: p99 ms < 100 (10,000 × 20)", BIG, "p99 ms", "rtw-stream", lambda v, n, _: v < 100),
     Target("durable ingest through nginx ≥ 10,000 msg/s (100 streams)", "ingest, 100 streams",
            "accepted msg/s (2xx)", "rtw", lambda v, n, _: v >= 10000),
 ]
@@ -538,7 +561,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--only", default="", help="comma list: fanout,maxrate,big,idle,ingest,soak,tail")
+    ap.add_argument("--only", default="", help="comma list: fanout,front,maxrate,big,idle,ingest,soak,tail")
     ap.add_argument("--workers", type=int, default=1, help="rtw-sse processes = Nchan nginx workers")
     ap.add_argument("--idle-workers", type=int, default=3)
     ap.add_argument("--apache-streams", type=int, default=1000,
@@ -562,7 +585,7 @@ def main():
 
     t = Targets(args, args.workers, args.apache_streams)
     try:
-        if want("fanout"):
+        if want("fanout") or "front" in only:  # front: the fan-out, for the fronts' rows alone
             r.fanout(t, 1000, 80, 4 if q else 10, "fan-out 1,000 subs x 80 msg/s")
         if "tail" in only:  # only when asked: the fan-out again, with where deliveries wait
             r.fanout(t, 1000, 80, 4 if q else 10, "tail: 1,000 subs x 80 msg/s", tail=True)

@@ -84,8 +84,10 @@ def sized(st, server, port, edits):
 def start_nginx(st):
     """nginx from conf/nginx.conf.in, sized for 10,000 proxied subscribers:
     each costs a worker two connections (client and rtw-sse), and each of
-    the 2 workers may get most of them."""
-    st.start_nginx()
+    the 2 workers may get most of them. The same limits hold for the
+    stream pass-through (conf/nginx-stream.conf.in), when it runs."""
+    # with the events port as a TCP pass-through when the stream module is here
+    st.start_nginx(stream=os.path.exists(rtwtest.STREAM_MODULE))
     rundir, conf = sized(st, "nginx", st.http_port, [
         ("worker_processes 2;", "worker_processes 2;\nworker_rlimit_nofile 60000;"),
         ("worker_connections 8192;", "worker_connections 50000;")])
@@ -123,6 +125,9 @@ def rtw(args):
         "RTW_SSE_MAX_CONNECTIONS": "19000",
         "RTW_SSE_HEARTBEAT_S": "15",
         "RTW_LOG_LEVEL": "warn",
+        # the events port through nginx's stream module names each client
+        # in a PROXY header (conf/nginx-stream.conf.in)
+        "RTW_SSE_PROXY_PROTOCOL_FROM": "127.0.0.1",
     }
     st = rtwtest.Stack(durable=True, extra_env=env)
     st.start_fcgi()
@@ -145,6 +150,7 @@ def rtw(args):
         "kind": "rtw",
         "sse_port": port,
         "http_port": st.http_port,
+        "events_port": getattr(st, "events_port", None),
         "fcgi_port": st.fcgi_port,
         "sse_pids": sse,
         "fcgi_pids": [st.daemons["rtw-fcgi"].proc.pid],

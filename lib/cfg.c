@@ -94,6 +94,9 @@ const struct cfg_option cfg_options[] = {
     OPT("sse.listen", CFG_STR, sse_listen, "127.0.0.1:8081",
 	"rtw-sse listen address host:port (SO_REUSEPORT: several processes may share it), or unix:/path for a front on "
 	"this host (one path per process)"),
+    OPT("sse.proxy_protocol_from", CFG_STR, sse_proxy_protocol_from, "",
+	"peers (addresses and CIDRs, comma list) whose connections may open with a PROXY protocol header naming the "
+	"client (nginx stream with proxy_protocol on); empty: none"),
     INT("sse.max_connections", sse_max_connections, "10000", 1, 1000000, "most client connections per rtw-sse process"),
     INT("sse.max_per_ip", sse_max_per_ip, "1000", 1, 1000000,
 	"most connections from one client address per process (429 rate_limited above)"),

@@ -49,6 +49,7 @@ struct rtw_cfg {
 	int history_max_scan;
 	/* [sse] */
 	char *sse_listen;
+	char *sse_proxy_protocol_from; /* comma list of addresses and CIDRs (lib/clientaddr.h) */
 	int sse_max_connections;
 	int sse_max_per_ip;
 	int sse_max_per_user;

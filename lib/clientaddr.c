@@ -87,6 +87,11 @@ static bool ca__trusted(const struct rtw_trust *t, const struct rtw_net *a)
 
 int rtw_trust_parse(const char *list, struct rtw_trust *out, char *err, size_t errlen)
 {
+	return rtw_trust_parse_opt("http.trusted_proxies", list, out, err, errlen);
+}
+
+int rtw_trust_parse_opt(const char *opt, const char *list, struct rtw_trust *out, char *err, size_t errlen)
+{
 	const char *p = list ? list : "";
 	size_t cap = 1;
 
@@ -107,7 +112,7 @@ int rtw_trust_parse(const char *list, struct rtw_trust *out, char *err, size_t e
 
 		if (!blank) {
 			if (!ca__parse(p, alen, &net) || memchr(p, '[', alen) != NULL) {
-				snprintf(err, errlen, "http.trusted_proxies: \"%.*s\" is not an address or CIDR",
+				snprintf(err, errlen, "%s: \"%.*s\" is not an address or CIDR", opt,
 					 (int)(n < 60 ? n : 60), p);
 				rtw_trust_free(out);
 				return RTW_ERROR;
@@ -119,7 +124,7 @@ int rtw_trust_parse(const char *list, struct rtw_trust *out, char *err, size_t e
 				while (*end == ' ' || *end == '\t')
 					end++;
 				if (end == slash + 1 || end != p + n || bits < 0 || bits > max) {
-					snprintf(err, errlen, "http.trusted_proxies: \"%.*s\" has a bad prefix length",
+					snprintf(err, errlen, "%s: \"%.*s\" has a bad prefix length", opt,
 						 (int)(n < 60 ? n : 60), p);
 					rtw_trust_free(out);
 					return RTW_ERROR;

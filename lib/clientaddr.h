@@ -30,6 +30,8 @@ struct rtw_trust {
  * trusts nobody. RTW_ERROR with a message in err on a bad entry or out of
  * memory. */
 int rtw_trust_parse(const char *list, struct rtw_trust *out, char *err, size_t errlen) RTW_WUR;
+/* The same for another option's list: err names opt. */
+int rtw_trust_parse_opt(const char *opt, const char *list, struct rtw_trust *out, char *err, size_t errlen) RTW_WUR;
 void rtw_trust_free(struct rtw_trust *t);
 
 /* True when addr (text, IPv4 or IPv6) lies in one of t's networks. */

@@ -17,6 +17,7 @@ lib_librtw_a_SOURCES = \
 	lib/url.h lib/url.c \
 	lib/cors.h lib/cors.c \
 	lib/clientaddr.h lib/clientaddr.c \
+	lib/proxyproto.h lib/proxyproto.c \
 	lib/anonid.h lib/anonid.c \
 	lib/row.h lib/row.c \
 	lib/loop.h lib/loop.c \

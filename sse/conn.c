@@ -31,6 +31,7 @@
 #include "cors.h"
 #include "log.h"
 #include "msg.h"
+#include "proxyproto.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -765,6 +766,61 @@ static int conn__head_append(struct sse_conn *c, const char *data, size_t n, siz
 	return RTW_OK;
 }
 
+/* The PROXY protocol header a peer in sse.proxy_protocol_from (a TCP
+ * pass-through: nginx stream with proxy_protocol on) opens a connection
+ * with. data[0..*len) was just read into ctx->rbuf, after c->head_len
+ * bytes kept from earlier reads. Once the header is whole, the client it
+ * names becomes c's peer, so the per-address limits and the trust of
+ * X-Forwarded-For and X-Request-Id apply to the client as if it had
+ * connected directly (routes.c counts it), and the bytes after the header
+ * are moved to the front of ctx->rbuf as the head's first *len bytes. A
+ * connection that opens with an HTTP request instead is the peer's own
+ * (the same front's http proxy, a health check): a client behind either
+ * path can never choose the first bytes, so this is no guess. RTW_OK:
+ * done; RTW_AGAIN: incomplete, kept for the next read; RTW_ERROR: c was
+ * answered (400) or closed. */
+static int conn__proxy_header(struct sse_conn *c, size_t *len, size_t cap, bool eof)
+{
+	struct sse_ctx *ctx = c->ctx;
+	const char *data = ctx->rbuf;
+	size_t old = c->head_len, total = old + *len;
+	struct rtw_proxy pp;
+	int r;
+
+	if (old > 0) {
+		if (conn__head_append(c, ctx->rbuf, *len, cap) != RTW_OK) {
+			sse_conn_close(c);
+			return RTW_ERROR;
+		}
+		data = c->head;
+	}
+	r = rtw_proxy_parse(data, total, &pp);
+	if (r == RTW_AGAIN) {
+		if (eof || (old == 0 && conn__head_append(c, data, total, cap) != RTW_OK)) {
+			sse_conn_close(c);
+			return RTW_ERROR;
+		}
+		return RTW_AGAIN;
+	}
+	if (r == RTW_DECLINED)
+		pp.len = 0; /* an HTTP request: all of it is the head */
+	else if (r != RTW_OK) {
+		ctx->m.proxy_refused++;
+		rtw_reqid_new(c->request_id);
+		sse_conn_error(c, 400, "invalid_field", NULL, NULL, "malformed PROXY protocol header");
+		return RTW_ERROR;
+	}
+	c->proxy_pending = false;
+	if (pp.addr[0])
+		snprintf(c->peer, sizeof(c->peer), "%s", pp.addr);
+	*len = total - pp.len;
+	memmove(ctx->rbuf, data + pp.len, *len);
+	free(c->head);
+	c->head = NULL;
+	c->head_len = c->head_cap = 0;
+	return RTW_OK;
+}
+
 /* Reads what the socket has; once the head's blank line has arrived (or
  * it outgrew sse.max_header_bytes), parses it whole, once, with the
  * loop's one parser into its scratch request: a connection owns no parser
@@ -802,6 +858,13 @@ static const struct sse_req *conn__read_head(struct sse_conn *c)
 			break;
 		}
 		len += (size_t)n;
+	}
+	if (c->proxy_pending) {
+		if (len == 0 && !eof)
+			return NULL;
+		if (conn__proxy_header(c, &len, cap, eof) != RTW_OK)
+			return NULL;
+		old = 0;
 	}
 	data = ctx->rbuf;
 	if (old == 0) {
@@ -1012,16 +1075,23 @@ static const char *conn__raw_origin(char *head)
  * read, a random number and a write each. */
 static void conn__refuse_over_now(struct sse_ctx *ctx, int fd, const char *peer)
 {
-	char head[CONN_PEEK_MAX + 1], rid[RTW_REQID_MAX];
+	char head[CONN_PEEK_MAX + 1], rid[RTW_REQID_MAX], *h = head;
 	ssize_t n = recv(fd, head, CONN_PEEK_MAX, MSG_DONTWAIT);
 	bool events;
 	struct sse_frame *f;
+	struct rtw_proxy pp;
 
 	head[n > 0 ? n : 0] = '\0';
+	if (n > 0 && rtw_trust_has(&ctx->pp_from, peer)) {
+		/* the head after a pass-through's PROXY header; a cut one
+		 * counts as /events */
+		int r = rtw_proxy_parse(head, (size_t)n, &pp);
+		h = r == RTW_OK ? head + pp.len : r == RTW_DECLINED ? head : head + n;
+	}
 	rtw_reqid_new(rid);
-	events = conn__maybe_events(head);
+	events = conn__maybe_events(h);
 	if (events)
-		f = conn__busy_stream(ctx->cfg, conn__raw_origin(head), rid);
+		f = conn__busy_stream(ctx->cfg, conn__raw_origin(h), rid);
 	else
 		f = conn__refusal(ctx->cfg, 503, "unavailable", "1", "too many connections", rid);
 	conn__refuse(ctx, fd, f, events ? 200 : 503, "max_connections", peer, rid);
@@ -1093,11 +1163,12 @@ void sse_conn_accept(struct sse_ctx *ctx)
 		c->ctx = ctx;
 		memcpy(c->peer, ip, sizeof(ip));
 		c->over = over;
+		c->proxy_pending = rtw_trust_has(&ctx->pp_from, ip);
 		/* A peer that is not a trusted proxy is the client: count it
 		 * now. A trusted proxy's clients are counted once the head
-		 * names them (X-Forwarded-For; routes.c). Not one that is
-		 * only answered. */
-		if (!over && !rtw_trust_has(&ctx->trust, ip)) {
+		 * names them (X-Forwarded-For; routes.c), a pass-through's
+		 * once its PROXY header does. Not one that is only answered. */
+		if (!over && !c->proxy_pending && !rtw_trust_has(&ctx->trust, ip)) {
 			rtw_client_key(&ctx->trust, ip, NULL, key);
 			if (sse_conn_count_addr(c, key) != RTW_OK) {
 				char rid[RTW_REQID_MAX];

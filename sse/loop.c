@@ -158,6 +158,11 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		goto out_cfg;
 	}
+	if (rtw_trust_parse_opt("sse.proxy_protocol_from", cfg.sse_proxy_protocol_from, &ctx.pp_from, err,
+				sizeof(err)) != RTW_OK) {
+		log_error("%s", err);
+		goto out_cfg;
+	}
 	if (ctx.token_mode && cfg.sse_anon_per_ip_per_min > 0) {
 		uint64_t seed;
 		/* a bucket per address: the minute's allowance at once, refilled evenly */
@@ -244,6 +249,7 @@ out_cfg:
 	sse_htab_free(&ctx.idents);
 	sse_bans_free(&ctx.bans);
 	rtw_trust_free(&ctx.trust);
+	rtw_trust_free(&ctx.pp_from);
 	rtw_rl_free(ctx.anon_rl);
 	sse_conn_teardown(&ctx);
 	sse_reqparser_free(ctx.parser);

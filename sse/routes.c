@@ -386,6 +386,9 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 	rtw_metrics_counter(&w, "rtw_sse_hold_retries_total",
 			    "New streams held sse.hold_max_ms without a position, then told to retry.",
 			    m->hold_retries);
+	rtw_metrics_counter(&w, "rtw_sse_proxy_header_refused_total",
+			    "Connections from sse.proxy_protocol_from whose PROXY protocol header was malformed (400).",
+			    m->proxy_refused);
 	rtw_metrics_process(&w, "sse", sse_pg_up(ctx));
 	rtw_metrics_family(&w, "rtw_sse_delivery_lag_seconds", RTW_METRIC_HISTOGRAM,
 			   "Message created_at to dispatch by this process.");

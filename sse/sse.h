@@ -354,6 +354,7 @@ struct sse_conn {
 	bool lagging;		     /* output overflowed; catch up when drained */
 	bool over;		     /* accepted over sse.max_connections: its head is answered, never streamed */
 	bool out_urgent;	     /* queued output other than live frames: not held */
+	bool proxy_pending;	     /* its peer is in sse.proxy_protocol_from: a PROXY header may come first */
 	struct sse_ipcount *ipc;     /* the client address it counts under; NULL until known */
 	struct sse_ipcount *idc;     /* the identity it counts under (sse.max_per_user); NULL until known */
 	int64_t exp_s;		     /* unix time its identity's token expires (the stream ends); 0: never */
@@ -484,6 +485,8 @@ struct sse_stage_hist {
 struct sse_metrics {
 	uint64_t delivered, bytes_sent, resume_catchups, slow_cutoffs, pg_reconnects;
 	uint64_t accepted, rejected, tail_rows;
+	/* connections from sse.proxy_protocol_from whose PROXY header was malformed */
+	uint64_t proxy_refused;
 	uint64_t writes;	 /* sendmsg calls to clients */
 	uint64_t tail_unsettled; /* tail batches stopped at a row behind the horizon */
 	uint64_t coalesce_holds; /* flushes that held a connection's live output (sse.coalesce_ms) */
@@ -525,6 +528,7 @@ struct sse_ctx {
 	struct sse_htab ips;	     /* struct sse_ipcount, per client address */
 	struct sse_htab idents;	     /* struct sse_ipcount, per identity */
 	struct rtw_trust trust;	     /* http.trusted_proxies */
+	struct rtw_trust pp_from;    /* sse.proxy_protocol_from */
 	struct rtw_rl *anon_rl;	     /* anonymous identities per client address; NULL: no limit */
 	struct sse_frame *heartbeat; /* ": hb\n\n", static */
 	/* request heads: parsed whole, one at a time, into these (no

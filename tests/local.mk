@@ -75,6 +75,12 @@ tests_unit_test_clientaddr_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_clientaddr_LDADD = $(UNIT_LIBS)
 TESTS += tests/unit/test_clientaddr
 
+check_PROGRAMS += tests/unit/test_proxyproto
+tests_unit_test_proxyproto_SOURCES = tests/unit/test_proxyproto.c
+tests_unit_test_proxyproto_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_proxyproto_LDADD = $(UNIT_LIBS)
+TESTS += tests/unit/test_proxyproto
+
 check_PROGRAMS += tests/unit/test_sse
 tests_unit_test_sse_SOURCES = tests/unit/test_sse.c
 tests_unit_test_sse_CFLAGS = $(UNIT_CFLAGS) -I$(top_srcdir)/sse
@@ -98,9 +104,10 @@ EXTRA_DIST += tests/unit/run-pgconn.sh
 # driver's flags (coverage instrumentation under FUZZING) rather than
 # taken from a library. See doc/testing.md.
 FUZZ_DRIVERS = tests/fuzz/fuzz_msg tests/fuzz/fuzz_token tests/fuzz/fuzz_sse_req \
-	tests/fuzz/fuzz_whk_url tests/fuzz/fuzz_cfg tests/fuzz/fuzz_clientaddr
+	tests/fuzz/fuzz_whk_url tests/fuzz/fuzz_cfg tests/fuzz/fuzz_clientaddr tests/fuzz/fuzz_proxyproto
 FUZZ_REPLAYS = tests/fuzz/replay-msg.sh tests/fuzz/replay-token.sh tests/fuzz/replay-sse-req.sh \
-	tests/fuzz/replay-whk-url.sh tests/fuzz/replay-cfg.sh tests/fuzz/replay-clientaddr.sh
+	tests/fuzz/replay-whk-url.sh tests/fuzz/replay-cfg.sh tests/fuzz/replay-clientaddr.sh \
+	tests/fuzz/replay-proxyproto.sh
 if FUZZING
 noinst_PROGRAMS += $(FUZZ_DRIVERS)
 FUZZ_COMPILE_FLAGS = -DRTW_LIBFUZZER -fsanitize=fuzzer
@@ -137,6 +144,10 @@ tests_fuzz_fuzz_clientaddr_SOURCES = tests/fuzz/fuzz_clientaddr.c tests/fuzz/rep
 tests_fuzz_fuzz_clientaddr_CFLAGS = $(RTW_CFLAGS) $(FUZZ_COMPILE_FLAGS)
 tests_fuzz_fuzz_clientaddr_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_clientaddr_LDADD = $(RTW_LIBS)
+tests_fuzz_fuzz_proxyproto_SOURCES = tests/fuzz/fuzz_proxyproto.c tests/fuzz/replay.h lib/proxyproto.c
+tests_fuzz_fuzz_proxyproto_CFLAGS = $(RTW_CFLAGS) $(FUZZ_COMPILE_FLAGS)
+tests_fuzz_fuzz_proxyproto_LDFLAGS = $(FUZZ_LINK_FLAGS)
+tests_fuzz_fuzz_proxyproto_LDADD = $(RTW_LIBS)
 EXTRA_DIST += tests/fuzz/corpus $(FUZZ_REPLAYS)
 
 # Formatting: every C file follows .clang-format.
@@ -166,6 +177,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_apache.py \
 	tests/integration/test_front_retry.py \
 	tests/integration/test_unix_front.py \
+	tests/integration/test_stream_front.py \
 	tests/integration/test_hostile.py \
 	tests/integration/test_abuse.py \
 	tests/integration/test_isolation.py \

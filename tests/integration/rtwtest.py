@@ -43,6 +43,10 @@ def prog(name):
     return os.path.join(BUILDDIR, sub, name)
 
 
+# nginx's stream module as Debian installs it (libnginx-mod-stream)
+STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -431,12 +435,23 @@ class Stack:
                                 CONFDIR=os.path.join(SRCDIR, "conf")))
         return rundir, conf
 
-    def start_nginx(self, webroot=None):
+    def start_nginx(self, webroot=None, stream=False):
         """nginx in front of rtw-fcgi and rtw-sse (start those first).
-        webroot: the folder served at / (default: the checkout's web/)."""
+        webroot: the folder served at / (default: the checkout's web/).
+        stream=True: also the events port as a TCP pass-through with the
+        PROXY protocol (conf/nginx-stream.conf.in) on self.events_port;
+        rtw-sse must list 127.0.0.1 in sse.proxy_protocol_from."""
         need(shutil.which("nginx"), "nginx")
         self.http_port = free_port()
         rundir, conf = self._front_conf("nginx", self.http_port, webroot)
+        if stream:
+            need(os.path.exists(STREAM_MODULE), "nginx's stream module (libnginx-mod-stream)")
+            self.events_port = free_port()
+            os.makedirs(os.path.join(rundir, "stream.d"), exist_ok=True)
+            with open(os.path.join(rundir, "stream.d", "events.conf"), "w") as f:
+                f.write(self.render("nginx-stream.conf.in", STREAM_MODULE=STREAM_MODULE,
+                                    EVENTS_LISTEN="127.0.0.1:%d" % self.events_port,
+                                    SSE_ADDR=self.sse_addr or "127.0.0.1:%d" % self.sse_port))
         subprocess.run(["nginx", "-c", conf, "-e", os.path.join(rundir, "nginx-error.log")], check=True)
         self.nginx_pidfile = os.path.join(rundir, "nginx.pid")
         wait_port(self.http_port)
