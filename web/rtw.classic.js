@@ -239,7 +239,8 @@
   }
 
   /*
-   * One stream, one event stream. opts: base, stream, token, refreshToken,
+   * One stream, one event stream. opts: base, eventsBase (the events'
+   * origin when it is not base's: a stream pass-through port), stream, token, refreshToken,
    * getTime, presence, filter, transport ("auto", "fetch", "eventsource"),
    * maxRetries, persist, userId (open mode), history (the widgets' default);
    * fetch, EventSource, events and isOnline replace the browser's (tests).
@@ -249,6 +250,7 @@
       super();
       if (!opts || !opts.stream) throw new TypeError("rtw: stream is required");
       this.base = (opts.base || "").replace(/\/+$/, "");
+      this.eventsBase = opts.eventsBase ? String(opts.eventsBase).replace(/\/+$/, "") : this.base;
       this.stream = String(opts.stream);
       this.getTime = opts.getTime || null;
       this.maxRetries = opts.maxRetries === undefined ? 5 : opts.maxRetries;
@@ -353,7 +355,7 @@
       if (withToken && this.token) q.push("access_token=" + encodeURIComponent(this.token));
       if (this.lastEventId !== null) q.push("last_event_id=" + encodeURIComponent(this.lastEventId));
       if (this.presence) q.push("presence=1");
-      return this.base + "/v1/streams/" + encodeURIComponent(this.stream) + "/events" + (q.length ? "?" + q.join("&") : "");
+      return this.eventsBase + "/v1/streams/" + encodeURIComponent(this.stream) + "/events" + (q.length ? "?" + q.join("&") : "");
     }
 
     open() {

@@ -82,6 +82,8 @@ export interface ConnectionOptions {
   stream: string;
   /** origin serving /v1; "" for the page's own */
   base?: string;
+  /** origin serving the event stream when it is not base's (a stream pass-through port); default: base */
+  eventsBase?: string;
   /** a JWT from the platform's backend; without one the viewer is anonymous */
   token?: string;
   /** with token: an anonymous token taken from elsewhere, dropped when refused */

@@ -449,6 +449,21 @@ test("publish() retries 503 and a network error with one Idempotency-Key", async
   c.close();
 });
 
+test("eventsBase: the event stream from its own origin, everything else from base", async () => {
+  const srv = fakeServer((req) => ({ status: 201, body: Object.assign(msg(10, K1), { message: req.body.message }) }));
+  const c = conn(srv, { eventsBase: "http://rtw.test:8084/", token: jwt({ sub: "u", exp: Date.now() / 1000 + 3600 }) });
+  const w = c.widget(K1, { history: false });
+  await until(() => srv.streams.length === 1, "events request");
+  assert.equal(srv.last().req.url.origin, "http://rtw.test:8084");
+  assert.equal(srv.last().req.url.pathname, "/v1/streams/s/events");
+  srv.last().init({}, "u");
+  await until(() => c.state === "open", "open");
+  await w.publish({ vote: "red" }, { timestamp: 2 });
+  const post = srv.requests.find((r) => r.method === "POST");
+  assert.equal(post.url.origin, "http://rtw.test", "POSTs stay on base");
+  c.close();
+});
+
 test("a 400 is not retried and rejects with the contract's code", async () => {
   const srv = fakeServer(() => ({ status: 400, body: { error: { code: "invalid_field", field: "timestamp" } } }));
   const c = conn(srv, { token: jwt({ sub: "u", exp: Date.now() / 1000 + 3600 }) });
