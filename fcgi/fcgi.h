@@ -50,6 +50,7 @@ enum fcg_mroute {
 	FCG_M_WEBHOOK_GET,
 	FCG_M_PUBLISH_POST,
 	FCG_M_MESSAGE_DELETE,
+	FCG_M_BANS, /* every method of the ban routes */
 	FCG_M_OTHER,
 	FCG_M_NROUTES
 };

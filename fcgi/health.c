@@ -47,8 +47,8 @@ struct fcg_health {
 
 static const int fcg_m__status[FCG_M_NSTATUS - 1] = {200, 201, 202, 204, 400, 401, 403,
 						     404, 405, 409, 413, 415, 429, 503};
-static const char *const fcg_m__route[FCG_M_NROUTES] = {"messages_post", "messages_get",   "webhook_get",
-							"publish_post",	 "message_delete", "other"};
+static const char *const fcg_m__route[FCG_M_NROUTES] = {"messages_post",  "messages_get", "webhook_get", "publish_post",
+							"message_delete", "bans",	  "other"};
 /* request duration buckets, upper bounds in seconds */
 static const double fcg_m__le[FCG_M_NBUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 						 0.25,	0.5,	1,     2.5,  5,	    10};

@@ -245,6 +245,8 @@ static enum fcg_mroute fcg__mroute(const struct fcg_req *r)
 		return FCG_M_PUBLISH_POST;
 	if (r->route == FCG_ROUTE_MESSAGE && strcmp(r->method, "DELETE") == 0)
 		return FCG_M_MESSAGE_DELETE;
+	if (r->route == FCG_ROUTE_BANS || r->route == FCG_ROUTE_BAN)
+		return FCG_M_BANS;
 	return FCG_M_OTHER;
 }
 

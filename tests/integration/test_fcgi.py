@@ -639,6 +639,7 @@ def metrics_count_requests_by_route_and_status():
         assert post(bcast(message={"i": i}), path="/v1/streams/%s/messages" % stream).status == 201
     assert t.request(P, "GET", PATH + "?widget_key=" + S.widget_key, token=TOK).status == 200
     assert t.request(P, "GET", "/v1/nope", token=TOK).status == 404
+    assert t.request(P, "PUT", "/v1/bans/someone", token=TOK).status == 403  # not an admin
     # (not rejected(): snapshots of rtw_idempotency hold memoryview reprs with addresses)
     assert_error(post(bcast(type="shout")), 400, "unknown_type")
     after = metrics()
@@ -649,6 +650,7 @@ def metrics_count_requests_by_route_and_status():
     assert delta("rtw_fcgi_requests_total", route="messages_post", status="400") == 1
     assert delta("rtw_fcgi_requests_total", route="messages_get", status="200") == 1
     assert delta("rtw_fcgi_requests_total", route="other", status="404") == 1
+    assert delta("rtw_fcgi_requests_total", route="bans", status="403") == 1
     assert delta("rtw_fcgi_request_duration_seconds_count", route="messages_post") == 6
     assert delta("rtw_fcgi_request_duration_seconds_bucket", route="messages_post", le="+Inf") == 6
     assert delta("rtw_fcgi_request_duration_seconds_sum", route="messages_post") > 0
