@@ -178,20 +178,6 @@ static json_t *fcg__ban_json(PGresult *res, int row)
 			 PQgetvalue(res, row, 3));
 }
 
-/* Sends j (stolen) with status, or 503 when it is NULL. */
-static void fcg__send_json(struct fcg_req *r, int status, json_t *j)
-{
-	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-
-	json_decref(j);
-	if (!text) {
-		fcg_unavailable(r);
-		return;
-	}
-	fcg_send(r, status, text, strlen(text));
-	free(text);
-}
-
 /* PUT: bans (again: a second PUT replaces the end, as rtwctl does), 200
  * with the ban; 403 forbidden when FCG_BANS_MAX bans are in force. */
 static void fcg__put(struct fcg_req *r)
@@ -211,7 +197,7 @@ static void fcg__put(struct fcg_req *r)
 	if (PQntuples(res) != 1)
 		fcg_fail(r, 403, "forbidden", NULL, "%d bans are in force already; lift some first", FCG_BANS_MAX);
 	else
-		fcg__send_json(r, 200, fcg__ban_json(res, 0));
+		fcg_send_json(r, 200, fcg__ban_json(res, 0));
 	PQclear(res);
 }
 
@@ -230,7 +216,7 @@ static void fcg__delete(struct fcg_req *r)
 		fcg_fail(r, 404, "not_found", NULL, "%s is not banned %s", r->user_id,
 			 r->stream_id[0] ? "from this stream" : "from every stream");
 	else
-		fcg__send_json(r, 200, fcg__ban_json(res, 0));
+		fcg_send_json(r, 200, fcg__ban_json(res, 0));
 	PQclear(res);
 }
 
@@ -299,7 +285,7 @@ static void fcg__list(struct fcg_req *r)
 			     "next_after", PQntuples(res) > limit ? PQgetvalue(res, n - 1, 0) : NULL)
 		 : NULL;
 	PQclear(res);
-	fcg__send_json(r, 200, j);
+	fcg_send_json(r, 200, j);
 }
 
 void fcg_handle_ban(struct fcg_req *r)

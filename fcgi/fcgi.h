@@ -227,6 +227,9 @@ struct fcg_req {
 /* Sends status + JSON body (len bytes) with the CORS, Allow and
  * Retry-After headers the request calls for. */
 void fcg_send(struct fcg_req *r, int status, const char *body, size_t len);
+/* Sends j (stolen) as the body with status; 503 when j is NULL (out of
+ * memory while building it) or cannot be written. */
+void fcg_send_json(struct fcg_req *r, int status, json_t *j);
 /* Sends the contract's error shape for err (Retry-After on 429/503). */
 void fcg_send_error(struct fcg_req *r, const struct msg_error *err);
 /* Shorthand: builds the error and sends it. */

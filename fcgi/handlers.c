@@ -843,7 +843,6 @@ void fcg_handle_get_webhook(struct fcg_req *r)
 	const char *params[1] = {r->job_id};
 	PGresult *res;
 	json_t *j;
-	char *text;
 
 	if (fcg__auth(r, NULL) != RTW_OK)
 		return;
@@ -869,14 +868,7 @@ void fcg_handle_get_webhook(struct fcg_req *r)
 		      fcg__col(res, 14, false), "response", fcg__col(res, 15, false), "result_message_id",
 		      fcg__col(res, 16, false));
 	PQclear(res);
-	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	json_decref(j);
-	if (!text) {
-		fcg_unavailable(r);
-		return;
-	}
-	fcg_send(r, 200, text, strlen(text));
-	free(text);
+	fcg_send_json(r, 200, j);
 }
 
 /* ---- GET /v1/streams/{id}/presence ---- */

@@ -81,6 +81,19 @@ void fcg_send(struct fcg_req *r, int status, const char *body, size_t len)
 		FCGX_PutStr(body, (int)len, r->w->fx.out);
 }
 
+void fcg_send_json(struct fcg_req *r, int status, json_t *j)
+{
+	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+	json_decref(j);
+	if (!text) {
+		fcg_unavailable(r);
+		return;
+	}
+	fcg_send(r, status, text, strlen(text));
+	free(text);
+}
+
 void fcg_send_error(struct fcg_req *r, const struct msg_error *err)
 {
 	char *j = msg_error_json(err);
