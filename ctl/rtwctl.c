@@ -300,6 +300,13 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 		return ctl__fail("invalid stream id", NULL);
 	if (!c->cfg.auth_secret[0])
 		return ctl__fail("auth.secret is not set", "set RTW_AUTH_SECRET or auth.secret in the config file");
+	/* a token the daemons would refuse is no use to anyone */
+	if (c->cfg.auth_max_token_ttl_s && ttl > c->cfg.auth_max_token_ttl_s) {
+		char hint[128];
+		snprintf(hint, sizeof(hint), "auth.max_token_ttl_s is %d; mint shorter tokens or raise it",
+			 c->cfg.auth_max_token_ttl_s);
+		return ctl__fail("--ttl is longer than the daemons accept", hint);
+	}
 	char *tok = tok_mint_service(c->cfg.auth_secret, strlen(c->cfg.auth_secret), user, (int64_t)time(NULL) + ttl,
 				     stream, admin, service);
 	if (!tok)

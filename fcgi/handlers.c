@@ -47,8 +47,8 @@ static int fcg__auth(struct fcg_req *r, const char *stream)
 	tok += 7;
 	while (*tok == ' ')
 		tok++;
-	if (tok_verify_rotating(cfg->auth_secret, cfg->auth_secret_previous, tok, (int64_t)time(NULL), &r->claims,
-				&why) != RTW_OK) {
+	if (tok_verify_rotating(cfg->auth_secret, cfg->auth_secret_previous, tok, (int64_t)time(NULL),
+				cfg->auth_max_token_ttl_s, &r->claims, &why) != RTW_OK) {
 		fcg_fail(r, 401, "unauthorized", NULL, "invalid token: %s", why ? why : "rejected");
 		return RTW_ERROR;
 	}

@@ -49,6 +49,9 @@ const struct cfg_option cfg_options[] = {
 	"the signing key before a rotation: still accepted when verifying tokens, never used to mint; empty when none"),
     INT("auth.anon_ttl_s", auth_anon_ttl_s, "86400", 60, 31536000,
 	"lifetime of tokens minted for anonymous SSE subscribers, seconds"),
+    INT("auth.max_token_ttl_s", auth_max_token_ttl_s, "2592000", 0, 315360000,
+	"longest a token may still be valid when presented (exp minus now), seconds: a token further out is refused "
+	"401 unauthorized, so a leaked one cannot outlive a month; 0: no cap"),
 
     OPT("http.cors_origins", CFG_STR, http_cors_origins, "",
 	"origins allowed for every widget (comma list; * for any), besides each widget's own"),
@@ -303,6 +306,12 @@ int cfg_load(struct rtw_cfg *cfg, const char *path, char *err, size_t errlen)
 	}
 	if (strcmp(cfg->auth_mode, "token") != 0 && strcmp(cfg->auth_mode, "open") != 0) {
 		snprintf(err, errlen, "invalid value for \"auth.mode\": expected token or open");
+		return RTW_ERROR;
+	}
+	/* the tokens rtw-sse mints for anonymous viewers must pass the cap */
+	if (cfg->auth_max_token_ttl_s && cfg->auth_anon_ttl_s > cfg->auth_max_token_ttl_s) {
+		snprintf(err, errlen, "\"auth.anon_ttl_s\" (%d) must not exceed \"auth.max_token_ttl_s\" (%d)",
+			 cfg->auth_anon_ttl_s, cfg->auth_max_token_ttl_s);
 		return RTW_ERROR;
 	}
 	return RTW_OK;

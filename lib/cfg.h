@@ -26,6 +26,7 @@ struct rtw_cfg {
 	char *auth_secret;
 	char *auth_secret_previous; /* verification only, during a rotation; "" when none */
 	int auth_anon_ttl_s;
+	int auth_max_token_ttl_s;
 	/* [http] shared by rtw-fcgi and rtw-sse */
 	char *http_cors_origins; /* deployment-wide allowed origins, comma list, "*" for any */
 	int http_max_body;

@@ -243,7 +243,7 @@ out:
 	return rc;
 }
 
-int tok_verify_rotating(const char *secret, const char *previous, const char *token, int64_t now,
+int tok_verify_rotating(const char *secret, const char *previous, const char *token, int64_t now, int64_t max_ttl_s,
 			struct tok_claims *out, const char **why)
 {
 	int rc = tok_verify(secret, strlen(secret), token, now, out, why);
@@ -252,6 +252,14 @@ int tok_verify_rotating(const char *secret, const char *previous, const char *to
 	 * against the previous one: any other refusal stands. */
 	if (rc != RTW_OK && previous && previous[0] && strcmp(*why, TOK_WHY_SIGNATURE) == 0)
 		rc = tok_verify(previous, strlen(previous), token, now, out, why);
+	/* A token valid for years is a credential nobody can take back short
+	 * of rotating the secret for everyone: the cap bounds what a leaked
+	 * one is worth. exp > now here, so the difference cannot overflow. */
+	if (rc == RTW_OK && max_ttl_s > 0 && out->exp - now > max_ttl_s) {
+		tok_claims_free(out);
+		*why = TOK_WHY_TOO_LONG;
+		rc = RTW_ERROR;
+	}
 	return rc;
 }
 

@@ -30,10 +30,15 @@ int tok_verify(const char *secret, size_t secret_len, const char *token, int64_t
 /* The reason tok_verify gives when the signature does not match the key. */
 #define TOK_WHY_SIGNATURE "bad token signature"
 
+/* The reason tok_verify_rotating gives for an exp beyond the cap. */
+#define TOK_WHY_TOO_LONG "token exp is further out than auth.max_token_ttl_s allows"
+
 /* tok_verify against the current key (secret, NUL-terminated), and when
  * only the signature failed and previous is non-empty, against the key
- * before a rotation (auth.secret_previous). Never used to mint. */
-int tok_verify_rotating(const char *secret, const char *previous, const char *token, int64_t now,
+ * before a rotation (auth.secret_previous). Never used to mint. Then
+ * refuses a token whose exp lies more than max_ttl_s after now
+ * (auth.max_token_ttl_s; 0: no cap). */
+int tok_verify_rotating(const char *secret, const char *previous, const char *token, int64_t now, int64_t max_ttl_s,
 			struct tok_claims *out, const char **why) RTW_WUR;
 
 void tok_claims_free(struct tok_claims *c);

@@ -241,7 +241,7 @@ static void routes__events(struct sse_conn *c, const struct sse_req *r)
 			struct tok_claims cl;
 			const char *why = NULL;
 			if (tok_verify_rotating(cfg->auth_secret, cfg->auth_secret_previous, r->token,
-						(int64_t)time(NULL), &cl, &why) != RTW_OK) {
+						(int64_t)time(NULL), cfg->auth_max_token_ttl_s, &cl, &why) != RTW_OK) {
 				char m[160];
 				snprintf(m, sizeof(m), "invalid token: %s", why ? why : "rejected");
 				sse_conn_error(c, 401, "unauthorized", NULL, NULL, m);

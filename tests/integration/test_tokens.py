@@ -5,7 +5,9 @@ Authorization header that is not "Bearer <token>" on /events is 401, never
 an anonymous identity; an open stream ends at its token's exp, so the client
 reconnects with a fresh token; during a key rotation a token signed with
 auth.secret_previous is still accepted while rtw-sse mints with the current
-key only; rtwctl token always sets exp; and a subscription with
+key only; rtwctl token always sets exp; a token valid further out than
+auth.max_token_ttl_s (30 days by default) is refused by both daemons and
+rtwctl will not mint one; and a subscription with
 ?access_token= leaves no token in nginx's or Apache's access log.
 """
 import base64
@@ -167,6 +169,28 @@ def rtwctl_token_always_expires():
         assert r.returncode != 0 and "ttl" in r.stderr, (bad, r.stderr)
     # and what it mints is accepted
     assert post(stream(), tok).status == 201
+
+
+@test
+def a_token_valid_for_years_is_refused():
+    st = stream()
+    month = 30 * 86400
+    far = rtwtest.mint(S.secret, "hank", exp=int(time.time()) + 10 * 365 * 86400)
+    r = post(st, far)
+    assert r.status == 401 and r.json["error"]["code"] == "unauthorized", r
+    assert "max_token_ttl_s" in r.json["error"]["message"], r.json
+    refused(events(st, query="access_token=" + far), 401, "unauthorized")
+    refused(events(st, query="access_token=" + far, port=S.sse_port), 401, "unauthorized")
+    # under the default cap it passes, on both daemons
+    ok = rtwtest.mint(S.secret, "hank", ttl=month - 60)
+    assert post(st, ok).status == 201
+    c = events(st, query="widget_key=%s&access_token=%s" % (S.widget_key, ok))
+    assert c.status == 200 and c.next_event()["json"]["author_id"] == "hank"
+    c.close()
+    # rtwctl refuses to mint what the daemons would refuse, and says why
+    r = S.ctl("token", "--user", "hank", "--ttl", str(month + 1), check=False)
+    assert r.returncode != 0 and "max_token_ttl_s" in r.stderr, r.stderr
+    assert S.ctl("token", "--user", "hank", "--ttl", str(month)).returncode == 0
 
 
 def _logs_hold_no_token(front, port, log):

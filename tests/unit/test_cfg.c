@@ -105,6 +105,17 @@ static void test_bad_values(void **state)
 	assert_int_equal(cfg_load(&cfg, NULL, err, sizeof(err)), RTW_ERROR);
 	cfg_free(&cfg);
 	unsetenv("RTW_AUTH_MODE");
+	/* anonymous viewers' tokens would fail the cap on every POST */
+	setenv("RTW_AUTH_ANON_TTL_S", "7200", 1);
+	setenv("RTW_AUTH_MAX_TOKEN_TTL_S", "3600", 1);
+	assert_int_equal(cfg_load(&cfg, NULL, err, sizeof(err)), RTW_ERROR);
+	assert_non_null(strstr(err, "auth.max_token_ttl_s"));
+	cfg_free(&cfg);
+	setenv("RTW_AUTH_MAX_TOKEN_TTL_S", "0", 1);
+	assert_int_equal(cfg_load(&cfg, NULL, err, sizeof(err)), RTW_OK);
+	cfg_free(&cfg);
+	unsetenv("RTW_AUTH_ANON_TTL_S");
+	unsetenv("RTW_AUTH_MAX_TOKEN_TTL_S");
 }
 
 /* Every integer option has a range that holds its default, and a value

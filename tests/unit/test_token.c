@@ -71,20 +71,43 @@ static void test_rotation(void **state)
 	char *cur = tok_mint("new-key", 7, "u", NOW + 60, NULL, false);
 	char *old_expired = tok_mint("old-key", 7, "u", NOW - 1, NULL, false);
 
-	assert_int_equal(tok_verify_rotating("new-key", "old-key", old, NOW, &c, &why), RTW_OK);
+	assert_int_equal(tok_verify_rotating("new-key", "old-key", old, NOW, 0, &c, &why), RTW_OK);
 	assert_string_equal(c.sub, "u");
 	tok_claims_free(&c);
-	assert_int_equal(tok_verify_rotating("new-key", "old-key", cur, NOW, &c, &why), RTW_OK);
+	assert_int_equal(tok_verify_rotating("new-key", "old-key", cur, NOW, 0, &c, &why), RTW_OK);
 	tok_claims_free(&c);
-	assert_int_equal(tok_verify_rotating("new-key", "", old, NOW, &c, &why), RTW_ERROR);
+	assert_int_equal(tok_verify_rotating("new-key", "", old, NOW, 0, &c, &why), RTW_ERROR);
 	assert_string_equal(why, "bad token signature");
-	assert_int_equal(tok_verify_rotating("new-key", NULL, old, NOW, &c, &why), RTW_ERROR);
-	assert_int_equal(tok_verify_rotating("new-key", "other", old, NOW, &c, &why), RTW_ERROR);
-	assert_int_equal(tok_verify_rotating("new-key", "old-key", old_expired, NOW, &c, &why), RTW_ERROR);
+	assert_int_equal(tok_verify_rotating("new-key", NULL, old, NOW, 0, &c, &why), RTW_ERROR);
+	assert_int_equal(tok_verify_rotating("new-key", "other", old, NOW, 0, &c, &why), RTW_ERROR);
+	assert_int_equal(tok_verify_rotating("new-key", "old-key", old_expired, NOW, 0, &c, &why), RTW_ERROR);
 	assert_string_equal(why, "token has expired");
 	free(old);
 	free(cur);
 	free(old_expired);
+}
+
+/* auth.max_token_ttl_s: a token valid further out than the cap is
+ * refused, whichever key signed it; one at the cap passes; 0: no cap. */
+static void test_lifetime_cap(void **state)
+{
+	struct tok_claims c;
+	const char *why;
+	char *at_cap = tok_mint("new-key", 7, "u", NOW + 3600, NULL, false);
+	char *beyond = tok_mint("new-key", 7, "u", NOW + 3601, NULL, false);
+	char *old_beyond = tok_mint("old-key", 7, "u", NOW + 10L * 366 * 86400, NULL, false);
+
+	assert_int_equal(tok_verify_rotating("new-key", NULL, at_cap, NOW, 3600, &c, &why), RTW_OK);
+	tok_claims_free(&c);
+	assert_int_equal(tok_verify_rotating("new-key", NULL, beyond, NOW, 3600, &c, &why), RTW_ERROR);
+	assert_string_equal(why, TOK_WHY_TOO_LONG);
+	assert_int_equal(tok_verify_rotating("new-key", "old-key", old_beyond, NOW, 3600, &c, &why), RTW_ERROR);
+	assert_string_equal(why, TOK_WHY_TOO_LONG);
+	assert_int_equal(tok_verify_rotating("new-key", "old-key", old_beyond, NOW, 0, &c, &why), RTW_OK);
+	tok_claims_free(&c);
+	free(at_cap);
+	free(beyond);
+	free(old_beyond);
 }
 
 static void test_expired(void **state)
@@ -281,11 +304,17 @@ static void test_hmac_vector(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_roundtrip),	 cmocka_unit_test(test_no_streams_means_any),
-	    cmocka_unit_test(test_exp_required), cmocka_unit_test(test_rotation),
-	    cmocka_unit_test(test_expired),	 cmocka_unit_test(test_wrong_secret_and_tamper),
-	    cmocka_unit_test(test_malformed),	 cmocka_unit_test(test_alg_and_claims),
-	    cmocka_unit_test(test_hmac_vector),	 cmocka_unit_test(test_service_claim),
+	    cmocka_unit_test(test_roundtrip),
+	    cmocka_unit_test(test_no_streams_means_any),
+	    cmocka_unit_test(test_exp_required),
+	    cmocka_unit_test(test_rotation),
+	    cmocka_unit_test(test_lifetime_cap),
+	    cmocka_unit_test(test_expired),
+	    cmocka_unit_test(test_wrong_secret_and_tamper),
+	    cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_alg_and_claims),
+	    cmocka_unit_test(test_hmac_vector),
+	    cmocka_unit_test(test_service_claim),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
