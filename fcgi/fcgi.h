@@ -156,6 +156,7 @@ struct fcg_worker {
 	struct fcg_gc *gc;
 	struct rtw_rl *rl;	       /* shared rate-limit buckets; NULL: no limit */
 	struct rtw_rl *rl_ip;	       /* shared per-client-address buckets of POSTs; NULL: no limit */
+	struct rtw_rl *rl_user;	       /* shared per-author buckets over all streams; NULL: no limit */
 	const struct rtw_trust *trust; /* http.trusted_proxies, read-only */
 	struct fcg_metrics *metrics;   /* shared, atomics */
 	struct fcg_widget widgets[FCG_WIDGET_CACHE];

@@ -102,10 +102,19 @@ static int fcg__widget(struct fcg_req *r, const char *key)
 	return RTW_OK;
 }
 
-/* Per (author, stream) token bucket of this process, shared by posts and
- * history reads (request and GET): 429 rate_limited with Retry-After
- * (whole seconds, rounded up) when it is empty. Checked after the widget,
- * so the answer carries the widget's CORS headers. */
+/* 429 rate_limited with Retry-After: wait_ms in whole seconds, rounded up. */
+static int fcg__rate_limited(struct fcg_req *r, uint64_t wait_ms, const char *from_whom)
+{
+	FCG_COUNT(r->w->metrics, rate_limited, 1);
+	r->retry_after = (int)((wait_ms + 999) / 1000);
+	fcg_fail(r, 429, "rate_limited", NULL, "too many requests from %s; retry in %d s", from_whom, r->retry_after);
+	return RTW_ERROR;
+}
+
+/* Per (author, stream) token bucket of this process, and per author over
+ * all streams, shared by posts and history reads (request and GET): 429
+ * when one is empty. Checked after the widget, so the answer carries the
+ * widget's CORS headers. */
 static int fcg__rate_limit(struct fcg_req *r, const char *author)
 {
 	uint64_t wait_ms;
@@ -113,13 +122,13 @@ static int fcg__rate_limit(struct fcg_req *r, const char *author)
 	/* a platform's backend speaks for many authors: no per-author bucket */
 	if (r->has_claims && r->claims.service)
 		return RTW_OK;
-	if (!r->w->rl || !(wait_ms = rtw_rl_take(r->w->rl, author, r->stream_id, rtw_now_ms())))
-		return RTW_OK;
-	FCG_COUNT(r->w->metrics, rate_limited, 1);
-	r->retry_after = (int)((wait_ms + 999) / 1000);
-	fcg_fail(r, 429, "rate_limited", NULL, "too many requests from this author on this stream; retry in %d s",
-		 r->retry_after);
-	return RTW_ERROR;
+	if (r->w->rl && (wait_ms = rtw_rl_take(r->w->rl, author, r->stream_id, rtw_now_ms())))
+		return fcg__rate_limited(r, wait_ms, "this author on this stream");
+	/* and over all streams: one identity must not write the per-stream
+	 * rate to each of a thousand streams */
+	if (r->w->rl_user && (wait_ms = rtw_rl_take(r->w->rl_user, author, "", rtw_now_ms())))
+		return fcg__rate_limited(r, wait_ms, "this author");
+	return RTW_OK;
 }
 
 /* Per client address token bucket of this process (lib/clientaddr.c's
@@ -136,10 +145,7 @@ static int fcg__rate_limit_addr(struct fcg_req *r)
 	rtw_client_key(r->w->trust, r->remote_addr, r->forwarded_for, key);
 	if (!(wait_ms = rtw_rl_take(r->w->rl_ip, key, "addr", rtw_now_ms())))
 		return RTW_OK;
-	FCG_COUNT(r->w->metrics, rate_limited, 1);
-	r->retry_after = (int)((wait_ms + 999) / 1000);
-	fcg_fail(r, 429, "rate_limited", NULL, "too many requests from this address; retry in %d s", r->retry_after);
-	return RTW_ERROR;
+	return fcg__rate_limited(r, wait_ms, "this address");
 }
 
 /* A service token speaks for the platform, which decides for itself whom

@@ -44,6 +44,23 @@ static void fcg__wake(int sig)
 	(void)sig; /* only there to make a blocked read return EINTR */
 }
 
+/* One of the process's token-bucket tables, shared by all workers (left
+ * NULL when rate is 0: that limit is off). Seeded at random, so nobody can
+ * aim keys at one set of buckets. */
+static int fcg__rate_limiter(int rate, int burst, const char *what, struct rtw_rl **out)
+{
+	uint64_t seed;
+
+	if (rate <= 0)
+		return RTW_OK;
+	if (rtw_random(&seed, sizeof(seed)) != RTW_OK || !(*out = rtw_rl_new(rate, burst, FCG_RL_BUCKETS, seed))) {
+		log_error("could not set up the rate limiter");
+		return RTW_ERROR;
+	}
+	log_info("rate limit: %d %s, burst %d (per process)", rate, what, burst);
+	return RTW_OK;
+}
+
 static void *fcg__worker_main(void *arg)
 {
 	struct fcg_worker *w = arg;
@@ -68,7 +85,7 @@ int main(int argc, char **argv)
 	struct fcg_worker *workers = NULL;
 	pthread_t *tids = NULL;
 	struct fcg_gc *gc = NULL;
-	struct rtw_rl *rl = NULL, *rl_ip = NULL;
+	struct rtw_rl *rl = NULL, *rl_ip = NULL, *rl_user = NULL;
 	struct rtw_trust trust = {NULL, 0};
 	struct fcg_metrics *metrics = NULL;
 	struct fcg_health *health = NULL;
@@ -135,31 +152,18 @@ int main(int argc, char **argv)
 		log_error("out of memory");
 		goto out;
 	}
-	if (cfg.fcgi_rate_limit_per_s > 0) {
-		uint64_t seed;
-		if (rtw_random(&seed, sizeof(seed)) != RTW_OK ||
-		    !(rl = rtw_rl_new(cfg.fcgi_rate_limit_per_s, cfg.fcgi_rate_limit_burst, FCG_RL_BUCKETS, seed))) {
-			log_error("could not set up the rate limiter");
-			goto out;
-		}
-		log_info("rate limit: %d messages/s per author and stream, burst %d (per process)",
-			 cfg.fcgi_rate_limit_per_s, cfg.fcgi_rate_limit_burst);
-	}
+	if (fcg__rate_limiter(cfg.fcgi_rate_limit_per_s, cfg.fcgi_rate_limit_burst, "messages/s per author and stream",
+			      &rl) != RTW_OK ||
+	    fcg__rate_limiter(cfg.fcgi_rate_limit_per_user_per_s, cfg.fcgi_rate_limit_per_user_burst,
+			      "messages/s per author over all streams", &rl_user) != RTW_OK)
+		goto out;
 	if (rtw_trust_parse(cfg.http_trusted_proxies, &trust, err, sizeof(err)) != RTW_OK) {
 		log_error("%s", err);
 		goto out;
 	}
-	if (cfg.fcgi_rate_limit_per_ip_per_s > 0) {
-		uint64_t seed;
-		if (rtw_random(&seed, sizeof(seed)) != RTW_OK ||
-		    !(rl_ip = rtw_rl_new(cfg.fcgi_rate_limit_per_ip_per_s, cfg.fcgi_rate_limit_per_ip_burst,
-					 FCG_RL_BUCKETS, seed))) {
-			log_error("could not set up the rate limiter");
-			goto out;
-		}
-		log_info("rate limit: %d POSTs/s per client address, burst %d (per process)",
-			 cfg.fcgi_rate_limit_per_ip_per_s, cfg.fcgi_rate_limit_per_ip_burst);
-	}
+	if (fcg__rate_limiter(cfg.fcgi_rate_limit_per_ip_per_s, cfg.fcgi_rate_limit_per_ip_burst,
+			      "POSTs/s per client address", &rl_ip) != RTW_OK)
+		goto out;
 	if (cfg.fcgi_health_listen[0]) {
 		/* A clash on this side port must not stop ingest: report it loudly, go on. */
 		if (!(health = fcg_health_start(&cfg, metrics, err, sizeof(err))))
@@ -175,6 +179,7 @@ int main(int argc, char **argv)
 		w->gc = gc;
 		w->rl = rl;
 		w->rl_ip = rl_ip;
+		w->rl_user = rl_user;
 		w->trust = &trust;
 		w->metrics = metrics;
 		w->db.metrics = metrics;
@@ -257,6 +262,7 @@ out:
 	fcg_health_stop(health);
 	rtw_rl_free(rl);
 	rtw_rl_free(rl_ip);
+	rtw_rl_free(rl_user);
 	rtw_trust_free(&trust);
 	free(metrics);
 	fcg_gc_free(gc);

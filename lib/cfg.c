@@ -76,6 +76,12 @@ const struct cfg_option cfg_options[] = {
 	"rate_limited above; 0 disables)"),
     INT("fcgi.rate_limit_burst", fcgi_rate_limit_burst, "100", 1, 1000000,
 	"messages and history reads an author may send to one stream at once before fcgi.rate_limit_per_s applies"),
+    INT("fcgi.rate_limit_per_user_per_s", fcgi_rate_limit_per_user_per_s, "100", 0, 1000000,
+	"messages and history reads per second each author may send over all streams together, per rtw-fcgi "
+	"process (429 rate_limited above; 0 disables)"),
+    INT("fcgi.rate_limit_per_user_burst", fcgi_rate_limit_per_user_burst, "200", 1, 1000000,
+	"messages and history reads an author may send over all streams at once before "
+	"fcgi.rate_limit_per_user_per_s applies"),
     INT("fcgi.rate_limit_per_ip_per_s", fcgi_rate_limit_per_ip_per_s, "100", 0, 1000000,
 	"POSTs per second from one client address, per rtw-fcgi process, whatever the author "
 	"(429 rate_limited above; 0 disables)"),

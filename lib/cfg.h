@@ -42,6 +42,8 @@ struct rtw_cfg {
 	int fcgi_rate_limit_burst;
 	int fcgi_rate_limit_per_ip_per_s;
 	int fcgi_rate_limit_per_ip_burst;
+	int fcgi_rate_limit_per_user_per_s;
+	int fcgi_rate_limit_per_user_burst;
 	char *fcgi_health_listen;
 	/* [history] */
 	int history_default_limit;

@@ -333,6 +333,7 @@ class Stack:
             "RTW_FCGI_HEALTH_LISTEN": "",
             "RTW_FCGI_RATE_LIMIT_PER_S": "0",
             "RTW_FCGI_RATE_LIMIT_PER_IP_PER_S": "0",
+            "RTW_FCGI_RATE_LIMIT_PER_USER_PER_S": "0",
             "RTW_SSE_ANON_PER_IP_PER_MIN": "0",
         })
         if extra_env:

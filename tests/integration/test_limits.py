@@ -7,7 +7,9 @@ loopback as their proxy, count each address on its own. Covers: one
 address cannot hold more than sse.max_per_ip streams (another address
 can); anonymous identities minted per address are limited; after the
 per-author 429, fresh anonymous identities do not get around the
-per-address POST limit (issue 10's attack); X-Forwarded-For from a peer
+per-address POST limit (issue 10's attack); one identity spreading its
+POSTs over many streams and addresses meets the per-author limit over all
+streams; X-Forwarded-For from a peer
 that is not a trusted proxy is ignored (rtw-sse directly), and a client's
 own X-Forwarded-For never crosses nginx; nginx's own limit_req refusal is
 the contract's JSON 429.
@@ -26,10 +28,12 @@ MAX_PER_IP = 3
 ANON_PER_MIN = 4
 AUTHOR_BURST = 3
 ADDR_BURST = 8
+USER_BURST = 6
 S = rtwtest.Stack()
 S.nginx_req_rate = "100000r/s"
 S.start_fcgi(env={"RTW_FCGI_RATE_LIMIT_PER_S": "1", "RTW_FCGI_RATE_LIMIT_BURST": str(AUTHOR_BURST),
-                  "RTW_FCGI_RATE_LIMIT_PER_IP_PER_S": "1", "RTW_FCGI_RATE_LIMIT_PER_IP_BURST": str(ADDR_BURST)})
+                  "RTW_FCGI_RATE_LIMIT_PER_IP_PER_S": "1", "RTW_FCGI_RATE_LIMIT_PER_IP_BURST": str(ADDR_BURST),
+                  "RTW_FCGI_RATE_LIMIT_PER_USER_PER_S": "1", "RTW_FCGI_RATE_LIMIT_PER_USER_BURST": str(USER_BURST)})
 S.start_sse(env={"RTW_SSE_MAX_PER_IP": str(MAX_PER_IP), "RTW_SSE_ANON_PER_IP_PER_MIN": str(ANON_PER_MIN)})
 HTTP = S.start_nginx()
 wait_for(lambda: request(S.sse_port, "GET", "/healthz").status == 200, 20, "rtw-sse healthy")
@@ -209,6 +213,29 @@ def fresh_identities_do_not_get_around_the_address_limit():
     status, _, body = post(address(), st, s.init["message"]["token"])
     s.close()
     assert status == 201, body
+
+
+@test
+def one_identity_over_many_streams_is_limited():
+    """Under the per-stream limit on every stream and the per-address limit
+    on every address, one token still has its own bucket over all streams."""
+    tok = S.token("spreader-%d" % os.getpid())
+    t0 = time.time()
+    accepted, refusal = 0, None
+    for _ in range(USER_BURST + 10):
+        status, retry, body = post(address(), stream(), tok)
+        if status == 201:
+            accepted += 1
+            continue
+        assert status == 429 and body["error"]["code"] == "rate_limited" and int(retry) >= 1, body
+        refusal = body["error"]["message"]
+        break
+    elapsed = time.time() - t0
+    assert refusal is not None, "one identity wrote %d messages over as many streams" % accepted
+    assert "this author;" in refusal, refusal  # not the per-stream or the per-address bucket
+    assert USER_BURST <= accepted <= USER_BURST + math.ceil(elapsed) + 1, (accepted, elapsed)
+    # another identity, same streams and addresses aside, is not affected
+    assert post(address(), stream(), S.token("bystander-%d" % os.getpid()))[0] == 201
 
 
 @test
