@@ -1,15 +1,17 @@
 #!/usr/bin/python3
 """bench/nodes.py: PostgreSQL's work per message as the number of rtw-sse
 processes on one primary grows (issue 13 item 2, issue 15), with every
-process tailing alone (sse.shared_tail = false) and with the shared tail
-(true) side by side.
+process tailing alone (sse.shared_tail = false), with the shared tail
+(true) and with the host relay on top of it (relay: sse.relay set, so one
+process of the host tails and feeds the others over a unix socket) side
+by side.
 
 One throwaway stack (tests/integration/rtwtest.py: PostgreSQL with
 pg_stat_statements, rtw-fcgi, nginx) and, for each count K, K rtw-sse
 processes on their own ports, each with one subscriber on stream
 bench<i % 10> (so with 10 or more processes every stream is served
 somewhere, and each process serves one stream in ten). For each K and
-each repetition the two modes run one after the other (the processes are
+each repetition the modes run one after the other (the processes are
 restarted in the other mode): an idle phase (nothing posted: the polls
 only) and a publishing phase (messages posted one by one at a fixed rate
 through nginx over 10 streams, one commit each). It prints one row per K
@@ -22,7 +24,7 @@ the message's stream) p50/p99. Measures; never fails on a number. The
 machine is shared: read ratios, not absolutes.
 
 usage: RTW_BUILDDIR=$PWD/build/dev python3 bench/nodes.py [--counts 1,4,16,64]
-       [--messages 200] [--rate 50] [--idle-s 5] [--reps 3] [--modes false,true]
+       [--messages 200] [--rate 50] [--idle-s 5] [--reps 3] [--modes false,true,relay]
 """
 import argparse
 import os
@@ -112,7 +114,8 @@ def main():
     ap.add_argument("--rate", type=float, default=50.0)
     ap.add_argument("--idle-s", type=float, default=5.0)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--modes", default="false,true", help="sse.shared_tail values, run alternately")
+    ap.add_argument("--modes", default="false,true,relay",
+                    help="sse.shared_tail values, or relay (shared tail and sse.relay), run alternately")
     a = ap.parse_args()
 
     st = rtwtest.Stack(extra_env={"RTW_FCGI_WORKERS": "4", "RTW_LOG_LEVEL": "warn"})
@@ -134,7 +137,9 @@ def main():
         while len(running) < k:
             name = "rtw-sse-%d" % len(running)
             p = rtwtest.free_port()
-            st.start_sse(name=name, port=p, env={"RTW_SSE_SHARED_TAIL": mode})
+            env = {"RTW_SSE_SHARED_TAIL": "true", "RTW_SSE_RELAY": "rtw-bench-relay-%d" % os.getpid()} \
+                if mode == "relay" else {"RTW_SSE_SHARED_TAIL": mode}
+            st.start_sse(name=name, port=p, env=env)
             running.append((name, p))
         while len(running) > k:
             st.daemons.pop(running.pop()[0]).stop()
@@ -187,11 +192,11 @@ def main():
                     "want": sum(1 for i in range(k) for n in range(m) if n % STREAMS == i % STREAMS),
                 }
                 results.setdefault((k, mode), []).append(row)
-                print("# K=%d shared_tail=%s rep %d: %s (load %s)" % (k, mode, rep + 1, row,
+                print("# K=%d mode=%s rep %d: %s (load %s)" % (k, mode, rep + 1, row,
                       " ".join(open("/proc/loadavg").read().split()[:3])), flush=True)
 
     print("load average at the end: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))
-    print("| rtw-sse procs | shared_tail | idle q/s | idle sse-backend CPU ms/s | horizon tails/msg | ranges/msg "
+    print("| rtw-sse procs | mode | idle q/s | idle sse-backend CPU ms/s | horizon tails/msg | ranges/msg "
           "| probes/msg | sse-backend CPU µs/msg | all-PostgreSQL CPU µs/msg | latency p50 ms | latency p99 ms "
           "| delivered/expected |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

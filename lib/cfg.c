@@ -127,6 +127,9 @@ const struct cfg_option cfg_options[] = {
     OPT("sse.shared_tail", CFG_BOOL, sse_shared_tail, "true",
 	"one process per database (the leader) computes the settled horizon and publishes it on rtw_settled, the "
 	"others read behind it; false: every process tails on its own"),
+    OPT("sse.relay", CFG_STR, sse_relay, "",
+	"name of the host relay (an abstract unix socket, one name per database): one process of the host tails and "
+	"streams the settled rows to the others, which then neither LISTEN nor tail (empty: every process on its own)"),
 
     SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),
     OPT("webhook.allow_hosts", CFG_STR, webhook_allow_hosts, "",

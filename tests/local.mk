@@ -188,6 +188,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_cells.py \
 	tests/integration/test_failover.py \
 	tests/integration/test_shared_tail.py \
+	tests/integration/test_relay.py \
 	tests/integration/test_observability.py \
 	tests/integration/test_logs.py \
 	tests/integration/test_browser.py

@@ -1,0 +1,165 @@
+"""test_relay: the host relay (sse.relay, doc/scaling.md "PostgreSQL's work
+per rtw-sse process"): one rtw-sse process of the host holds the relay's
+name and streams every settled row to the others, which neither LISTEN
+nor tail while it feeds them.
+
+Three rtw-sse processes with one relay name (unique to this run), rtw-fcgi
+behind nginx for the POSTs, subscribers straight on each rtw-sse. Checks,
+each through the real stack:
+
+- exactly one process serves the relay and the others are attached; every
+  process delivers every message of a stream exactly once in stream order,
+  the attached ones from the relay's batches (rtw_sse_relay_rows_total);
+- a process started later attaches and delivers from its own position;
+- the server SIGKILLed mid-stream: the others still deliver every message
+  exactly once in order (they tail on their own, then one serves and the
+  rest attach to it).
+
+Run: RTW_BUILDDIR=$PWD/build/test /usr/bin/python3 tests/integration/test_relay.py
+"""
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rtwtest  # noqa: E402
+from rtwtest import SSEClient, request, test, wait_for  # noqa: E402
+
+WAIT = 60.0  # only ever a bound on waiting, never an assertion
+RELAY = "rtw-test-relay-%d" % os.getpid()
+SERVING, ATTACHED = 2, 3
+
+S = rtwtest.Stack()
+S.start_fcgi()
+PORT = S.start_nginx()
+TOKEN = S.token("alice")
+PROCS = {}  # name -> port
+
+
+def start(name):
+    port = rtwtest.free_port()
+    S.start_sse(name=name, port=port, env={"RTW_SSE_POLL_INTERVAL_MS": "300", "RTW_SSE_RELAY": RELAY})
+    PROCS[name] = port
+    return port
+
+
+for _n in ("sse-a", "sse-b", "sse-c"):
+    start(_n)
+
+
+def metric(port, name):
+    body = request(port, "GET", "/metrics").body.decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def alive():
+    return {n: p for n, p in PROCS.items() if S.daemons[n].running()}
+
+
+def states():
+    return {n: metric(p, "rtw_sse_relay_state") for n, p in alive().items()}
+
+
+def one_server():
+    """The serving process once exactly one serves and every other is attached."""
+    def settled():
+        st = states()
+        return sorted(st.values()) == [SERVING] + [ATTACHED] * (len(st) - 1)
+    wait_for(settled, WAIT, "one relay server, the rest attached")
+    return [n for n, s in states().items() if s == SERVING][0]
+
+
+def subscribe(port, stream):
+    c = SSEClient(port, "/v1/streams/%s/events" % stream, headers={"Authorization": "Bearer " + TOKEN})
+    assert c.status == 200, (c.status, c.body_text())
+    init = c.next_event(WAIT)
+    assert init["json"]["type"] == "init", init
+    return c
+
+
+def post(stream, n):
+    r = request(PORT, "POST", "/v1/streams/%s/messages" % stream,
+                {"type": "broadcast", "widget_key": S.widget_key, "timestamp": n, "message": {"n": n}}, token=TOKEN)
+    assert r.status == 201, (r.status, r.body)
+    return r.json["id"]
+
+
+def stored(stream):
+    """The stream's ids in stream order."""
+    return [r[0] for r in S.pg.query("SELECT id::text FROM rtw_messages WHERE stream_id = %s ORDER BY xid, id",
+                                     (stream, ))]
+
+
+def received(c, n):
+    return [c.next_event(WAIT)["id"] for _ in range(n)]
+
+
+@test
+def one_server_feeds_the_others():
+    server = one_server()
+    subs = {n: subscribe(p, "r1") for n, p in PROCS.items()}
+    rows = {n: metric(p, "rtw_sse_relay_rows_total") for n, p in PROCS.items()}
+    ids = [post("r1", i) for i in range(20)]
+    assert sorted(stored("r1"), key=int) == sorted(ids, key=int)
+    for n, c in subs.items():
+        assert received(c, 20) == stored("r1"), n
+        c.close()
+    for n, p in PROCS.items():
+        if n != server:
+            assert metric(p, "rtw_sse_relay_rows_total") > rows[n], n
+    assert metric(PROCS[server], "rtw_sse_relay_peers") == 2
+
+
+@test
+def a_late_process_attaches():
+    server = one_server()
+    before = [post("r2", i) for i in range(5)]
+    port = start("sse-d")
+    assert one_server() == server
+    c = subscribe(port, "r2")
+    ids = [post("r2", 5 + i) for i in range(5)]
+    assert received(c, 5) == ids
+    assert stored("r2") == before + ids
+    c.close()
+
+
+@test
+def server_killed_mid_stream():
+    server = one_server()
+    stream = "r3"
+    survivors = [n for n in alive() if n != server]
+    subs = {n: subscribe(PROCS[n], stream) for n in survivors}
+    total, kill_at = 60, 20
+    acked = []
+
+    def publish():
+        for i in range(total):
+            acked.append(post(stream, i))
+            time.sleep(0.02)  # spread over about a second: the kill lands mid-stream
+
+    t = threading.Thread(target=publish)
+    t.start()
+    wait_for(lambda: len(acked) >= kill_at, WAIT, "%d acknowledged" % kill_at)
+    S.daemons[server].kill()
+    t.join(WAIT)
+    assert len(acked) == total, len(acked)
+    order = stored(stream)
+    assert sorted(order, key=int) == sorted(acked, key=int), (order, acked)
+    for n, c in subs.items():
+        got = received(c, total)
+        assert got == order, (n, got, order)
+    new = one_server()
+    assert new in survivors, (new, survivors)
+    # and the new arrangement delivers as well
+    ids = [post(stream, total + i) for i in range(5)]
+    for n, c in subs.items():
+        assert received(c, 5) == ids, n
+        c.close()
+
+
+if __name__ == "__main__":
+    rtwtest.main()
