@@ -128,8 +128,8 @@ const struct cfg_option cfg_options[] = {
 	"one process per database (the leader) computes the settled horizon and publishes it on rtw_settled, the "
 	"others read behind it; false: every process tails on its own"),
     OPT("sse.relay", CFG_STR, sse_relay, "",
-	"name of the host relay (an abstract unix socket, one name per database): one process of the host tails and "
-	"streams the settled rows to the others, which then neither LISTEN nor tail (empty: every process on its own)"),
+	"host relay name (abstract unix socket; one per database): one process per host tails and streams settled rows "
+	"to the others, which neither LISTEN nor tail (empty: none)"),
 
     SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),
     OPT("webhook.allow_hosts", CFG_STR, webhook_allow_hosts, "",
