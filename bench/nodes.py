@@ -20,8 +20,11 @@ and mode, medians over the repetitions: rtw-sse statements per message
 rtw-sse backends and of every PostgreSQL process (from /proc/<pid>/stat;
 the idle rate subtracted) per message and per idle second, and delivery
 latency (POST sent to event read by the subscriber, every subscriber of
-the message's stream) p50/p99. Measures; never fails on a number. The
-machine is shared: read ratios, not absolutes.
+the message's stream) p50/p99; then, per mode, a "target:" line with
+PostgreSQL's CPU per message at the fewest and the most processes and the
+slope between them (issue 15: it must not grow linearly). Measures;
+never fails on a number. The machine is shared: read ratios, not
+absolutes.
 
 usage: RTW_BUILDDIR=$PWD/build/dev python3 bench/nodes.py [--counts 1,4,16,64]
        [--messages 200] [--rate 50] [--idle-s 5] [--reps 3] [--modes false,true,relay]
@@ -206,6 +209,19 @@ def main():
         print("| %d | %s | %.1f | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %.1f | %.1f | %d/%d |" %
               (k, mode, med("idle_q"), med("idle_cpu"), med("tails"), med("ranges"), med("probes"), med("cpu"),
                med("all"), med("p50"), med("p99"), sum(r["got"] for r in rows), sum(r["want"] for r in rows)))
+    # issue 15's last target: PostgreSQL's CPU per message must not grow
+    # linearly with the number of processes. The slope (µs per message per
+    # extra process, from the fewest to the most processes) says it.
+    ks = sorted({k for k, _ in results})
+    if len(ks) > 1:
+        lo, hi = ks[0], ks[-1]
+        for mode in a.modes.split(","):
+            if (lo, mode) in results and (hi, mode) in results:
+                c_lo = statistics.median(r["all"] for r in results[(lo, mode)])
+                c_hi = statistics.median(r["all"] for r in results[(hi, mode)])
+                print("target: PostgreSQL CPU per message, %d -> %d rtw-sse processes, mode %s: %.0f -> %.0f µs/msg "
+                      "(%.2fx; %.0f µs per extra process)" % (lo, hi, mode, c_lo, c_hi, c_hi / max(c_lo, 1.0),
+                                                              (c_hi - c_lo) / (hi - lo)))
     st.stop_all()
 
 

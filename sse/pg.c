@@ -77,6 +77,11 @@ static const char pg__probe_sql[] =
     "SELECT pg_try_advisory_lock(" PG_LEADER_LOCK "),"
     " EXISTS (SELECT 1 FROM rtw_messages m WHERE (m.xid, m.id) > ($1::xid8, $2::bigint))";
 
+/* An attached process's poll (sse.relay): the probe's shape, never the
+ * lock (a leader does not stay attached). */
+static const char pg__behind_sql[] =
+    "SELECT false, EXISTS (SELECT 1 FROM rtw_messages m WHERE (m.xid, m.id) > ($1::xid8, $2::bigint))";
+
 /* The leader's note of a settled range (the payload: sse.h, SSE_NOTE_MAX).
  * A NOTIFY takes an xid, so its commit would wait for the WAL flush (and a
  * synchronous standby): a note is lost with the server anyway, so it does
@@ -147,6 +152,7 @@ static const struct {
     {"sse_tail", pg__tail_sql, 3},
     {"sse_range", pg__range_sql, 5},
     {"sse_probe", pg__probe_sql, 2},
+    {"sse_behind", pg__behind_sql, 2},
     {"sse_note", pg__note_sql, 1},
     {"sse_cursor", pg__cursor_sql, 0},
     {"sse_catchup", pg__catchup_sql, 9},
@@ -207,9 +213,7 @@ static void pg__timer(void *arg)
 {
 	struct sse_ctx *ctx = arg;
 
-	if (sse_relay_attached(ctx))
-		return; /* the relay's server polls */
-	if (ctx->cfg->sse_shared_tail && !ctx->leader)
+	if (sse_relay_attached(ctx) || (ctx->cfg->sse_shared_tail && !ctx->leader))
 		ctx->probe_wanted = true;
 	else
 		pg__want_tail(ctx);
@@ -454,12 +458,12 @@ static bool pg__send_shared(struct sse_ctx *ctx)
 		pg__sent(ctx, rtw_pgconn_send_query(&ctx->pg, "UNLISTEN rtw_settled; LISTEN rtw_messages"));
 		return true;
 	}
-	if (ctx->probe_wanted && !ctx->leader && !sse_relay_attached(ctx)) {
+	if (ctx->probe_wanted && !ctx->leader) {
 		char xid[24], id[24];
 		const char *v[2] = {xid, id};
 		ctx->probe_wanted = false;
 		pg__pos_text(ctx->cursor, xid, id);
-		pg__send_prepared(ctx, SSE_Q_PROBE, "sse_probe", 2, v);
+		pg__send_prepared(ctx, SSE_Q_PROBE, sse_relay_attached(ctx) ? "sse_behind" : "sse_probe", 2, v);
 		return true;
 	}
 	return false;
@@ -777,7 +781,11 @@ static void pg__probe_result(struct sse_ctx *ctx, PGresult *res)
 	bool behind = PQntuples(res) == 1 && PQgetvalue(res, 0, 1)[0] == 't';
 
 	if (sse_relay_attached(ctx)) {
-		return; /* attached meanwhile: the relisten drops a lock won */
+		/* a lock won while attaching is dropped by the relisten; a
+		 * server silent for a whole interval while rows wait may be
+		 * stuck: on our own for a while */
+		if (behind && rtw_loop_now(&ctx->loop) - ctx->settled_heard_ms >= poll)
+			sse_relay_leave(ctx, "silent while rows wait");
 	} else if (won) {
 		ctx->leader = true;
 		ctx->m.leader_takes++;

@@ -12,7 +12,8 @@
  *
  * States: OFF (no sse.relay), DETACHED (retrying every
  * sse.poll_interval_ms; PostgreSQL-active meanwhile), SERVING (holds the
- * name; PostgreSQL-active), ATTACHED (fed by the server). The name is a
+ * name; PostgreSQL-active), ATTACHED (fed by the server; pg.c's poll
+ * leaves a server silent while rows wait, for RELAY_LEAVE_POLLS). The name is a
  * Linux abstract socket, so it is released when its holder dies and
  * binding it elects the server; both sides check that the peer runs under
  * the same uid (SO_PEERCRED), so no other user can read the rows or feed
@@ -44,6 +45,8 @@
 /* The largest record accepted: a batch of sse.batch_rows big messages. */
 #define RELAY_REC_MAX ((size_t)256 << 20)
 #define RELAY_READ 65536
+/* Poll intervals a process that left a silent server stays on its own. */
+#define RELAY_LEAVE_POLLS 10
 
 struct relay_peer {
 	struct rtw_io io;
@@ -355,6 +358,8 @@ static void relay__try(struct sse_relay *r)
 		goto close;
 	r->in_len = 0;
 	r->attaches++;
+	r->ctx->bans.wanted = true;				/* a change may have gone unheard meanwhile */
+	r->ctx->settled_heard_ms = rtw_loop_now(&r->ctx->loop); /* silence counts from now */
 	relay__set_state(r, SSE_RELAY_ATTACHED);
 	return;
 close:
@@ -382,6 +387,22 @@ static void relay__detach(struct sse_relay *r, const char *why)
 	r->in_len = 0;
 	relay__set_state(r, SSE_RELAY_DETACHED);
 	relay__try(r);
+}
+
+void sse_relay_leave(struct sse_ctx *ctx, const char *why)
+{
+	struct sse_relay *r = &ctx->relay;
+
+	if (r->state != SSE_RELAY_ATTACHED)
+		return;
+	log_warn("relay %s: left the server (%s)", r->name, why);
+	r->leaves++;
+	relay__close_fd(r);
+	r->in_len = 0;
+	relay__set_state(r, SSE_RELAY_DETACHED);
+	/* a stopped server still accepts: come back only after a while */
+	if (rtw_timer_start(&r->timer, RELAY_LEAVE_POLLS * (uint64_t)ctx->cfg->sse_poll_interval_ms, 0) != RTW_OK)
+		log_error("relay %s: could not arm the retry timer: %s", r->name, strerror(errno));
 }
 
 static void relay__timer(void *arg)

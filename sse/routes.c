@@ -434,6 +434,9 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 			  (double)ctx->relay.npeers);
 	rtw_metrics_counter(&w, "rtw_sse_relay_rows_total", "Rows dispatched from the host relay's batches.",
 			    m->relay_rows);
+	rtw_metrics_counter(&w, "rtw_sse_relay_leaves_total",
+			    "Times this process left the relay's server: silent for a poll interval while rows waited.",
+			    ctx->relay.leaves);
 	routes__presence_metrics(ctx, &w);
 	rtw_probe_metrics(&w, &reply);
 	if (reply.status != 200)

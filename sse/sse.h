@@ -463,6 +463,7 @@ struct sse_relay {
 	char *in; /* attached: bytes read, not yet a whole record */
 	size_t in_len, in_cap;
 	uint64_t batches, attaches; /* batches sent (serving) or received (attached); attaches */
+	uint64_t leaves;	    /* servers left for their silence (sse_relay_leave) */
 };
 
 /* The bans in force (bans.c). At most SSE_BANS_MAX are held; beyond, a
@@ -771,6 +772,9 @@ static inline bool sse_relay_attached(const struct sse_ctx *ctx)
 /* Sends the peers the settled rows 0 .. nrows-1 of res (pg.c's tail
  * columns) that took the cursor from from to to. */
 void sse_relay_batch(struct sse_ctx *ctx, struct sse_pos from, struct sse_pos to, const PGresult *res, int nrows);
+/* Leaves the server (it was silent while rows waited): on our own for a
+ * while, then attach again. */
+void sse_relay_leave(struct sse_ctx *ctx, const char *why);
 /* Tells the peers that the bans changed (NOTIFY rtw_bans). */
 void sse_relay_bans(struct sse_ctx *ctx);
 

@@ -11,6 +11,9 @@ each through the real stack:
   process delivers every message of a stream exactly once in stream order,
   the attached ones from the relay's batches (rtw_sse_relay_rows_total);
 - a process started later attaches and delivers from its own position;
+- the server stopped (SIGSTOP) while rows arrive: the attached processes
+  notice its silence at their poll, leave it and deliver on their own,
+  everything still exactly once in order after it continues;
 - the server SIGKILLed mid-stream: the others still deliver every message
   exactly once in order (they tail on their own, then one serves and the
   rest attach to it).
@@ -18,6 +21,7 @@ each through the real stack:
 Run: RTW_BUILDDIR=$PWD/build/test /usr/bin/python3 tests/integration/test_relay.py
 """
 import os
+import signal
 import sys
 import threading
 import time
@@ -125,6 +129,28 @@ def a_late_process_attaches():
     assert received(c, 5) == ids
     assert stored("r2") == before + ids
     c.close()
+
+
+@test
+def stopped_server_peers_leave():
+    server = one_server()
+    peers = [n for n in alive() if n != server]
+    subs = {n: subscribe(PROCS[n], "r4") for n in peers}
+    leaves = {n: metric(PROCS[n], "rtw_sse_relay_leaves_total") for n in peers}
+    S.daemons[server].send_signal(signal.SIGSTOP)
+    try:
+        ids = [post("r4", i) for i in range(10)]
+        for n, c in subs.items():
+            assert received(c, 10) == ids, n
+            assert metric(PROCS[n], "rtw_sse_relay_leaves_total") > leaves[n], n
+    finally:
+        S.daemons[server].send_signal(signal.SIGCONT)
+    ids += [post("r4", 10 + i) for i in range(10)]
+    for n, c in subs.items():
+        assert received(c, 10) == ids[10:], n
+        c.close()
+    assert stored("r4") == ids
+    assert one_server() == server
 
 
 @test
