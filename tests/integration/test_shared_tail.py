@@ -29,41 +29,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rtwtest  # noqa: E402
-from rtwtest import SSEClient, request, test, wait_for  # noqa: E402
+import tailtest  # noqa: E402
+from rtwtest import test, wait_for  # noqa: E402
+from tailtest import WAIT, metric, received  # noqa: E402
 
-WAIT = 60.0  # only ever a bound on waiting, never an assertion
-POLL_MS = "300"
-
-S = rtwtest.Stack()
-S.start_fcgi()
-PORT = S.start_nginx()
-TOKEN = S.token("alice")
-PROCS = {}  # name -> port
-
-
-def start(name, env=None):
-    port = rtwtest.free_port()
-    e = {"RTW_SSE_POLL_INTERVAL_MS": POLL_MS}
-    e.update(env or {})
-    S.start_sse(name=name, port=port, env=e)
-    PROCS[name] = port
-    return port
-
+T = tailtest.Procs({"RTW_SSE_POLL_INTERVAL_MS": "300"})
+S, PROCS = T.S, T.procs
+start, alive, subscribe, post, stored = T.start, T.alive, T.subscribe, T.post, T.stored
 
 for _n in ("sse-a", "sse-b", "sse-c"):
     start(_n)
-
-
-def metric(port, name):
-    body = request(port, "GET", "/metrics").body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise KeyError(name)
-
-
-def alive():
-    return {n: p for n, p in PROCS.items() if S.daemons[n].running()}
 
 
 def leaders():
@@ -73,31 +48,6 @@ def leaders():
 def one_leader():
     wait_for(lambda: len(leaders()) == 1, WAIT, "exactly one leader")
     return leaders()[0]
-
-
-def subscribe(port, stream):
-    c = SSEClient(port, "/v1/streams/%s/events" % stream, headers={"Authorization": "Bearer " + TOKEN})
-    assert c.status == 200, (c.status, c.body_text())
-    init = c.next_event(WAIT)
-    assert init["json"]["type"] == "init", init
-    return c
-
-
-def post(stream, n):
-    r = request(PORT, "POST", "/v1/streams/%s/messages" % stream,
-                {"type": "broadcast", "widget_key": S.widget_key, "timestamp": n, "message": {"n": n}}, token=TOKEN)
-    assert r.status == 201, (r.status, r.body)
-    return r.json["id"]
-
-
-def stored(stream):
-    """The stream's ids in stream order."""
-    return [r[0] for r in S.pg.query("SELECT id::text FROM rtw_messages WHERE stream_id = %s ORDER BY xid, id",
-                                     (stream, ))]
-
-
-def received(c, n):
-    return [c.next_event(WAIT)["id"] for _ in range(n)]
 
 
 @test
