@@ -2,8 +2,12 @@
 (PostgreSQL, rtw-fcgi behind nginx for the POSTs) and several rtw-sse
 processes on their own ports, their /metrics, subscribers straight on a
 process, posts, and a stream's stored order. Not a test itself."""
+import signal
+import threading
+import time
+
 import rtwtest
-from rtwtest import SSEClient, request
+from rtwtest import SSEClient, request, wait_for
 
 WAIT = 60.0  # only ever a bound on waiting, never an assertion
 
@@ -43,6 +47,53 @@ class Procs:
                     token=self.token)
         assert r.status == 201, (r.status, r.body)
         return r.json["id"]
+
+    def kill_mid_stream(self, victim, survivors, stream, total=60, kill_at=20):
+        """Posts total messages on stream over about a second, SIGKILLs
+        the process victim after kill_at, and checks that every survivor's
+        subscriber got every message exactly once in stream order. Returns
+        the survivors' subscribers, still open."""
+        subs = {n: self.subscribe(self.procs[n], stream) for n in survivors}
+        acked = []
+
+        def publish():
+            for i in range(total):
+                acked.append(self.post(stream, i))
+                time.sleep(0.02)  # spread over about a second: the kill lands mid-stream
+
+        t = threading.Thread(target=publish)
+        t.start()
+        wait_for(lambda: len(acked) >= kill_at, WAIT, "%d acknowledged" % kill_at)
+        self.S.daemons[victim].kill()
+        t.join(WAIT)
+        assert len(acked) == total, len(acked)
+        order = self.stored(stream)
+        assert sorted(order, key=int) == sorted(acked, key=int), (order, acked)
+        for n, c in subs.items():
+            got = received(c, total)
+            assert got == order, (n, got, order)
+        return subs
+
+    def stop_mid_stream(self, victim, others, stream, counter):
+        """Stops the process victim (SIGSTOP) while 10 messages are posted
+        on stream: each of the others' subscribers gets them in order and
+        its /metrics counter grows (it noticed); then 10 more after
+        SIGCONT, and the stream holds exactly what was posted."""
+        subs = {n: self.subscribe(self.procs[n], stream) for n in others}
+        before = {n: metric(self.procs[n], counter) for n in others}
+        self.S.daemons[victim].send_signal(signal.SIGSTOP)
+        try:
+            ids = [self.post(stream, i) for i in range(10)]
+            for n, c in subs.items():
+                assert received(c, 10) == ids, n
+                assert metric(self.procs[n], counter) > before[n], (n, counter)
+        finally:
+            self.S.daemons[victim].send_signal(signal.SIGCONT)
+        ids += [self.post(stream, 10 + i) for i in range(10)]
+        for n, c in subs.items():
+            assert received(c, 10) == ids[10:], n
+            c.close()
+        assert self.stored(stream) == ids
 
     def stored(self, stream):
         """The stream's ids in stream order."""

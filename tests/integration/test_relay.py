@@ -21,10 +21,7 @@ each through the real stack:
 Run: RTW_BUILDDIR=$PWD/build/test /usr/bin/python3 tests/integration/test_relay.py
 """
 import os
-import signal
 import sys
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rtwtest  # noqa: E402
@@ -87,53 +84,19 @@ def a_late_process_attaches():
 def stopped_server_peers_leave():
     server = one_server()
     peers = [n for n in alive() if n != server]
-    subs = {n: subscribe(PROCS[n], "r4") for n in peers}
-    leaves = {n: metric(PROCS[n], "rtw_sse_relay_leaves_total") for n in peers}
-    S.daemons[server].send_signal(signal.SIGSTOP)
-    try:
-        ids = [post("r4", i) for i in range(10)]
-        for n, c in subs.items():
-            assert received(c, 10) == ids, n
-            assert metric(PROCS[n], "rtw_sse_relay_leaves_total") > leaves[n], n
-    finally:
-        S.daemons[server].send_signal(signal.SIGCONT)
-    ids += [post("r4", 10 + i) for i in range(10)]
-    for n, c in subs.items():
-        assert received(c, 10) == ids[10:], n
-        c.close()
-    assert stored("r4") == ids
+    T.stop_mid_stream(server, peers, "r4", "rtw_sse_relay_leaves_total")
     assert one_server() == server
 
 
 @test
 def server_killed_mid_stream():
     server = one_server()
-    stream = "r3"
     survivors = [n for n in alive() if n != server]
-    subs = {n: subscribe(PROCS[n], stream) for n in survivors}
-    total, kill_at = 60, 20
-    acked = []
-
-    def publish():
-        for i in range(total):
-            acked.append(post(stream, i))
-            time.sleep(0.02)  # spread over about a second: the kill lands mid-stream
-
-    t = threading.Thread(target=publish)
-    t.start()
-    wait_for(lambda: len(acked) >= kill_at, WAIT, "%d acknowledged" % kill_at)
-    S.daemons[server].kill()
-    t.join(WAIT)
-    assert len(acked) == total, len(acked)
-    order = stored(stream)
-    assert sorted(order, key=int) == sorted(acked, key=int), (order, acked)
-    for n, c in subs.items():
-        got = received(c, total)
-        assert got == order, (n, got, order)
+    subs = T.kill_mid_stream(server, survivors, "r3")
     new = one_server()
     assert new in survivors, (new, survivors)
     # and the new arrangement delivers as well
-    ids = [post(stream, total + i) for i in range(5)]
+    ids = [post("r3", 100 + i) for i in range(5)]
     for n, c in subs.items():
         assert received(c, 5) == ids, n
         c.close()

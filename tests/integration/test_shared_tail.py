@@ -24,8 +24,6 @@ Run: RTW_BUILDDIR=$PWD/build/test /usr/bin/python3 tests/integration/test_shared
 import os
 import signal
 import sys
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rtwtest  # noqa: E402
@@ -76,28 +74,8 @@ def one_leader_every_process_delivers_followers_skip():
 @test
 def leader_killed_mid_stream():
     lead = one_leader()
-    stream = "st2"
     survivors = [n for n in PROCS if n != lead and S.daemons[n].running()]
-    subs = {n: subscribe(PROCS[n], stream) for n in survivors}
-    total, kill_at = 60, 20
-    acked = []
-
-    def publish():
-        for i in range(total):
-            acked.append(post(stream, i))
-            time.sleep(0.02)  # spread over about a second: the kill lands mid-stream
-
-    t = threading.Thread(target=publish)
-    t.start()
-    wait_for(lambda: len(acked) >= kill_at, WAIT, "%d acknowledged" % kill_at)
-    S.daemons[lead].kill()
-    t.join(WAIT)
-    assert len(acked) == total, len(acked)
-    order = stored(stream)
-    assert sorted(order, key=int) == sorted(acked, key=int), (order, acked)
-    for n, c in subs.items():
-        got = received(c, total)
-        assert got == order, (n, got, order)
+    for c in T.kill_mid_stream(lead, survivors, "st2").values():
         c.close()
     new = one_leader()
     assert new in survivors, (new, survivors)
@@ -137,22 +115,8 @@ def follower_notices_a_missed_note():
 def stopped_leader_followers_tail_alone():
     lead = one_leader()
     followers = [n for n in alive() if n != lead]
-    subs = {n: subscribe(PROCS[n], "st4") for n in followers}
-    own = {n: metric(PROCS[n], "rtw_sse_tail_own_total") for n in followers}
-    S.daemons[lead].send_signal(signal.SIGSTOP)
-    try:
-        ids = [post("st4", i) for i in range(10)]
-        for n, c in subs.items():
-            assert received(c, 10) == stored("st4"), n
-            assert metric(PROCS[n], "rtw_sse_tail_own_total") > own[n], n
-    finally:
-        S.daemons[lead].send_signal(signal.SIGCONT)
-    ids += [post("st4", 10 + i) for i in range(10)]
-    for n, c in subs.items():
-        assert received(c, 10) == stored("st4")[10:], n
-        c.close()
+    T.stop_mid_stream(lead, followers, "st4", "rtw_sse_tail_own_total")
     assert one_leader() == lead
-    assert sorted(ids, key=int) == sorted(stored("st4"), key=int)
 
 
 if __name__ == "__main__":
