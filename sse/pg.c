@@ -8,7 +8,12 @@
  * the others read behind it with a plain range scan or pass ranges of
  * streams they do not serve, notice a missed note from the positions, and
  * tail alone when the leader falls silent (doc/architecture.md, "The
- * shared tail"); and the per-connection queries (handshake, catch-up
+ * shared tail"); with the host relay (relay.c, sse.relay), an attached
+ * process UNLISTENs and dispatches the server's batches instead of
+ * tailing (sse_pg_relayed), reading from PostgreSQL only a range it
+ * missed, and LISTENs again when the relay is lost, while the server
+ * hands every batch its tail reads to relay.c; and the per-connection
+ * queries (handshake, catch-up
  * batches bounded in rows and bytes) run one at a time between tail
  * queries, and only once the tail position is known, and presence.c's
  * statements when they are due, and the load of the bans in force (LISTEN

@@ -438,7 +438,8 @@ enum sse_pg_query {
  * on channel rtw_settled as "FROMXID:FROMID TOXID:TOID STREAMS" (STREAMS:
  * the range's stream ids separated by commas, or "*" when they do not
  * fit); every other process reads (cursor, TO] with a plain range scan,
- * or skips it with no query when it serves none of the streams. */
+ * or skips it with no query when it serves none of the streams (and never
+ * skips while it feeds the host relay's peers: relay.c). */
 #define SSE_NOTE_MAX 7900 /* NOTIFY payloads must stay under 8000 bytes */
 
 /* The host relay (relay.c, sse.relay). */
