@@ -1,15 +1,17 @@
 #!/usr/bin/python3
 """bench/nodes.py: PostgreSQL's work per message as the number of rtw-sse
 processes on one primary grows (issue 13 item 2, issue 15), with every
-process tailing alone (sse.shared_tail = false) and with the shared tail
-(true) side by side.
+process tailing alone (sse.shared_tail = false), with the shared tail
+(true) and with the host relay on top of it (relay: sse.relay set, so one
+process of the host tails and feeds the others over a unix socket) side
+by side.
 
 One throwaway stack (tests/integration/rtwtest.py: PostgreSQL with
 pg_stat_statements, rtw-fcgi, nginx) and, for each count K, K rtw-sse
 processes on their own ports, each with one subscriber on stream
 bench<i % 10> (so with 10 or more processes every stream is served
 somewhere, and each process serves one stream in ten). For each K and
-each repetition the two modes run one after the other (the processes are
+each repetition the modes run one after the other (the processes are
 restarted in the other mode): an idle phase (nothing posted: the polls
 only) and a publishing phase (messages posted one by one at a fixed rate
 through nginx over 10 streams, one commit each). It prints one row per K
@@ -18,11 +20,16 @@ and mode, medians over the repetitions: rtw-sse statements per message
 rtw-sse backends and of every PostgreSQL process (from /proc/<pid>/stat;
 the idle rate subtracted) per message and per idle second, and delivery
 latency (POST sent to event read by the subscriber, every subscriber of
-the message's stream) p50/p99. Measures; never fails on a number. The
-machine is shared: read ratios, not absolutes.
+the message's stream) p50/p99, and where the backends' CPU sits (the
+busiest backend, the leader's or the relay server's; the median one; the
+followers' range scans' execution time from pg_stat_statements); then,
+per mode, a "target:" line with PostgreSQL's CPU per message at the
+fewest and the most processes and the slope between them (issue 15: it
+must not grow linearly). Measures; never fails on a number. The machine
+is shared: read ratios, not absolutes.
 
 usage: RTW_BUILDDIR=$PWD/build/dev python3 bench/nodes.py [--counts 1,4,16,64]
-       [--messages 200] [--rate 50] [--idle-s 5] [--reps 3] [--modes false,true]
+       [--messages 200] [--rate 50] [--idle-s 5] [--reps 3] [--modes false,true,relay]
 """
 import argparse
 import os
@@ -54,6 +61,13 @@ def cpu_s(pids):
 
 def sse_backends(pg):
     return [r[0] for r in pg.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'rtw-sse'")]
+
+
+def range_exec_ms(pg):
+    """Execution time of the followers' range scans so far, in ms."""
+    r = pg.query("SELECT coalesce(sum(total_exec_time), 0) FROM pg_stat_statements WHERE query LIKE %s",
+                 ("%(m.xid, m.id) <= ($3::xid8%", ))
+    return float(r[0][0])
 
 
 def pg_procs(pg):
@@ -112,7 +126,8 @@ def main():
     ap.add_argument("--rate", type=float, default=50.0)
     ap.add_argument("--idle-s", type=float, default=5.0)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--modes", default="false,true", help="sse.shared_tail values, run alternately")
+    ap.add_argument("--modes", default="false,true,relay",
+                    help="sse.shared_tail values, or relay (shared tail and sse.relay), run alternately")
     a = ap.parse_args()
 
     st = rtwtest.Stack(extra_env={"RTW_FCGI_WORKERS": "4", "RTW_LOG_LEVEL": "warn"})
@@ -134,7 +149,9 @@ def main():
         while len(running) < k:
             name = "rtw-sse-%d" % len(running)
             p = rtwtest.free_port()
-            st.start_sse(name=name, port=p, env={"RTW_SSE_SHARED_TAIL": mode})
+            env = {"RTW_SSE_SHARED_TAIL": "true", "RTW_SSE_RELAY": "rtw-bench-relay-%d" % os.getpid()} \
+                if mode == "relay" else {"RTW_SSE_SHARED_TAIL": mode}
+            st.start_sse(name=name, port=p, env=env)
             running.append((name, p))
         while len(running) > k:
             st.daemons.pop(running.pop()[0]).stop()
@@ -144,10 +161,12 @@ def main():
     def phase(work, seconds):
         pids, allp = sse_backends(st.pg), pg_procs(st.pg)
         st.pg.query("SELECT pg_stat_statements_reset()")
+        each0 = {p: cpu_s([p]) for p in pids}
         c0, a0, t0 = cpu_s(pids), cpu_s(allp), time.time()
         work() if work else time.sleep(seconds)
         q = sse_stats(st.pg)
-        return {"q": q, "cpu": cpu_s(pids) - c0, "all": cpu_s(allp) - a0, "wall": time.time() - t0}
+        return {"q": q, "cpu": cpu_s(pids) - c0, "all": cpu_s(allp) - a0, "wall": time.time() - t0,
+                "each": {p: cpu_s([p]) - c for p, c in each0.items()}, "range_ms": range_exec_ms(st.pg)}
 
     results = {}
     for k in [int(x) for x in a.counts.split(",")]:
@@ -179,28 +198,50 @@ def main():
                 # is left is the cost the messages caused
                 extra = max(0.0, pub["cpu"] - idle["cpu"] / idle["wall"] * pub["wall"])
                 extra_all = max(0.0, pub["all"] - idle["all"] / idle["wall"] * pub["wall"])
+                # per rtw-sse backend: where the per-process cost sits (the
+                # busiest is the leader's or the relay server's)
+                each = sorted(max(0.0, c - idle["each"].get(p, 0.0) / idle["wall"] * pub["wall"])
+                              for p, c in pub["each"].items())
                 row = {
                     "idle_q": sum(idle["q"]) / idle["wall"], "idle_cpu": 1000 * idle["cpu"] / idle["wall"],
                     "tails": pub["q"][0] / m, "ranges": pub["q"][1] / m, "probes": pub["q"][2] / m,
                     "cpu": 1e6 * extra / m, "all": 1e6 * extra_all / m,
+                    "busiest": 1e6 * each[-1] / m if each else 0.0,
+                    "median_backend": 1e6 * statistics.median(each) / m if each else 0.0,
+                    "range_us": 1000 * pub["range_ms"] / m,
                     "p50": 1000 * pct(lat, 50), "p99": 1000 * pct(lat, 99), "got": len(lat),
                     "want": sum(1 for i in range(k) for n in range(m) if n % STREAMS == i % STREAMS),
                 }
                 results.setdefault((k, mode), []).append(row)
-                print("# K=%d shared_tail=%s rep %d: %s (load %s)" % (k, mode, rep + 1, row,
+                print("# K=%d mode=%s rep %d: %s (load %s)" % (k, mode, rep + 1, row,
                       " ".join(open("/proc/loadavg").read().split()[:3])), flush=True)
 
     print("load average at the end: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))
-    print("| rtw-sse procs | shared_tail | idle q/s | idle sse-backend CPU ms/s | horizon tails/msg | ranges/msg "
-          "| probes/msg | sse-backend CPU µs/msg | all-PostgreSQL CPU µs/msg | latency p50 ms | latency p99 ms "
+    print("| rtw-sse procs | mode | idle q/s | idle sse-backend CPU ms/s | horizon tails/msg | ranges/msg "
+          "| probes/msg | sse-backend CPU µs/msg | busiest backend µs/msg | median backend µs/msg "
+          "| range scans' execution µs/msg | all-PostgreSQL CPU µs/msg | latency p50 ms | latency p99 ms "
           "| delivered/expected |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (k, mode), rows in results.items():
         def med(key):
             return statistics.median(r[key] for r in rows)
-        print("| %d | %s | %.1f | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %.1f | %.1f | %d/%d |" %
+        print("| %d | %s | %.1f | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %.0f | %.0f | %.0f | %.1f | %.1f | %d/%d |" %
               (k, mode, med("idle_q"), med("idle_cpu"), med("tails"), med("ranges"), med("probes"), med("cpu"),
-               med("all"), med("p50"), med("p99"), sum(r["got"] for r in rows), sum(r["want"] for r in rows)))
+               med("busiest"), med("median_backend"), med("range_us"), med("all"), med("p50"), med("p99"),
+               sum(r["got"] for r in rows), sum(r["want"] for r in rows)))
+    # issue 15's last target: PostgreSQL's CPU per message must not grow
+    # linearly with the number of processes. The slope (µs per message per
+    # extra process, from the fewest to the most processes) says it.
+    ks = sorted({k for k, _ in results})
+    if len(ks) > 1:
+        lo, hi = ks[0], ks[-1]
+        for mode in a.modes.split(","):
+            if (lo, mode) in results and (hi, mode) in results:
+                c_lo = statistics.median(r["all"] for r in results[(lo, mode)])
+                c_hi = statistics.median(r["all"] for r in results[(hi, mode)])
+                print("target: PostgreSQL CPU per message, %d -> %d rtw-sse processes, mode %s: %.0f -> %.0f µs/msg "
+                      "(%.2fx; %.0f µs per extra process)" % (lo, hi, mode, c_lo, c_hi, c_hi / max(c_lo, 1.0),
+                                                              (c_hi - c_lo) / (hi - lo)))
     st.stop_all()
 
 

@@ -68,6 +68,7 @@ struct rtw_cfg {
 	int sse_presence_interval_ms;
 	int sse_coalesce_ms;
 	bool sse_shared_tail;
+	char *sse_relay; /* abstract unix socket name of the host relay; empty: none */
 	/* [webhook] */
 	char *webhook_secret;
 	char *webhook_allow_hosts; /* comma list of host:port opened even if internal */

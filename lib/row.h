@@ -23,5 +23,8 @@
  * are RTW_ROW_COLS. Every string is borrowed from res (valid until
  * PQclear); to_user_id is NULL for a broadcast. */
 void rtw_row_message(const PGresult *res, int row, int first, struct msg_stored *m);
+/* The same from the RTW_ROW_NCOLS column texts in v (borrowed; NULL: SQL
+ * NULL), e.g. a row rtw-sse's host relay passed on. */
+void rtw_row_message_v(const char *const *v, struct msg_stored *m);
 
 #endif

@@ -5,7 +5,8 @@
  * heartbeats, heap trim), signals (SIGTERM/SIGINT: end every stream and
  * exit; SIGHUP: reopen the log), the client sockets (their callback hands
  * complete heads to routes.c) and, through pg.c, the PostgreSQL socket and
- * timers, presence.c's put timer and the end of a coalescing hold
+ * timers, relay.c's sockets and retry timer (sse.relay), presence.c's
+ * put timer and the end of a coalescing hold
  * (sse.coalesce_ms, conn.c). The top tier of sse/: it calls into the other files, and none
  * calls it.
  *
@@ -217,7 +218,7 @@ int main(int argc, char **argv)
 	}
 	rtw_loop_hook_add(&ctx.loop, &ctx.pass_end, loop__pass_end, &ctx);
 	log_info("listening on %s", cfg.sse_listen);
-	if (sse_presence_start(&ctx) != RTW_OK || sse_pg_start(&ctx) != RTW_OK) {
+	if (sse_presence_start(&ctx) != RTW_OK || sse_relay_start(&ctx) != RTW_OK || sse_pg_start(&ctx) != RTW_OK) {
 		log_error("could not set up the database connection");
 		goto out_pg;
 	}
@@ -230,6 +231,7 @@ int main(int argc, char **argv)
 out_pg:
 	sse_presence_close(&ctx);
 	sse_pg_close(&ctx);
+	sse_relay_close(&ctx.relay);
 	sse_conn_free_closed(&ctx); /* after the query in flight was dropped */
 	log_info("stopped");
 out_loop:

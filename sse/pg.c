@@ -8,7 +8,12 @@
  * the others read behind it with a plain range scan or pass ranges of
  * streams they do not serve, notice a missed note from the positions, and
  * tail alone when the leader falls silent (doc/architecture.md, "The
- * shared tail"); and the per-connection queries (handshake, catch-up
+ * shared tail"); with the host relay (relay.c, sse.relay), an attached
+ * process UNLISTENs and dispatches the server's batches instead of
+ * tailing (sse_pg_relayed), reading from PostgreSQL only a range it
+ * missed, and LISTENs again when the relay is lost, while the server
+ * hands every batch its tail reads to relay.c; and the per-connection
+ * queries (handshake, catch-up
  * batches bounded in rows and bytes) run one at a time between tail
  * queries, and only once the tail position is known, and presence.c's
  * statements when they are due, and the load of the bans in force (LISTEN
@@ -76,6 +81,11 @@ static const char pg__range_sql[] = "SELECT " PG_ROW_COLS ", true FROM rtw_messa
 static const char pg__probe_sql[] =
     "SELECT pg_try_advisory_lock(" PG_LEADER_LOCK "),"
     " EXISTS (SELECT 1 FROM rtw_messages m WHERE (m.xid, m.id) > ($1::xid8, $2::bigint))";
+
+/* An attached process's poll (sse.relay): the probe's shape, never the
+ * lock (a leader does not stay attached). */
+static const char pg__behind_sql[] =
+    "SELECT false, EXISTS (SELECT 1 FROM rtw_messages m WHERE (m.xid, m.id) > ($1::xid8, $2::bigint))";
 
 /* The leader's note of a settled range (the payload: sse.h, SSE_NOTE_MAX).
  * A NOTIFY takes an xid, so its commit would wait for the WAL flush (and a
@@ -147,6 +157,7 @@ static const struct {
     {"sse_tail", pg__tail_sql, 3},
     {"sse_range", pg__range_sql, 5},
     {"sse_probe", pg__probe_sql, 2},
+    {"sse_behind", pg__behind_sql, 2},
     {"sse_note", pg__note_sql, 1},
     {"sse_cursor", pg__cursor_sql, 0},
     {"sse_catchup", pg__catchup_sql, 9},
@@ -174,6 +185,8 @@ static const char *pg__listen_sql(const struct sse_ctx *ctx, int step)
 /* Tails with the horizon itself: leader, unshared, or a follower's own. */
 static bool pg__tails_alone(const struct sse_ctx *ctx)
 {
+	if (sse_relay_attached(ctx))
+		return false; /* fed by the relay: reads only the ranges it missed */
 	return !ctx->cfg->sse_shared_tail || ctx->leader || ctx->own_tail;
 }
 
@@ -205,7 +218,7 @@ static void pg__timer(void *arg)
 {
 	struct sse_ctx *ctx = arg;
 
-	if (ctx->cfg->sse_shared_tail && !ctx->leader)
+	if (sse_relay_attached(ctx) || (ctx->cfg->sse_shared_tail && !ctx->leader))
 		ctx->probe_wanted = true;
 	else
 		pg__want_tail(ctx);
@@ -330,7 +343,7 @@ static void pg__heard_note(struct sse_ctx *ctx, const char *payload)
 		return;
 	if (sse_pos_cmp(from, ctx->cursor) != 0) {
 		ctx->m.tail_gaps++;
-	} else if (ctx->pg_q != SSE_Q_TAIL && pg__serves_none(ctx, rest)) {
+	} else if (ctx->pg_q != SSE_Q_TAIL && !sse_relay_feeding(ctx) && pg__serves_none(ctx, rest)) {
 		/* what the tail would do with these rows: nothing (it formats
 		 * none for a stream without subscribers); a stream subscribed
 		 * later starts at the cursor or catches up from the table */
@@ -347,9 +360,10 @@ static void pg__on_notify(struct rtw_pgconn *pc, const char *channel, const char
 
 	(void)pc;
 	/* sent when the loop kicks, after the pass */
-	if (strcmp(channel, "rtw_bans") == 0)
+	if (strcmp(channel, "rtw_bans") == 0) {
 		ctx->bans.wanted = true;
-	else if (strcmp(channel, "rtw_settled") == 0)
+		sse_relay_bans(ctx);
+	} else if (strcmp(channel, "rtw_settled") == 0)
 		pg__heard_note(ctx, payload);
 	else
 		pg__want_tail(ctx);
@@ -371,6 +385,10 @@ static void pg__send_setup(struct sse_ctx *ctx)
 {
 	int i;
 
+	if (ctx->pg_setup_step == 0)
+		ctx->pg_listening = !sse_relay_attached(ctx);
+	if (ctx->pg_setup_step < PG_NLISTENS && !ctx->pg_listening)
+		ctx->pg_setup_step = PG_NLISTENS; /* fed by the host relay: a listener would only be woken */
 	if (ctx->pg_setup_step == PG_NLISTENS - 1 && !ctx->cfg->sse_shared_tail)
 		ctx->pg_setup_step++; /* no followers' mark */
 	i = ctx->pg_setup_step - PG_NLISTENS;
@@ -411,14 +429,32 @@ static bool pg__send_tail(struct sse_ctx *ctx)
 	return true;
 }
 
+/* LISTENs (and the followers' mark) when the host relay was lost, none
+ * when it feeds this process: then PostgreSQL's NOTIFY does not wake this
+ * session (it wakes every listener of the database, whatever the
+ * channel). Never the leader: a leader does not attach, and a probe won
+ * while attaching is dropped here (pg_advisory_unlock_all). */
+static const char pg__listen_shared_sql[] =
+    "LISTEN rtw_settled; LISTEN rtw_bans; SELECT pg_advisory_lock_shared(" PG_FOLLOWER_LOCK ")";
+static const char pg__listen_alone_sql[] = "LISTEN rtw_messages; LISTEN rtw_bans";
+static const char pg__unlisten_sql[] = "UNLISTEN *; SELECT pg_advisory_unlock_all()";
+
 /* The shared tail's own queries, before anything else: the leader's note
- * (followers wait on it), the leader's LISTEN, a follower's probe. */
+ * (followers wait on it), the LISTENs the relay's state asks for, the
+ * leader's LISTEN, a follower's probe. */
 static bool pg__send_shared(struct sse_ctx *ctx)
 {
 	if (ctx->note_wanted) {
 		const char *v[1] = {ctx->note};
 		ctx->note_wanted = false;
 		pg__send_prepared(ctx, SSE_Q_NOTE, "sse_note", 1, v);
+		return true;
+	}
+	if (ctx->pg_listening == sse_relay_attached(ctx)) {
+		ctx->pg_q = SSE_Q_RELISTEN;
+		pg__sent(ctx, rtw_pgconn_send_query(&ctx->pg, ctx->pg_listening		  ? pg__unlisten_sql
+							      : ctx->cfg->sse_shared_tail ? pg__listen_shared_sql
+											  : pg__listen_alone_sql));
 		return true;
 	}
 	if (ctx->leader && !ctx->leader_listening) {
@@ -432,7 +468,7 @@ static bool pg__send_shared(struct sse_ctx *ctx)
 		const char *v[2] = {xid, id};
 		ctx->probe_wanted = false;
 		pg__pos_text(ctx->cursor, xid, id);
-		pg__send_prepared(ctx, SSE_Q_PROBE, "sse_probe", 2, v);
+		pg__send_prepared(ctx, SSE_Q_PROBE, sse_relay_attached(ctx) ? "sse_behind" : "sse_probe", 2, v);
 		return true;
 	}
 	return false;
@@ -583,6 +619,31 @@ static void pg__note(struct sse_ctx *ctx, struct sse_pos from, const char *strea
 	ctx->note_wanted = true;
 }
 
+/* Queues one settled row on the subscribers of its stream (or its
+ * addressee) here; epoch: created_at's, for the delivery lag. */
+static void pg__dispatch(struct sse_ctx *ctx, const struct msg_stored *m, struct sse_pos pos, const char *epoch,
+			 double now)
+{
+	struct sse_stream *st = sse_index_stream(&ctx->ix, m->stream_id);
+	const char *to = m->to_user_id;
+	struct sse_frame *f;
+	double lag;
+
+	if (st == NULL)
+		return; /* nobody listens: do not even format it */
+	if (to != NULL && sse_index_user(st, to) == NULL)
+		return;
+	if ((f = sse_frame_row(m, pos)) == NULL) {
+		log_error("could not format message %s", m->id);
+		return;
+	}
+	lag = now - strtod(epoch, NULL);
+	sse_metrics_lag(ctx, lag);
+	f->hold_until_ms = sse_conn_hold_until(ctx, lag); /* conn.c: coalescing */
+	sse_conn_dispatch(ctx, f, m->stream_id, to, m->widget_key);
+	sse_frame_unref(f);
+}
+
 static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 {
 	int n = PQntuples(res), i;
@@ -598,8 +659,6 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 	for (i = 0; i < n; i++) {
 		struct sse_pos pos;
 		struct msg_stored m;
-		const char *to;
-		struct sse_stream *st;
 
 		if (PQgetvalue(res, i, PG_COL_SETTLED)[0] != 't') {
 			ctx->m.tail_unsettled++;
@@ -613,23 +672,11 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 		ctx->m.tail_rows++;
 		if (publish)
 			pg__note_add(streams, &streams_len, m.stream_id);
-		st = sse_index_stream(&ctx->ix, m.stream_id);
-		if (st == NULL)
-			continue; /* nobody listens: do not even format it */
-		to = m.to_user_id;
-		if (to != NULL && sse_index_user(st, to) == NULL)
-			continue;
-		struct sse_frame *f = sse_frame_row(&m, pos);
-		if (f == NULL) {
-			log_error("could not format message %s", m.id);
-			continue;
-		}
-		double lag = now - strtod(PQgetvalue(res, i, PG_COL_EPOCH), NULL);
-		sse_metrics_lag(ctx, lag);
-		f->hold_until_ms = sse_conn_hold_until(ctx, lag); /* conn.c: coalescing */
-		sse_conn_dispatch(ctx, f, m.stream_id, to, m.widget_key);
-		sse_frame_unref(f);
+		pg__dispatch(ctx, &m, pos, PQgetvalue(res, i, PG_COL_EPOCH), now);
 	}
+	/* the host's other processes get the same rows (i: the settled ones) */
+	if (sse_pos_cmp(ctx->cursor, from) > 0)
+		sse_relay_batch(ctx, from, ctx->cursor, res, i);
 	/* no note when no other process holds the followers' mark */
 	if (publish && sse_pos_cmp(ctx->cursor, from) > 0 &&
 	    (PQnfields(res) <= PG_COL_ALONE || PQgetvalue(res, 0, PG_COL_ALONE)[0] != 't'))
@@ -657,6 +704,43 @@ static void pg__tail_result(struct sse_ctx *ctx, PGresult *res)
 		ctx->repoll_ms = 0;
 		pg__timer_arm(ctx, (uint64_t)ctx->cfg->sse_poll_interval_ms);
 	}
+}
+
+_Static_assert(PG_COL_EPOCH + 1 == SSE_RELAY_NCOLS, "a relayed row is the tail's columns up to the epoch");
+
+void sse_pg_relayed(struct sse_ctx *ctx, struct sse_pos from, struct sse_pos to, int nrows, const char *const *v)
+{
+	double now = (double)rtw_wall_us() / 1e6;
+
+	if (sse_pos_cmp(to, ctx->settled) > 0)
+		ctx->settled = to; /* the server read it below the horizon */
+	ctx->settled_heard_ms = rtw_loop_now(&ctx->loop);
+	if (!ctx->cursor_valid || sse_pos_cmp(to, ctx->cursor) <= 0)
+		return; /* the cursor query or a range reads up to settled */
+	if (sse_pos_cmp(from, ctx->cursor) > 0 || ctx->pg_q == SSE_Q_TAIL) {
+		/* rows before from were missed (attached late, a dropped
+		 * batch), or a range in flight will move the cursor: read
+		 * (cursor, settled] from PostgreSQL instead */
+		if (sse_pos_cmp(from, ctx->cursor) > 0)
+			ctx->m.tail_gaps++;
+		pg__want_tail(ctx);
+		return;
+	}
+	for (int i = 0; i < nrows; i++) {
+		const char *const *row = v + (size_t)i * SSE_RELAY_NCOLS;
+		struct msg_stored m;
+		struct sse_pos pos;
+
+		rtw_row_message_v(row + PG_COL_ROW, &m);
+		if (row[PG_COL_XID] == NULL || !pg__parse_pos(row[PG_COL_XID], m.id, &pos) ||
+		    sse_pos_cmp(pos, ctx->cursor) <= 0)
+			continue; /* the part of the batch dispatched already */
+		ctx->cursor = pos;
+		ctx->m.tail_rows++;
+		ctx->m.relay_rows++;
+		pg__dispatch(ctx, &m, pos, row[PG_COL_EPOCH] ? row[PG_COL_EPOCH] : "0", now);
+	}
+	ctx->cursor = to; /* every row of (from, to] was in the batch */
 }
 
 static void pg__catchup_result(struct sse_ctx *ctx, struct sse_conn *c, PGresult *res)
@@ -701,7 +785,13 @@ static void pg__probe_result(struct sse_ctx *ctx, PGresult *res)
 	bool won = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
 	bool behind = PQntuples(res) == 1 && PQgetvalue(res, 0, 1)[0] == 't';
 
-	if (won) {
+	if (sse_relay_attached(ctx)) {
+		/* a lock won while attaching is dropped by the relisten; a
+		 * server silent for a whole interval while rows wait may be
+		 * stuck: on our own for a while */
+		if (behind && rtw_loop_now(&ctx->loop) - ctx->settled_heard_ms >= poll)
+			sse_relay_leave(ctx, "silent while rows wait");
+	} else if (won) {
 		ctx->leader = true;
 		ctx->m.leader_takes++;
 		log_info("leading the shared tail of this database");
@@ -790,6 +880,19 @@ static void pg__on_done(struct rtw_pgconn *pc, void *arg)
 	(void)pc;
 	ctx->pg_q = SSE_Q_NONE;
 	ctx->pg_job_conn = NULL;
+	if (q == SSE_Q_RELISTEN) {
+		/* failed or not: the probe and the gap check cover a missing
+		 * LISTEN, and a retry would only repeat the failure */
+		ctx->pg_listening = !ctx->pg_listening;
+		if (ctx->pg_listening) {
+			/* on our own again: from the cursor, with the horizon */
+			ctx->own_tail = true;
+			ctx->probe_wanted = ctx->cfg->sse_shared_tail;
+			ctx->bans.wanted = true;
+			ctx->settled_heard_ms = rtw_loop_now(&ctx->loop);
+			pg__want_tail(ctx);
+		}
+	}
 	if (q == SSE_Q_SETUP && ctx->pg_setup_step >= PG_NLISTENS + (int)RTW_ARRAY_LEN(pg__stmts)) {
 		ctx->pg_ready = true;
 		if (ctx->pg_was_ready)

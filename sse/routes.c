@@ -427,6 +427,16 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 			    m->tail_gaps);
 	rtw_metrics_counter(&w, "rtw_sse_tail_own_total",
 			    "Tails a follower ran on its own: the leader was silent while rows waited.", m->tail_own);
+	rtw_metrics_gauge(&w, "rtw_sse_relay_state",
+			  "The host relay (sse.relay): 0 off, 1 detached (on its own), 2 serving, 3 attached (fed).",
+			  (double)ctx->relay.state);
+	rtw_metrics_gauge(&w, "rtw_sse_relay_peers", "Processes this one feeds as the host relay's server.",
+			  (double)ctx->relay.npeers);
+	rtw_metrics_counter(&w, "rtw_sse_relay_rows_total", "Rows dispatched from the host relay's batches.",
+			    m->relay_rows);
+	rtw_metrics_counter(&w, "rtw_sse_relay_leaves_total",
+			    "Times this process left the relay's server: silent for a poll interval while rows waited.",
+			    ctx->relay.leaves);
 	routes__presence_metrics(ctx, &w);
 	rtw_probe_metrics(&w, &reply);
 	if (reply.status != 200)

@@ -36,6 +36,7 @@
 #include "loop.h"
 #include "pgconn.h"
 #include "reqid.h"
+#include "row.h"
 
 #include <libpq-fe.h>
 #include <netinet/in.h>
@@ -426,9 +427,10 @@ enum sse_pg_query {
 	SSE_Q_PRESENCE_PUT,
 	SSE_Q_PRESENCE_GET,
 	SSE_Q_BANS,
-	SSE_Q_LISTEN, /* the leader's LISTEN rtw_messages */
-	SSE_Q_PROBE,  /* a follower's poll: try to lead, any rows past the cursor? */
-	SSE_Q_NOTE    /* the leader's NOTIFY rtw_settled */
+	SSE_Q_LISTEN,  /* the leader's LISTEN rtw_messages */
+	SSE_Q_PROBE,   /* a follower's poll: try to lead, any rows past the cursor? */
+	SSE_Q_NOTE,    /* the leader's NOTIFY rtw_settled */
+	SSE_Q_RELISTEN /* LISTEN again (the relay was lost) or UNLISTEN (fed by one) */
 };
 
 /* The shared tail (pg.c, sse.shared_tail): one process per database, the
@@ -436,8 +438,34 @@ enum sse_pg_query {
  * on channel rtw_settled as "FROMXID:FROMID TOXID:TOID STREAMS" (STREAMS:
  * the range's stream ids separated by commas, or "*" when they do not
  * fit); every other process reads (cursor, TO] with a plain range scan,
- * or skips it with no query when it serves none of the streams. */
+ * or skips it with no query when it serves none of the streams (and never
+ * skips while it feeds the host relay's peers: relay.c). */
 #define SSE_NOTE_MAX 7900 /* NOTIFY payloads must stay under 8000 bytes */
+
+/* The host relay (relay.c, sse.relay). */
+enum sse_relay_state {
+	SSE_RELAY_OFF,	    /* no sse.relay */
+	SSE_RELAY_DETACHED, /* neither serving nor fed: PostgreSQL-active, retrying */
+	SSE_RELAY_SERVING,  /* holds the name: PostgreSQL-active, feeds the host's other processes */
+	SSE_RELAY_ATTACHED  /* fed by the server: no LISTEN, no tail of its own */
+};
+/* The columns of a relayed row: pg.c's tail columns (position's xid, the
+ * stored message, created_at's epoch). */
+#define SSE_RELAY_NCOLS (2 + RTW_ROW_NCOLS)
+struct sse_relay {
+	struct sse_ctx *ctx;
+	const char *name; /* borrowed from the config */
+	enum sse_relay_state state;
+	struct rtw_io io;	/* serving: the listening socket; attached: the server */
+	struct rtw_timer timer; /* retries while detached */
+	bool timer_set;		/* timer initialised */
+	struct sse_link peers;	/* serving: the fed processes */
+	size_t npeers;
+	char *in; /* attached: bytes read, not yet a whole record */
+	size_t in_len, in_cap;
+	uint64_t batches, attaches; /* batches sent (serving) or received (attached); attaches */
+	uint64_t leaves;	    /* servers left for their silence (sse_relay_leave) */
+};
 
 /* The bans in force (bans.c). At most SSE_BANS_MAX are held; beyond, a
  * load is cut (and logged). rtw-fcgi's ban routes refuse a new ban past
@@ -494,6 +522,7 @@ struct sse_metrics {
 	uint64_t tail_gaps;	 /* settled ranges that did not start at the cursor (a missed note) */
 	uint64_t tail_own;	 /* a follower's own tails: the leader was silent while rows waited */
 	uint64_t leader_takes;	 /* times this process became the leader */
+	uint64_t relay_rows;	 /* rows dispatched from the host relay's batches (sse.relay) */
 	struct sse_stage_hist stage[SSE_STAGE_N];
 	uint64_t hold_retries;			  /* held heads told to retry (the position stayed unknown) */
 	uint64_t lag_bucket[SSE_LAG_BUCKETS + 1]; /* last is +Inf */
@@ -564,6 +593,8 @@ struct sse_ctx {
 	bool note_wanted;	   /* the leader has a note to send */
 	size_t note_len;
 	char note[SSE_NOTE_MAX + 1];
+	bool pg_listening; /* this session LISTENs (and holds the followers' mark): not fed by a relay */
+	struct sse_relay relay;
 	bool jobs_turn; /* alternate tail and connection jobs */
 	struct sse_presence pres;
 	struct sse_bans bans;
@@ -721,5 +752,31 @@ int sse_pg_start(struct sse_ctx *ctx) RTW_WUR;
  * each pass's events and again after flushing). */
 void sse_pg_kick(struct sse_ctx *ctx);
 void sse_pg_close(struct sse_ctx *ctx);
+/* A batch from the host relay: every settled row in (from, to], nrows rows
+ * of SSE_RELAY_NCOLS column texts each in v (borrowed; NULL: SQL NULL).
+ * Dispatched when it continues the cursor; otherwise read from PostgreSQL
+ * (a gap) or ignored (already dispatched). */
+void sse_pg_relayed(struct sse_ctx *ctx, struct sse_pos from, struct sse_pos to, int nrows, const char *const *v);
+
+/* ---- relay.c ---- */
+
+/* Binds or joins the host relay when sse.relay is set. RTW_OK, or
+ * RTW_ERROR (timerfd). */
+int sse_relay_start(struct sse_ctx *ctx) RTW_WUR;
+void sse_relay_close(struct sse_relay *r);
+/* This process serves the relay to at least one peer. */
+bool sse_relay_feeding(const struct sse_ctx *ctx);
+static inline bool sse_relay_attached(const struct sse_ctx *ctx)
+{
+	return ctx->relay.state == SSE_RELAY_ATTACHED;
+}
+/* Sends the peers the settled rows 0 .. nrows-1 of res (pg.c's tail
+ * columns) that took the cursor from from to to. */
+void sse_relay_batch(struct sse_ctx *ctx, struct sse_pos from, struct sse_pos to, const PGresult *res, int nrows);
+/* Leaves the server (it was silent while rows waited): on our own for a
+ * while, then attach again. */
+void sse_relay_leave(struct sse_ctx *ctx, const char *why);
+/* Tells the peers that the bans changed (NOTIFY rtw_bans). */
+void sse_relay_bans(struct sse_ctx *ctx);
 
 #endif

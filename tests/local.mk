@@ -188,6 +188,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_cells.py \
 	tests/integration/test_failover.py \
 	tests/integration/test_shared_tail.py \
+	tests/integration/test_relay.py \
 	tests/integration/test_observability.py \
 	tests/integration/test_logs.py \
 	tests/integration/test_browser.py
@@ -195,7 +196,7 @@ TESTS += $(INTEGRATION_TESTS)
 # rtw_publish() and POST /v1/messages through one table of messages.
 TESTS += tests/integration/test_publish_parity.py
 EXTRA_DIST += tests/integration/test_publish_parity.py
-EXTRA_DIST += tests/integration/rtwtest.py $(INTEGRATION_TESTS) tests/integration/test_failover.py \
+EXTRA_DIST += tests/integration/rtwtest.py tests/integration/tailtest.py $(INTEGRATION_TESTS) tests/integration/test_failover.py \
 	tests/browser/package.json tests/browser/package-lock.json tests/browser/driver.mjs
 
 # The fault suite (short version; `./dev fault` runs the long one): the

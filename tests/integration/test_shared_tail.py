@@ -24,46 +24,19 @@ Run: RTW_BUILDDIR=$PWD/build/test /usr/bin/python3 tests/integration/test_shared
 import os
 import signal
 import sys
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rtwtest  # noqa: E402
-from rtwtest import SSEClient, request, test, wait_for  # noqa: E402
+import tailtest  # noqa: E402
+from rtwtest import test, wait_for  # noqa: E402
+from tailtest import WAIT, metric, received  # noqa: E402
 
-WAIT = 60.0  # only ever a bound on waiting, never an assertion
-POLL_MS = "300"
-
-S = rtwtest.Stack()
-S.start_fcgi()
-PORT = S.start_nginx()
-TOKEN = S.token("alice")
-PROCS = {}  # name -> port
-
-
-def start(name, env=None):
-    port = rtwtest.free_port()
-    e = {"RTW_SSE_POLL_INTERVAL_MS": POLL_MS}
-    e.update(env or {})
-    S.start_sse(name=name, port=port, env=e)
-    PROCS[name] = port
-    return port
-
+T = tailtest.Procs({"RTW_SSE_POLL_INTERVAL_MS": "300"})
+S, PROCS = T.S, T.procs
+start, alive, subscribe, post, stored = T.start, T.alive, T.subscribe, T.post, T.stored
 
 for _n in ("sse-a", "sse-b", "sse-c"):
     start(_n)
-
-
-def metric(port, name):
-    body = request(port, "GET", "/metrics").body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise KeyError(name)
-
-
-def alive():
-    return {n: p for n, p in PROCS.items() if S.daemons[n].running()}
 
 
 def leaders():
@@ -73,31 +46,6 @@ def leaders():
 def one_leader():
     wait_for(lambda: len(leaders()) == 1, WAIT, "exactly one leader")
     return leaders()[0]
-
-
-def subscribe(port, stream):
-    c = SSEClient(port, "/v1/streams/%s/events" % stream, headers={"Authorization": "Bearer " + TOKEN})
-    assert c.status == 200, (c.status, c.body_text())
-    init = c.next_event(WAIT)
-    assert init["json"]["type"] == "init", init
-    return c
-
-
-def post(stream, n):
-    r = request(PORT, "POST", "/v1/streams/%s/messages" % stream,
-                {"type": "broadcast", "widget_key": S.widget_key, "timestamp": n, "message": {"n": n}}, token=TOKEN)
-    assert r.status == 201, (r.status, r.body)
-    return r.json["id"]
-
-
-def stored(stream):
-    """The stream's ids in stream order."""
-    return [r[0] for r in S.pg.query("SELECT id::text FROM rtw_messages WHERE stream_id = %s ORDER BY xid, id",
-                                     (stream, ))]
-
-
-def received(c, n):
-    return [c.next_event(WAIT)["id"] for _ in range(n)]
 
 
 @test
@@ -126,28 +74,8 @@ def one_leader_every_process_delivers_followers_skip():
 @test
 def leader_killed_mid_stream():
     lead = one_leader()
-    stream = "st2"
     survivors = [n for n in PROCS if n != lead and S.daemons[n].running()]
-    subs = {n: subscribe(PROCS[n], stream) for n in survivors}
-    total, kill_at = 60, 20
-    acked = []
-
-    def publish():
-        for i in range(total):
-            acked.append(post(stream, i))
-            time.sleep(0.02)  # spread over about a second: the kill lands mid-stream
-
-    t = threading.Thread(target=publish)
-    t.start()
-    wait_for(lambda: len(acked) >= kill_at, WAIT, "%d acknowledged" % kill_at)
-    S.daemons[lead].kill()
-    t.join(WAIT)
-    assert len(acked) == total, len(acked)
-    order = stored(stream)
-    assert sorted(order, key=int) == sorted(acked, key=int), (order, acked)
-    for n, c in subs.items():
-        got = received(c, total)
-        assert got == order, (n, got, order)
+    for c in T.kill_mid_stream(lead, survivors, "st2").values():
         c.close()
     new = one_leader()
     assert new in survivors, (new, survivors)
@@ -187,22 +115,8 @@ def follower_notices_a_missed_note():
 def stopped_leader_followers_tail_alone():
     lead = one_leader()
     followers = [n for n in alive() if n != lead]
-    subs = {n: subscribe(PROCS[n], "st4") for n in followers}
-    own = {n: metric(PROCS[n], "rtw_sse_tail_own_total") for n in followers}
-    S.daemons[lead].send_signal(signal.SIGSTOP)
-    try:
-        ids = [post("st4", i) for i in range(10)]
-        for n, c in subs.items():
-            assert received(c, 10) == stored("st4"), n
-            assert metric(PROCS[n], "rtw_sse_tail_own_total") > own[n], n
-    finally:
-        S.daemons[lead].send_signal(signal.SIGCONT)
-    ids += [post("st4", 10 + i) for i in range(10)]
-    for n, c in subs.items():
-        assert received(c, 10) == stored("st4")[10:], n
-        c.close()
+    T.stop_mid_stream(lead, followers, "st4", "rtw_sse_tail_own_total")
     assert one_leader() == lead
-    assert sorted(ids, key=int) == sorted(stored("st4"), key=int)
 
 
 if __name__ == "__main__":
