@@ -13,7 +13,8 @@
  * States: OFF (no sse.relay), DETACHED (retrying every
  * sse.poll_interval_ms; PostgreSQL-active meanwhile), SERVING (holds the
  * name; PostgreSQL-active), ATTACHED (fed by the server; pg.c's poll
- * leaves a server silent while rows wait, for RELAY_LEAVE_POLLS). The name is a
+ * leaves a server silent while rows wait, for RELAY_LEAVE_POLLS). The name
+ * (with the uid and a digest of the DSN, relay__name) is a
  * Linux abstract socket, so it is released when its holder dies and
  * binding it elects the server; both sides check that the peer runs under
  * the same uid (SO_PEERCRED), so no other user can read the rows or feed
@@ -30,6 +31,7 @@
 #include "log.h"
 
 #include <arpa/inet.h>
+#include <openssl/sha.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -65,15 +67,28 @@ static void relay__set_state(struct sse_relay *r, enum sse_relay_state to)
 	r->state = to;
 }
 
-static socklen_t relay__addr(const char *name, struct sockaddr_un *sa)
+/* r->addr: what the host's processes of one deployment share. The DSN's
+ * digest keeps two databases given the same sse.relay apart (their rows
+ * must never cross); the uid keeps another user's processes from even
+ * holding the name (SO_PEERCRED then checks the peer). */
+static void relay__name(struct sse_relay *r, const char *pgdsn)
 {
-	size_t n = strlen(name);
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	char hex[17];
+
+	SHA256((const unsigned char *)pgdsn, strlen(pgdsn), md);
+	for (int i = 0; i < 8; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	snprintf(r->addr, sizeof(r->addr), "rtw-relay/%.60s/%u/%s", r->name, (unsigned)getuid(), hex);
+}
+
+static socklen_t relay__addr(const char *addr, struct sockaddr_un *sa)
+{
+	size_t n = strlen(addr);
 
 	memset(sa, 0, sizeof(*sa));
 	sa->sun_family = AF_UNIX;
-	if (n > sizeof(sa->sun_path) - 1)
-		n = sizeof(sa->sun_path) - 1;
-	memcpy(sa->sun_path + 1, name, n); /* sun_path[0] = '\0': the abstract namespace */
+	memcpy(sa->sun_path + 1, addr, n); /* sun_path[0] = '\0': the abstract namespace */
 	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
 }
 
@@ -336,7 +351,7 @@ static void relay__read(void *arg, uint32_t events)
 static void relay__try(struct sse_relay *r)
 {
 	struct sockaddr_un sa;
-	socklen_t sl = relay__addr(r->name, &sa);
+	socklen_t sl = relay__addr(r->addr, &sa);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	if (fd < 0)
@@ -423,6 +438,7 @@ int sse_relay_start(struct sse_ctx *ctx)
 	sse_list_init(&r->peers);
 	if (r->name == NULL || r->name[0] == '\0')
 		return RTW_OK;
+	relay__name(r, ctx->cfg->pgdsn);
 	if (rtw_timer_init(&ctx->loop, &r->timer, relay__timer, r) != RTW_OK)
 		return RTW_ERROR;
 	r->timer_set = true;

@@ -455,6 +455,9 @@ enum sse_relay_state {
 struct sse_relay {
 	struct sse_ctx *ctx;
 	const char *name; /* borrowed from the config */
+	/* the socket's abstract name: name, uid and a digest of pgdsn, so
+	 * that two deployments (or users) given one name never meet */
+	char addr[100];
 	enum sse_relay_state state;
 	struct rtw_io io;	/* serving: the listening socket; attached: the server */
 	struct rtw_timer timer; /* retries while detached */

@@ -11,6 +11,8 @@ each through the real stack:
   process delivers every message of a stream exactly once in stream order,
   the attached ones from the relay's batches (rtw_sse_relay_rows_total);
 - a process started later attaches and delivers from its own position;
+- a process given the same relay name but another DSN never attaches (its
+  rows could be another database's): it serves a relay of its own;
 - the server stopped (SIGSTOP) while rows arrive: the attached processes
   notice its silence at their poll, leave it and deliver on their own,
   everything still exactly once in order after it continues;
@@ -78,6 +80,22 @@ def a_late_process_attaches():
     assert received(c, 5) == ids
     assert stored("r2") == before + ids
     c.close()
+
+
+@test
+def another_dsn_never_attaches():
+    server = one_server()
+    peers = metric(PROCS[server], "rtw_sse_relay_peers")
+    # the same database, spelt another way: what the digest sees is the DSN
+    port = T.start("sse-other", env={"RTW_PGDSN": S.pg.dsn + " connect_timeout=9"})
+    wait_for(lambda: metric(port, "rtw_sse_relay_state") == SERVING, WAIT, "its own relay")
+    assert metric(PROCS[server], "rtw_sse_relay_peers") == peers
+    c = subscribe(port, "r-other")
+    ids = [post("r-other", i) for i in range(5)]
+    assert received(c, 5) == ids
+    c.close()
+    S.daemons["sse-other"].stop()
+    del PROCS["sse-other"]
 
 
 @test
