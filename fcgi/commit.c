@@ -7,7 +7,9 @@
  * fcgi.group_commit_max queued messages and writes them with one INSERT
  * (one transaction, one commit, one NOTIFY) on its own connection, then
  * hands every waiter its result and wakes the next queued worker to lead.
- * Otherwise it sleeps until its message is done. A worker gets its answer
+ * Otherwise it sleeps on its worker's semaphore until its message is done
+ * or the lead is handed to it; a waking follower takes no lock, so the
+ * wake-ups of a batch do not queue on the mutex. A worker gets its answer
  * only after the commit that holds its row.
  *
  * Both check the author's bans in the insert statement itself (db.c's
@@ -19,6 +21,7 @@
 #include "fcgi.h"
 #include "log.h"
 
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,11 +55,19 @@ void fcg_gc_free(struct fcg_gc *gc)
 
 void fcg_gc_item_clear(struct fcg_gc_item *it)
 {
-	free(it->id);
-	free(it->created_at);
-	free(it->ts);
 	free(it->message);
-	it->id = it->created_at = it->ts = it->message = NULL;
+	it->message = NULL;
+}
+
+/* Copies column col of row into out (cap bytes); false when it does not fit. */
+static bool fcg__copy(char *out, size_t cap, PGresult *res, int row, int col)
+{
+	int len = PQgetlength(res, row, col);
+
+	if ((size_t)len >= cap)
+		return false;
+	memcpy(out, PQgetvalue(res, row, col), (size_t)len + 1);
+	return true;
 }
 
 static void fcg__fill(struct fcg_gc_item *it, PGresult *res, int row)
@@ -65,11 +76,15 @@ static void fcg__fill(struct fcg_gc_item *it, PGresult *res, int row)
 		it->rc = RTW_DECLINED; /* its author is banned: nothing written */
 		return;
 	}
-	it->id = strdup(PQgetvalue(res, row, 0));
-	it->created_at = strdup(PQgetvalue(res, row, 1));
-	it->ts = strdup(PQgetvalue(res, row, 2));
+	/* the short columns go into the item itself: one allocation a row */
+	if (!fcg__copy(it->id, sizeof(it->id), res, row, 0) ||
+	    !fcg__copy(it->created_at, sizeof(it->created_at), res, row, 1) ||
+	    !fcg__copy(it->ts, sizeof(it->ts), res, row, 2)) {
+		it->rc = RTW_ERROR;
+		return;
+	}
 	it->message = strdup(PQgetvalue(res, row, 3));
-	it->rc = (it->id && it->created_at && it->ts && it->message) ? RTW_OK : RTW_ERROR;
+	it->rc = it->message ? RTW_OK : RTW_ERROR;
 }
 
 void fcg_insert_one(struct fcg_db *db, struct fcg_gc_item *it)
@@ -159,11 +174,26 @@ static void fcg__write_batch(struct fcg_db *db, struct fcg_gc_item **batch, int 
 		fcg_insert_one(db, batch[i]);
 }
 
+/* Waits on the worker's semaphore until another thread moves item out of
+ * FCG_GC_QUEUED; returns the state it found. A post left over from an
+ * earlier wait (a read interrupted by SIGUSR1 that saw the state first)
+ * only costs one more look at the state. */
+static int fcg__wait(struct fcg_gc_item *it)
+{
+	int st;
+
+	while ((st = atomic_load_explicit(&it->state, memory_order_acquire)) == FCG_GC_QUEUED)
+		sem_wait(it->sem); /* EINTR: look again */
+	return st;
+}
+
 void fcg_gc_submit(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item *item)
 {
 	struct fcg_gc_item *batch[256];
+	sem_t *wake[RTW_ARRAY_LEN(batch)];
+	bool lead;
 
-	item->done = false;
+	atomic_store_explicit(&item->state, FCG_GC_QUEUED, memory_order_relaxed);
 	item->next = NULL;
 	item->rc = RTW_AGAIN;
 	pthread_mutex_lock(&gc->mu);
@@ -172,52 +202,54 @@ void fcg_gc_submit(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item *ite
 	else
 		gc->head = item;
 	gc->tail = item;
-	while (!item->done) {
-		if (gc->leading) {
-			pthread_cond_wait(item->cv, &gc->mu);
+	/* Nobody leads only when the queue was empty: item is alone in it. */
+	lead = !gc->leading;
+	gc->leading = true;
+	pthread_mutex_unlock(&gc->mu);
+	/* A follower sleeps until its batch is written, or until the leader
+	 * before it hands it the lead: then item is the head of the queue. */
+	if (!lead && fcg__wait(item) == FCG_GC_DONE)
+		return;
+
+	/* Lead: take up to max items from the head of the queue, which holds
+	 * item (the queue was empty, or item was its head). */
+	int n = 0, max = gc->max < (int)RTW_ARRAY_LEN(batch) ? gc->max : (int)RTW_ARRAY_LEN(batch);
+	pthread_mutex_lock(&gc->mu);
+	while (gc->head && n < max) {
+		batch[n++] = gc->head;
+		gc->head = gc->head->next;
+	}
+	if (!gc->head)
+		gc->tail = NULL;
+	pthread_mutex_unlock(&gc->mu);
+
+	fcg__write_batch(db, batch, n);
+	FCG_COUNT(gc->m, gc_batches, 1);
+	FCG_COUNT(gc->m, gc_rows, (uint_fast64_t)n);
+
+	/* Each follower's item lives on its stack and may be gone as soon as
+	 * its state is DONE: take its semaphore (one per worker, alive as long
+	 * as the process) first. The followers take no lock on waking. */
+	int nwake = 0;
+	for (int i = 0; i < n; i++) {
+		if (batch[i] == item)
 			continue;
-		}
-		/* Lead: take up to max items from the head of the queue. */
-		int n = 0, max = gc->max < (int)RTW_ARRAY_LEN(batch) ? gc->max : (int)RTW_ARRAY_LEN(batch);
-		while (gc->head && n < max) {
-			batch[n++] = gc->head;
-			gc->head = gc->head->next;
-		}
-		if (!gc->head)
-			gc->tail = NULL;
-		gc->leading = true;
-		pthread_mutex_unlock(&gc->mu);
-
-		fcg__write_batch(db, batch, n);
-		FCG_COUNT(gc->m, gc_batches, 1);
-		FCG_COUNT(gc->m, gc_rows, (uint_fast64_t)n);
-
-		/* Wake the waiters after unlocking, so they do not wake only to
-		 * block on the mutex. Their items live on their stacks and may be
-		 * gone once done is set and the lock dropped: copy the condition
-		 * variables (one per worker, alive as long as the process) first. */
-		pthread_cond_t *wake[RTW_ARRAY_LEN(batch) + 1];
-		int nwake = 0;
-		pthread_mutex_lock(&gc->mu);
+		wake[nwake++] = batch[i]->sem;
+		atomic_store_explicit(&batch[i]->state, FCG_GC_DONE, memory_order_release);
+	}
+	for (int i = 0; i < nwake; i++)
+		sem_post(wake[i]);
+	/* The next queued worker leads the next batch; with none, nobody
+	 * leads until the next submit. */
+	sem_t *next = NULL;
+	pthread_mutex_lock(&gc->mu);
+	if (gc->head) {
+		next = gc->head->sem;
+		atomic_store_explicit(&gc->head->state, FCG_GC_LEAD, memory_order_release);
+	} else {
 		gc->leading = false;
-		for (int i = 0; i < n; i++) {
-			if (batch[i] != item)
-				wake[nwake++] = batch[i]->cv;
-			batch[i]->done = true;
-		}
-		/* the next queued worker leads the next batch */
-		if (gc->head)
-			wake[nwake++] = gc->head->cv;
-		if (item->done) {
-			pthread_mutex_unlock(&gc->mu);
-			for (int i = 0; i < nwake; i++)
-				pthread_cond_signal(wake[i]);
-			return;
-		}
-		pthread_mutex_unlock(&gc->mu);
-		for (int i = 0; i < nwake; i++)
-			pthread_cond_signal(wake[i]);
-		pthread_mutex_lock(&gc->mu);
 	}
 	pthread_mutex_unlock(&gc->mu);
+	if (next)
+		sem_post(next);
 }
