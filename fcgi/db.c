@@ -86,20 +86,27 @@ static const struct {
 		    "WHERE enabled"},
     /* The ban check of a POST rides in its insert (sql/012's rtw_banned,
      * when $8 asks for it): a banned author's row is not written and no
-     * row comes back, in the same round trip. The row carries the
+     * row comes back, in the same round trip. The EXISTS before it is
+     * only a guard: an author without any row in rtw_bans is banned
+     * nowhere, and that probe of the primary key's first column spares
+     * the PL/pgSQL call of rtw_banned (the rule) for everyone else (7% of
+     * the backend's CPU in the ingest profile). The row carries the
      * transaction's order key itself, as pub_many's rows do (below), so
-     * that the row trigger's PL/pgSQL call is skipped. */
+     * that the row trigger's PL/pgSQL call is skipped too. */
     {"ins_one", "INSERT INTO rtw_messages (xid, stream_id, type, widget_key, author_id, to_user_id, message, ts) "
 		"SELECT " FCG_ORDER_KEY ", $1, $2, $3::uuid, $4, $5, $6::jsonb, $7::float8 "
-		"WHERE NOT ($8::bool AND rtw_banned($4, $1)) "
+		"WHERE NOT ($8::bool AND EXISTS (SELECT 1 FROM rtw_bans b WHERE b.user_id = $4) "
+		"AND rtw_banned($4, $1)) "
 		"RETURNING id::text, rtw_rfc3339(created_at), ts::text, message::text"},
     /* Group commit: one statement (one transaction, one NOTIFY) for many
-     * rows, with the ban check of each (its "ban" key) as in ins_one. One
-     * answer row per input row, in input order (i), all NULL for a banned
-     * one. Identity values are drawn in the order the kept rows are read
+     * rows, with the ban check of each (its "ban" key) as in ins_one, guard
+     * included. One answer row per input row, in input order (i), all NULL
+     * for a banned one. Identity values are drawn in the order the kept rows are read
      * (ORDER BY r.i), so the n-th id (the bigint, not the text output
      * column) belongs to the n-th kept row. */
-    {"ins_many", "WITH r AS MATERIALIZED (SELECT r.*, r.ban AND rtw_banned(r.author_id, r.stream_id) AS banned "
+    {"ins_many", "WITH r AS MATERIALIZED (SELECT r.*, r.ban "
+		 "AND EXISTS (SELECT 1 FROM rtw_bans b WHERE b.user_id = r.author_id) "
+		 "AND rtw_banned(r.author_id, r.stream_id) AS banned "
 		 "FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (stream_id text, type text, widget_key uuid, "
 		 "author_id text, to_user_id text, message jsonb, ts float8, ban bool)) WITH ORDINALITY "
 		 "AS r(stream_id, type, widget_key, author_id, to_user_id, message, ts, ban, i)), "
