@@ -26,12 +26,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The rows buffer keeps at most this much between batches. */
+#define FCG_GC_ROWS_KEEP (1u << 20)
+
 struct fcg_gc {
 	pthread_mutex_t mu;
 	struct fcg_gc_item *head, *tail;
 	bool leading; /* a batch is being written */
 	int max;
 	struct fcg_metrics *m;
+	struct rtw_buf rows; /* the batch as JSON; the leader's alone */
 };
 
 struct fcg_gc *fcg_gc_new(int max, struct fcg_metrics *m)
@@ -42,6 +46,7 @@ struct fcg_gc *fcg_gc_new(int max, struct fcg_metrics *m)
 	pthread_mutex_init(&gc->mu, NULL);
 	gc->max = max < 1 ? 1 : max;
 	gc->m = m;
+	gc->rows.max = SIZE_MAX;
 	return gc;
 }
 
@@ -50,6 +55,7 @@ void fcg_gc_free(struct fcg_gc *gc)
 	if (!gc)
 		return;
 	pthread_mutex_destroy(&gc->mu);
+	rtw_buf_free(&gc->rows);
 	free(gc);
 }
 
@@ -116,47 +122,77 @@ void fcg_insert_one(struct fcg_db *db, struct fcg_gc_item *it)
 	free(text);
 }
 
-/* One row of the batch as the JSON object jsonb_to_recordset reads. */
-static json_t *fcg__row(const struct fcg_gc_item *it)
+/* Appends s as a JSON string. The ids of a message (stream, widget,
+ * author, addressee) follow lib/msg.c's rules, which leave nothing to
+ * escape: those go as they are; anything else through jansson. */
+static int fcg__str(struct rtw_buf *b, const char *s)
 {
-	const struct msg_in *m = it->m;
-	/* "O" takes a reference to the waiter's decoded payload (jansson's
-	 * refcounts are atomic; the waiter sleeps until the batch is done). */
-	return json_pack("{s:s,s:s,s:s,s:s,s:o,s:O,s:f,s:b}", "stream_id", m->stream_id, "type", msg_type_name(m->type),
-			 "widget_key", m->widget_key, "author_id", it->author, "to_user_id",
-			 m->has_to_user ? json_string(m->to_user_id) : json_null(), "message", m->message, "ts",
-			 m->timestamp, "ban", it->check_ban);
+	for (const char *c = s; *c; c++)
+		if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f || *c == '"' || *c == '\\')
+			return rtw_buf_json_str(b, s);
+	return rtw_buf_add(b, "\"", 1) | rtw_buf_str(b, s) | rtw_buf_add(b, "\"", 1);
 }
 
-/* Writes batch (n items) in one statement; on a statement error (not a
- * lost connection, nor a commit in doubt, whose rows are stored) falls
- * back to one statement per item, so one bad row cannot fail the others. */
-static void fcg__write_batch(struct fcg_db *db, struct fcg_gc_item **batch, int n)
+static int fcg__dump(const char *data, size_t len, void *b)
 {
-	json_t *rows;
-	char *text = NULL, sqlstate[6] = "";
+	return rtw_buf_add(b, data, len) == RTW_OK ? 0 : -1;
+}
+
+/* Appends one row of the batch as the JSON object jsonb_to_recordset
+ * reads, straight into b: the waiter's decoded payload is borrowed (it
+ * sleeps until the batch is done) and encoded in place. */
+static int fcg__row(struct rtw_buf *b, const struct fcg_gc_item *it)
+{
+	const struct msg_in *m = it->m;
+	char ts[40];
+	int rc = RTW_OK;
+
+	snprintf(ts, sizeof(ts), "%.17g", m->timestamp);
+	rc |= rtw_buf_str(b, "{\"stream_id\":");
+	rc |= fcg__str(b, m->stream_id);
+	rc |= rtw_buf_str(b, ",\"type\":");
+	rc |= fcg__str(b, msg_type_name(m->type));
+	rc |= rtw_buf_str(b, ",\"widget_key\":");
+	rc |= fcg__str(b, m->widget_key);
+	rc |= rtw_buf_str(b, ",\"author_id\":");
+	rc |= fcg__str(b, it->author);
+	rc |= rtw_buf_str(b, ",\"to_user_id\":");
+	rc |= m->has_to_user ? fcg__str(b, m->to_user_id) : rtw_buf_str(b, "null");
+	rc |= rtw_buf_str(b, ",\"message\":");
+	if (rc == RTW_OK && json_dump_callback(m->message, fcg__dump, b, JSON_COMPACT | JSON_ENCODE_ANY) != 0)
+		rc = RTW_ERROR;
+	rc |= rtw_buf_str(b, ",\"ts\":");
+	rc |= rtw_buf_str(b, ts);
+	rc |= rtw_buf_str(b, it->check_ban ? ",\"ban\":true}" : ",\"ban\":false}");
+	return rc;
+}
+
+/* Writes batch (n items) in one statement, its rows formatted in the
+ * committer's buffer (only the leader uses it); on a statement error (not
+ * a lost connection, nor a commit in doubt, whose rows are stored) falls
+ * back to one statement per item, so one bad row cannot fail the others. */
+static void fcg__write_batch(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item **batch, int n)
+{
+	struct rtw_buf *b = &gc->rows;
+	char sqlstate[6] = "";
 	PGresult *res = NULL;
+	int rc = RTW_OK;
 
 	if (n == 1) {
 		fcg_insert_one(db, batch[0]);
 		return;
 	}
-	rows = json_array();
-	for (int i = 0; rows && i < n; i++) {
-		json_t *row = fcg__row(batch[i]);
-		if (!row || json_array_append_new(rows, row) != 0) {
-			json_decref(rows);
-			rows = NULL;
-		}
-	}
-	if (rows)
-		text = json_dumps(rows, JSON_COMPACT);
-	json_decref(rows);
-	if (text) {
-		const char *params[1] = {text};
+	b->len = 0;
+	rc |= rtw_buf_add(b, "[", 1);
+	for (int i = 0; rc == RTW_OK && i < n; i++)
+		rc |= (i ? rtw_buf_add(b, ",", 1) : RTW_OK) | fcg__row(b, batch[i]);
+	rc |= rtw_buf_add(b, "]", 1);
+	if (rc == RTW_OK) {
+		const char *params[1] = {b->p};
 		res = fcg_db_run(db, "ins_many", 1, params, PGRES_TUPLES_OK, sqlstate);
-		free(text);
 	}
+	/* a batch of large messages does not pin its size for good */
+	rtw_buf_shrink(b, FCG_GC_ROWS_KEEP);
 	if (res && PQntuples(res) == n) {
 		for (int i = 0; i < n; i++)
 			fcg__fill(batch[i], res, i);
@@ -223,7 +259,7 @@ void fcg_gc_submit(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item *ite
 		gc->tail = NULL;
 	pthread_mutex_unlock(&gc->mu);
 
-	fcg__write_batch(db, batch, n);
+	fcg__write_batch(gc, db, batch, n);
 	FCG_COUNT(gc->m, gc_batches, 1);
 	FCG_COUNT(gc->m, gc_rows, (uint_fast64_t)n);
 
