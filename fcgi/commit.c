@@ -263,6 +263,20 @@ void fcg_gc_submit(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item *ite
 	FCG_COUNT(gc->m, gc_batches, 1);
 	FCG_COUNT(gc->m, gc_rows, (uint_fast64_t)n);
 
+	/* The next queued worker leads the next batch, woken first so that
+	 * its statement is on its way while this batch's answers go out;
+	 * with none, nobody leads until the next submit. */
+	sem_t *next = NULL;
+	pthread_mutex_lock(&gc->mu);
+	if (gc->head) {
+		next = gc->head->sem;
+		atomic_store_explicit(&gc->head->state, FCG_GC_LEAD, memory_order_release);
+	} else {
+		gc->leading = false;
+	}
+	pthread_mutex_unlock(&gc->mu);
+	if (next)
+		sem_post(next);
 	/* Each follower's item lives on its stack and may be gone as soon as
 	 * its state is DONE: take its semaphore (one per worker, alive as long
 	 * as the process) first. The followers take no lock on waking. */
@@ -275,17 +289,4 @@ void fcg_gc_submit(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item *ite
 	}
 	for (int i = 0; i < nwake; i++)
 		sem_post(wake[i]);
-	/* The next queued worker leads the next batch; with none, nobody
-	 * leads until the next submit. */
-	sem_t *next = NULL;
-	pthread_mutex_lock(&gc->mu);
-	if (gc->head) {
-		next = gc->head->sem;
-		atomic_store_explicit(&gc->head->state, FCG_GC_LEAD, memory_order_release);
-	} else {
-		gc->leading = false;
-	}
-	pthread_mutex_unlock(&gc->mu);
-	if (next)
-		sem_post(next);
 }
