@@ -282,6 +282,22 @@ static void test_hmac_vector(void **state)
 
 /* ---- the cache of verified tokens ---- */
 
+/* Mints a token of user-7 (expiring at exp) and puts it in a fresh cache
+ * through a first verification at NOW; the caller frees the token. */
+static char *cached(struct tok_cache *cache, uint64_t seed, int64_t exp)
+{
+	struct tok_claims c;
+	const char *why;
+	char *t = tok_mint(SECRET, strlen(SECRET), "user-7", exp, NULL, false);
+
+	assert_non_null(t);
+	tok_cache_init(cache, seed);
+	assert_int_equal(tok_cache_verify(cache, SECRET, "", t, NOW, &c, &why), RTW_OK);
+	tok_claims_free(&c);
+	assert_int_equal(tok_cache_size(cache), 1);
+	return t;
+}
+
 static void test_cache_hit_same_claims(void **state)
 {
 	struct tok_cache cache;
@@ -313,12 +329,8 @@ static void test_cache_refuses_expired(void **state)
 	struct tok_cache cache;
 	struct tok_claims c;
 	const char *why;
-	char *t = tok_mint(SECRET, strlen(SECRET), "user-7", NOW + 10, NULL, false);
+	char *t = cached(&cache, 1, NOW + 10);
 
-	tok_cache_init(&cache, 1);
-	assert_int_equal(tok_cache_verify(&cache, SECRET, "", t, NOW, &c, &why), RTW_OK);
-	tok_claims_free(&c);
-	assert_int_equal(tok_cache_size(&cache), 1);
 	/* cached, and still refused once its exp has come: the same words */
 	assert_int_equal(tok_cache_verify(&cache, SECRET, "", t, NOW + 10, &c, &why), RTW_ERROR);
 	assert_string_equal(why, "token has expired");
@@ -334,11 +346,8 @@ static void test_cache_secret_change(void **state)
 	struct tok_cache cache;
 	struct tok_claims c;
 	const char *why;
-	char *t = tok_mint(SECRET, strlen(SECRET), "user-7", NOW + 60, NULL, false);
+	char *t = cached(&cache, 7, NOW + 60);
 
-	tok_cache_init(&cache, 7);
-	assert_int_equal(tok_cache_verify(&cache, SECRET, "", t, NOW, &c, &why), RTW_OK);
-	tok_claims_free(&c);
 	/* rotated: the old key is the previous one, the token still holds */
 	assert_int_equal(tok_cache_verify(&cache, "new-key", SECRET, t, NOW, &c, &why), RTW_OK);
 	tok_claims_free(&c);
@@ -355,12 +364,9 @@ static void test_cache_keeps_no_refusal(void **state)
 	struct tok_cache cache;
 	struct tok_claims c;
 	const char *why;
-	char *t = tok_mint(SECRET, strlen(SECRET), "user-7", NOW + 60, NULL, false);
+	char *t = cached(&cache, 3, NOW + 60);
 	size_t n = strlen(t);
 
-	tok_cache_init(&cache, 3);
-	assert_int_equal(tok_cache_verify(&cache, SECRET, "", t, NOW, &c, &why), RTW_OK);
-	tok_claims_free(&c);
 	/* the same token with its signature altered: refused, not kept */
 	t[n - 2] = t[n - 2] == 'A' ? 'B' : 'A';
 	for (int i = 0; i < 2; i++) {
