@@ -1,6 +1,7 @@
 """bench/stack.py: brings up the rtw stack that bench/run measures: a
 durable PostgreSQL (fsync and synchronous_commit on), rtw-fcgi (on TCP, and
-a second one on a unix socket for the ingest scenario), N rtw-sse
+a second one on a unix socket for the ingest scenario; a third, another
+build's program, when RTW_BENCH_FCGI_B names one), N rtw-sse
 processes sharing one port (SO_REUSEPORT), nginx in front (the shipped
 config with more connections) and optionally Apache (the shipped config
 with more workers), through
@@ -137,6 +138,15 @@ def rtw(args):
     st._daemon("rtw-fcgi-unix", [rtwtest.prog("rtw-fcgi")], None,
                {"RTW_FCGI_SOCKET": fcgi_unix, "RTW_FCGI_SOCKET_MODE": "0666", "RTW_FCGI_HEALTH_LISTEN": ""})
     rtwtest.wait_for(lambda: os.path.exists(fcgi_unix), 10, "rtw-fcgi on its unix socket")
+    # RTW_BENCH_FCGI_B: another rtw-fcgi program (a build of an older
+    # commit), a third one on its own unix socket: the ingest scenario
+    # measures it beside this build's in the same run (an A/B).
+    fcgi_b = os.environ.get("RTW_BENCH_FCGI_B")
+    if fcgi_b:
+        fcgi_b_sock = os.path.join(st.tmp, "fcgi-bench-b.sock")
+        st._daemon("rtw-fcgi-b", [fcgi_b], None,
+                   {"RTW_FCGI_SOCKET": fcgi_b_sock, "RTW_FCGI_SOCKET_MODE": "0666", "RTW_FCGI_HEALTH_LISTEN": ""})
+        rtwtest.wait_for(lambda: os.path.exists(fcgi_b_sock), 10, "rtw-fcgi B on its unix socket")
     port = rtwtest.free_port()
     sse = []
     for i in range(args.sse_procs):
@@ -156,6 +166,8 @@ def rtw(args):
         "fcgi_pids": [st.daemons["rtw-fcgi"].proc.pid],
         "fcgi_unix": fcgi_unix,
         "fcgi_unix_pid": st.daemons["rtw-fcgi-unix"].proc.pid,
+        "fcgi_b": fcgi_b and fcgi_b_sock,
+        "fcgi_b_pid": fcgi_b and st.daemons["rtw-fcgi-b"].proc.pid,
         "nginx_master": ngx,
         "apache_port": apache and apache[0],
         "apache_pids": apache and apache[1],

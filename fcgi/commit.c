@@ -7,7 +7,9 @@
  * fcgi.group_commit_max queued messages and writes them with one INSERT
  * (one transaction, one commit, one NOTIFY) on its own connection, then
  * hands every waiter its result and wakes the next queued worker to lead.
- * Otherwise it sleeps until its message is done. A worker gets its answer
+ * Otherwise it sleeps on its worker's semaphore until its message is done
+ * or the lead is handed to it; a waking follower takes no lock, so the
+ * wake-ups of a batch do not queue on the mutex. A worker gets its answer
  * only after the commit that holds its row.
  *
  * Both check the author's bans in the insert statement itself (db.c's
@@ -19,9 +21,13 @@
 #include "fcgi.h"
 #include "log.h"
 
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The rows buffer keeps at most this much between batches. */
+#define FCG_GC_ROWS_KEEP (1u << 20)
 
 struct fcg_gc {
 	pthread_mutex_t mu;
@@ -29,6 +35,7 @@ struct fcg_gc {
 	bool leading; /* a batch is being written */
 	int max;
 	struct fcg_metrics *m;
+	struct rtw_buf rows; /* the batch as JSON; the leader's alone */
 };
 
 struct fcg_gc *fcg_gc_new(int max, struct fcg_metrics *m)
@@ -39,6 +46,7 @@ struct fcg_gc *fcg_gc_new(int max, struct fcg_metrics *m)
 	pthread_mutex_init(&gc->mu, NULL);
 	gc->max = max < 1 ? 1 : max;
 	gc->m = m;
+	gc->rows.max = SIZE_MAX;
 	return gc;
 }
 
@@ -47,16 +55,25 @@ void fcg_gc_free(struct fcg_gc *gc)
 	if (!gc)
 		return;
 	pthread_mutex_destroy(&gc->mu);
+	rtw_buf_free(&gc->rows);
 	free(gc);
 }
 
 void fcg_gc_item_clear(struct fcg_gc_item *it)
 {
-	free(it->id);
-	free(it->created_at);
-	free(it->ts);
 	free(it->message);
-	it->id = it->created_at = it->ts = it->message = NULL;
+	it->message = NULL;
+}
+
+/* Copies column col of row into out (cap bytes); false when it does not fit. */
+static bool fcg__copy(char *out, size_t cap, PGresult *res, int row, int col)
+{
+	int len = PQgetlength(res, row, col);
+
+	if ((size_t)len >= cap)
+		return false;
+	memcpy(out, PQgetvalue(res, row, col), (size_t)len + 1);
+	return true;
 }
 
 static void fcg__fill(struct fcg_gc_item *it, PGresult *res, int row)
@@ -65,11 +82,15 @@ static void fcg__fill(struct fcg_gc_item *it, PGresult *res, int row)
 		it->rc = RTW_DECLINED; /* its author is banned: nothing written */
 		return;
 	}
-	it->id = strdup(PQgetvalue(res, row, 0));
-	it->created_at = strdup(PQgetvalue(res, row, 1));
-	it->ts = strdup(PQgetvalue(res, row, 2));
+	/* the short columns go into the item itself: one allocation a row */
+	if (!fcg__copy(it->id, sizeof(it->id), res, row, 0) ||
+	    !fcg__copy(it->created_at, sizeof(it->created_at), res, row, 1) ||
+	    !fcg__copy(it->ts, sizeof(it->ts), res, row, 2)) {
+		it->rc = RTW_ERROR;
+		return;
+	}
 	it->message = strdup(PQgetvalue(res, row, 3));
-	it->rc = (it->id && it->created_at && it->ts && it->message) ? RTW_OK : RTW_ERROR;
+	it->rc = it->message ? RTW_OK : RTW_ERROR;
 }
 
 void fcg_insert_one(struct fcg_db *db, struct fcg_gc_item *it)
@@ -101,47 +122,77 @@ void fcg_insert_one(struct fcg_db *db, struct fcg_gc_item *it)
 	free(text);
 }
 
-/* One row of the batch as the JSON object jsonb_to_recordset reads. */
-static json_t *fcg__row(const struct fcg_gc_item *it)
+/* Appends s as a JSON string. The ids of a message (stream, widget,
+ * author, addressee) follow lib/msg.c's rules, which leave nothing to
+ * escape: those go as they are; anything else through jansson. */
+static int fcg__str(struct rtw_buf *b, const char *s)
 {
-	const struct msg_in *m = it->m;
-	/* "O" takes a reference to the waiter's decoded payload (jansson's
-	 * refcounts are atomic; the waiter sleeps until the batch is done). */
-	return json_pack("{s:s,s:s,s:s,s:s,s:o,s:O,s:f,s:b}", "stream_id", m->stream_id, "type", msg_type_name(m->type),
-			 "widget_key", m->widget_key, "author_id", it->author, "to_user_id",
-			 m->has_to_user ? json_string(m->to_user_id) : json_null(), "message", m->message, "ts",
-			 m->timestamp, "ban", it->check_ban);
+	for (const char *c = s; *c; c++)
+		if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f || *c == '"' || *c == '\\')
+			return rtw_buf_json_str(b, s);
+	return rtw_buf_add(b, "\"", 1) | rtw_buf_str(b, s) | rtw_buf_add(b, "\"", 1);
 }
 
-/* Writes batch (n items) in one statement; on a statement error (not a
- * lost connection, nor a commit in doubt, whose rows are stored) falls
- * back to one statement per item, so one bad row cannot fail the others. */
-static void fcg__write_batch(struct fcg_db *db, struct fcg_gc_item **batch, int n)
+static int fcg__dump(const char *data, size_t len, void *b)
 {
-	json_t *rows;
-	char *text = NULL, sqlstate[6] = "";
+	return rtw_buf_add(b, data, len) == RTW_OK ? 0 : -1;
+}
+
+/* Appends one row of the batch as the JSON object jsonb_to_recordset
+ * reads, straight into b: the waiter's decoded payload is borrowed (it
+ * sleeps until the batch is done) and encoded in place. */
+static int fcg__row(struct rtw_buf *b, const struct fcg_gc_item *it)
+{
+	const struct msg_in *m = it->m;
+	char ts[40];
+	int rc = RTW_OK;
+
+	snprintf(ts, sizeof(ts), "%.17g", m->timestamp);
+	rc |= rtw_buf_str(b, "{\"stream_id\":");
+	rc |= fcg__str(b, m->stream_id);
+	rc |= rtw_buf_str(b, ",\"type\":");
+	rc |= fcg__str(b, msg_type_name(m->type));
+	rc |= rtw_buf_str(b, ",\"widget_key\":");
+	rc |= fcg__str(b, m->widget_key);
+	rc |= rtw_buf_str(b, ",\"author_id\":");
+	rc |= fcg__str(b, it->author);
+	rc |= rtw_buf_str(b, ",\"to_user_id\":");
+	rc |= m->has_to_user ? fcg__str(b, m->to_user_id) : rtw_buf_str(b, "null");
+	rc |= rtw_buf_str(b, ",\"message\":");
+	if (rc == RTW_OK && json_dump_callback(m->message, fcg__dump, b, JSON_COMPACT | JSON_ENCODE_ANY) != 0)
+		rc = RTW_ERROR;
+	rc |= rtw_buf_str(b, ",\"ts\":");
+	rc |= rtw_buf_str(b, ts);
+	rc |= rtw_buf_str(b, it->check_ban ? ",\"ban\":true}" : ",\"ban\":false}");
+	return rc;
+}
+
+/* Writes batch (n items) in one statement, its rows formatted in the
+ * committer's buffer (only the leader uses it); on a statement error (not
+ * a lost connection, nor a commit in doubt, whose rows are stored) falls
+ * back to one statement per item, so one bad row cannot fail the others. */
+static void fcg__write_batch(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item **batch, int n)
+{
+	struct rtw_buf *b = &gc->rows;
+	char sqlstate[6] = "";
 	PGresult *res = NULL;
+	int rc = RTW_OK;
 
 	if (n == 1) {
 		fcg_insert_one(db, batch[0]);
 		return;
 	}
-	rows = json_array();
-	for (int i = 0; rows && i < n; i++) {
-		json_t *row = fcg__row(batch[i]);
-		if (!row || json_array_append_new(rows, row) != 0) {
-			json_decref(rows);
-			rows = NULL;
-		}
-	}
-	if (rows)
-		text = json_dumps(rows, JSON_COMPACT);
-	json_decref(rows);
-	if (text) {
-		const char *params[1] = {text};
+	b->len = 0;
+	rc |= rtw_buf_add(b, "[", 1);
+	for (int i = 0; rc == RTW_OK && i < n; i++)
+		rc |= (i ? rtw_buf_add(b, ",", 1) : RTW_OK) | fcg__row(b, batch[i]);
+	rc |= rtw_buf_add(b, "]", 1);
+	if (rc == RTW_OK) {
+		const char *params[1] = {b->p};
 		res = fcg_db_run(db, "ins_many", 1, params, PGRES_TUPLES_OK, sqlstate);
-		free(text);
 	}
+	/* a batch of large messages does not pin its size for good */
+	rtw_buf_shrink(b, FCG_GC_ROWS_KEEP);
 	if (res && PQntuples(res) == n) {
 		for (int i = 0; i < n; i++)
 			fcg__fill(batch[i], res, i);
@@ -159,11 +210,26 @@ static void fcg__write_batch(struct fcg_db *db, struct fcg_gc_item **batch, int 
 		fcg_insert_one(db, batch[i]);
 }
 
+/* Waits on the worker's semaphore until another thread moves item out of
+ * FCG_GC_QUEUED; returns the state it found. A post left over from an
+ * earlier wait (a read interrupted by SIGUSR1 that saw the state first)
+ * only costs one more look at the state. */
+static int fcg__wait(struct fcg_gc_item *it)
+{
+	int st;
+
+	while ((st = atomic_load_explicit(&it->state, memory_order_acquire)) == FCG_GC_QUEUED)
+		sem_wait(it->sem); /* EINTR: look again */
+	return st;
+}
+
 void fcg_gc_submit(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item *item)
 {
 	struct fcg_gc_item *batch[256];
+	sem_t *wake[RTW_ARRAY_LEN(batch)];
+	bool lead;
 
-	item->done = false;
+	atomic_store_explicit(&item->state, FCG_GC_QUEUED, memory_order_relaxed);
 	item->next = NULL;
 	item->rc = RTW_AGAIN;
 	pthread_mutex_lock(&gc->mu);
@@ -172,52 +238,55 @@ void fcg_gc_submit(struct fcg_gc *gc, struct fcg_db *db, struct fcg_gc_item *ite
 	else
 		gc->head = item;
 	gc->tail = item;
-	while (!item->done) {
-		if (gc->leading) {
-			pthread_cond_wait(item->cv, &gc->mu);
-			continue;
-		}
-		/* Lead: take up to max items from the head of the queue. */
-		int n = 0, max = gc->max < (int)RTW_ARRAY_LEN(batch) ? gc->max : (int)RTW_ARRAY_LEN(batch);
-		while (gc->head && n < max) {
-			batch[n++] = gc->head;
-			gc->head = gc->head->next;
-		}
-		if (!gc->head)
-			gc->tail = NULL;
-		gc->leading = true;
-		pthread_mutex_unlock(&gc->mu);
+	/* Nobody leads only when the queue was empty: item is alone in it. */
+	lead = !gc->leading;
+	gc->leading = true;
+	pthread_mutex_unlock(&gc->mu);
+	/* A follower sleeps until its batch is written, or until the leader
+	 * before it hands it the lead: then item is the head of the queue. */
+	if (!lead && fcg__wait(item) == FCG_GC_DONE)
+		return;
 
-		fcg__write_batch(db, batch, n);
-		FCG_COUNT(gc->m, gc_batches, 1);
-		FCG_COUNT(gc->m, gc_rows, (uint_fast64_t)n);
+	/* Lead: take up to max items from the head of the queue, which holds
+	 * item (the queue was empty, or item was its head). */
+	int n = 0, max = gc->max < (int)RTW_ARRAY_LEN(batch) ? gc->max : (int)RTW_ARRAY_LEN(batch);
+	pthread_mutex_lock(&gc->mu);
+	while (gc->head && n < max) {
+		batch[n++] = gc->head;
+		gc->head = gc->head->next;
+	}
+	if (!gc->head)
+		gc->tail = NULL;
+	pthread_mutex_unlock(&gc->mu);
 
-		/* Wake the waiters after unlocking, so they do not wake only to
-		 * block on the mutex. Their items live on their stacks and may be
-		 * gone once done is set and the lock dropped: copy the condition
-		 * variables (one per worker, alive as long as the process) first. */
-		pthread_cond_t *wake[RTW_ARRAY_LEN(batch) + 1];
-		int nwake = 0;
-		pthread_mutex_lock(&gc->mu);
+	fcg__write_batch(gc, db, batch, n);
+	FCG_COUNT(gc->m, gc_batches, 1);
+	FCG_COUNT(gc->m, gc_rows, (uint_fast64_t)n);
+
+	/* The next queued worker leads the next batch, woken first so that
+	 * its statement is on its way while this batch's answers go out;
+	 * with none, nobody leads until the next submit. */
+	sem_t *next = NULL;
+	pthread_mutex_lock(&gc->mu);
+	if (gc->head) {
+		next = gc->head->sem;
+		atomic_store_explicit(&gc->head->state, FCG_GC_LEAD, memory_order_release);
+	} else {
 		gc->leading = false;
-		for (int i = 0; i < n; i++) {
-			if (batch[i] != item)
-				wake[nwake++] = batch[i]->cv;
-			batch[i]->done = true;
-		}
-		/* the next queued worker leads the next batch */
-		if (gc->head)
-			wake[nwake++] = gc->head->cv;
-		if (item->done) {
-			pthread_mutex_unlock(&gc->mu);
-			for (int i = 0; i < nwake; i++)
-				pthread_cond_signal(wake[i]);
-			return;
-		}
-		pthread_mutex_unlock(&gc->mu);
-		for (int i = 0; i < nwake; i++)
-			pthread_cond_signal(wake[i]);
-		pthread_mutex_lock(&gc->mu);
 	}
 	pthread_mutex_unlock(&gc->mu);
+	if (next)
+		sem_post(next);
+	/* Each follower's item lives on its stack and may be gone as soon as
+	 * its state is DONE: take its semaphore (one per worker, alive as long
+	 * as the process) first. The followers take no lock on waking. */
+	int nwake = 0;
+	for (int i = 0; i < n; i++) {
+		if (batch[i] == item)
+			continue;
+		wake[nwake++] = batch[i]->sem;
+		atomic_store_explicit(&batch[i]->state, FCG_GC_DONE, memory_order_release);
+	}
+	for (int i = 0; i < nwake; i++)
+		sem_post(wake[i]);
 }

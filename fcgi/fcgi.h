@@ -36,6 +36,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 
 /* Buffers (request bodies, response heads and bodies) are lib/buf.c's
@@ -163,10 +164,13 @@ struct fcg_worker {
 	/* union of every enabled widget's origins, for preflights */
 	json_t *all_origins;
 	uint64_t all_origins_ms;
-	struct rtw_buf body;  /* request body, max http.max_body (http.max_batch_body for a batch) */
-	struct rtw_buf out;   /* response body */
-	struct rtw_buf head;  /* response head */
-	pthread_cond_t gc_cv; /* this worker's wait in the group committer */
+	struct rtw_buf body; /* request body, max http.max_body (http.max_batch_body for a batch) */
+	struct rtw_buf out;  /* response body */
+	struct rtw_buf head; /* response head */
+	sem_t gc_sem;	     /* this worker's wait in the group committer */
+	/* tokens this worker verified (lib/token.c's cache): a client's next
+	 * request, whichever worker serves it, mostly skips the HMAC */
+	struct tok_cache tokens;
 	/* false while waiting for a request (in FCGX_Accept_r, possibly on a
 	 * kept connection); read by main at SIGTERM to wake idle workers only */
 	atomic_bool busy;
@@ -304,16 +308,22 @@ struct fcg_gc_item {
 	const struct msg_in *m; /* borrowed; m->message is the payload */
 	const char *author;
 	bool check_ban; /* refuse the row when author is banned from the stream */
-	/* out: RTW_OK with the columns below (owned, free with fcg_gc_item_clear),
-	 * RTW_DECLINED (check_ban: the author is banned; nothing written),
-	 * RTW_AGAIN (unavailable) or RTW_ERROR */
+	/* out: RTW_OK with the columns below (message owned, free with
+	 * fcg_gc_item_clear), RTW_DECLINED (check_ban: the author is banned;
+	 * nothing written), RTW_AGAIN (unavailable) or RTW_ERROR */
 	int rc;
-	char *id, *created_at, *ts, *message;
-	/* queue */
+	char id[24];	     /* a bigint as text */
+	char created_at[48]; /* rtw_rfc3339() */
+	char ts[40];	     /* a float8 as text */
+	char *message;
+	/* queue: state is FCG_GC_QUEUED until the leader of its batch sets
+	 * FCG_GC_DONE, or hands it the lead (FCG_GC_LEAD); sem is its
+	 * worker's, posted after each such change */
 	struct fcg_gc_item *next;
-	bool done;
-	pthread_cond_t *cv;
+	atomic_int state;
+	sem_t *sem;
 };
+enum { FCG_GC_QUEUED, FCG_GC_LEAD, FCG_GC_DONE };
 
 /* m (borrowed) counts batches and rows. */
 struct fcg_gc *fcg_gc_new(int max, struct fcg_metrics *m);

@@ -47,8 +47,8 @@ static int fcg__auth(struct fcg_req *r, const char *stream)
 	tok += 7;
 	while (*tok == ' ')
 		tok++;
-	if (tok_verify_rotating(cfg->auth_secret, cfg->auth_secret_previous, tok, (int64_t)time(NULL),
-				cfg->auth_max_token_ttl_s, &r->claims, &why) != RTW_OK) {
+	if (tok_cache_verify(&r->w->tokens, cfg->auth_secret, cfg->auth_secret_previous, tok, (int64_t)time(NULL),
+			     cfg->auth_max_token_ttl_s, &r->claims, &why) != RTW_OK) {
 		fcg_fail(r, 401, "unauthorized", NULL, "invalid token: %s", why ? why : "rejected");
 		return RTW_ERROR;
 	}
@@ -561,7 +561,7 @@ static bool fcg__idem_key_valid(const char *key)
  * 403 sent, nothing written) or RTW_AGAIN (unavailable). */
 static int fcg__write(struct fcg_req *r, const struct msg_in *m, const char *author, bool in_txn, int *status)
 {
-	struct fcg_gc_item it = {.m = m, .author = author, .check_ban = fcg__checks_bans(r), .cv = &r->w->gc_cv};
+	struct fcg_gc_item it = {.m = m, .author = author, .check_ban = fcg__checks_bans(r), .sem = &r->w->gc_sem};
 	int rc;
 
 	if (m->type == MSG_WEBHOOK) {

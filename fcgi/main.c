@@ -187,7 +187,12 @@ int main(int argc, char **argv)
 		w->db.worker_id = i;
 		w->out.max = SIZE_MAX;
 		w->head.max = 64 * 1024;
-		pthread_cond_init(&w->gc_cv, NULL);
+		uint64_t seed; /* the token cache's hash key */
+		if (rtw_random(&seed, sizeof(seed)) != RTW_OK || sem_init(&w->gc_sem, 0, 0) != 0) {
+			log_error("could not start worker thread %d", i);
+			break;
+		}
+		tok_cache_init(&w->tokens, seed);
 		FCGX_InitRequest(&w->fx, listen_fd, 0);
 		if (pthread_create(&tids[i], NULL, fcg__worker_main, w) != 0) {
 			log_error("could not start worker thread %d", i);
@@ -249,7 +254,8 @@ int main(int argc, char **argv)
 			json_decref(workers[i].widgets[k].origins);
 			json_decref(workers[i].widgets[k].hosts);
 		}
-		pthread_cond_destroy(&workers[i].gc_cv);
+		sem_destroy(&workers[i].gc_sem);
+		tok_cache_free(&workers[i].tokens);
 		FCGX_Free(&workers[i].fx, 1);
 	}
 	close(listen_fd);

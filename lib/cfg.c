@@ -137,7 +137,8 @@ const struct cfg_option cfg_options[] = {
 	"one process per database (the leader) computes the settled horizon and publishes it on rtw_settled, the "
 	"others read behind it; false: every process tails on its own"),
     OPT("sse.relay", CFG_STR, sse_relay, "",
-	"host relay name (abstract unix socket, per uid and pgdsn): one process per host tails and streams settled rows "
+	"host relay name (abstract unix socket, per uid and pgdsn): one process per host tails and streams settled "
+	"rows "
 	"to the others, which neither LISTEN nor tail (empty: none)"),
 
     SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),

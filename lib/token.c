@@ -2,7 +2,8 @@
  * token.c: owns HS256 JWT encoding and verification. The signature is
  * compared with CRYPTO_memcmp so timing tells an attacker nothing. Claims
  * are decoded with jansson (duplicate keys rejected); sub follows the user
- * id rule of lib/msg.c.
+ * id rule of lib/msg.c. Also the per-thread cache of verified tokens
+ * (tok_cache_*), which answers exactly as verification does.
  */
 #include "config.h"
 #include "token.h"
@@ -260,6 +261,137 @@ int tok_verify_rotating(const char *secret, const char *previous, const char *to
 		*why = TOK_WHY_TOO_LONG;
 		rc = RTW_ERROR;
 	}
+	return rc;
+}
+
+/* ---- the cache of verified tokens ---- */
+
+/* FNV-1a over the token, from the cache's seed, with a final mix so that
+ * the low bits (the slot) depend on every byte. */
+static size_t tok__slot(const struct tok_cache *c, const char *token, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ULL ^ c->seed;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)token[i];
+		h *= 0x100000001b3ULL;
+	}
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	return (size_t)(h % TOK_CACHE_SLOTS);
+}
+
+static void tok__entry_free(struct tok_cache_entry *e)
+{
+	free(e->token);
+	tok_claims_free(&e->claims);
+	memset(e, 0, sizeof(*e));
+}
+
+/* A deep copy of in into out; RTW_ERROR when out of memory (out freed). */
+static int tok__claims_copy(const struct tok_claims *in, struct tok_claims *out)
+{
+	*out = *in;
+	out->streams = NULL;
+	out->n_streams = 0;
+	if (!in->streams)
+		return RTW_OK;
+	if (!(out->streams = calloc(in->n_streams ? in->n_streams : 1, sizeof(char *))))
+		return RTW_ERROR;
+	for (size_t i = 0; i < in->n_streams; i++) {
+		if (!(out->streams[i] = strdup(in->streams[i]))) {
+			tok_claims_free(out);
+			return RTW_ERROR;
+		}
+		out->n_streams = i + 1;
+	}
+	return RTW_OK;
+}
+
+static bool tok__same(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+void tok_cache_init(struct tok_cache *c, uint64_t seed)
+{
+	memset(c, 0, sizeof(*c));
+	c->seed = seed;
+}
+
+void tok_cache_free(struct tok_cache *c)
+{
+	for (size_t i = 0; i < TOK_CACHE_SLOTS; i++)
+		tok__entry_free(&c->slot[i]);
+	free(c->secret);
+	free(c->previous);
+	c->secret = c->previous = NULL;
+}
+
+size_t tok_cache_size(const struct tok_cache *c)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < TOK_CACHE_SLOTS; i++)
+		n += c->slot[i].token != NULL;
+	return n;
+}
+
+int tok_cache_verify(struct tok_cache *c, const char *secret, const char *previous, const char *token, int64_t now,
+		     int64_t max_ttl_s, struct tok_claims *out, const char **why)
+{
+	size_t len = strlen(token);
+	struct tok_cache_entry *e;
+	int rc;
+
+	if (len == 0 || len > TOK_CACHE_TOKEN_MAX)
+		return tok_verify_rotating(secret, previous, token, now, max_ttl_s, out, why);
+	/* Entries hold only under the secrets they were verified with: a
+	 * rotation that drops a key takes its tokens' entries with it. */
+	if (!c->secret || !tok__same(c->secret, secret) || !tok__same(c->previous, previous)) {
+		tok_cache_free(c);
+		c->secret = strdup(secret);
+		c->previous = strdup(previous ? previous : "");
+		if (!c->secret || !c->previous)
+			return tok_verify_rotating(secret, previous, token, now, max_ttl_s, out, why);
+	}
+	e = &c->slot[tok__slot(c, token, len)];
+	if (e->token && e->len == len && CRYPTO_memcmp(e->token, token, len) == 0) {
+		if (e->claims.exp <= now) {
+			/* the words tok_verify uses for an expired token */
+			memset(out, 0, sizeof(*out));
+			*why = "token has expired";
+			tok__entry_free(e);
+			return RTW_ERROR;
+		}
+		/* kept under this cap (exp - now only shrinks), unless the
+		 * caller's cap is another one */
+		if (max_ttl_s > 0 && e->claims.exp - now > max_ttl_s) {
+			memset(out, 0, sizeof(*out));
+			*why = TOK_WHY_TOO_LONG;
+			return RTW_ERROR;
+		}
+		if (tok__claims_copy(&e->claims, out) != RTW_OK) {
+			memset(out, 0, sizeof(*out));
+			*why = "out of memory";
+			return RTW_ERROR;
+		}
+		c->hits++;
+		return RTW_OK;
+	}
+	c->misses++;
+	rc = tok_verify_rotating(secret, previous, token, now, max_ttl_s, out, why);
+	if (rc != RTW_OK)
+		return rc;
+	/* keep it; a slot taken by another token is taken over */
+	tok__entry_free(e);
+	if (!(e->token = malloc(len + 1)))
+		return rc;
+	memcpy(e->token, token, len + 1);
+	e->len = len;
+	if (tok__claims_copy(out, &e->claims) != RTW_OK)
+		tok__entry_free(e);
 	return rc;
 }
 

@@ -56,6 +56,45 @@ char *tok_mint(const char *secret, size_t secret_len, const char *sub, int64_t e
 char *tok_mint_service(const char *secret, size_t secret_len, const char *sub, int64_t exp, const char *stream,
 		       bool admin, bool service) RTW_WUR;
 
+/*
+ * A bounded cache of verified tokens, for one thread (no lock): the exact
+ * bytes of a token that tok_verify_rotating accepted, with its claims, so
+ * that the next request with the same token skips the HMAC and the two
+ * JSON parses. TOK_CACHE_SLOTS entries, direct-mapped by a hash of the
+ * token keyed with a per-cache random seed; a token longer than
+ * TOK_CACHE_TOKEN_MAX is verified every time. A hit compares the whole
+ * token in constant time (CRYPTO_memcmp), checks exp against now again,
+ * and is only possible under the same secrets it was verified with
+ * (different ones empty the cache first). Refused tokens are never kept.
+ */
+#define TOK_CACHE_SLOTS 64
+#define TOK_CACHE_TOKEN_MAX 1024
+
+struct tok_cache_entry {
+	char *token; /* owned; NULL: empty slot */
+	size_t len;
+	struct tok_claims claims; /* owned */
+};
+
+struct tok_cache {
+	uint64_t seed;
+	char *secret, *previous; /* owned copies of the secrets the entries were verified under */
+	struct tok_cache_entry slot[TOK_CACHE_SLOTS];
+	uint64_t hits, misses;
+};
+
+/* Empties c and sets its hash seed (a random value: where a token lands
+ * must not be chosen by its holder). */
+void tok_cache_init(struct tok_cache *c, uint64_t seed);
+/* Frees every entry. c may be reused after tok_cache_init. */
+void tok_cache_free(struct tok_cache *c);
+/* tok_verify_rotating through c: the same answers, *out (release with
+ * tok_claims_free) a copy of the cached claims on a hit. */
+int tok_cache_verify(struct tok_cache *c, const char *secret, const char *previous, const char *token, int64_t now,
+		     int64_t max_ttl_s, struct tok_claims *out, const char **why) RTW_WUR;
+/* How many slots hold a token (tests, metrics). */
+size_t tok_cache_size(const struct tok_cache *c);
+
 /* HMAC-SHA256 of data under key; out receives 32 bytes. */
 void tok_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len, unsigned char out[32]);
 

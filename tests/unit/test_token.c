@@ -1,7 +1,9 @@
 /*
  * test_token.c: unit tests of HS256 minting and verification, including
  * tampering, expiry (and its absence), algorithm confusion, the streams
- * claim and verification during a key rotation.
+ * claim and verification during a key rotation; and the cache of verified
+ * tokens: the same answers as verification, expiry and a secret change
+ * honoured on a hit, refusals never kept, its bound.
  */
 #include "config.h"
 #include "token.h"
@@ -108,6 +110,27 @@ static void test_lifetime_cap(void **state)
 	free(at_cap);
 	free(beyond);
 	free(old_beyond);
+}
+
+/* The cap holds through the cache: a token kept without one is refused
+ * on a hit under a cap it exceeds, and a refusal by the cap is not kept. */
+static void test_cache_lifetime_cap(void **state)
+{
+	struct tok_cache cache;
+	struct tok_claims c;
+	const char *why;
+	char *t = tok_mint(SECRET, strlen(SECRET), "u", NOW + 7200, NULL, false);
+
+	tok_cache_init(&cache, 7);
+	assert_int_equal(tok_cache_verify(&cache, SECRET, "", t, NOW, 3600, &c, &why), RTW_ERROR);
+	assert_string_equal(why, TOK_WHY_TOO_LONG);
+	assert_int_equal(tok_cache_size(&cache), 0);
+	assert_int_equal(tok_cache_verify(&cache, SECRET, "", t, NOW, 0, &c, &why), RTW_OK);
+	tok_claims_free(&c);
+	assert_int_equal(tok_cache_verify(&cache, SECRET, "", t, NOW, 3600, &c, &why), RTW_ERROR);
+	assert_string_equal(why, TOK_WHY_TOO_LONG);
+	tok_cache_free(&cache);
+	free(t);
 }
 
 static void test_expired(void **state)
@@ -301,6 +324,144 @@ static void test_hmac_vector(void **state)
 	assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 }
 
+/* ---- the cache of verified tokens ---- */
+
+/* Mints a token of user-7 (expiring at exp) and puts it in a fresh cache
+ * through a first verification at NOW; the caller frees the token. */
+static char *cached(struct tok_cache *cache, uint64_t seed, int64_t exp)
+{
+	struct tok_claims c;
+	const char *why;
+	char *t = tok_mint(SECRET, strlen(SECRET), "user-7", exp, NULL, false);
+
+	assert_non_null(t);
+	tok_cache_init(cache, seed);
+	assert_int_equal(tok_cache_verify(cache, SECRET, "", t, NOW, 0, &c, &why), RTW_OK);
+	tok_claims_free(&c);
+	assert_int_equal(tok_cache_size(cache), 1);
+	return t;
+}
+
+static void test_cache_hit_same_claims(void **state)
+{
+	struct tok_cache cache;
+	struct tok_claims a, b;
+	const char *why;
+	char *t = tok_mint(SECRET, strlen(SECRET), "user-7", NOW + 60, "live-1", true);
+
+	tok_cache_init(&cache, 42);
+	assert_int_equal(tok_cache_verify(&cache, SECRET, "", t, NOW, 0, &a, &why), RTW_OK);
+	assert_int_equal(cache.misses, 1);
+	assert_int_equal(tok_cache_verify(&cache, SECRET, "", t, NOW, 0, &b, &why), RTW_OK);
+	assert_int_equal(cache.hits, 1);
+	assert_string_equal(b.sub, "user-7");
+	assert_int_equal(b.exp, NOW + 60);
+	assert_true(b.admin);
+	assert_false(b.streams_any);
+	assert_true(tok_allows_stream(&b, "live-1"));
+	assert_false(tok_allows_stream(&b, "live-2"));
+	/* each answer owns its claims */
+	assert_ptr_not_equal(a.streams, b.streams);
+	tok_claims_free(&a);
+	tok_claims_free(&b);
+	tok_cache_free(&cache);
+	free(t);
+}
+
+static void test_cache_refuses_expired(void **state)
+{
+	struct tok_cache cache;
+	struct tok_claims c;
+	const char *why;
+	char *t = cached(&cache, 1, NOW + 10);
+
+	/* cached, and still refused once its exp has come: the same words */
+	assert_int_equal(tok_cache_verify(&cache, SECRET, "", t, NOW + 10, 0, &c, &why), RTW_ERROR);
+	assert_string_equal(why, "token has expired");
+	assert_int_equal(tok_cache_size(&cache), 0);
+	assert_int_equal(tok_cache_verify(&cache, SECRET, "", t, NOW + 11, 0, &c, &why), RTW_ERROR);
+	assert_string_equal(why, "token has expired");
+	tok_cache_free(&cache);
+	free(t);
+}
+
+static void test_cache_secret_change(void **state)
+{
+	struct tok_cache cache;
+	struct tok_claims c;
+	const char *why;
+	char *t = cached(&cache, 7, NOW + 60);
+
+	/* rotated: the old key is the previous one, the token still holds */
+	assert_int_equal(tok_cache_verify(&cache, "new-key", SECRET, t, NOW, 0, &c, &why), RTW_OK);
+	tok_claims_free(&c);
+	/* the old key dropped: the cached entry must not answer for it */
+	assert_int_equal(tok_cache_verify(&cache, "new-key", "", t, NOW, 0, &c, &why), RTW_ERROR);
+	assert_string_equal(why, TOK_WHY_SIGNATURE);
+	assert_int_equal(tok_cache_size(&cache), 0);
+	tok_cache_free(&cache);
+	free(t);
+}
+
+static void test_cache_keeps_no_refusal(void **state)
+{
+	struct tok_cache cache;
+	struct tok_claims c;
+	const char *why;
+	char *t = cached(&cache, 3, NOW + 60);
+	size_t n = strlen(t);
+
+	/* the same token with its signature altered: refused, not kept */
+	t[n - 2] = t[n - 2] == 'A' ? 'B' : 'A';
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(tok_cache_verify(&cache, SECRET, "", t, NOW, 0, &c, &why), RTW_ERROR);
+		assert_string_equal(why, TOK_WHY_SIGNATURE);
+	}
+	assert_int_equal(tok_cache_size(&cache), 1);
+	assert_int_equal(cache.hits, 0);
+	tok_cache_free(&cache);
+	free(t);
+}
+
+static void test_cache_bound(void **state)
+{
+	struct tok_cache cache;
+	struct tok_claims c;
+	const char *why;
+	char sub[32], *first = NULL, long_tok[TOK_CACHE_TOKEN_MAX + 64];
+
+	tok_cache_init(&cache, 99);
+	/* four times as many tokens as slots: never more entries than slots */
+	for (int i = 0; i < 4 * TOK_CACHE_SLOTS; i++) {
+		snprintf(sub, sizeof(sub), "user-%d", i);
+		char *t = tok_mint(SECRET, strlen(SECRET), sub, NOW + 60, NULL, false);
+		assert_int_equal(tok_cache_verify(&cache, SECRET, "", t, NOW, 0, &c, &why), RTW_OK);
+		assert_string_equal(c.sub, sub);
+		tok_claims_free(&c);
+		assert_true(tok_cache_size(&cache) <= TOK_CACHE_SLOTS);
+		if (i == 0)
+			first = t;
+		else
+			free(t);
+	}
+	assert_true(tok_cache_size(&cache) > TOK_CACHE_SLOTS / 2);
+	/* whether still cached or pushed out, the first token gets its answer */
+	assert_int_equal(tok_cache_verify(&cache, SECRET, "", first, NOW, 0, &c, &why), RTW_OK);
+	assert_string_equal(c.sub, "user-0");
+	tok_claims_free(&c);
+	/* a token over the length bound is verified, never kept */
+	size_t before = tok_cache_size(&cache);
+	uint64_t misses = cache.misses, hits = cache.hits;
+	memset(long_tok, 'a', sizeof(long_tok) - 1);
+	long_tok[sizeof(long_tok) - 1] = '\0';
+	assert_int_equal(tok_cache_verify(&cache, SECRET, "", long_tok, NOW, 0, &c, &why), RTW_ERROR);
+	assert_int_equal(tok_cache_size(&cache), before);
+	assert_int_equal(cache.misses, misses);
+	assert_int_equal(cache.hits, hits);
+	tok_cache_free(&cache);
+	free(first);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -309,12 +470,18 @@ int main(void)
 	    cmocka_unit_test(test_exp_required),
 	    cmocka_unit_test(test_rotation),
 	    cmocka_unit_test(test_lifetime_cap),
+	    cmocka_unit_test(test_cache_lifetime_cap),
 	    cmocka_unit_test(test_expired),
 	    cmocka_unit_test(test_wrong_secret_and_tamper),
 	    cmocka_unit_test(test_malformed),
 	    cmocka_unit_test(test_alg_and_claims),
 	    cmocka_unit_test(test_hmac_vector),
 	    cmocka_unit_test(test_service_claim),
+	    cmocka_unit_test(test_cache_hit_same_claims),
+	    cmocka_unit_test(test_cache_refuses_expired),
+	    cmocka_unit_test(test_cache_secret_change),
+	    cmocka_unit_test(test_cache_keeps_no_refusal),
+	    cmocka_unit_test(test_cache_bound),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
