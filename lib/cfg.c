@@ -128,8 +128,8 @@ const struct cfg_option cfg_options[] = {
 	"one process per database (the leader) computes the settled horizon and publishes it on rtw_settled, the "
 	"others read behind it; false: every process tails on its own"),
     OPT("sse.tls_listen", CFG_STR, sse_tls_listen, "",
-	"rtw-sse's own TLS listener host:port (SO_REUSEPORT), for browsers to reach the events path directly over "
-	"https; empty: none (sse.listen stays plain HTTP for fronts and probes)"),
+	"rtw-sse's own TLS listener host:port (SO_REUSEPORT) for browsers to reach directly over https; empty: none "
+	"(sse.listen stays plain)"),
     OPT("sse.tls_cert", CFG_STR, sse_tls_cert, "",
 	"PEM file of the TLS listener's certificate chain (leaf first); read again on SIGHUP"),
     OPT("sse.tls_key", CFG_STR, sse_tls_key, "",
