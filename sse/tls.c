@@ -80,6 +80,10 @@ static SSL_CTX *tls__ctx_new(const struct rtw_cfg *cfg, char *err, size_t cap)
 	 * same process, until the next reload), and a handshake costs one
 	 * write less */
 	SSL_CTX_set_num_tickets(t, 1);
+	/* no server-side session cache: resumption is by ticket alone, and a
+	 * cache would keep a session per handshake (20,480 by default) in
+	 * memory for nothing */
+	SSL_CTX_set_session_cache_mode(t, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_alpn_select_cb(t, tls__alpn, NULL);
 	if (SSL_CTX_use_certificate_chain_file(t, cfg->sse_tls_cert) != 1) {
 		tls__why(why, sizeof(why));
