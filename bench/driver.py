@@ -58,7 +58,11 @@ class Targets:
         n.__dict__.update(kw)
         return n
 
-    def names(self, via_nginx=False, via_apache=False):
+    def names(self, via_nginx=False, via_apache=False, tls=False):
+        if tls:
+            # subscribers over TLS: Nchan behind nginx's TLS against rtw-sse's
+            # own TLS port, with both plain direct paths of the same run
+            return ["nchan", "nchan-tls"] + (["rtw", "rtw-tls"] if self.rtw else [])
         out = ["nchan"]
         if self.rtw:
             out.append("rtw")
@@ -94,7 +98,7 @@ class Targets:
             self.rtw_stack.pg.stop()
 
     def pids_all(self, name):
-        if name == "nchan":
+        if name in ("nchan", "nchan-tls"):
             return self.nchan["pids"]
         r = self.rtw
         pg = stack.postgres_pids(self.rtw_stack.pg.dir)
@@ -106,24 +110,26 @@ class Targets:
     def front_pids(self, name):
         """The front's processes for target name: Apache's for its column,
         else nginx's (it proxies every target's publishing); [] for Nchan."""
-        if name == "nchan" or not self.rtw:
+        if name in ("nchan", "nchan-tls") or not self.rtw:
             return []
         # masters only: cpu_seconds adds their children
         return self.rtw["apache_pids"][:1] if name == "rtw-apache" else [self.rtw["nginx_master"]]
 
     def bench_args(self, name, stream):
         """rtw-bench arguments that address target name on stream."""
-        if name == "nchan":
+        tls = ["--tls", "1"] if name.endswith("-tls") else []
+        if name in ("nchan", "nchan-tls"):
             p = self.nchan["port"]
+            sp = self.nchan["tls_port"] if tls else p
             pids = self.nchan["pids"]
-            return ["--format", "nchan", "--sub", "127.0.0.1:%d/sub/%s" % (p, stream),
+            return tls + ["--format", "nchan", "--sub", "127.0.0.1:%d/sub/%s" % (sp, stream),
                     "--pub", "127.0.0.1:%d/pub/%s" % (p, stream),
                     "--pids", ",".join(map(str, pids)), "--pids-all", ",".join(map(str, pids))]
         r = self.rtw
         sub_port = {"rtw": r["sse_port"], "rtw-apache": r["apache_port"], "rtw-b": r.get("b_port"),
-                    "rtw-stream": r.get("events_port")}.get(name, r["http_port"])
+                    "rtw-stream": r.get("events_port"), "rtw-tls": r.get("tls_port")}.get(name, r["http_port"])
         sse_pids = r["b_pids"] if name == "rtw-b" else r["sse_pids"]
-        return ["--format", "rtw", "--widget-key", r["widget_key"], "--token", r["token"],
+        return tls + ["--format", "rtw", "--widget-key", r["widget_key"], "--token", r["token"],
                 "--sub", "127.0.0.1:%d/v1/streams/%s/events" % (sub_port, stream),
                 "--pub", "127.0.0.1:%d/v1/streams/%s/messages" % (r["http_port"], stream),
                 "--pids", ",".join(map(str, sse_pids)),
@@ -131,7 +137,8 @@ class Targets:
 
     def sse_metrics(self, name):
         """rtw-sse's /metrics counters and histogram buckets for target name (direct targets), else {}."""
-        port = {"rtw": self.rtw and self.rtw["sse_port"], "rtw-b": self.rtw and self.rtw.get("b_port")}.get(name)
+        port = {"rtw": self.rtw and self.rtw["sse_port"], "rtw-b": self.rtw and self.rtw.get("b_port"),
+                "rtw-tls": self.rtw and self.rtw["sse_port"]}.get(name)
         if not port:
             return {}
         try:
@@ -223,10 +230,12 @@ class Runner:
                      self._bucket_q(sse, "rtw_sse_stage_seconds", 0.99, 'stage="flush",'))
             self.add(scen, "rtw-sse tail batches behind the horizon", name, sse.get("rtw_sse_tail_unsettled_total"))
 
-    def fanout(self, t, subs, rate, duration, scen, tail=False):
+    def fanout(self, t, subs, rate, duration, scen, tail=False, tls=False):
         for rep in range(self.args.reps):
             # Apache holds a thread per stream: only where bench/stack.py sized it for them
-            names = t.names(via_nginx=True, via_apache=subs <= self.args.apache_streams)
+            names = t.names(via_nginx=True, via_apache=subs <= self.args.apache_streams, tls=tls)
+            if tls and rep % 2:
+                names.reverse()  # alternate: neither side always runs first
             if self.args.targets:
                 names = [n for n in names if n in self.args.targets.split(",")]
             if rep % 2 and "rtw-b" in names:
@@ -296,14 +305,14 @@ class Runner:
                 self.add(scen, "highest msg/s with p99 < 100 ms", name, best_p99)
                 self.add(scen, "deliveries/s kept up", name, best_keep * subs)
 
-    def idle(self, t, conns, procs, hold, scen):
+    def idle(self, t, conns, procs, hold, scen, tls=False):
         """RSS growth per idle connection, twice per fresh server: first on a
         cold heap (what a new deployment pays), then again after those
         connections closed (a warm heap reuses what the first burst left)."""
         for rep in range(self.args.reps):
             if rep:
                 t.restart_servers()
-            for name in t.names():
+            for name in t.names(tls=tls):
                 for phase in ("fresh server", "warm server"):
                     a = t.bench_args(name, self.stream())
                     a = a[:a.index("--pub")] + a[a.index("--pub") + 2:]
@@ -489,6 +498,9 @@ class Runner:
 
         cols = ["nchan", "rtw", "rtw-nginx", "rtw-stream", "rtw-apache"]
         heads = ["Nchan", "rtw direct", "rtw via nginx", "rtw via nginx stream", "rtw via Apache"]
+        if any("rtw-tls" in vals for vals in self.rows.values()):
+            cols += ["nchan-tls", "rtw-tls"]
+            heads += ["Nchan behind nginx TLS", "rtw-sse direct TLS"]
         if self.args.rtw_b_env:
             cols.append("rtw-b")
             heads.append("rtw direct, %s" % self.args.rtw_b_env)
@@ -510,7 +522,7 @@ class Runner:
             v = self.median(t.scen, t.metric, t.col)
             if v is None:
                 continue
-            n = self.median(t.nchan_scen or t.scen, t.nchan_metric or t.metric, "nchan")
+            n = self.median(t.nchan_scen or t.scen, t.nchan_metric or t.metric, t.nchan_col)
             met = t.check(v, n, self.median)
             out.append("| %s | %s | %s | %s |" % (t.text, fmt(v), fmt(n), "n/a" if met is None else
                                                   ("**yes**" if met else "**no**")))
@@ -530,11 +542,14 @@ class Target:
     column) that measures it, and check(value, nchan, median) -> met? where
     median(scen, metric, col) reads any other cell of the same run (None
     when a cell it needs did not run). nchan_metric, nchan_scen: Nchan's
-    comparable metric and scenario when they are not the same ones."""
+    comparable metric and scenario when they are not the same ones;
+    nchan_col: Nchan's column (the TLS rows compare with Nchan behind
+    nginx's TLS)."""
 
-    def __init__(self, text, scen, metric, col, check, nchan_metric=None, nchan_scen=None):
+    def __init__(self, text, scen, metric, col, check, nchan_metric=None, nchan_scen=None, nchan_col="nchan"):
         self.text, self.scen, self.metric, self.col = text, scen, metric, col
         self.check, self.nchan_metric, self.nchan_scen = check, nchan_metric, nchan_scen
+        self.nchan_col = nchan_col
 
 
 def _within_5ms_of_direct(scen):
@@ -546,6 +561,8 @@ def _within_5ms_of_direct(scen):
 
 FAN = "fan-out 1,000"
 BIG = "10,000 subs"
+TLS = "TLS: fan-out 1,000"
+TLS_IDLE = "TLS: idle"
 # The targets bench/run reports on, in the order printed. Add a row next to
 # the scenario that measures it; rows whose scenario did not run are left out.
 TARGETS = [
@@ -573,6 +590,17 @@ TARGETS = [
     Target("durable ingest through nginx ≥ 10,000 msg/s (100 streams, FastCGI over a unix socket)",
            "ingest, 100 streams (nginx: kept, unix)", "durable msg/s (201, stored)", "rtw-nginx",
            lambda v, n, _: v >= 10000, nchan_metric="accepted msg/s (2xx)", nchan_scen="ingest, 100 streams"),
+    Target("direct TLS: pipeline CPU µs/delivery ≤ Nchan behind nginx TLS (1,000 × 80)", TLS,
+           "pipeline CPU µs/delivery", "rtw-tls", lambda v, n, _: None if n is None else v <= n,
+           nchan_col="nchan-tls"),
+    Target("direct TLS: server CPU µs/delivery ≤ ⅓ of Nchan behind nginx TLS (1,000 × 80)", TLS,
+           "server CPU µs/delivery", "rtw-tls", lambda v, n, _: None if n is None else v <= n / 3,
+           nchan_col="nchan-tls"),
+    Target("direct TLS: p99 ms < 50 (1,000 × 80)", TLS, "p99 ms", "rtw-tls", lambda v, n, _: v < 50,
+           nchan_col="nchan-tls"),
+    Target("direct TLS: idle server RSS B/subscriber ≤ Nchan behind nginx TLS", TLS_IDLE,
+           "server RSS B/conn, fresh server", "rtw-tls", lambda v, n, _: None if n is None else v <= n,
+           nchan_col="nchan-tls"),
 ]
 
 
@@ -580,7 +608,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--only", default="", help="comma list: fanout,front,maxrate,big,idle,ingest,soak,tail")
+    ap.add_argument("--only", default="", help="comma list: fanout,front,maxrate,big,idle,ingest,soak,tail,tls")
     ap.add_argument("--workers", type=int, default=1, help="rtw-sse processes = Nchan nginx workers")
     ap.add_argument("--idle-workers", type=int, default=3)
     ap.add_argument("--apache-streams", type=int, default=1000,
@@ -617,6 +645,13 @@ def main():
             r.fanout(t, subs, 20, 4 if q else 10, "%s subs x 20 msg/s" % "{:,}".format(subs))
         if want("ingest"):
             r.ingest(t, 4 if q else 10, 64)
+        if want("tls"):
+            # subscribers over TLS: rtw-sse's own port against Nchan behind
+            # nginx's TLS, plain direct alongside; then idle memory per stream
+            r.fanout(t, 1000, 80, 4 if q else 10, "TLS: fan-out 1,000 subs x 80 msg/s", tls=True)
+            t.restart_servers()  # idle memory from a cold heap, as the idle scenario measures it
+            r.idle(t, 2000 if q else 5000, 1, 3 if q else 5, "TLS: idle %s conns (1 server proc)"
+                   % ("2,000" if q else "5,000"), tls=True)
         if want("soak") and args.soak_minutes:
             r.soak(t, 1000, 50, args.soak_minutes)
     finally:

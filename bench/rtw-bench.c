@@ -24,6 +24,10 @@
  * (bind() with IP_BIND_ADDRESS_NO_PORT before connect) so 50,000
  * connections do not exhaust one address's ephemeral ports.
  *
+ * With --tls 1 the subscribers speak TLS (OpenSSL, no certificate
+ * verification: the bench measures the server, not the PKI), through a
+ * non-blocking handshake on the same loop; reads go through SSL_read.
+ *
  * Threads: none. Each process runs one loop; children report a fixed-size
  * struct bn_stats over a pipe.
  */
@@ -36,6 +40,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -87,6 +93,7 @@ struct bn_opts {
 	int pub_conns;
 	int payload;   /* extra padding bytes in each message */
 	int src_addrs; /* how many 127.0.0.x source addresses */
+	bool tls;      /* subscribers speak TLS (no verification) */
 	pid_t pids[BN_MAX_PIDS];
 	int npids;
 	pid_t pids_all[BN_MAX_PIDS]; /* the whole pipeline (rtw: + fcgi, nginx, PostgreSQL) */
@@ -467,10 +474,11 @@ static bool bn_http_feed(struct bn_http *h, const char *p, size_t n, bn_head_fn 
 
 /* ---- subscribers -------------------------------------------------------- */
 
-enum bn_sub_state { BN_SUB_CONNECTING, BN_SUB_WAIT_HEAD, BN_SUB_STREAMING, BN_SUB_CLOSED };
+enum bn_sub_state { BN_SUB_CONNECTING, BN_SUB_TLS, BN_SUB_WAIT_HEAD, BN_SUB_STREAMING, BN_SUB_CLOSED };
 
 struct bn_sub {
 	int fd;
+	SSL *ssl; /* --tls: the session; NULL: plain */
 	enum bn_sub_state state;
 	struct bn_http http;
 	char *line; /* a partial SSE line carried between reads (malloc) */
@@ -491,6 +499,7 @@ struct bn_subctx {
 	struct bn_stats st;
 	struct bn_sub *cur;
 	uint64_t now_us;
+	SSL_CTX *tls; /* --tls: the client context */
 };
 
 static void bn__sub_set_state(struct bn_subctx *c, struct bn_sub *s, enum bn_sub_state to)
@@ -501,6 +510,11 @@ static void bn__sub_set_state(struct bn_subctx *c, struct bn_sub *s, enum bn_sub
 		else
 			c->st.failed++;
 		epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+		if (s->ssl) {
+			SSL_free(s->ssl);
+			s->ssl = NULL;
+			ERR_clear_error();
+		}
 		close(s->fd);
 		s->fd = -1;
 	}
@@ -612,8 +626,9 @@ static void bn__sub_send_request(struct bn_subctx *c, struct bn_sub *s)
 		snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", o->sub_token);
 	int len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n%s\r\n",
 			   o->sub_path, o->sub_host, o->sub_port, auth);
-	/* a fresh socket's send buffer always takes a short request */
-	if (write(s->fd, req, (size_t)len) != len) {
+	/* a fresh socket's send buffer always takes a short request (TLS:
+	 * one record, after the handshake drained) */
+	if ((s->ssl ? SSL_write(s->ssl, req, len) : write(s->fd, req, (size_t)len)) != len) {
 		bn__sub_set_state(c, s, BN_SUB_CLOSED);
 		return;
 	}
@@ -621,6 +636,41 @@ static void bn__sub_send_request(struct bn_subctx *c, struct bn_sub *s)
 	s->state = BN_SUB_WAIT_HEAD;
 	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = s};
 	epoll_ctl(c->epfd, EPOLL_CTL_MOD, s->fd, &ev);
+}
+
+/* --tls: drives the handshake; the request goes once it is done. */
+static void bn__sub_tls(struct bn_subctx *c, struct bn_sub *s)
+{
+	int r = SSL_do_handshake(s->ssl);
+	if (r == 1) {
+		bn__sub_send_request(c, s);
+		return;
+	}
+	int e = SSL_get_error(s->ssl, r);
+	if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+		bn__sub_set_state(c, s, BN_SUB_CLOSED);
+		return;
+	}
+	struct epoll_event ev = {.events = e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT, .data.ptr = s};
+	epoll_ctl(c->epfd, EPOLL_CTL_MOD, s->fd, &ev);
+}
+
+/* read(2), or SSL_read under --tls with the same meaning (-1 with EAGAIN:
+ * nothing more now; 0: closed). */
+static ssize_t bn__sub_read(struct bn_sub *s, char *buf, size_t n)
+{
+	if (!s->ssl)
+		return read(s->fd, buf, n);
+	size_t got = 0;
+	if (SSL_read_ex(s->ssl, buf, n, &got) == 1)
+		return (ssize_t)got;
+	int e = SSL_get_error(s->ssl, 0);
+	ERR_clear_error();
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		errno = EAGAIN;
+		return -1;
+	}
+	return 0;
 }
 
 static void bn__sub_event(struct bn_subctx *c, struct bn_sub *s, uint32_t events)
@@ -634,12 +684,26 @@ static void bn__sub_event(struct bn_subctx *c, struct bn_sub *s, uint32_t events
 			bn__sub_set_state(c, s, BN_SUB_CLOSED);
 			return;
 		}
+		if (c->tls) {
+			s->ssl = SSL_new(c->tls);
+			if (!s->ssl || SSL_set_fd(s->ssl, s->fd) != 1)
+				bn_die("SSL_new");
+			SSL_set_tlsext_host_name(s->ssl, c->o->sub_host);
+			SSL_set_connect_state(s->ssl);
+			s->state = BN_SUB_TLS;
+			bn__sub_tls(c, s);
+			return;
+		}
 		bn__sub_send_request(c, s);
+		return;
+	}
+	if (s->state == BN_SUB_TLS) {
+		bn__sub_tls(c, s);
 		return;
 	}
 	c->cur = s;
 	for (;;) {
-		ssize_t r = read(s->fd, buf, sizeof buf);
+		ssize_t r = bn__sub_read(s, buf, sizeof buf);
 		if (r > 0) {
 			c->now_us = bn_now_us();
 			if (!bn_http_feed(&s->http, buf, (size_t)r, bn__sub_head, bn__sub_body, c)) {
@@ -648,9 +712,9 @@ static void bn__sub_event(struct bn_subctx *c, struct bn_sub *s, uint32_t events
 			}
 			if (s->state == BN_SUB_CLOSED)
 				return;
-			if ((size_t)r < sizeof buf)
+			if ((size_t)r < sizeof buf && !s->ssl)
 				return;
-			continue;
+			continue; /* TLS: read until SSL_read wants the socket */
 		}
 		if (r < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
@@ -713,6 +777,14 @@ static void bn_sub_gaps(struct bn_subctx *c)
 static void bn_sub_child(const struct bn_opts *o, int n, int first_slot, uint64_t expect, int ctl, int out)
 {
 	struct bn_subctx c = {.o = o, .n = n, .first_slot = first_slot, .expect = expect};
+	if (o->tls) {
+		c.tls = SSL_CTX_new(TLS_client_method());
+		if (!c.tls)
+			bn_die("SSL_CTX_new");
+		SSL_CTX_set_verify(c.tls, SSL_VERIFY_NONE, NULL);
+		/* idle streams hold no buffers on this side either */
+		SSL_CTX_set_mode(c.tls, SSL_MODE_RELEASE_BUFFERS);
+	}
 	c.epfd = epoll_create1(EPOLL_CLOEXEC);
 	c.subs = calloc((size_t)n, sizeof *c.subs);
 	if (c.epfd < 0 || !c.subs)
@@ -1157,7 +1229,8 @@ static void bn_usage(void)
 	      "  --pub-conns N (4)  --payload BYTES (0)  --src-addrs N (249)\n"
 	      "  --pids P1,P2,...         server processes for CPU and RSS\n"
 	      "  --pids-all P1,...        the whole pipeline, for a second CPU figure\n"
-	      "  --label TEXT             copied into the JSON line\n",
+	      "  --label TEXT             copied into the JSON line\n"
+	      "  --tls 1                  subscribers speak TLS (no certificate verification)\n",
 	      stderr);
 	exit(2);
 }
@@ -1213,6 +1286,8 @@ static void bn_parse(int argc, char **argv, struct bn_opts *o)
 			o->format = !strcmp(v, "nchan") ? BN_FMT_NCHAN : BN_FMT_RTW;
 		else if (!strcmp(k, "--widget-key"))
 			o->widget_key = v;
+		else if (!strcmp(k, "--tls"))
+			o->tls = atoi(v) != 0;
 		else if (!strcmp(k, "--token"))
 			o->token = *v ? v : NULL;
 		else if (!strcmp(k, "--sub-token"))

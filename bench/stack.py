@@ -118,6 +118,17 @@ def start_apache(st, streams):
     return port, pids_of(master)
 
 
+def tls_pair(tmp):
+    """A throwaway self-signed P-256 certificate for 127.0.0.1 in tmp, the
+    same kind for rtw-sse's TLS port and Nchan's (the bench's client does
+    not verify): (cert path, key path)."""
+    cert, key = os.path.join(tmp, "bench-tls.pem"), os.path.join(tmp, "bench-tls.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
+
+
 def rtw(args):
     env = {
         # the load tool spreads over 249 source addresses; nginx proxies from one
@@ -131,6 +142,12 @@ def rtw(args):
         "RTW_SSE_PROXY_PROTOCOL_FROM": "127.0.0.1",
     }
     st = rtwtest.Stack(durable=True, extra_env=env)
+    # rtw-sse's own TLS port (sse.tls_listen), every process on it; the
+    # bench opens its 1,000 subscribers at once, so no handshake cap
+    tls_port = rtwtest.free_port()
+    cert, key = tls_pair(st.tmp)
+    tls_env = {"RTW_SSE_TLS_LISTEN": "127.0.0.1:%d" % tls_port, "RTW_SSE_TLS_CERT": cert, "RTW_SSE_TLS_KEY": key,
+               "RTW_SSE_TLS_MAX_HANDSHAKES": "100000"}
     st.start_fcgi()
     # A second rtw-fcgi on a unix socket, same database: the ingest
     # scenario measures TCP against unix side by side (bench/driver.py).
@@ -150,7 +167,7 @@ def rtw(args):
     port = rtwtest.free_port()
     sse = []
     for i in range(args.sse_procs):
-        d = st.start_sse(name="rtw-sse" if i == 0 else "rtw-sse-%d" % i, port=port)
+        d = st.start_sse(name="rtw-sse" if i == 0 else "rtw-sse-%d" % i, port=port, env=tls_env)
         sse.append(d.proc.pid)
     start_nginx(st)
     with open(st.nginx_pidfile) as f:
@@ -159,6 +176,7 @@ def rtw(args):
     info = {
         "kind": "rtw",
         "sse_port": port,
+        "tls_port": tls_port,
         "http_port": st.http_port,
         "events_port": getattr(st, "events_port", None),
         "fcgi_port": st.fcgi_port,
@@ -188,6 +206,10 @@ def nchan(args):
         text = f.read()
     text = text.replace("@RUNDIR@", tmp).replace("@LISTEN@", "127.0.0.1:%d" % port)
     text = text.replace("@WORKERS@", str(args.workers))
+    tls_port = rtwtest.free_port()
+    cert, key = tls_pair(tmp)
+    text = text.replace("@TLS_LISTEN@", "127.0.0.1:%d" % tls_port).replace("@TLS_CERT@", cert)
+    text = text.replace("@TLS_KEY@", key)
     conf = os.path.join(tmp, "nginx.conf")
     with open(conf, "w") as f:
         f.write(text)
@@ -206,7 +228,7 @@ def nchan(args):
             except (ProcessLookupError, TimeoutError):
                 pass
 
-    info = {"kind": "nchan", "port": port, "pids": pids_of(master), "tmp": tmp}
+    info = {"kind": "nchan", "port": port, "tls_port": tls_port, "pids": pids_of(master), "tmp": tmp}
     return Stopper(), info
 
 

@@ -138,8 +138,16 @@ const struct cfg_option cfg_options[] = {
 	"others read behind it; false: every process tails on its own"),
     OPT("sse.relay", CFG_STR, sse_relay, "",
 	"host relay name (abstract unix socket, per uid and pgdsn): one process per host tails and streams settled "
-	"rows "
-	"to the others, which neither LISTEN nor tail (empty: none)"),
+	"rows to the others, which neither LISTEN nor tail (empty: none)"),
+    OPT("sse.tls_listen", CFG_STR, sse_tls_listen, "",
+	"rtw-sse's own TLS listener host:port (SO_REUSEPORT) for browsers to reach directly over https; empty: none "
+	"(sse.listen stays plain)"),
+    OPT("sse.tls_cert", CFG_STR, sse_tls_cert, "",
+	"PEM file of the TLS listener's certificate chain (leaf first); read again on SIGHUP"),
+    OPT("sse.tls_key", CFG_STR, sse_tls_key, "",
+	"PEM file of the TLS listener's private key; read again on SIGHUP (a bad pair keeps the old one)"),
+    INT("sse.tls_max_handshakes", sse_tls_max_handshakes, "256", 1, 1000000,
+	"most TLS handshakes in progress per rtw-sse process; connections beyond are closed at accept"),
 
     SECRET("webhook.secret", webhook_secret, "HMAC-SHA256 key for X-RTW-Signature, raw bytes as written"),
     OPT("webhook.allow_hosts", CFG_STR, webhook_allow_hosts, "",

@@ -68,7 +68,11 @@ struct rtw_cfg {
 	int sse_presence_interval_ms;
 	int sse_coalesce_ms;
 	bool sse_shared_tail;
-	char *sse_relay; /* abstract unix socket name of the host relay; empty: none */
+	char *sse_relay;      /* abstract unix socket name of the host relay; empty: none */
+	char *sse_tls_listen; /* "" : no TLS listener */
+	char *sse_tls_cert;
+	char *sse_tls_key;
+	int sse_tls_max_handshakes;
 	/* [webhook] */
 	char *webhook_secret;
 	char *webhook_allow_hosts; /* comma list of host:port opened even if internal */

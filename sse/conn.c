@@ -5,9 +5,12 @@
  * EMFILE; each refusal answered with a request id of its own and logged,
  * one line a second at most), the end of a stream at its token's exp,
  * reading the
- * request head (with its timeout), the state machine (reading_head ->
- * handshake -> catching_up <-> live -> closing -> closed, changed only in
- * sse_conn_set_state), fan-out to a stream's subscribers, and output: a
+ * request head (with its timeout), the state machine ([tls_accept ->]
+ * reading_head -> handshake -> catching_up <-> live -> closing -> closed,
+ * changed only in sse_conn_set_state; tls_accept is the TLS handshake of a
+ * connection from sse.tls_listen, under the head's timeout and
+ * sse.tls_max_handshakes, whose reads and writes then go through tls.c
+ * at the I/O edge: conn__recv, conn__send_tls, conn__shut_wr), fan-out to a stream's subscribers, and output: a
  * bounded ring of shared frame references written with writev at the end
  * of the pass (live frames may wait within their sse.coalesce_ms budget to
  * share a write), EPOLLOUT armed only while output remains. A connection whose output
@@ -51,6 +54,7 @@
 #define CONN_CLOSING_MS 5000
 
 static const unsigned conn__legal[] = {
+    [SSE_CONN_TLS_ACCEPT] = 1u << SSE_CONN_READING_HEAD | 1u << SSE_CONN_CLOSED,
     [SSE_CONN_READING_HEAD] =
 	1u << SSE_CONN_HANDSHAKE | 1u << SSE_CONN_LIVE | 1u << SSE_CONN_CLOSING | 1u << SSE_CONN_CLOSED,
     [SSE_CONN_HANDSHAKE] =
@@ -62,6 +66,22 @@ static const unsigned conn__legal[] = {
 };
 
 static void conn__write(struct sse_conn *c);
+
+/* The end of our output: on TLS a close_notify first, then the FIN. */
+static void conn__shut_wr(struct sse_conn *c)
+{
+	if (c->tls)
+		sse_tls_shutdown(c->tls);
+	shutdown(c->fd, SHUT_WR);
+}
+
+/* recv(2) at the I/O edge: through TLS on the TLS port. */
+static ssize_t conn__recv(struct sse_conn *c, void *buf, size_t len)
+{
+	if (c->tls)
+		return sse_tls_recv(c->tls, buf, len);
+	return recv(c->fd, buf, len, 0);
+}
 
 /* A catching-up connection asks for its next batch once its unsent output
  * is at most this; the batch is bounded by what is left of
@@ -91,7 +111,9 @@ void sse_conn_set_state(struct sse_conn *c, enum sse_conn_state to)
 		abort();
 	}
 	c->state = to;
-	if (from == SSE_CONN_READING_HEAD) {
+	if (from == SSE_CONN_TLS_ACCEPT)
+		ctx->tls_accepting--;
+	if ((from == SSE_CONN_READING_HEAD || from == SSE_CONN_TLS_ACCEPT) && to != SSE_CONN_READING_HEAD) {
 		/* off the header-timeout list */
 		sse_list_del(&c->link);
 		sse_list_add_tail(to == SSE_CONN_CLOSED ? &ctx->closed : &ctx->conns, &c->link);
@@ -164,6 +186,10 @@ void sse_conn_close(struct sse_conn *c)
 		conn__log_end(c);
 	sse_conn_set_state(c, SSE_CONN_CLOSED);
 	rtw_loop_del(&ctx->loop, &c->io);
+	if (c->tls) {
+		sse_tls_conn_free(c->tls);
+		c->tls = NULL;
+	}
 	close(c->fd);
 	c->fd = -1;
 	if (c->in_index) {
@@ -329,19 +355,22 @@ void sse_conn_want_job(struct sse_conn *c)
  * last position it keeps, caught up from PostgreSQL once drained. */
 static void conn__overflow(struct sse_conn *c)
 {
-	uint32_t keep = (c->out_n > 0 && c->head_off > 0) ? 1 : 0;
+	/* the frames begun: partly written, or in a TLS record that waits to
+	 * be written again with the same bytes */
+	size_t begun = c->head_off + c->tls_pending, kept = 0;
+	uint32_t keep = 0;
 	struct sse_pos pos = c->sent_pos;
 
+	for (; keep < c->out_n && begun > 0; keep++) {
+		struct sse_frame *f = c->outq[(c->out_head + keep) & (c->out_cap - 1)];
+		begun = begun > f->len ? begun - f->len : 0;
+		kept += f->len;
+		if (f->has_pos)
+			pos = f->pos;
+	}
 	for (uint32_t i = keep; i < c->out_n; i++)
 		sse_frame_unref(c->outq[(c->out_head + i) & (c->out_cap - 1)]);
-	if (keep) {
-		struct sse_frame *h = c->outq[c->out_head];
-		if (h->has_pos)
-			pos = h->pos;
-		c->out_bytes = h->len;
-	} else {
-		c->out_bytes = 0;
-	}
+	c->out_bytes = kept - c->head_off;
 	c->out_n = keep;
 	c->pos = pos;
 	c->ctx->m.slow_cutoffs++;
@@ -410,7 +439,7 @@ static void conn__drained(struct sse_conn *c)
 {
 	conn__set_out(c, false);
 	if (c->state == SSE_CONN_CLOSING) {
-		shutdown(c->fd, SHUT_WR);
+		conn__shut_wr(c);
 		sse_conn_close(c);
 		return;
 	}
@@ -422,6 +451,29 @@ static void conn__drained(struct sse_conn *c)
 		c->out_cap = SSE_OUT_INLINE;
 		c->out_head = 0;
 	}
+}
+
+/* TLS: the queue's next bytes, one record's worth at most, copied into
+ * one buffer for one SSL_write, so a coalesced flush is one record and
+ * one write(2) as it is one sendmsg on the plain path. */
+static ssize_t conn__send_tls(struct sse_conn *c)
+{
+	char *buf = c->ctx->tls_wbuf;
+	size_t n = 0;
+	ssize_t w;
+
+	for (uint32_t i = 0; i < c->out_n && n < SSE_TLS_RECORD; i++) {
+		struct sse_frame *f = c->outq[(c->out_head + i) & (c->out_cap - 1)];
+		size_t off = i == 0 ? c->head_off : 0, len = f->len - off;
+		if (len > SSE_TLS_RECORD - n)
+			len = SSE_TLS_RECORD - n;
+		memcpy(buf + n, f->data + off, len);
+		n += len;
+	}
+	w = sse_tls_send(c->tls, buf, n, &c->tls_write_wants_read);
+	/* after EAGAIN the record holds these bytes: they stay queued */
+	c->tls_pending = w < 0 ? (uint32_t)n : 0;
+	return w;
 }
 
 static void conn__write(struct sse_conn *c)
@@ -441,12 +493,14 @@ static void conn__write(struct sse_conn *c)
 		}
 		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
 		ctx->m.writes++;
-		w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		w = c->tls ? conn__send_tls(c) : sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				conn__set_out(c, true);
+				/* a TLS write that waits for input is retried on
+				 * EPOLLIN (sse_conn_event), not on a writable socket */
+				conn__set_out(c, !c->tls_write_wants_read);
 				conn__maybe_resume(c);
 				return;
 			}
@@ -843,7 +897,7 @@ static const struct sse_req *conn__read_head(struct sse_conn *c)
 	int r;
 
 	while (old + len < cap) {
-		ssize_t n = recv(c->fd, ctx->rbuf + len, cap - old - len, 0);
+		ssize_t n = conn__recv(c, ctx->rbuf + len, cap - old - len);
 		if (n == 0) {
 			eof = true;
 			break;
@@ -930,7 +984,7 @@ static void conn__read_discard(struct sse_conn *c)
 	char buf[512];
 
 	for (;;) {
-		ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+		ssize_t n = conn__recv(c, buf, sizeof(buf));
 		if (n == 0) {
 			sse_conn_why(c, "client_closed");
 			sse_conn_close(c);
@@ -948,10 +1002,36 @@ static void conn__read_discard(struct sse_conn *c)
 	}
 }
 
+/* The TLS handshake (SSE_CONN_TLS_ACCEPT), on any event: RTW_OK once it
+ * is done (the head is read next), RTW_AGAIN while it waits for the
+ * socket, RTW_ERROR when it failed (c is closed: nothing can be answered
+ * before TLS is up, not even to plain HTTP sent to this port). */
+static int conn__tls_accept(struct sse_conn *c)
+{
+	bool want_out;
+	int r = sse_tls_handshake(c->tls, &want_out);
+
+	if (r == RTW_OK) {
+		c->ctx->m.tls_handshakes++;
+		conn__set_out(c, false);
+		sse_conn_set_state(c, SSE_CONN_READING_HEAD);
+		return RTW_OK;
+	}
+	if (r == RTW_AGAIN) {
+		conn__set_out(c, want_out);
+		return RTW_AGAIN;
+	}
+	c->ctx->m.tls_failed++;
+	sse_conn_close(c);
+	return RTW_ERROR;
+}
+
 const struct sse_req *sse_conn_event(struct sse_conn *c, uint32_t events)
 {
 	if (c->state == SSE_CONN_CLOSED)
 		return NULL; /* a stale event for a connection closed this pass */
+	if (c->state == SSE_CONN_TLS_ACCEPT && conn__tls_accept(c) != RTW_OK)
+		return NULL;
 	if (events & EPOLLOUT)
 		conn__write(c);
 	if (c->state == SSE_CONN_CLOSED)
@@ -960,6 +1040,8 @@ const struct sse_req *sse_conn_event(struct sse_conn *c, uint32_t events)
 		if (c->state == SSE_CONN_READING_HEAD)
 			return conn__read_head(c);
 		conn__read_discard(c);
+		if (c->tls_write_wants_read && c->state != SSE_CONN_CLOSED)
+			conn__write(c); /* the input it waited for was read */
 	}
 	return NULL;
 }
@@ -1099,12 +1181,14 @@ static void conn__refuse_over_now(struct sse_ctx *ctx, int fd, const char *peer)
 		sse_frame_unref(f);
 }
 
-void sse_conn_accept(struct sse_ctx *ctx)
+void sse_conn_accept(struct sse_ctx *ctx, bool tls)
 {
+	int lfd = tls ? ctx->tls_listen_fd : ctx->listen_fd;
+
 	for (;;) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
-		int fd = accept4(ctx->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct sse_conn *c;
 		char ip[INET6_ADDRSTRLEN] = "", key[RTW_CLIENT_KEY_MAX];
 		int one = 1;
@@ -1118,7 +1202,7 @@ void sse_conn_accept(struct sse_ctx *ctx)
 				 * with the reserve descriptor */
 				if (ctx->reserve_fd >= 0) {
 					close(ctx->reserve_fd);
-					fd = accept4(ctx->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+					fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 					if (fd >= 0)
 						conn__refuse(ctx, fd, NULL, 0, "out_of_descriptors", NULL, NULL);
 					ctx->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -1151,8 +1235,21 @@ void sse_conn_accept(struct sse_ctx *ctx)
 		 * answered at once. Either way /events gets a 200 that says
 		 * retry: a standard EventSource gives up on a non-200. */
 		bool over = ctx->stopping || ctx->n_conns >= (size_t)ctx->cfg->sse_max_connections;
+		if (over && tls) {
+			/* nothing can be answered before a handshake, and a full
+			 * process spends none: closed (an EventSource retries) */
+			conn__refuse(ctx, fd, NULL, 0, "max_connections", ip, NULL);
+			continue;
+		}
 		if (over && ctx->n_over >= SSE_OVER_MAX) {
 			conn__refuse_over_now(ctx, fd, ip);
+			continue;
+		}
+		if (tls && ctx->tls_accepting >= (size_t)ctx->cfg->sse_tls_max_handshakes) {
+			/* handshakes cost CPU and tens of KiB each while they
+			 * last: an outsider may not start more than this */
+			ctx->m.tls_refused++;
+			conn__refuse(ctx, fd, NULL, 0, "tls_max_handshakes", ip, NULL);
 			continue;
 		}
 		c = calloc(1, sizeof(*c));
@@ -1163,7 +1260,7 @@ void sse_conn_accept(struct sse_ctx *ctx)
 		c->ctx = ctx;
 		memcpy(c->peer, ip, sizeof(ip));
 		c->over = over;
-		c->proxy_pending = rtw_trust_has(&ctx->pp_from, ip);
+		c->proxy_pending = !tls && rtw_trust_has(&ctx->pp_from, ip);
 		/* A peer that is not a trusted proxy is the client: count it
 		 * now. A trusted proxy's clients are counted once the head
 		 * names them (X-Forwarded-For; routes.c), a pass-through's
@@ -1174,8 +1271,10 @@ void sse_conn_accept(struct sse_ctx *ctx)
 				char rid[RTW_REQID_MAX];
 				struct sse_frame *f;
 				rtw_reqid_new(rid);
-				f = conn__refusal(ctx->cfg, 429, "rate_limited", "5",
-						  "too many connections from this address", rid);
+				/* on the TLS port: closed unanswered, before any handshake */
+				f = tls ? NULL
+					: conn__refusal(ctx->cfg, 429, "rate_limited", "5",
+							"too many connections from this address", rid);
 				conn__refuse(ctx, fd, f, 429, "max_per_ip", key, rid);
 				if (f)
 					sse_frame_unref(f);
@@ -1184,7 +1283,8 @@ void sse_conn_accept(struct sse_ctx *ctx)
 			}
 		}
 		c->fd = fd;
-		c->state = SSE_CONN_READING_HEAD;
+		c->state = tls ? SSE_CONN_TLS_ACCEPT : SSE_CONN_READING_HEAD;
+		ctx->tls_accepting += tls;
 		c->born_ms = sse_now(ctx);
 		sse_list_init(&c->job_link);
 		sse_list_init(&c->sub.stream_link);
@@ -1196,7 +1296,8 @@ void sse_conn_accept(struct sse_ctx *ctx)
 		ctx->n_over += over;
 		ctx->m.accepted++;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (rtw_loop_add(&ctx->loop, &c->io, fd, EPOLLIN | EPOLLRDHUP, ctx->conn_io, c) != RTW_OK) {
+		if ((tls && (c->tls = sse_tls_new(ctx, fd)) == NULL) ||
+		    rtw_loop_add(&ctx->loop, &c->io, fd, EPOLLIN | EPOLLRDHUP, ctx->conn_io, c) != RTW_OK) {
 			sse_conn_close(c);
 			continue;
 		}
@@ -1229,7 +1330,7 @@ void sse_conn_end(struct sse_conn *c)
 	}
 	sse_conn_set_state(c, SSE_CONN_CLOSING);
 	if (c->out_n == 0) {
-		shutdown(c->fd, SHUT_WR);
+		conn__shut_wr(c);
 		sse_conn_close(c);
 	}
 }
@@ -1246,7 +1347,12 @@ void sse_conn_tick(struct sse_ctx *ctx)
 		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, link);
 		next = l->next;
 		if (sse_now(ctx) - c->born_ms < (uint64_t)ctx->cfg->sse_header_timeout_ms)
-			break;		      /* oldest first */
+			break; /* oldest first */
+		if (c->state == SSE_CONN_TLS_ACCEPT) {
+			ctx->m.tls_timeouts++;
+			sse_conn_close(c); /* no TLS yet: nothing can be answered */
+			continue;
+		}
 		rtw_reqid_new(c->request_id); /* no head, so no id from the front */
 		sse_conn_error(c, 408, "invalid_field", NULL, NULL, "request head not received in time");
 	}
@@ -1301,7 +1407,7 @@ void sse_conn_shutdown_all(struct sse_ctx *ctx)
 			if (c->out_n > 0)
 				conn__write(c);
 			if (c->state != SSE_CONN_CLOSED) {
-				shutdown(c->fd, SHUT_WR);
+				conn__shut_wr(c);
 				sse_conn_close(c);
 			}
 		}

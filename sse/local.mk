@@ -6,7 +6,7 @@ sse_libsse_a_SOURCES = sse/sse.h sse/frame.c sse/subs.c sse/req.c
 sse_libsse_a_CFLAGS = $(RTW_CFLAGS)
 
 bin_PROGRAMS += sse/rtw-sse
-sse_rtw_sse_SOURCES = sse/sse.h sse/conn.c sse/bans.c sse/presence.c sse/routes.c sse/pg.c sse/relay.c sse/loop.c
+sse_rtw_sse_SOURCES = sse/sse.h sse/tls.c sse/conn.c sse/bans.c sse/presence.c sse/routes.c sse/pg.c sse/relay.c sse/loop.c
 sse_rtw_sse_CFLAGS = $(RTW_CFLAGS)
 sse_rtw_sse_LDADD = sse/libsse.a $(RTW_LIBS) $(HTTP_PARSER_LIBS)
 # Presence: each process's per-stream counts (doc/sse.md, "Presence").

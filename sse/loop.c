@@ -1,9 +1,10 @@
 /*
  * loop.c: rtw-sse's main() and its one event loop (lib/loop.c): the
  * listening socket (SO_REUSEPORT, so several processes may share the
- * port; each is correct on its own), a tick timer (header timeouts,
+ * port; each is correct on its own) and the TLS one when sse.tls_listen is
+ * set, a tick timer (header timeouts,
  * heartbeats, heap trim), signals (SIGTERM/SIGINT: end every stream and
- * exit; SIGHUP: reopen the log), the client sockets (their callback hands
+ * exit; SIGHUP: reopen the log, reload the TLS certificate), the client sockets (their callback hands
  * complete heads to routes.c) and, through pg.c, the PostgreSQL socket and
  * timers, relay.c's sockets and retry timer (sse.relay), presence.c's
  * put timer and the end of a coalescing hold
@@ -97,6 +98,10 @@ static void loop__signal(void *arg, int signo)
 	if (signo == SIGHUP) {
 		log_reopen();
 		log_info("log reopened");
+		/* a renewed certificate: new connections get it, streams
+		 * keep theirs; a bad one is logged and the old one stays */
+		if (ctx->tls_ctx && sse_tls_load(ctx) != RTW_OK)
+			log_info("TLS certificate unchanged");
 		return;
 	}
 	log_info("received signal %d; closing streams", signo);
@@ -107,7 +112,44 @@ static void loop__signal(void *arg, int signo)
 static void loop__listen(void *arg, uint32_t events)
 {
 	(void)events;
-	sse_conn_accept(arg);
+	sse_conn_accept(arg, false);
+}
+
+static void loop__listen_tls(void *arg, uint32_t events)
+{
+	(void)events;
+	sse_conn_accept(arg, true);
+}
+
+/* sse.tls_listen: the certificate, the scratch buffer writes are made
+ * from, the listening socket. RTW_OK (also when TLS is off), or
+ * RTW_ERROR (logged). */
+static int loop__tls_start(struct sse_ctx *ctx)
+{
+	char err[256];
+
+	if (!ctx->cfg->sse_tls_listen[0])
+		return RTW_OK;
+	if (sse_tls_load(ctx) != RTW_OK)
+		return RTW_ERROR;
+	ctx->tls_wbuf = malloc(SSE_TLS_RECORD);
+	if (ctx->tls_wbuf == NULL) {
+		log_error("out of memory");
+		return RTW_ERROR;
+	}
+	ctx->tls_listen_fd = rtw_listen_tcp(ctx->cfg->sse_tls_listen, "sse.tls_listen",
+					    RTW_LISTEN_NONBLOCK | RTW_LISTEN_REUSEPORT, 4096, err, sizeof(err));
+	if (ctx->tls_listen_fd < 0) {
+		log_error("%s", err);
+		return RTW_ERROR;
+	}
+	if (rtw_loop_add(&ctx->loop, &ctx->tls_listen_io, ctx->tls_listen_fd, EPOLLIN, loop__listen_tls, ctx) !=
+	    RTW_OK) {
+		log_error("could not set up the event loop: %s", strerror(errno));
+		return RTW_ERROR;
+	}
+	log_info("listening on %s (TLS)", ctx->cfg->sse_tls_listen);
+	return RTW_OK;
 }
 
 /* A client socket: its I/O is conn.c's; a complete head is routed. */
@@ -181,7 +223,7 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP);
 
-	ctx.listen_fd = ctx.reserve_fd = -1;
+	ctx.listen_fd = ctx.reserve_fd = ctx.tls_listen_fd = -1;
 	ctx.conn_io = loop__conn;
 	sse_list_init(&ctx.heads);
 	sse_list_init(&ctx.conns);
@@ -218,6 +260,8 @@ int main(int argc, char **argv)
 	}
 	rtw_loop_hook_add(&ctx.loop, &ctx.pass_end, loop__pass_end, &ctx);
 	log_info("listening on %s", cfg.sse_listen);
+	if (loop__tls_start(&ctx) != RTW_OK)
+		goto out_loop;
 	if (sse_presence_start(&ctx) != RTW_OK || sse_relay_start(&ctx) != RTW_OK || sse_pg_start(&ctx) != RTW_OK) {
 		log_error("could not set up the database connection");
 		goto out_pg;
@@ -237,12 +281,15 @@ out_pg:
 out_loop:
 	rtw_loop_hook_del(&ctx.loop, &ctx.pass_end);
 	rtw_loop_del(&ctx.loop, &ctx.listen_io);
+	rtw_loop_del(&ctx.loop, &ctx.tls_listen_io);
 	rtw_timer_close(&ctx.tick);
 	rtw_timer_close(&ctx.flush_timer);
 	rtw_signal_close(&ctx.signals);
 	rtw_loop_close(&ctx.loop);
 	if (ctx.listen_fd >= 0)
 		close(ctx.listen_fd);
+	if (ctx.tls_listen_fd >= 0)
+		close(ctx.tls_listen_fd);
 	if (ctx.reserve_fd >= 0)
 		close(ctx.reserve_fd);
 out_cfg:
@@ -256,6 +303,8 @@ out_cfg:
 	sse_conn_teardown(&ctx);
 	sse_reqparser_free(ctx.parser);
 	free(ctx.rbuf);
+	sse_tls_free(&ctx);
+	free(ctx.tls_wbuf);
 	cfg_free(&cfg);
 	return rc;
 }

@@ -414,6 +414,22 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 	rtw_metrics_counter(&w, "rtw_sse_coalesce_holds_total",
 			    "Flushes that held some connection's live frames (within their sse.coalesce_ms budget).",
 			    m->coalesce_holds);
+	rtw_metrics_gauge(&w, "rtw_sse_tls_handshaking", "TLS handshakes in progress (sse.tls_max_handshakes).",
+			  (double)ctx->tls_accepting);
+	rtw_metrics_counter(&w, "rtw_sse_tls_handshakes_total", "TLS handshakes completed on sse.tls_listen.",
+			    m->tls_handshakes);
+	rtw_metrics_counter(&w, "rtw_sse_tls_failed_total",
+			    "TLS handshakes that failed (not TLS, such as plain HTTP, or no common protocol).",
+			    m->tls_failed);
+	rtw_metrics_counter(&w, "rtw_sse_tls_timeouts_total",
+			    "TLS handshakes not done within sse.header_timeout_ms (closed).", m->tls_timeouts);
+	rtw_metrics_counter(&w, "rtw_sse_tls_refused_total",
+			    "TLS connections closed at accept: sse.tls_max_handshakes were in progress.",
+			    m->tls_refused);
+	rtw_metrics_counter(&w, "rtw_sse_tls_reloads_total", "Certificates reloaded on SIGHUP.", m->tls_reloads);
+	rtw_metrics_counter(&w, "rtw_sse_tls_reload_failures_total",
+			    "SIGHUP reloads that failed (the certificate loaded before stays).",
+			    m->tls_reload_failures);
 	rtw_metrics_gauge(&w, "rtw_sse_tail_leader",
 			  "1 when this process leads the shared tail of its database (sse.shared_tail).",
 			  ctx->leader ? 1.0 : 0.0);

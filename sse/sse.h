@@ -16,6 +16,9 @@
  *   conn.c    client connections: accept and limits, reading the
  *             head, the state machine, the output ring and writing,
  *             fan-out, timeouts and heartbeats
+ *   tls.c     TLS on the own port (sse.tls_listen): the certificate,
+ *             its reload, the handshake, reads and writes conn.c
+ *             makes through it
  *   frame.c   every frame a client is sent: refcounted, preformatted
  *             events shared by all recipients, stream heads, responses
  *   subs.c    the subscriber index: stream -> connections, (stream,
@@ -313,6 +316,8 @@ bool sse_url_decode(char *s);
 
 /* A connection's state; every change goes through sse_conn_set_state. */
 enum sse_conn_state {
+	SSE_CONN_TLS_ACCEPT,   /* TLS port: the TLS handshake, under the header timeout
+				* (ctx->tls_accepting counts these) */
 	SSE_CONN_READING_HEAD, /* reading the request head (header timeout runs) */
 	SSE_CONN_HANDSHAKE,    /* waiting for the handshake query: the head is held
 				* while the position is unknown (PostgreSQL down, or
@@ -356,6 +361,10 @@ struct sse_conn {
 	bool over;		     /* accepted over sse.max_connections: its head is answered, never streamed */
 	bool out_urgent;	     /* queued output other than live frames: not held */
 	bool proxy_pending;	     /* its peer is in sse.proxy_protocol_from: a PROXY header may come first */
+	bool tls_write_wants_read;   /* TLS: a write waits for input (a key update); retried on EPOLLIN */
+	struct ssl_st *tls;	     /* accepted on sse.tls_listen: its TLS session (tls.c); NULL: plain */
+	uint32_t tls_pending;	     /* TLS: bytes after head_off in a record not yet on the wire (a write that
+				      * met EAGAIN must be retried with them: they are kept queued) */
 	struct sse_ipcount *ipc;     /* the client address it counts under; NULL until known */
 	struct sse_ipcount *idc;     /* the identity it counts under (sse.max_per_user); NULL until known */
 	int64_t exp_s;		     /* unix time its identity's token expires (the stream ends); 0: never */
@@ -527,7 +536,9 @@ struct sse_metrics {
 	uint64_t leader_takes;	 /* times this process became the leader */
 	uint64_t relay_rows;	 /* rows dispatched from the host relay's batches (sse.relay) */
 	struct sse_stage_hist stage[SSE_STAGE_N];
-	uint64_t hold_retries;			  /* held heads told to retry (the position stayed unknown) */
+	uint64_t hold_retries; /* held heads told to retry (the position stayed unknown) */
+	/* the TLS port (tls.c, conn.c) */
+	uint64_t tls_handshakes, tls_failed, tls_timeouts, tls_refused, tls_reloads, tls_reload_failures;
 	uint64_t lag_bucket[SSE_LAG_BUCKETS + 1]; /* last is +Inf */
 	double lag_sum;
 	double lag_max;
@@ -542,8 +553,14 @@ struct sse_ctx {
 	struct rtw_signal signals; /* SIGTERM, SIGINT, SIGHUP */
 	struct rtw_hook pass_end;  /* queries, flushes and frees after each pass */
 	int listen_fd;
-	int reserve_fd;	   /* spare descriptor to refuse connections at EMFILE */
-	rtw_io_fn conn_io; /* a connection's socket callback (loop.c's) */
+	/* the TLS port (sse.tls_listen; tls.c): -1 and NULL when off */
+	int tls_listen_fd;
+	struct rtw_io tls_listen_io;
+	struct ssl_ctx_st *tls_ctx; /* the current certificate's; connections hold their own reference */
+	char *tls_wbuf;		    /* SSE_TLS_RECORD bytes: one record's plaintext, filled from a queue */
+	size_t tls_accepting;	    /* connections in SSE_CONN_TLS_ACCEPT (sse.tls_max_handshakes) */
+	int reserve_fd;		    /* spare descriptor to refuse connections at EMFILE */
+	rtw_io_fn conn_io;	    /* a connection's socket callback (loop.c's) */
 	bool stopping;
 	uint64_t last_hb_ms;
 	struct sse_index ix;
@@ -626,7 +643,8 @@ static inline uint64_t sse_now(const struct sse_ctx *ctx)
  * RTW_OK, or RTW_ERROR (out of memory); teardown frees what was built. */
 int sse_conn_setup(struct sse_ctx *ctx) RTW_WUR;
 void sse_conn_teardown(struct sse_ctx *ctx);
-void sse_conn_accept(struct sse_ctx *ctx);
+/* Accepts what the plain listener (tls false) or the TLS one has pending. */
+void sse_conn_accept(struct sse_ctx *ctx, bool tls);
 /* Counts c under the client address key (sse.max_per_ip). RTW_OK, or
  * RTW_ERROR when the address holds its maximum already (the caller
  * refuses c: 429) or memory ran out. */
@@ -706,6 +724,31 @@ void sse_conn_respond(struct sse_conn *c, int status, const char *ctype, const c
 /* The same with the contract's error JSON as the body. */
 void sse_conn_error(struct sse_conn *c, int status, const char *code, const char *field, const char *extra,
 		    const char *message);
+
+/* ---- tls.c ---- */
+
+/* The plaintext of one TLS record at most: what one write takes. */
+#define SSE_TLS_RECORD 16384
+struct ssl_st;
+/* Loads sse.tls_cert and sse.tls_key into a new server context and makes
+ * it the one new connections use. RTW_OK, or RTW_ERROR (logged; the
+ * context loaded before, if any, stays). */
+int sse_tls_load(struct sse_ctx *ctx) RTW_WUR;
+void sse_tls_free(struct sse_ctx *ctx);
+/* A server session on fd with the current context: new (sse_tls_conn_free),
+ * NULL when out of memory. */
+struct ssl_st *sse_tls_new(struct sse_ctx *ctx, int fd) RTW_WUR;
+void sse_tls_conn_free(struct ssl_st *s);
+/* Runs the handshake on: RTW_OK when done, RTW_AGAIN when it waits for the
+ * socket (*want_out: for output), RTW_ERROR when it failed. */
+int sse_tls_handshake(struct ssl_st *s, bool *want_out) RTW_WUR;
+/* recv(2) and send(2) through TLS: bytes, 0 at the client's end (recv),
+ * or -1 with errno (EAGAIN: wait; *wants_read: for input). A send that
+ * met EAGAIN must be repeated with at least the same bytes. */
+ssize_t sse_tls_recv(struct ssl_st *s, void *buf, size_t len) RTW_WUR;
+ssize_t sse_tls_send(struct ssl_st *s, const void *buf, size_t len, bool *wants_read) RTW_WUR;
+/* Sends close_notify once, never waiting. */
+void sse_tls_shutdown(struct ssl_st *s);
 
 /* ---- routes.c ---- */
 

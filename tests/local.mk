@@ -196,6 +196,9 @@ TESTS += $(INTEGRATION_TESTS)
 # rtw_publish() and POST /v1/messages through one table of messages.
 TESTS += tests/integration/test_publish_parity.py
 EXTRA_DIST += tests/integration/test_publish_parity.py
+# rtw-sse's own TLS port (sse.tls_listen).
+TESTS += tests/integration/test_tls.py
+EXTRA_DIST += tests/integration/test_tls.py
 EXTRA_DIST += tests/integration/rtwtest.py tests/integration/tailtest.py $(INTEGRATION_TESTS) tests/integration/test_failover.py \
 	tests/browser/package.json tests/browser/package-lock.json tests/browser/driver.mjs
 
