@@ -64,6 +64,7 @@ struct rtw_cfg {
 	int sse_hold_max_ms;
 	int sse_presence_interval_ms;
 	int sse_coalesce_ms;
+	int sse_flush_slice_ms;
 	bool sse_shared_tail;
 	/* [webhook] */
 	char *webhook_secret;

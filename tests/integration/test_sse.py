@@ -8,7 +8,7 @@ Last-Event-ID, private and webhook-result isolation, widget filtering,
 restarts of rtw-sse and PostgreSQL, a terminated backend, a slow consumer
 (bounded memory, nothing lost), heartbeats, errors, nginx in front, and
 live output held within its coalescing budget (sse.coalesce_ms), never
-past it.
+past it, and only when the next message is expected within it.
 """
 import base64
 import hashlib
@@ -968,6 +968,50 @@ def coalescing_never_holds_a_message_past_its_budget():
         assert read_ids(c, 1) == [fresh]
         assert metric("rtw_sse_coalesce_holds_total", port) > h0
         assert [first, old, fresh] == stream_ids(s)
+        c.close()
+    finally:
+        d.stop()
+
+
+@test
+def coalescing_holds_only_when_a_companion_is_expected():
+    """sse.coalesce_ms holds a live message only when the connection's
+    messages usually come closer together than the budget the message has
+    left: messages that each arrive with little budget left and further
+    apart than that are written at once, none held (the old rule held them
+    all: each came less than the budget after the last write); a burst
+    that follows is held again and shares writes."""
+    port = rtwtest.free_port()
+    d = STACK.start_sse(name="rtw-sse-companion", port=port, env={"RTW_SSE_COALESCE_MS": "1000"})
+    try:
+        wait_healthy(port)
+        s = stream_name("cp")
+        c = subscribe(s, token=STACK.token("cp"), port=port)
+        h0 = metric("rtw_sse_coalesce_holds_total", port)
+        conn = STACK.pg.connect()
+        try:
+            ids = []
+            for _ in range(5):
+                # created 800 ms ago: about 200 ms of budget left, and the
+                # next one comes at least 600 ms later
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message, ts,"
+                                " created_at) VALUES (%s, 'broadcast', %s, 'writer', '{}', 1,"
+                                " now() - interval '800 ms') RETURNING id", (s, STACK.widget_key))
+                    ids.append(str(cur.fetchone()[0]))
+                assert read_ids(c, 1) == ids[-1:]
+                time.sleep(0.6)
+            assert metric("rtw_sse_coalesce_holds_total", port) == h0
+            w0, d0 = metric("rtw_sse_writes_total", port), metric("rtw_sse_events_delivered_total", port)
+            burst = [insert(s, conn=conn) for _ in range(10)]  # close together, fresh: held
+        finally:
+            conn.close()
+        assert read_ids(c, len(burst)) == burst
+        assert ids + burst == stream_ids(s)
+        assert metric("rtw_sse_coalesce_holds_total", port) > h0
+        writes = metric("rtw_sse_writes_total", port) - w0
+        delivered = metric("rtw_sse_events_delivered_total", port) - d0
+        assert delivered >= len(burst) and writes < delivered, (writes, delivered)
         c.close()
     finally:
         d.stop()
