@@ -132,7 +132,10 @@ const struct cfg_option cfg_options[] = {
 	"how often each rtw-sse process writes its changed presence counts and reads the sums for presence=1 streams"),
     INT("sse.coalesce_ms", sse_coalesce_ms, "30", 0, 1000,
 	"latency budget of coalesced writes: a live message may wait for later ones to share its write until this "
-	"long after its created_at, less one flush pass (0: write at once)"),
+	"long after its created_at, less one flush round, when the next is expected by then (0: write at once)"),
+    INT("sse.flush_slice_ms", sse_flush_slice_ms, "5", 0, 1000,
+	"longest stretch of writes to clients before the loop looks at its other events again; a round over many "
+	"connections goes on after them, so messages arriving meanwhile share the writes (0: one round at once)"),
     OPT("sse.shared_tail", CFG_BOOL, sse_shared_tail, "true",
 	"one process per database (the leader) computes the settled horizon and publishes it on rtw_settled, the "
 	"others read behind it; false: every process tails on its own"),

@@ -67,6 +67,7 @@ struct rtw_cfg {
 	int sse_hold_max_ms;
 	int sse_presence_interval_ms;
 	int sse_coalesce_ms;
+	int sse_flush_slice_ms;
 	bool sse_shared_tail;
 	char *sse_relay;      /* abstract unix socket name of the host relay; empty: none */
 	char *sse_tls_listen; /* "" : no TLS listener */

@@ -12,8 +12,10 @@
  * sse.tls_max_handshakes, whose reads and writes then go through tls.c
  * at the I/O edge: conn__recv, conn__send_tls, conn__shut_wr), fan-out to a stream's subscribers, and output: a
  * bounded ring of shared frame references written with writev at the end
- * of the pass (live frames may wait within their sse.coalesce_ms budget to
- * share a write), EPOLLOUT armed only while output remains. A connection whose output
+ * of the pass, oldest first, a round over many connections cut into
+ * sse.flush_slice_ms slices (live frames may wait within their
+ * sse.coalesce_ms budget to share a write when the next is expected in
+ * it), EPOLLOUT armed only while output remains. A connection whose output
  * exceeds sse.outbuf_max drops its queued live frames and is caught up
  * from PostgreSQL; a catching-up connection asks for its next batch only
  * once its output drained below half of sse.outbuf_max (pg.c bounds the
@@ -200,6 +202,12 @@ void sse_conn_close(struct sse_conn *c)
 		sse_list_del(&c->job_link);
 		c->queued_job = false;
 	}
+	if (c->dirty) {
+		sse_list_del(&c->dirty_link);
+		if (!c->held)
+			ctx->n_dirty--;
+		c->dirty = c->held = false;
+	}
 	conn__count_put(&ctx->ips, &c->ipc);
 	conn__count_put(&ctx->idents, &c->idc);
 	ctx->n_conns--;
@@ -230,20 +238,8 @@ static void conn__free(struct sse_conn *c)
 void sse_conn_free_closed(struct sse_ctx *ctx)
 {
 	struct sse_link *l = ctx->closed.next, *next;
-	struct sse_conn **pp = &ctx->dirty;
 
-	/* output held by a coalescing window keeps a connection on the dirty
-	 * list across passes: closed ones leave it before they are freed */
-	while (l != &ctx->closed && *pp) {
-		struct sse_conn *c = *pp;
-		if (c->state == SSE_CONN_CLOSED) {
-			*pp = c->dirty_next;
-			c->dirty = false;
-			c->dirty_next = NULL;
-		} else {
-			pp = &c->dirty_next;
-		}
-	}
+	/* closed connections left the flush lists in sse_conn_close */
 	for (; l != &ctx->closed; l = next) {
 		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, link);
 		next = l->next;
@@ -256,11 +252,16 @@ void sse_conn_free_closed(struct sse_ctx *ctx)
 
 static void conn__mark_dirty(struct sse_conn *c)
 {
-	if (!c->dirty) {
-		c->dirty = true;
-		c->dirty_next = c->ctx->dirty;
-		c->ctx->dirty = c;
-	}
+	struct sse_ctx *ctx = c->ctx;
+
+	if (c->dirty && !(c->held && c->out_urgent))
+		return;
+	if (c->held)
+		sse_list_del(&c->dirty_link); /* held, now due: something will not wait */
+	c->dirty = true;
+	c->held = false;
+	sse_list_add_tail(&ctx->dirty, &c->dirty_link);
+	ctx->n_dirty++;
 }
 
 /* Coalescing (sse.coalesce_ms, a latency budget): most of rtw-sse's CPU
@@ -268,17 +269,20 @@ static void conn__mark_dirty(struct sse_conn *c)
  * messages arrive close together a connection's live frames wait for the
  * next ones and leave in one write. How long is bounded by the budget, not
  * by a fixed window: each frame may wait only until its created_at plus
- * sse.coalesce_ms, less what a flush pass takes (flush_cost_us), and a
+ * sse.coalesce_ms, less what a flush round takes (flush_cost_us), and a
  * connection is held until the earliest such deadline of its frames. A
  * frame that reached rtw-sse with no budget left (a slow commit, a busy
- * host) goes at once, and so do the frames queued before it; so does a
- * message to a connection not written for longer than the budget (a lone
- * message has nothing to wait for). Output that is not live frames
- * (heads, catch-up rows, heartbeats, answers) is never held. */
+ * host) goes at once, and so do the frames queued before it. Holding only
+ * pays when a companion comes before the deadline: a connection whose live
+ * frames usually arrive further apart than the budget its first frame has
+ * left (gap_ms, a moving average) is written at once, as is one whose
+ * frames' gap is not known yet (a lone message has nothing to wait for).
+ * Output that is not live frames (heads, catch-up rows, heartbeats,
+ * answers) is never held. */
 uint64_t sse_conn_hold_until(const struct sse_ctx *ctx, double lag_s)
 {
 	double budget_ms = (double)ctx->cfg->sse_coalesce_ms;
-	/* the flush pass that writes it, and the loop clock's 1 ms steps */
+	/* the flush round that writes it, and the loop clock's 1 ms steps */
 	double left_ms = budget_ms - lag_s * 1000.0 - (double)ctx->flush_cost_us / 1000.0 - 1.0;
 
 	if (budget_ms <= 0 || left_ms < 1.0)
@@ -286,51 +290,106 @@ uint64_t sse_conn_hold_until(const struct sse_ctx *ctx, double lag_s)
 	return sse_now(ctx) + (uint64_t)left_ms;
 }
 
+/* A live frame queued now: the gap since the connection's last one joins
+ * its moving average (frames of one tail batch share a loop time and make
+ * no gap). A gap longer than twice the budget counts as that: it only has
+ * to say "too far apart to hold", and a burst after a quiet spell should
+ * be held again after a few messages. */
+static void conn__live_gap(struct sse_conn *c, uint64_t now)
+{
+	double cap = 2.0 * (double)c->ctx->cfg->sse_coalesce_ms, gap;
+
+	if (c->live_ms != 0 && now > c->live_ms) {
+		gap = (double)(now - c->live_ms);
+		if (gap > cap)
+			gap = cap;
+		c->gap_ms = c->gap_ms > 0 ? c->gap_ms + (gap - c->gap_ms) / 4 : gap;
+	}
+	c->live_ms = now;
+}
+
+/* The held connections whose hold has ended go back to the flush list;
+ * returns the earliest hold left (0: none). */
+static uint64_t conn__release_held(struct sse_ctx *ctx, uint64_t now)
+{
+	struct sse_link *l, *next;
+	uint64_t wake = 0;
+
+	for (l = ctx->held.next; l != &ctx->held; l = next) {
+		struct sse_conn *c = SSE_CONTAINER(l, struct sse_conn, dirty_link);
+		next = l->next;
+		if (now >= c->hold_until_ms) {
+			sse_list_del(l);
+			c->held = false;
+			sse_list_add_tail(&ctx->dirty, l);
+			ctx->n_dirty++;
+		} else if (wake == 0 || c->hold_until_ms < wake) {
+			wake = c->hold_until_ms;
+		}
+	}
+	return wake;
+}
+
+/* The end of a round (every connection that was on the flush list when it
+ * began has been written or held): its wall time is the margin a hold
+ * leaves, followed at once when longer, forgotten over a few dozen rounds. */
+static void conn__round_done(struct sse_ctx *ctx, uint64_t now_us)
+{
+	uint64_t us = now_us - ctx->round_t0_us;
+
+	ctx->round_left = 0;
+	ctx->flush_cost_us = us > ctx->flush_cost_us ? us : ctx->flush_cost_us - ctx->flush_cost_us / 16;
+	sse_metrics_stage(ctx, SSE_STAGE_FLUSH, (double)us / 1e6);
+}
+
 void sse_conn_flush_dirty(struct sse_ctx *ctx)
 {
-	uint64_t now = rtw_now_ms(), wake = 0;
-	uint64_t t0 = rtw_wall_us();
-	struct sse_conn *held = NULL;
-	bool wrote = false;
+	uint64_t now = rtw_now_ms(), wake;
+	uint64_t t0 = rtw_wall_us(), now_us = t0;
+	uint64_t slice_us = (uint64_t)ctx->cfg->sse_flush_slice_ms * 1000;
+	bool held = false;
 
-	while (ctx->dirty) {
-		struct sse_conn *c = ctx->dirty;
-		ctx->dirty = c->dirty_next;
-		c->dirty_next = NULL;
-		if (c->state == SSE_CONN_CLOSED) {
-			c->dirty = false;
-			continue;
+	if (ctx->held_wake_ms != 0 && now >= ctx->held_wake_ms)
+		ctx->held_wake_ms = conn__release_held(ctx, now);
+	if (sse_list_empty(&ctx->dirty))
+		ctx->round_left = 0; /* its last connections closed */
+	while (!sse_list_empty(&ctx->dirty)) {
+		struct sse_conn *c = SSE_CONTAINER(ctx->dirty.next, struct sse_conn, dirty_link);
+
+		if (ctx->round_left == 0) {
+			ctx->round_left = ctx->n_dirty;
+			ctx->round_t0_us = now_us;
+		} else if (slice_us && now_us - t0 >= slice_us) {
+			break; /* the loop's events first (a new message joins the rest) */
 		}
+		sse_list_del(&c->dirty_link);
+		ctx->n_dirty--;
+		ctx->round_left--;
 		if (!c->out_urgent && !c->want_out && now < c->hold_until_ms) {
-			/* stays dirty, on the held list */
-			if (wake == 0 || c->hold_until_ms < wake)
-				wake = c->hold_until_ms;
-			c->dirty_next = held;
-			held = c;
-			continue;
+			c->held = true; /* stays dirty */
+			sse_list_add_tail(&ctx->held, &c->dirty_link);
+			if (ctx->held_wake_ms == 0 || c->hold_until_ms < ctx->held_wake_ms)
+				ctx->held_wake_ms = c->hold_until_ms;
+			held = true;
+		} else {
+			c->dirty = false;
+			c->out_urgent = false;
+			c->hold_until_ms = 0;
+			conn__write(c);
+			now_us = rtw_wall_us();
 		}
-		c->dirty = false;
-		c->out_urgent = false;
-		c->hold_until_ms = 0;
-		c->flush_ms = now;
-		wrote = true;
-		conn__write(c);
+		/* closed connections left the list: a round may end short */
+		if (ctx->round_left == 0 || sse_list_empty(&ctx->dirty))
+			conn__round_done(ctx, now_us);
 	}
-	ctx->dirty = held;
-	if (held) {
+	if (held)
 		ctx->m.coalesce_holds++;
-		if (ctx->flush_due_ms == 0 || wake < ctx->flush_due_ms) {
-			ctx->flush_due_ms = wake;
-			if (rtw_timer_start(&ctx->flush_timer, wake - now, 0) != RTW_OK)
-				log_error("could not arm the flush timer: %s", strerror(errno));
-		}
-	}
-	if (wrote) {
-		uint64_t us = rtw_wall_us() - t0;
-		/* the margin a hold leaves: follows a slower pass at once, forgets
-		 * it over a few dozen passes */
-		ctx->flush_cost_us = us > ctx->flush_cost_us ? us : ctx->flush_cost_us - ctx->flush_cost_us / 16;
-		sse_metrics_stage(ctx, SSE_STAGE_FLUSH, (double)us / 1e6);
+	/* resume a cut round as soon as the loop's events are served */
+	wake = !sse_list_empty(&ctx->dirty) ? now : ctx->held_wake_ms;
+	if (wake != 0 && (ctx->flush_due_ms == 0 || wake < ctx->flush_due_ms)) {
+		ctx->flush_due_ms = wake;
+		if (rtw_timer_start(&ctx->flush_timer, wake - now, 0) != RTW_OK)
+			log_error("could not arm the flush timer: %s", strerror(errno));
 	}
 }
 
@@ -419,19 +478,25 @@ void sse_conn_push(struct sse_conn *c, struct sse_frame *f, bool live)
 	c->outq[(c->out_head + c->out_n) & (c->out_cap - 1)] = sse_frame_ref(f);
 	c->out_n++;
 	c->out_bytes += f->len;
-	if (live && f->has_pos)
+	if (live && f->has_pos) {
 		c->pos = f->pos;
+		conn__live_gap(c, sse_now(c->ctx));
+	}
 	if (!live || f->hold_until_ms == 0)
 		c->out_urgent = true;
 	else if (c->hold_until_ms == 0 && !c->out_urgent) {
-		/* the first held frame: hold only while messages are arriving
-		 * close together (written within the budget) */
-		if (sse_now(c->ctx) < c->flush_ms + (uint64_t)c->ctx->cfg->sse_coalesce_ms)
+		/* the first held frame: hold only when the next one is expected
+		 * before its deadline */
+		uint64_t now = sse_now(c->ctx);
+		if (c->gap_ms > 0 && (double)now + c->gap_ms <= (double)f->hold_until_ms)
 			c->hold_until_ms = f->hold_until_ms;
 		else
 			c->out_urgent = true;
-	} else if (f->hold_until_ms < c->hold_until_ms)
+	} else if (f->hold_until_ms < c->hold_until_ms) {
 		c->hold_until_ms = f->hold_until_ms;
+		if (c->held && c->hold_until_ms < c->ctx->held_wake_ms)
+			c->ctx->held_wake_ms = c->hold_until_ms;
+	}
 	conn__mark_dirty(c);
 }
 

@@ -7,9 +7,9 @@
  * exit; SIGHUP: reopen the log, reload the TLS certificate), the client sockets (their callback hands
  * complete heads to routes.c) and, through pg.c, the PostgreSQL socket and
  * timers, relay.c's sockets and retry timer (sse.relay), presence.c's
- * put timer and the end of a coalescing hold
- * (sse.coalesce_ms, conn.c). The top tier of sse/: it calls into the other files, and none
- * calls it.
+ * put timer and the end of a coalescing hold (sse.coalesce_ms, conn.c)
+ * or of a flush slice (sse.flush_slice_ms). The top tier of sse/: it
+ * calls into the other files, and none calls it.
  *
  * Phase order of one pass: every ready event (accepts, client reads and
  * writes, complete heads routed, PostgreSQL input and the dispatch of its
@@ -85,7 +85,8 @@ static void loop__tick(void *arg)
 	loop__trim(ctx);
 }
 
-/* A coalescing hold ended (conn.c): the pass hook flushes what is due. */
+/* A coalescing hold ended, or a cut flush round goes on (conn.c): the
+ * pass hook flushes what is due. */
 static void loop__flush_due(void *arg)
 {
 	((struct sse_ctx *)arg)->flush_due_ms = 0;
@@ -229,6 +230,8 @@ int main(int argc, char **argv)
 	sse_list_init(&ctx.conns);
 	sse_list_init(&ctx.closed);
 	sse_list_init(&ctx.jobs);
+	sse_list_init(&ctx.dirty);
+	sse_list_init(&ctx.held);
 	if (rtw_loop_init(&ctx.loop) != RTW_OK) {
 		log_error("could not set up the event loop: %s", strerror(errno));
 		goto out_cfg;

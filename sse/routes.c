@@ -402,7 +402,7 @@ static void routes__metrics(struct sse_conn *c, bool head_only)
 		};
 		rtw_metrics_family(&w, "rtw_sse_stage_seconds", RTW_METRIC_HISTOGRAM,
 				   "Time spent in each stage of the live path: waiting for the tail query's turn, "
-				   "the tail query, one flush of all connections with output.");
+				   "the tail query, one flush round over all connections with output.");
 		for (int i = 0; i < SSE_STAGE_N; i++)
 			rtw_metrics_histogram(&w, "rtw_sse_stage_seconds", stage_labels[i], &routes__lag_bounds,
 					      m->stage[i].bucket, m->stage[i].sum);

@@ -353,7 +353,8 @@ struct sse_conn {
 	int fd;
 	enum sse_conn_state state;
 	bool in_index;
-	bool dirty;		     /* on ctx->dirty: has output to flush this pass */
+	bool dirty;		     /* on ctx->dirty or ctx->held: has output to flush */
+	bool held;		     /* of those, on ctx->held: live output waiting within its budget */
 	bool want_out;		     /* EPOLLOUT armed */
 	bool pg_job;		     /* a query for it is in flight; do not free */
 	bool queued_job;	     /* on ctx->jobs */
@@ -372,14 +373,15 @@ struct sse_conn {
 	uint64_t deadline_ms;	     /* HANDSHAKE: stop holding; CLOSING: stop flushing */
 	struct sse_link link;	     /* ctx->conns or ctx->closed */
 	struct sse_link job_link;    /* ctx->jobs */
-	struct sse_conn *dirty_next;
+	struct sse_link dirty_link;  /* ctx->dirty or ctx->held */
 	struct sse_sub sub;
 	char *head;	   /* READING_HEAD: the bytes of an incomplete head */
 	uint32_t head_len; /* parsed once, when its end has arrived */
 	uint32_t head_cap;
 	struct sse_hs *hs; /* what the head leaves until the stream starts */
 	uint64_t born_ms;
-	uint64_t flush_ms;	 /* when the flush last wrote to it (sse.coalesce_ms) */
+	uint64_t live_ms;	 /* loop time its last live frame was queued (sse.coalesce_ms) */
+	double gap_ms;		 /* the usual gap between its live frames (moving average); 0: unknown */
 	uint64_t hold_until_ms;	 /* held live output leaves by then: its frames' earliest; 0: none held */
 	struct sse_pos pos;	 /* last position queued (or skipped) */
 	struct sse_pos sent_pos; /* last position fully written */
@@ -568,10 +570,15 @@ struct sse_ctx {
 	struct sse_link conns;	      /* every other open connection */
 	struct sse_link closed;	      /* parked, freed after the pass */
 	struct sse_link jobs;	      /* connections waiting for a query */
-	struct sse_conn *dirty;	      /* output to flush at the end of the pass */
-	struct rtw_timer flush_timer; /* ends the coalescing hold of held output */
+	struct sse_link dirty;	      /* connections with output to write, oldest first */
+	struct sse_link held;	      /* connections whose live output waits within its budget */
+	size_t n_dirty;		      /* on ctx->dirty */
+	size_t round_left;	      /* of ctx->dirty, still to write in the current round (0: none begun) */
+	uint64_t round_t0_us;	      /* when the current round began */
+	uint64_t held_wake_ms;	      /* the earliest hold_until_ms on ctx->held; 0: none held */
+	struct rtw_timer flush_timer; /* ends a coalescing hold, or resumes a round cut by sse.flush_slice_ms */
 	uint64_t flush_due_ms;	      /* when flush_timer fires; 0: stopped */
-	uint64_t flush_cost_us;	      /* the longest recent flush pass (decaying): what a hold leaves it */
+	uint64_t flush_cost_us;	      /* the longest recent round (decaying): what a hold leaves it */
 	size_t n_conns;
 	size_t n_over;		     /* of n_conns, those accepted over capacity (SSE_OVER_MAX at most) */
 	struct sse_htab ips;	     /* struct sse_ipcount, per client address */
@@ -670,11 +677,16 @@ void sse_conn_push(struct sse_conn *c, struct sse_frame *f, bool live);
  * it, less the time a flush pass takes; 0 when it must go at once (no
  * budget left, or coalescing off). Stored in the frame's hold_until_ms. */
 uint64_t sse_conn_hold_until(const struct sse_ctx *ctx, double lag_s);
-/* Writes the connections with new output. One that has only live frames
- * queued, was written less than sse.coalesce_ms ago (messages are
- * arriving close together) and whose earliest frame's hold_until_ms is
- * still ahead is held until then (flush_timer), so the messages that
- * arrive meanwhile leave in the same write; anything else goes at once. */
+/* Writes the connections with new output, oldest first, for at most
+ * sse.flush_slice_ms at a time: a round over many connections is cut into
+ * slices with the loop's events between them (flush_timer resumes it), so
+ * messages that arrive meanwhile join the output of the connections not
+ * yet written and leave in the same write. One that has only live frames
+ * queued, whose frames usually arrive less than their remaining budget
+ * apart (a companion is expected), and whose earliest frame's
+ * hold_until_ms is still ahead is held until then (flush_timer), so the
+ * messages that arrive meanwhile leave in the same write; anything else
+ * goes at once. */
 void sse_conn_flush_dirty(struct sse_ctx *ctx);
 void sse_conn_free_closed(struct sse_ctx *ctx);
 void sse_conn_tick(struct sse_ctx *ctx);

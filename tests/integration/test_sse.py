@@ -8,7 +8,7 @@ Last-Event-ID, private and webhook-result isolation, widget filtering,
 restarts of rtw-sse and PostgreSQL, a terminated backend, a slow consumer
 (bounded memory, nothing lost), heartbeats, errors, nginx in front, and
 live output held within its coalescing budget (sse.coalesce_ms), never
-past it.
+past it, and only when the next message is expected within it.
 """
 import base64
 import hashlib
@@ -899,6 +899,22 @@ def refusals_at_accept_declare_their_length():
         d.stop()
 
 
+def coalescing_sse(name):
+    """A dedicated rtw-sse with a 1,000 ms coalescing budget: (daemon, port)."""
+    port = rtwtest.free_port()
+    d = STACK.start_sse(name=name, port=port, env={"RTW_SSE_COALESCE_MS": "1000"})
+    return d, port
+
+
+def insert_created_ago(stream, conn, interval):
+    """Inserts a message whose created_at is interval (SQL) in the past; returns its id."""
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message, ts, created_at)"
+                    " VALUES (%s, 'broadcast', %s, 'writer', '{}', 1, now() - %s::interval) RETURNING id",
+                    (stream, STACK.widget_key, interval))
+        return str(cur.fetchone()[0])
+
+
 @test
 def coalesced_writes_keep_order_and_survive_a_close():
     """sse.coalesce_ms: a connection written to less than the window ago
@@ -907,8 +923,7 @@ def coalesced_writes_keep_order_and_survive_a_close():
     its output is held is dropped cleanly (the others go on); held
     connections count in rtw_sse_coalesce_holds_total and messages that
     shared a write show as fewer writes than deliveries."""
-    port = rtwtest.free_port()
-    d = STACK.start_sse(name="rtw-sse-coalesce", port=port, env={"RTW_SSE_COALESCE_MS": "1000"})
+    d, port = coalescing_sse("rtw-sse-coalesce")
     try:
         wait_healthy(port)
         s = stream_name("co")
@@ -944,8 +959,7 @@ def coalescing_never_holds_a_message_past_its_budget():
     message that reaches rtw-sse with none of it left is written at once,
     even to a connection written a moment ago (which would hold a fresh
     one), and takes nothing with it out of order."""
-    port = rtwtest.free_port()
-    d = STACK.start_sse(name="rtw-sse-budget", port=port, env={"RTW_SSE_COALESCE_MS": "1000"})
+    d, port = coalescing_sse("rtw-sse-budget")
     try:
         wait_healthy(port)
         s = stream_name("bu")
@@ -955,11 +969,7 @@ def coalescing_never_holds_a_message_past_its_budget():
         h0 = metric("rtw_sse_coalesce_holds_total", port)
         conn = STACK.pg.connect()
         try:
-            with conn.cursor() as cur:
-                cur.execute("INSERT INTO rtw_messages (stream_id, type, widget_key, author_id, message, ts, created_at)"
-                            " VALUES (%s, 'broadcast', %s, 'writer', '{}', 1, now() - interval '10 s') RETURNING id",
-                            (s, STACK.widget_key))
-                old = str(cur.fetchone()[0])
+            old = insert_created_ago(s, conn, "10 s")
             assert read_ids(c, 1) == [old]
             assert metric("rtw_sse_coalesce_holds_total", port) == h0
             fresh = insert(s, conn=conn)  # written less than the budget ago: held
@@ -968,6 +978,45 @@ def coalescing_never_holds_a_message_past_its_budget():
         assert read_ids(c, 1) == [fresh]
         assert metric("rtw_sse_coalesce_holds_total", port) > h0
         assert [first, old, fresh] == stream_ids(s)
+        c.close()
+    finally:
+        d.stop()
+
+
+@test
+def coalescing_holds_only_when_a_companion_is_expected():
+    """sse.coalesce_ms holds a live message only when the connection's
+    messages usually come closer together than the budget the message has
+    left: messages that each arrive with little budget left and further
+    apart than that are written at once, none held (the old rule held them
+    all: each came less than the budget after the last write); a burst
+    that follows is held again and shares writes."""
+    d, port = coalescing_sse("rtw-sse-companion")
+    try:
+        wait_healthy(port)
+        s = stream_name("cp")
+        c = subscribe(s, token=STACK.token("cp"), port=port)
+        h0 = metric("rtw_sse_coalesce_holds_total", port)
+        conn = STACK.pg.connect()
+        try:
+            ids = []
+            for _ in range(5):
+                # created 800 ms ago: about 200 ms of budget left, and the
+                # next one comes at least 600 ms later
+                ids.append(insert_created_ago(s, conn, "800 ms"))
+                assert read_ids(c, 1) == ids[-1:]
+                time.sleep(0.6)
+            assert metric("rtw_sse_coalesce_holds_total", port) == h0
+            w0, d0 = metric("rtw_sse_writes_total", port), metric("rtw_sse_events_delivered_total", port)
+            burst = [insert(s, conn=conn) for _ in range(10)]  # close together, fresh: held
+        finally:
+            conn.close()
+        assert read_ids(c, len(burst)) == burst
+        assert ids + burst == stream_ids(s)
+        assert metric("rtw_sse_coalesce_holds_total", port) > h0
+        writes = metric("rtw_sse_writes_total", port) - w0
+        delivered = metric("rtw_sse_events_delivered_total", port) - d0
+        assert delivered >= len(burst) and writes < delivered, (writes, delivered)
         c.close()
     finally:
         d.stop()
