@@ -682,8 +682,8 @@ uint64_t sse_conn_hold_until(const struct sse_ctx *ctx, double lag_s);
  * slices with the loop's events between them (flush_timer resumes it), so
  * messages that arrive meanwhile join the output of the connections not
  * yet written and leave in the same write. One that has only live frames
- * queued, whose frames usually arrive less than their remaining budget
- * apart (a companion is expected), and whose earliest frame's
+ * queued, whose frames usually arrive less than sse.coalesce_ms apart
+ * (companions are expected), and whose earliest frame's
  * hold_until_ms is still ahead is held until then (flush_timer), so the
  * messages that arrive meanwhile leave in the same write; anything else
  * goes at once. */

@@ -985,12 +985,10 @@ def coalescing_never_holds_a_message_past_its_budget():
 
 @test
 def coalescing_holds_only_when_a_companion_is_expected():
-    """sse.coalesce_ms holds a live message only when the connection's
-    messages usually come closer together than the budget the message has
-    left: messages that each arrive with little budget left and further
-    apart than that are written at once, none held (the old rule held them
-    all: each came less than the budget after the last write); a burst
-    that follows is held again and shares writes."""
+    """sse.coalesce_ms holds a live message only while the connection's
+    messages come closer together than the budget: messages further apart
+    than it are written at once, none held; a burst that follows is held
+    again and shares writes."""
     d, port = coalescing_sse("rtw-sse-companion")
     try:
         wait_healthy(port)
@@ -1000,12 +998,12 @@ def coalescing_holds_only_when_a_companion_is_expected():
         conn = STACK.pg.connect()
         try:
             ids = []
-            for _ in range(5):
-                # created 800 ms ago: about 200 ms of budget left, and the
-                # next one comes at least 600 ms later
-                ids.append(insert_created_ago(s, conn, "800 ms"))
+            for _ in range(4):
+                # the next one comes at least 1,200 ms later: further apart
+                # than the 1,000 ms budget
+                ids.append(insert(s, conn=conn))
                 assert read_ids(c, 1) == ids[-1:]
-                time.sleep(0.6)
+                time.sleep(1.2)
             assert metric("rtw_sse_coalesce_holds_total", port) == h0
             w0, d0 = metric("rtw_sse_writes_total", port), metric("rtw_sse_events_delivered_total", port)
             burst = [insert(s, conn=conn) for _ in range(10)]  # close together, fresh: held
