@@ -73,7 +73,11 @@ def every_daemon_has_the_common_families():
         assert s[p + "pg_up"] == [("", 1.0)], (d, s.get(p + "pg_up"))
         (labels, v), = s[p + "build_info"]
         assert v == 1 and re.fullmatch(r'\{version="[0-9][^"]*"\}', labels), (d, labels)
-        assert s[p + "process_cpu_seconds_total"][0][1] > 0, d
+        # the kernel counts CPU in 10 ms ticks: a release build just
+        # started may not have used one yet, so scrape (which costs CPU)
+        # until it has
+        rtwtest.wait_for(lambda: samples(scrape(d))[p + "process_cpu_seconds_total"][0][1] > 0, 15,
+                         d + " process_cpu_seconds_total > 0")
         assert s[p + "process_resident_memory_bytes"][0][1] > 1 << 20, d
         # at least stdin/stdout/stderr, a listener and a PostgreSQL connection
         assert s[p + "process_open_fds"][0][1] >= 5, d
