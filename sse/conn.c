@@ -544,24 +544,31 @@ static ssize_t conn__send_tls(struct sse_conn *c)
 	return w;
 }
 
+/* One sendmsg of the queued frames (at most CONN_IOV_MAX of them). */
+static ssize_t conn__send_plain(struct sse_conn *c)
+{
+	struct iovec iov[CONN_IOV_MAX];
+	int n = 0;
+
+	for (uint32_t i = 0; i < c->out_n && n < CONN_IOV_MAX; i++, n++) {
+		struct sse_frame *f = c->outq[(c->out_head + i) & (c->out_cap - 1)];
+		size_t off = i == 0 ? c->head_off : 0;
+		iov[n].iov_base = f->data + off;
+		iov[n].iov_len = f->len - off;
+	}
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+	return sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
 static void conn__write(struct sse_conn *c)
 {
 	struct sse_ctx *ctx = c->ctx;
 
 	while (c->out_n > 0) {
-		struct iovec iov[CONN_IOV_MAX];
-		int n = 0;
 		ssize_t w;
 
-		for (uint32_t i = 0; i < c->out_n && n < CONN_IOV_MAX; i++, n++) {
-			struct sse_frame *f = c->outq[(c->out_head + i) & (c->out_cap - 1)];
-			size_t off = i == 0 ? c->head_off : 0;
-			iov[n].iov_base = f->data + off;
-			iov[n].iov_len = f->len - off;
-		}
-		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
 		ctx->m.writes++;
-		w = c->tls ? conn__send_tls(c) : sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		w = c->tls ? conn__send_tls(c) : conn__send_plain(c);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
