@@ -244,6 +244,13 @@ out:
 	return rc;
 }
 
+/* auth.max_token_ttl_s: whether a token valid now lies further ahead
+ * than the cap (0: none). exp > now, so the difference cannot overflow. */
+static bool tok__beyond_cap(const struct tok_claims *c, int64_t now, int64_t max_ttl_s)
+{
+	return max_ttl_s > 0 && c->exp - now > max_ttl_s;
+}
+
 int tok_verify_rotating(const char *secret, const char *previous, const char *token, int64_t now, int64_t max_ttl_s,
 			struct tok_claims *out, const char **why)
 {
@@ -255,8 +262,8 @@ int tok_verify_rotating(const char *secret, const char *previous, const char *to
 		rc = tok_verify(previous, strlen(previous), token, now, out, why);
 	/* A token valid for years is a credential nobody can take back short
 	 * of rotating the secret for everyone: the cap bounds what a leaked
-	 * one is worth. exp > now here, so the difference cannot overflow. */
-	if (rc == RTW_OK && max_ttl_s > 0 && out->exp - now > max_ttl_s) {
+	 * one is worth. */
+	if (rc == RTW_OK && tok__beyond_cap(out, now, max_ttl_s)) {
 		tok_claims_free(out);
 		*why = TOK_WHY_TOO_LONG;
 		rc = RTW_ERROR;
@@ -367,7 +374,7 @@ int tok_cache_verify(struct tok_cache *c, const char *secret, const char *previo
 		}
 		/* kept under this cap (exp - now only shrinks), unless the
 		 * caller's cap is another one */
-		if (max_ttl_s > 0 && e->claims.exp - now > max_ttl_s) {
+		if (tok__beyond_cap(&e->claims, now, max_ttl_s)) {
 			memset(out, 0, sizeof(*out));
 			*why = TOK_WHY_TOO_LONG;
 			return RTW_ERROR;
